@@ -1,0 +1,253 @@
+"""The ``databus`` command line.
+
+databus up [--for SECONDS]     the whole bus on embedded servers, with a live summary
+databus process                the Faust stream processor (a worker)
+databus sink ioc               the IOC store sink (Redis)
+databus simulate               the dossier simulator, publishing through the Publisher
+databus kpis                   per-unit dossier KPIs read back from the IOC store
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from bus.errors import DatabusError
+from bus.settings import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+sink_app = typer.Typer(no_args_is_help=True, help="Run a sink.")
+app.add_typer(sink_app, name="sink")
+console = Console()
+log = logging.getLogger("databus")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except DatabusError as exc:
+        console.print(f"[red]{exc}[/]\nFix the variable(s) above (see README, 'Settings').")
+        raise typer.Exit(2) from exc
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=os.environ.get("DATABUS_LOG_LEVEL", level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def process() -> None:
+    """Run the stream processor: standardize, dead-letter, alert."""
+    import faust
+
+    from bus.metrics import Metrics, serve_metrics
+    from stream_processors.app import create_app
+
+    _logging()
+    settings = _settings()
+    metrics = Metrics()
+    port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
+    log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    faust_app = create_app(settings, metrics)
+    worker = faust.Worker(faust_app, loglevel="WARNING", redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+@sink_app.command("ioc")
+def sink_ioc() -> None:
+    """Run the IOC store sink: standardized dossiers and alerts into Redis."""
+    import redis
+
+    from bus.metrics import Metrics, serve_metrics
+    from schemas.catalog import ALERTS_TOPIC, DOSSIERS
+    from sinks.ioc_store import IocStoreSink
+    from sinks.runner import SinkRunner
+
+    _logging()
+    settings = _settings()
+    if settings.redis.url is None:
+        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
+        raise typer.Exit(2)
+    metrics = Metrics()
+    port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
+    log.info("sink metrics on http://%s:%d/metrics", settings.metrics.host, port)
+    client = redis.Redis.from_url(settings.redis.url)
+    runner = SinkRunner(
+        settings,
+        IocStoreSink(client),
+        name="ioc_store",
+        topics=[DOSSIERS.std_topic, ALERTS_TOPIC],
+        group=settings.sink_group,
+        metrics=metrics,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner.run(stop)
+
+
+@app.command()
+def simulate(
+    days: Annotated[int, typer.Option(help="Simulated history, in days")] = 30,
+    per_day: Annotated[float, typer.Option(help="Dossiers per unit per working day")] = 3.0,
+    units: Annotated[int | None, typer.Option(help="How many units (default: all)")] = None,
+    rate: Annotated[float, typer.Option(help="Events per second (0: as fast as possible)")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 7,
+    live: Annotated[
+        bool, typer.Option(help="Keep publishing new dossiers after the history")
+    ] = False,
+) -> None:
+    """Publish simulated dossier events from the public-service portal."""
+    from bus.metrics import Metrics, serve_metrics
+    from producers.dossier_simulator import SimConfig, generate, live_events, publish_events
+    from producers.publisher import Publisher
+    from stream_processors.reference import load_reference
+
+    _logging()
+    settings = _settings()
+    metrics = Metrics()
+    serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
+    ref = load_reference()
+    config = SimConfig(days=days, dossiers_per_unit_per_day=per_day, units=units, seed=seed)
+    events = generate(config, ref)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Publisher(settings, source_system="dvc-portal-sim", metrics=metrics) as publisher:
+        sent = publish_events(publisher, events, rate=rate or None, stop=stop.is_set)
+        log.info("published %d history events", sent)
+        if live:
+            for batch in live_events(config, ref):
+                if stop.wait(10.0):
+                    break
+                publish_events(publisher, batch, stop=stop.is_set)
+
+
+@app.command()
+def kpis() -> None:
+    """Show per-unit dossier KPIs as the IOC store holds them now."""
+    from datetime import UTC, datetime
+
+    import redis
+
+    from bus.dashboard import kpi_table
+    from sinks.ioc_store import read_unit_kpis
+
+    settings = _settings()
+    if settings.redis.url is None:
+        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
+        raise typer.Exit(2)
+    client = redis.Redis.from_url(settings.redis.url)
+    console.print(kpi_table(read_unit_kpis(client, datetime.now(UTC))))
+
+
+def _spawn(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path
+) -> subprocess.Popen[bytes]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = (log_dir / f"{name}.log").open("wb")
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "bus", *args],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+    )
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for name, proc in children.items():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            console.print(f"[yellow]{name} did not stop in time; killing it[/]")
+            proc.kill()
+            proc.wait()
+
+
+@app.command()
+def up(
+    for_seconds: Annotated[
+        float | None, typer.Option("--for", help="Run this many seconds, then stop cleanly")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Simulator events per second")] = 500,
+    days: Annotated[int, typer.Option(help="Simulated history, in days")] = 30,
+) -> None:
+    """Start the embedded servers and the whole bus, fed by the dossier simulator."""
+    import redis
+
+    from bus.dashboard import Figures, render, scrape
+    from bus.local_stack import LocalStack, free_port
+
+    settings = _settings()
+    logging.basicConfig(level=logging.WARNING)
+    console.print("[bold]databus[/]: starting the local stack …")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        with LocalStack(settings) as stack:
+            for line in stack.started or ["nothing: every address comes from settings"]:
+                console.print(f"  started {line}")
+            log_dir = stack.settings.data_dir.resolve() / "logs"
+            ports: dict[str, int] = {}
+            plan = {
+                "processor": ["process"],
+                "sink-ioc": ["sink", "ioc"],
+                "simulator": ["simulate", "--days", str(days), "--rate", str(rate), "--live"],
+            }
+            for name, args in plan.items():
+                ports[name] = free_port()
+                env = {**stack.env(), "DATABUS_METRICS__PORT": str(ports[name])}
+                children[name] = _spawn(name, args, env, log_dir)
+            console.print(f"  processes: {', '.join(children)} (logs in {log_dir})")
+            client = redis.Redis.from_url(stack.settings.redis.url or "")
+            figures = Figures()
+            started = time.monotonic()
+            with Live(console=console, refresh_per_second=2) as live:
+                while for_seconds is None or time.monotonic() - started < for_seconds:
+                    dead = [n for n, p in children.items() if p.poll() is not None]
+                    if dead:
+                        raise DatabusError(
+                            f"{', '.join(dead)} stopped unexpectedly; see {log_dir}/<name>.log"
+                        )
+                    totals = scrape(ports.values())
+                    figures.update(totals)
+                    live.update(render(figures, totals, client, time.monotonic() - started))
+                    time.sleep(1.0)  # the refresh period of the display
+            console.print("[bold]databus[/]: stopping …")
+    except KeyboardInterrupt:
+        console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
+    except DatabusError as exc:
+        console.print(f"[red]{exc}[/]")
+        _stop_children(children)
+        raise typer.Exit(1) from exc
+    finally:
+        _stop_children(children)
+    console.print("[bold]databus[/]: stopped cleanly.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

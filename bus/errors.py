@@ -1,0 +1,89 @@
+"""One error root for the whole bus.
+
+Every error says whether retrying the same operation later can succeed
+(``retriable``), so callers decide between waiting and dead-lettering without
+guessing from exception classes.
+
+    DatabusError
+    ├── ConfigError                  a setting is missing or invalid (start-up stops)
+    ├── ValidationError              a record does not satisfy its contract
+    │   └── PublishValidationError   a model handed to the Publisher is invalid
+    ├── CodecError                   bytes are not a valid event for the dataset
+    ├── RegistryError                the schema registry failed (retriable unless 4xx)
+    │   └── IncompatibleSchemaError  a registration breaks the compatibility level
+    ├── DeliveryError                the broker did not acknowledge a record (retriable)
+    ├── SinkError                    a destination failed to take a batch
+    └── StackError                   an embedded server failed to start or stop
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "DatabusError",
+    "DeliveryError",
+    "IncompatibleSchemaError",
+    "PublishValidationError",
+    "RegistryError",
+    "SinkError",
+    "StackError",
+    "ValidationError",
+]
+
+
+class DatabusError(Exception):
+    """Root of every error raised by databus code."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
+
+
+class ConfigError(DatabusError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class ValidationError(DatabusError):
+    """A record does not satisfy its contract."""
+
+
+class PublishValidationError(ValidationError):
+    """A model handed to the Publisher failed validation; nothing was sent."""
+
+
+class CodecError(DatabusError):
+    """Bytes are not a valid event; ``reason`` is a stable code for the DLQ."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, retriable=False)
+        self.reason = reason
+
+
+class RegistryError(DatabusError):
+    """The schema registry failed; 5xx and connection errors are retriable."""
+
+    retriable = True
+
+
+class IncompatibleSchemaError(RegistryError):
+    """A schema breaks the subject's compatibility level."""
+
+    retriable = False
+
+
+class DeliveryError(DatabusError):
+    """The broker did not acknowledge a record."""
+
+    retriable = True
+
+
+class SinkError(DatabusError):
+    """A destination failed to take a batch."""
+
+
+class StackError(DatabusError):
+    """An embedded server failed to start, or to become ready in time."""

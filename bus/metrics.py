@@ -1,0 +1,88 @@
+"""All metrics of one process in one object, bound to a registry the caller gives.
+
+Names follow Prometheus conventions and DESIGN.md: prefix ``databus_``, base
+units, ``_total`` counters (prometheus-client adds the suffix), bounded labels
+only — dataset, stage, reason, rule, state, sink — never an event or citizen id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics", "serve_metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "databus_events_consumed",
+            "Events read from a topic, by dataset and stage.",
+            ["dataset", "stage"],
+            registry=r,
+        )
+        self.events_produced = Counter(
+            "databus_events_produced",
+            "Events written to a topic, by dataset and stage.",
+            ["dataset", "stage"],
+            registry=r,
+        )
+        self.events_dead_lettered = Counter(
+            "databus_events_dead_lettered",
+            "Events sent to a dead-letter topic, by dataset, stage and reason code.",
+            ["dataset", "stage", "reason"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "databus_delivery_failures",
+            "Records the broker did not acknowledge, by dataset.",
+            ["dataset"],
+            registry=r,
+        )
+        self.processing_seconds = Histogram(
+            "databus_processing_seconds",
+            "Time to process one event in a stage.",
+            ["dataset", "stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.alerts = Counter(
+            "databus_alerts",
+            "Alert transitions emitted, by rule and state.",
+            ["rule", "state"],
+            registry=r,
+        )
+        self.sink_records_written = Counter(
+            "databus_sink_records_written",
+            "Records a sink wrote durably, by sink and dataset.",
+            ["sink", "dataset"],
+            registry=r,
+        )
+        self.sink_batch_seconds = Histogram(
+            "databus_sink_batch_seconds",
+            "Time to write one batch to a destination.",
+            ["sink"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_failures = Counter(
+            "databus_sink_failures",
+            "Failed batch writes, by sink and kind (retriable or permanent).",
+            ["sink", "kind"],
+            registry=r,
+        )
+        self.last_event_timestamp = Gauge(
+            "databus_last_event_timestamp_seconds",
+            "Source time of the newest event seen, by dataset and stage.",
+            ["dataset", "stage"],
+            registry=r,
+        )
+
+
+def serve_metrics(metrics: Metrics, host: str = "127.0.0.1", port: int = 0) -> int:
+    """Serve ``/metrics`` in a daemon thread; returns the bound port (0 picks a free one)."""
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return int(server.server_port)

@@ -1,0 +1,154 @@
+"""Avro in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, body.
+
+Serdes follow confluent-kafka's contract, ``__call__(obj, ctx) -> bytes`` and back,
+but decoding is strict: every framing problem becomes a ``CodecError`` with a
+stable reason code for the dead-letter topic, while a registry that cannot be
+reached is a retriable ``RegistryError`` — an outage is not a bad record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from bus.errors import CodecError, RegistryError
+
+__all__ = ["MAGIC_BYTE", "AvroDeserializer", "AvroSerializer", "frame", "unframe"]
+
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    return _HEADER.pack(MAGIC_BYTE, schema_id) + body
+
+
+def unframe(data: bytes | None) -> tuple[int, bytes]:
+    """Split a framed value into (schema id, Avro body)."""
+    if not data:
+        raise CodecError("empty_value", "the record has no value")
+    if len(data) < _HEADER.size:
+        raise CodecError("truncated_header", f"{len(data)} bytes, shorter than the 5-byte header")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC_BYTE:
+        raise CodecError("bad_magic_byte", f"magic byte {magic}, expected {MAGIC_BYTE}")
+    return schema_id, data[_HEADER.size :]
+
+
+def _parse(schema_str: str) -> Any:
+    return fastavro.parse_schema(json.loads(schema_str))
+
+
+def _full_name(parsed: Any) -> str:
+    return str(parsed.get("name", "")) if isinstance(parsed, dict) else ""
+
+
+class AvroSerializer:
+    """Encode dicts with one schema; registers it under ``subject`` on first use."""
+
+    def __init__(
+        self,
+        client: SchemaRegistryClient,
+        subject: str,
+        schema_str: str,
+        *,
+        auto_register: bool = True,
+    ) -> None:
+        self._client = client
+        self._subject = subject
+        self._schema_str = schema_str
+        self._parsed = _parse(schema_str)
+        self._auto_register = auto_register
+        self._schema_id: int | None = None
+
+    @property
+    def schema_id(self) -> int:
+        if self._schema_id is None:
+            schema = Schema(self._schema_str, "AVRO")
+            try:
+                if self._auto_register:
+                    self._schema_id = self._client.register_schema(self._subject, schema)
+                else:
+                    self._schema_id = self._client.lookup_schema(self._subject, schema).schema_id
+            except SchemaRegistryError as exc:
+                raise RegistryError(
+                    f"registry refused {self._subject}: {exc.error_message}",
+                    retriable=exc.http_status_code >= 500,
+                ) from exc
+            except Exception as exc:
+                raise RegistryError(f"schema registry unreachable: {exc}") from exc
+        return self._schema_id
+
+    def encode_body(self, obj: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self._parsed, obj)
+        return buf.getvalue()
+
+    def __call__(self, obj: dict[str, Any], ctx: object = None) -> bytes:
+        return frame(self.schema_id, self.encode_body(obj))
+
+
+class AvroDeserializer:
+    """Decode framed values; optionally insist on one record type (the dataset's)."""
+
+    def __init__(
+        self, client: SchemaRegistryClient, reader_schema_str: str | None = None
+    ) -> None:
+        self._client = client
+        self._reader = _parse(reader_schema_str) if reader_schema_str else None
+        self._writers: dict[int, Any] = {}
+
+    def _writer(self, schema_id: int) -> Any:
+        parsed = self._writers.get(schema_id)
+        if parsed is not None:
+            return parsed
+        try:
+            schema = self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise CodecError(
+                    "unknown_schema_id", f"schema id {schema_id} is not in the registry"
+                ) from exc
+            raise RegistryError(
+                f"registry failed looking up schema {schema_id}: {exc.error_message}",
+                retriable=exc.http_status_code >= 500,
+            ) from exc
+        except Exception as exc:
+            raise RegistryError(f"schema registry unreachable: {exc}") from exc
+        if schema.schema_type not in (None, "AVRO"):
+            raise CodecError("not_avro", f"schema id {schema_id} is {schema.schema_type}")
+        parsed = _parse(schema.schema_str)
+        if self._reader is not None and _full_name(parsed) != _full_name(self._reader):
+            raise CodecError(
+                "wrong_schema",
+                f"schema id {schema_id} is {_full_name(parsed)}, "
+                f"expected {_full_name(self._reader)}",
+            )
+        self._writers[schema_id] = parsed
+        return parsed
+
+    def __call__(self, data: bytes | None, ctx: object = None) -> dict[str, Any]:
+        schema_id, body = unframe(data)
+        writer = self._writer(schema_id)
+        buf = io.BytesIO(body)
+        try:
+            record = fastavro.schemaless_reader(buf, writer, self._reader)
+        except (EOFError, StopIteration) as exc:
+            raise CodecError("truncated_payload", "the Avro body ends early") from exc
+        except UnicodeDecodeError as exc:
+            raise CodecError("invalid_utf8", f"a string is not UTF-8: {exc.reason}") from exc
+        except Exception as exc:  # fastavro raises plain ValueError/IndexError on garbage
+            raise CodecError("invalid_avro", f"{type(exc).__name__}: {exc}") from exc
+        if buf.tell() != len(body):
+            raise CodecError(
+                "trailing_bytes", f"{len(body) - buf.tell()} bytes left after the record"
+            )
+        if not isinstance(record, dict):
+            raise CodecError("invalid_avro", "the value is not a record")
+        return record

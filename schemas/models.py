@@ -1,0 +1,67 @@
+"""Pydantic models of what source systems send: validated before anything is published.
+
+The models check what the Avro schema can express (types, required fields, code
+lists, lengths). Semantic checks that need reference data — is the citizen id
+well formed, does the unit exist — belong to the stream processors, so a record
+that fails them is dead-lettered with its reason instead of vanishing at the edge.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Channel", "Dossier", "DossierStatus", "Op", "Sex"]
+
+
+class Op(StrEnum):
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"
+
+
+class DossierStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUPPLEMENT_REQUESTED = "SUPPLEMENT_REQUESTED"
+    COMPLETED = "COMPLETED"
+    RETURNED = "RETURNED"
+    CANCELLED = "CANCELLED"
+
+
+class Channel(StrEnum):
+    ONLINE = "ONLINE"
+    IN_PERSON = "IN_PERSON"
+
+
+class Sex(StrEnum):
+    MALE = "MALE"
+    FEMALE = "FEMALE"
+
+
+_Code = Field(min_length=1, max_length=64)
+_Time = Field(min_length=1, max_length=40, description="ISO 8601, dd/mm/yyyy HH:MM, or epoch")
+
+
+class Dossier(BaseModel):
+    """An administrative-procedure dossier as the public-service portal stores it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    dossier_id: str = _Code
+    dossier_code: str = _Code
+    procedure_code: str = _Code
+    procedure_name: str = Field(min_length=1, max_length=500)
+    receiving_unit_code: str = _Code
+    admin_unit_code: str = _Code
+    applicant_citizen_id: str = Field(min_length=1, max_length=20, repr=False)
+    applicant_name: str = Field(min_length=1, max_length=200, repr=False)
+    applicant_birth_date: str | None = Field(default=None, max_length=40, repr=False)
+    applicant_sex: Sex | None = Field(default=None, repr=False)
+    status: DossierStatus
+    channel: Channel
+    received_at: str = _Time
+    due_at: str = _Time
+    completed_at: str | None = Field(default=None, max_length=40)

@@ -1,0 +1,50 @@
+"""Dead-letter records: the original bytes, with headers like Kafka Connect's.
+
+Operators and ``databus dlq`` read these headers to see where a record came
+from and why it was refused, in English and Vietnamese.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["HEADER_PREFIX", "DeadLetter", "dlq_headers"]
+
+HEADER_PREFIX = "databus.errors."
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Why a record was refused; ``field`` is a field name, never a value."""
+
+    stage: str
+    reason: str
+    exception_class: str
+    message: str
+    message_vi: str = ""
+    field: str = ""
+
+
+def dlq_headers(
+    original: Iterable[tuple[str, bytes | None]],
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    letter: DeadLetter,
+) -> list[tuple[str, bytes]]:
+    """The original headers (minus stale error headers) plus the error context."""
+    kept = [(k, v or b"") for k, v in original if not k.startswith(HEADER_PREFIX)]
+    context = {
+        "topic": topic,
+        "partition": str(partition),
+        "offset": str(offset),
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "field": letter.field,
+        "exception.class.name": letter.exception_class,
+        "exception.message": letter.message,
+        "exception.message.vi": letter.message_vi,
+    }
+    return kept + [(HEADER_PREFIX + k, v.encode()) for k, v in context.items()]
