@@ -207,6 +207,10 @@ def up(
         with LocalStack(settings) as stack:
             for line in stack.started or ["nothing: every address comes from settings"]:
                 console.print(f"  started {line}")
+            from bus.topics import bus_topics, ensure_topics
+
+            created = ensure_topics(stack.settings, bus_topics(stack.settings))
+            console.print(f"  topics: {len(created)} created from the catalog")
             log_dir = stack.settings.data_dir.resolve() / "logs"
             ports: dict[str, int] = {}
             plan = {

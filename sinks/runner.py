@@ -37,6 +37,8 @@ def consumer_config(settings: Settings, group: str) -> dict[str, object]:
         "session.timeout.ms": settings.kafka.session_timeout_ms,
         "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
         "partition.assignment.strategy": "cooperative-sticky",
+        # Notice topics created after subscribing within seconds, not librdkafka's 5 min.
+        "topic.metadata.refresh.interval.ms": 5000,
     }
 
 

@@ -91,9 +91,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     alerts_topic = topic(ALERTS_TOPIC)
     by_unit = topic(f"{settings.processor_group}-dossier-facts-by-unit", internal=True)
 
-    facts = app.Table("dossier-facts", key_type=str, value_serializer="json")
-    units = app.Table("unit-overdue-state", key_type=str, value_serializer="json")
-    open_alerts = app.Table("unit-overdue-alert", key_type=str, value_serializer="json")
+    facts = app.Table("dossier-facts", key_type=str)
+    units = app.Table("unit-overdue-state", key_type=str)
+    open_alerts = app.Table("unit-overdue-alert", key_type=str)
     activity = {"last_raw_s": 0.0}
 
     # Register output schemas now: a registry that refuses them stops start-up.

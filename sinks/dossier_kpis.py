@@ -1,0 +1,161 @@
+"""The dossier KPIs, as DOMAIN.md defines them once for everyone.
+
+A dossier's latest state *contributes* to its receiving unit's figures:
+
+- received: every dossier that exists counts once, whatever its status;
+- completed: status ``COMPLETED``; on time when ``completed_at <= due_at``,
+  late when ``completed_at > due_at``;
+- open: status received, in progress or supplement requested (not completed,
+  returned or cancelled). Whether an open dossier is *overdue* depends on the
+  reading time, not on when it was written: a dossier becomes overdue while no
+  one writes anything, so a contribution keeps the due time and
+  :func:`is_open_overdue` answers against a ``now``;
+- returned and cancelled dossiers are received but neither open nor completed.
+
+A deleted dossier (op ``d``) contributes nothing.
+
+Rates: overdue = (late + open overdue) / (on time + late + open overdue);
+on time = 1 − overdue. No denominator gives no rate (``None``), never 0.
+
+The IOC store keeps running sums of these contributions;
+:func:`compute_unit_kpis` recomputes them from scratch, so the two can be
+checked against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "COMPLETED_STATUS",
+    "NO_CONTRIBUTION",
+    "OPEN_STATUSES",
+    "Contribution",
+    "UnitKpis",
+    "compute_unit_kpis",
+    "contribution",
+    "is_open_overdue",
+    "rates",
+    "unit_kpis",
+]
+
+OPEN_STATUSES = frozenset({"RECEIVED", "IN_PROGRESS", "SUPPLEMENT_REQUESTED"})
+COMPLETED_STATUS = "COMPLETED"
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one dossier state adds to its unit's KPIs (each count 0 or 1)."""
+
+    received: int
+    completed: int
+    completed_on_time: int
+    completed_late: int
+    # set only while the dossier is open
+    open_due_at: datetime | None
+
+
+NO_CONTRIBUTION = Contribution(0, 0, 0, 0, None)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitKpis:
+    unit_code: str
+    received: int
+    completed: int
+    completed_on_time: int
+    completed_late: int
+    open_overdue: int
+    overdue_rate: float | None
+    on_time_rate: float | None
+
+
+def contribution(dossier: Mapping[str, Any] | None) -> Contribution:
+    """The contribution of a dossier's latest state; ``None`` (deleted) adds nothing.
+
+    A ``COMPLETED`` dossier without ``completed_at`` counts as completed but
+    neither on time nor late: there is nothing to judge it by, and guessing
+    either way would bias the rates.
+    """
+    if dossier is None:
+        return NO_CONTRIBUTION
+    status = dossier["status"]
+    if status == COMPLETED_STATUS:
+        completed_at: datetime | None = dossier.get("completed_at")
+        if completed_at is None:
+            return Contribution(1, 1, 0, 0, None)
+        on_time = completed_at <= dossier["due_at"]
+        return Contribution(1, 1, int(on_time), int(not on_time), None)
+    if status in OPEN_STATUSES:
+        return Contribution(1, 0, 0, 0, dossier["due_at"])
+    # returned, cancelled
+    return Contribution(1, 0, 0, 0, None)
+
+
+def is_open_overdue(c: Contribution, now: datetime) -> bool:
+    """Open and its due time has passed (strictly) at ``now``."""
+    return c.open_due_at is not None and c.open_due_at < now
+
+
+def rates(
+    completed_on_time: int, completed_late: int, open_overdue: int
+) -> tuple[float | None, float | None]:
+    """(overdue rate, on-time rate); both ``None`` when there is no denominator."""
+    denominator = completed_on_time + completed_late + open_overdue
+    if denominator == 0:
+        return None, None
+    overdue_rate = (completed_late + open_overdue) / denominator
+    return overdue_rate, 1.0 - overdue_rate
+
+
+def unit_kpis(
+    unit_code: str,
+    *,
+    received: int,
+    completed: int,
+    completed_on_time: int,
+    completed_late: int,
+    open_overdue: int,
+) -> UnitKpis:
+    """Assemble a unit's KPIs from its counts; the one place rates are derived."""
+    overdue_rate, on_time_rate = rates(completed_on_time, completed_late, open_overdue)
+    return UnitKpis(
+        unit_code=unit_code,
+        received=received,
+        completed=completed,
+        completed_on_time=completed_on_time,
+        completed_late=completed_late,
+        open_overdue=open_overdue,
+        overdue_rate=overdue_rate,
+        on_time_rate=on_time_rate,
+    )
+
+
+def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, UnitKpis]:
+    """Reference computation from the latest state of each (non-deleted) dossier.
+
+    Units appear only when they have at least one dossier.
+    """
+    sums: dict[str, list[int]] = {}
+    for dossier in dossiers:
+        c = contribution(dossier)
+        acc = sums.setdefault(dossier["receiving_unit_code"], [0, 0, 0, 0, 0])
+        acc[0] += c.received
+        acc[1] += c.completed
+        acc[2] += c.completed_on_time
+        acc[3] += c.completed_late
+        acc[4] += int(is_open_overdue(c, now))
+    return {
+        unit: unit_kpis(
+            unit,
+            received=acc[0],
+            completed=acc[1],
+            completed_on_time=acc[2],
+            completed_late=acc[3],
+            open_overdue=acc[4],
+        )
+        for unit, acc in sorted(sums.items())
+    }
