@@ -198,6 +198,7 @@ def up(
 
     from bus.dashboard import Figures, render, scrape
     from bus.local_stack import LocalStack, free_port
+    from bus.topics import bus_topics, ensure_topics
 
     settings = _settings()
     logging.basicConfig(level=logging.WARNING)
@@ -207,8 +208,6 @@ def up(
         with LocalStack(settings) as stack:
             for line in stack.started or ["nothing: every address comes from settings"]:
                 console.print(f"  started {line}")
-            from bus.topics import bus_topics, ensure_topics
-
             created = ensure_topics(stack.settings, bus_topics(stack.settings))
             console.print(f"  topics: {len(created)} created from the catalog")
             log_dir = stack.settings.data_dir.resolve() / "logs"
@@ -223,29 +222,32 @@ def up(
                 env = {**stack.env(), "DATABUS_METRICS__PORT": str(ports[name])}
                 children[name] = _spawn(name, args, env, log_dir)
             console.print(f"  processes: {', '.join(children)} (logs in {log_dir})")
-            client = redis.Redis.from_url(stack.settings.redis.url or "")
-            figures = Figures()
-            started = time.monotonic()
-            with Live(console=console, refresh_per_second=2) as live:
-                while for_seconds is None or time.monotonic() - started < for_seconds:
-                    dead = [n for n, p in children.items() if p.poll() is not None]
-                    if dead:
-                        raise DatabusError(
-                            f"{', '.join(dead)} stopped unexpectedly; see {log_dir}/<name>.log"
-                        )
-                    totals = scrape(ports.values())
-                    figures.update(totals)
-                    live.update(render(figures, totals, client, time.monotonic() - started))
-                    time.sleep(1.0)  # the refresh period of the display
-            console.print("[bold]databus[/]: stopping …")
+            try:
+                client = redis.Redis.from_url(stack.settings.redis.url or "")
+                figures = Figures()
+                started = time.monotonic()
+                with Live(console=console, refresh_per_second=2) as live:
+                    while for_seconds is None or time.monotonic() - started < for_seconds:
+                        dead = [n for n, p in children.items() if p.poll() is not None]
+                        if dead:
+                            raise DatabusError(
+                                f"{', '.join(dead)} stopped unexpectedly; see {log_dir}/<name>.log"
+                            )
+                        totals = scrape(ports.values())
+                        figures.update(totals)
+                        live.update(render(figures, totals, client, time.monotonic() - started))
+                        time.sleep(1.0)  # the refresh period of the display
+            finally:
+                console.print("[bold]databus[/]: stopping …")
+                # Children first: they need the broker to leave their groups cleanly.
+                _stop_children(children)
     except KeyboardInterrupt:
         console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
     except DatabusError as exc:
         console.print(f"[red]{exc}[/]")
-        _stop_children(children)
         raise typer.Exit(1) from exc
     finally:
-        _stop_children(children)
+        _stop_children(children)  # no-op when already stopped; covers start-up failures
     console.print("[bold]databus[/]: stopped cleanly.")
 
 

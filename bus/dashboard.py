@@ -69,17 +69,9 @@ def _pct(x: float | None) -> str:
 
 def kpi_table(kpis: Sequence[UnitKpis], title: str = "Per-unit dossier KPIs (IOC store)") -> Table:
     table = Table(title=title, title_justify="left")
-    for col in (
-        "unit",
-        "received",
-        "completed",
-        "on time",
-        "late",
-        "open overdue",
-        "overdue rate",
-        "on-time rate",
-    ):
-        table.add_column(col, justify="left" if col == "unit" else "right")
+    table.add_column("unit", no_wrap=True)
+    for col in ("recv", "done", "on time", "late", "overdue now", "overdue %", "on-time %"):
+        table.add_column(col, justify="right")
     for k in sorted(kpis, key=lambda k: (-(k.overdue_rate or 0), k.unit_code)):
         rate = _pct(k.overdue_rate)
         if k.overdue_rate is not None and k.overdue_rate > 0.3:

@@ -51,7 +51,13 @@ class ManagedProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = log_path.open("wb")
         self.popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from input
-            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Own session: a Ctrl-C in the terminal must not kill the servers before
+            # the bus processes that use them have stopped.
+            start_new_session=True,
         )
 
     def alive(self) -> bool:
