@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 import unicodedata
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -76,6 +77,7 @@ class SimEvent:
     dossier: Dossier
     truth: dict[str, object] = field(repr=False)
     expect_reason: str | None = None  # the DLQ reason code when it must be refused
+    event_id: str = ""  # deterministic for a seed, so a second run is a true replay
 
 
 def _working_days_after(start: date, n: int) -> date:
@@ -260,6 +262,7 @@ def _events_of(plan: _Dossier, rng: random.Random, messy_share: float) -> Iterat
             dossier=dossier,
             truth=truth,
             expect_reason=plan.bad,
+            event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         )
 
 
@@ -292,7 +295,7 @@ def publish_events(
             version=ev.version,
             op=ev.op,
             changed_at=ev.at,
-            event_id=str(ev.truth.get("event_id")) if ev.truth.get("event_id") else None,
+            event_id=ev.event_id or None,
         )
         sent += 1
         if on_progress is not None and sent % 100 == 0:

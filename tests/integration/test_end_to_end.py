@@ -1,0 +1,205 @@
+"""The dossier path end to end on real servers: Publisher → Faust → Redis.
+
+A stack of its own (broker, registry, Redis) so other tests' records on the
+catalog topics cannot change the expected figures. The processor and the sink
+run as the real ``databus`` processes; the test publishes a generated history,
+then checks every figure against an independent computation from the truth the
+simulator recorded — not against the bus's own code paths.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bus.dashboard import scrape
+from bus.local_stack import LocalStack, free_port
+from bus.settings import Settings, load_settings
+from bus.topics import bus_topics, ensure_topics
+from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
+from producers.publisher import Publisher
+from schemas.catalog import ALERTS_TOPIC, DOSSIERS
+from schemas.codec import AvroDeserializer
+from sinks.dossier_kpis import compute_unit_kpis
+from sinks.ioc_store import read_unit_kpis
+from stream_processors.reference import load_reference
+
+pytestmark = pytest.mark.integration
+
+DS = "publicservice.dossiers"
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)  # polling a condition with a deadline, not a fixed wait
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Bus:
+    def __init__(self, settings: Settings, env: dict[str, str], log_dir: Path) -> None:
+        self.settings = settings
+        self.env = env
+        self.log_dir = log_dir
+        self.ports: dict[str, int] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        self.ports[name] = free_port()
+        env = {**self.env, "DATABUS_METRICS__PORT": str(self.ports[name])}
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "bus", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def metric(self, name: str, sample: str) -> float:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            log = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{name} exited with {proc.returncode}:\n{log}")
+        return scrape([self.ports[name]]).get(sample, 0.0)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
+    data_dir = tmp_path_factory.mktemp("e2e")
+    requested = load_settings(
+        data_dir=data_dir,
+        kafka={"bootstrap_servers": None},
+        redis={"url": None},
+        schema_registry={"url": None},
+    )
+    with LocalStack(requested) as stack:
+        ensure_topics(stack.settings, bus_topics(stack.settings))
+        b = Bus(stack.settings, stack.env(), data_dir)
+        b.start("processor", "process")
+        b.start("sink", "sink", "ioc")
+        try:
+            yield b
+        finally:
+            b.stop()
+
+
+def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of a topic, counted by consumption (Tansu's watermarks are approximate)."""
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"e2e-reader-{topic}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    records, eof = [], set()
+    while len(eof) < len(parts):
+        for msg in consumer.consume(500, 1.0):
+            if msg.error():
+                eof.add(msg.partition())
+            else:
+                records.append(msg)
+    consumer.close()
+    return records
+
+
+def redis_snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
+    return {key: client.dump(key) for key in sorted(client.scan_iter(count=1000))}
+
+
+@pytest.fixture(scope="module")
+def history() -> list[SimEvent]:
+    return generate(
+        SimConfig(days=21, units=12, dossiers_per_unit_per_day=2.0, seed=11), load_reference()
+    )
+
+
+def publish(bus: Bus, events: list[SimEvent]) -> None:
+    with Publisher(bus.settings, source_system="e2e-test") as publisher:
+        publish_events(publisher, events)
+
+
+def wait_until_processed(bus: Bus, consumed: int, written: int) -> None:
+    wait_for(
+        f"the processor to consume {consumed} events",
+        lambda: (
+            bus.metric("processor", f"databus_events_consumed_total{{dataset={DS},stage=raw}}")
+            >= consumed
+        ),
+    )
+    wait_for(
+        f"the sink to write {written} records",
+        lambda: bus.metric("sink", "databus_sink_records_written_total") >= written,
+    )
+
+
+def test_dossiers_end_to_end_and_replay(bus: Bus, history: list[SimEvent]) -> None:
+    valid = [e for e in history if e.expect_reason is None]
+    invalid = [e for e in history if e.expect_reason is not None]
+    assert invalid and len(valid) > 1000, "the generated history must hold both kinds"
+
+    publish(bus, history)
+    # The sink also writes alerts; the std events alone give a lower bound.
+    wait_until_processed(bus, len(history), len(valid))
+
+    # 1. KPIs in Redis equal the independent computation from the simulator's truth.
+    client = redis.Redis.from_url(bus.settings.redis.url or "")
+    now = datetime.now(UTC)
+    expected = compute_unit_kpis(latest_truth(history), now)
+    assert {k.unit_code: k for k in read_unit_kpis(client, now)} == expected
+
+    # 2. The DLQ holds exactly the invalid events, each with its reason.
+    dlq = read_topic(bus.settings, DOSSIERS.dlq_topic)
+    got = {dict(m.headers())["ce_id"].decode(): dict(m.headers()) for m in dlq}
+    assert set(got) == {e.event_id for e in invalid}
+    for ev in invalid:
+        headers = got[ev.event_id]
+        assert headers["databus.errors.reason"].decode() == ev.expect_reason
+        assert headers["databus.errors.topic"].decode() == DOSSIERS.raw_topic
+        assert headers["databus.errors.exception.message.vi"]
+    by_id = {e.event_id: e for e in invalid}
+    raw_bytes = {m.value() for m in dlq}
+    assert len(raw_bytes) == len(invalid), "the DLQ keeps each original record once"
+    assert Counter(by_id[i].expect_reason for i in got) == Counter(e.expect_reason for e in invalid)
+
+    # 3. The designed-overdue units raised exactly one alert each; no other unit did.
+    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    alerts = [decode(m.value()) for m in read_topic(bus.settings, ALERTS_TOPIC)]
+    raised = Counter(a["unit_code"] for a in alerts if a["state"] == "RAISED")
+    designed = {str(e.truth["receiving_unit_code"]) for e in valid if e.truth["overdue_unit"]}
+    assert len(designed) == 3
+    assert raised == Counter({unit: 1 for unit in designed})
+    assert client.hlen("ioc:{alerts}:open") == 3
+
+    # 4. A second run of the same events changes nothing in the store.
+    before = redis_snapshot(client)
+    alerts_before = len(alerts)
+    written = bus.metric("sink", "databus_sink_records_written_total")
+    publish(bus, history)
+    wait_until_processed(bus, 2 * len(history), written + len(valid))
+    assert redis_snapshot(client) == before
+    assert len(read_topic(bus.settings, ALERTS_TOPIC)) == alerts_before
+    assert {k.unit_code: k for k in read_unit_kpis(client, now)} == expected
