@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bus.errors import ConfigError
 
@@ -131,6 +131,16 @@ class AlertSettings(BaseModel):
     min_dossiers: Positive = 10
     evaluate_every_s: float = Field(default=30.0, gt=0)
 
+    @model_validator(mode="after")
+    def _clear_below_raise(self) -> AlertSettings:
+        # A clear rate above the raise rate would resolve an alert right after raising it.
+        if self.overdue_rate_clear > self.overdue_rate_threshold:
+            raise ValueError(
+                f"DATABUS_ALERTS__OVERDUE_RATE_CLEAR ({self.overdue_rate_clear}) must not exceed "
+                f"DATABUS_ALERTS__OVERDUE_RATE_THRESHOLD ({self.overdue_rate_threshold})"
+            )
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -160,3 +170,7 @@ def load_settings(**overrides: object) -> Settings:
             var = "DATABUS_" + "__".join(str(p).upper() for p in err["loc"])
             problems.append(f"{var}: {err['msg']}")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from exc
+    except SettingsError as exc:
+        # e.g. DATABUS_KAFKA='{not json': pydantic-settings names only the field.
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+        raise ConfigError(f"invalid settings:\n  DATABUS_{field.upper()}: {exc}") from exc

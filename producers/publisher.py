@@ -49,8 +49,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 def _validation_message(model: BaseModel, exc: PydanticValidationError) -> str:
     # Field names and messages only: input values may hold personal data.
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(model)'}: {err['msg']}"
-        for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or '(model)'}: {err['msg']}" for err in exc.errors()
     )
     return f"invalid {type(model).__name__}, nothing was sent: {problems}"
 
@@ -90,9 +89,12 @@ class Publisher:
                 f"dataset {dataset.id} takes {dataset.model.__name__}, got {type(model).__name__}"
             )
         try:
-            checked = dataset.model.model_validate(model.model_dump())
+            # warnings=False: pydantic's serializer warnings quote the input value.
+            checked = dataset.model.model_validate(model.model_dump(warnings=False))
         except PydanticValidationError as exc:
-            raise PublishValidationError(_validation_message(model, exc)) from exc
+            # `from None`: pydantic's error quotes input values, and a logger printing
+            # the traceback would print the chained cause with them.
+            raise PublishValidationError(_validation_message(model, exc)) from None
         return checked.model_dump(mode="json")
 
     def publish(
@@ -171,7 +173,11 @@ class Publisher:
         while True:
             try:
                 self._producer.produce(
-                    dataset.raw_topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                    dataset.raw_topic,
+                    value=value,
+                    key=key,
+                    headers=headers,
+                    on_delivery=on_delivery,
                 )
                 break
             except BufferError:
@@ -188,7 +194,9 @@ class Publisher:
         deadline = time.monotonic() + timeout
         while (remaining := self._producer.flush(max(0.0, deadline - time.monotonic()))) > 0:
             if time.monotonic() >= deadline:
-                raise DeliveryError(f"{remaining} events still unacknowledged after {timeout:.0f} s")
+                raise DeliveryError(
+                    f"{remaining} events still unacknowledged after {timeout:.0f} s"
+                )
         if self._failures:
             failures, self._failures = self._failures, []
             first_id, first_err = failures[0]
@@ -200,7 +208,14 @@ class Publisher:
     def close(self, timeout: float = 60.0) -> None:
         if not self._closed:
             self._closed = True
-            self.flush(timeout)
+            try:
+                self.flush(timeout)
+            finally:
+                # Release the broker connections now, not whenever the object is collected
+                # (Producer.close exists from confluent-kafka 2.12).
+                close = getattr(self._producer, "close", None)
+                if close is not None:
+                    close()
 
     def __enter__(self) -> Self:
         return self
@@ -212,4 +227,3 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-

@@ -97,9 +97,7 @@ class AvroSerializer:
 class AvroDeserializer:
     """Decode framed values; optionally insist on one record type (the dataset's)."""
 
-    def __init__(
-        self, client: SchemaRegistryClient, reader_schema_str: str | None = None
-    ) -> None:
+    def __init__(self, client: SchemaRegistryClient, reader_schema_str: str | None = None) -> None:
         self._client = client
         self._reader = _parse(reader_schema_str) if reader_schema_str else None
         self._writers: dict[int, Any] = {}
@@ -143,6 +141,12 @@ class AvroDeserializer:
             raise CodecError("truncated_payload", "the Avro body ends early") from exc
         except UnicodeDecodeError as exc:
             raise CodecError("invalid_utf8", f"a string is not UTF-8: {exc.reason}") from exc
+        except IndexError as exc:
+            # fastavro's compiled reader raises IndexError, not EOFError, when the body
+            # ends inside a multi-byte varint (a long, a timestamp, a length).
+            if buf.tell() >= len(body):
+                raise CodecError("truncated_payload", "the Avro body ends early") from exc
+            raise CodecError("invalid_avro", f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:  # fastavro raises plain ValueError/IndexError on garbage
             raise CodecError("invalid_avro", f"{type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(body):

@@ -169,6 +169,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                     await _evaluate(unit, units[unit], now_ms)
                 continue
             fact = DossierFact.from_json(payload)
+            metrics.events_consumed.labels(ds, "facts").inc()
             previous = facts.get(fact.dossier_id)
             if previous is not None and previous[0] >= fact.version:
                 continue  # replayed or out of order: the newer state already counts
