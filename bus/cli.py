@@ -161,7 +161,7 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     log_dir.mkdir(parents=True, exist_ok=True)
     out = (log_dir / f"{name}.log").open("wb")
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    return subprocess.Popen(
         [sys.executable, "-m", "bus", *args],
         env=env,
         stdout=out,

@@ -57,11 +57,11 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"expected host:port[,host:port], got {value!r}")
         return value
 
-    def client_config(self) -> dict[str, str | int]:
+    def client_config(self) -> dict[str, str | int | float | bool]:
         """Settings every confluent-kafka client shares."""
         if self.bootstrap_servers is None:
             raise ConfigError("DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set and no stack started")
-        conf: dict[str, str | int] = {
+        conf: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
         }

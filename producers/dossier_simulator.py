@@ -33,7 +33,7 @@ from schemas.models import Channel, Dossier, DossierStatus, Op, Sex
 from stream_processors.citizen_id import make_citizen_id
 from stream_processors.reference import ReferenceData
 
-__all__ = ["SimConfig", "SimEvent", "generate", "latest_truth", "publish_events", "live_events"]
+__all__ = ["SimConfig", "SimEvent", "generate", "latest_truth", "live_events", "publish_events"]
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 _VN_HOLIDAYS = holidays.country_holidays("VN")

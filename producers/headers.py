@@ -14,7 +14,7 @@ def new_traceparent() -> str:
 
 def cloudevent_headers(
     *, event_id: str, source: str, event_type: str, time: datetime, traceparent: str | None = None
-) -> list[tuple[str, bytes]]:
+) -> list[tuple[str, str | bytes | None]]:
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", event_id.encode()),

@@ -160,7 +160,7 @@ class Publisher:
         dataset: Dataset,
         key: bytes,
         value: bytes,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, str | bytes | None]],
         event_id: str,
     ) -> None:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:

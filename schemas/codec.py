@@ -75,7 +75,10 @@ class AvroSerializer:
                 if self._auto_register:
                     self._schema_id = self._client.register_schema(self._subject, schema)
                 else:
-                    self._schema_id = self._client.lookup_schema(self._subject, schema).schema_id
+                    found = self._client.lookup_schema(self._subject, schema).schema_id
+                    if found is None:
+                        raise RegistryError(f"{self._subject}: the registry returned no id")
+                    self._schema_id = found
             except SchemaRegistryError as exc:
                 raise RegistryError(
                     f"registry refused {self._subject}: {exc.error_message}",
@@ -119,7 +122,7 @@ class AvroDeserializer:
             ) from exc
         except Exception as exc:
             raise RegistryError(f"schema registry unreachable: {exc}") from exc
-        if schema.schema_type not in (None, "AVRO"):
+        if schema.schema_type not in (None, "AVRO") or not schema.schema_str:
             raise CodecError("not_avro", f"schema id {schema_id} is {schema.schema_type}")
         parsed = _parse(schema.schema_str)
         if self._reader is not None and _full_name(parsed) != _full_name(self._reader):

@@ -42,6 +42,13 @@ def consumer_config(settings: Settings, group: str) -> dict[str, object]:
     }
 
 
+def _where(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed (non-error) message."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
 def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, DatabusError) and exc.retriable
 
@@ -88,7 +95,8 @@ class SinkRunner:
                 )
                 self._metrics.sink_failures.labels(self._name, "undecodable").inc()
                 continue
-            batch.append(SinkRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(), value))
+            topic, partition, offset = _where(msg)
+            batch.append(SinkRecord(topic, partition, offset, msg.key(), value))
         return batch
 
     def _write(self, batch: list[SinkRecord]) -> None:
@@ -119,9 +127,8 @@ class SinkRunner:
     def _commit(self, messages: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
         for msg in messages:
-            last[(msg.topic(), msg.partition())] = max(
-                last.get((msg.topic(), msg.partition()), -1), msg.offset()
-            )
+            topic, partition, offset = _where(msg)
+            last[(topic, partition)] = max(last.get((topic, partition), -1), offset)
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         self._consumer.commit(offsets=offsets, asynchronous=False)
 

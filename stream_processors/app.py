@@ -180,7 +180,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             units[unit] = state
             await _evaluate(unit, state, int(state["watermark_ms"]))
 
-    @app.timer(cfg.evaluate_every_s)
+    @app.timer(cfg.evaluate_every_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
         # Only when caught up: during a backlog wall-clock time would run ahead of
         # the events and count dossiers overdue whose completion is still queued.

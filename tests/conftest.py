@@ -9,10 +9,11 @@ testcontainers instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from bus.local_stack import start_broker, start_redis
 
@@ -81,3 +82,26 @@ def registry_url(kafka_bootstrap: str) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def _redis_content(client: redis.Redis) -> dict[bytes, object]:
+    """Every key's logical content. DUMP bytes are not stable: a hash's internal
+    order changes with incremental rehashing even when nothing was written."""
+    readers: dict[bytes, Callable[[bytes], object]] = {
+        b"string": client.get,
+        b"hash": client.hgetall,
+        b"set": client.smembers,
+        b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+        b"list": lambda k: client.lrange(k, 0, -1),
+        b"stream": lambda k: client.xrange(k),
+    }
+    return {
+        key: (kind, readers[kind](key), client.pttl(key) > 0)
+        for key in sorted(client.scan_iter(count=1000))
+        if (kind := client.type(key)) in readers
+    }
+
+
+@pytest.fixture(scope="session")
+def redis_snapshot() -> Callable[[redis.Redis], dict[bytes, object]]:
+    return _redis_content

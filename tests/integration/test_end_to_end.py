@@ -126,23 +126,6 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
     return records
 
 
-def redis_snapshot(client: redis.Redis) -> dict[bytes, object]:
-    """Every key's logical content (DUMP bytes of a hash vary with rehashing)."""
-    readers: dict[bytes, Callable[[bytes], object]] = {
-        b"string": client.get,
-        b"hash": client.hgetall,
-        b"set": client.smembers,
-        b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-        b"list": lambda k: client.lrange(k, 0, -1),
-        b"stream": lambda k: client.xrange(k),
-    }
-    return {
-        key: (kind, readers[kind](key))
-        for key in sorted(client.scan_iter(count=1000))
-        if (kind := client.type(key)) in readers
-    }
-
-
 @pytest.fixture(scope="module")
 def history() -> list[SimEvent]:
     return generate(
@@ -189,7 +172,9 @@ def sink_caught_up(bus: Bus) -> bool:
     return all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed)
 
 
-def test_dossiers_end_to_end_and_replay(bus: Bus, history: list[SimEvent]) -> None:
+def test_dossiers_end_to_end_and_replay(
+    bus: Bus, history: list[SimEvent], redis_snapshot: Callable[[redis.Redis], dict[bytes, object]]
+) -> None:
     valid = [e for e in history if e.expect_reason is None]
     invalid = [e for e in history if e.expect_reason is not None]
     assert invalid and len(valid) > 1000, "the generated history must hold both kinds"

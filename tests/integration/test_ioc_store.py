@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -176,8 +176,7 @@ def write_in_batches(sink: IocStoreSink, recs: Sequence[SinkRecord], rng: random
         i += size
 
 
-def dump_all(r: redis.Redis) -> dict[bytes, bytes]:
-    return {key: r.dump(key) for key in sorted(r.scan_iter(count=1000))}  # type: ignore[misc]
+Snapshot = Callable[[redis.Redis], dict[bytes, object]]
 
 
 def logical_state(r: redis.Redis) -> dict[bytes, Any]:
@@ -247,11 +246,13 @@ def test_generated_lifecycles_match_the_reference_kpis(r: redis.Redis, sink: Ioc
     )
 
 
-def test_replays_leave_every_key_byte_identical(r: redis.Redis, sink: IocStoreSink) -> None:
+def test_replays_leave_every_key_unchanged(
+    r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot
+) -> None:
     events = generated_events(seed=11, n=120)
     batch = records(events)
     sink.write(batch)
-    before = dump_all(r)
+    before = redis_snapshot(r)
 
     sink.write(batch)
     sink.write(batch)
@@ -259,7 +260,7 @@ def test_replays_leave_every_key_byte_identical(r: redis.Redis, sink: IocStoreSi
     random.Random(3).shuffle(shuffled)
     write_in_batches(sink, shuffled, random.Random(4))
 
-    assert dump_all(r) == before
+    assert redis_snapshot(r) == before
 
 
 def test_any_delivery_order_converges_on_the_same_store(r: redis.Redis, sink: IocStoreSink) -> None:
@@ -275,15 +276,17 @@ def test_any_delivery_order_converges_on_the_same_store(r: redis.Redis, sink: Io
         assert logical_state(r) == in_order
 
 
-def test_older_version_never_overwrites(r: redis.Redis, sink: IocStoreSink) -> None:
+def test_older_version_never_overwrites(
+    r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot
+) -> None:
     rng = random.Random(2)
     v1 = make_dossier(1, rng, "U1")
     v2 = {**v1, "status": "COMPLETED", "completed_at": v1["due_at"]}
     sink.write(records([event("u", 2, v1, v2)]))
-    after_v2 = dump_all(r)
+    after_v2 = redis_snapshot(r)
     sink.write(records([event("c", 1, None, v1)]))
 
-    assert dump_all(r) == after_v2
+    assert redis_snapshot(r) == after_v2
     stored = r.hgetall(dossier_key("U1", "D00001"))
     assert stored[b"status"] == b"COMPLETED"
     assert stored[b"_version"] == b"2"
@@ -468,7 +471,7 @@ def make_alert(
     }
 
 
-def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink) -> None:
+def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot) -> None:
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(ALERT_CHANNEL)
     pubsub.get_message(timeout=2.0)  # reads (and drops) the subscribe confirmation
@@ -490,9 +493,9 @@ def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink) -> None:
         assert r.hlen(OPEN_ALERTS_KEY) == 0
         assert r.xlen(ALERT_STREAM_KEY) == 3
 
-        snapshot = dump_all(r)
+        snapshot = redis_snapshot(r)
         sink.write(records([raised, updated, resolved], topic=ALERT_TOPIC))
-        assert dump_all(r) == snapshot
+        assert redis_snapshot(r) == snapshot
 
         # a late transition older than the resolution is logged but cannot reopen
         sink.write(records([make_alert("UPDATED", 7)], topic=ALERT_TOPIC))
