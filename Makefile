@@ -18,8 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/databus up
 
-## the test suite (unit + integration on the embedded servers), without slow tests
+## lint + types + the test suite (unit + integration on embedded servers), without slow tests
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow" tests
 
 ## slow fault-injection and soak tests
@@ -34,6 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## end-to-end throughput with its same-run baseline (figures in README)
 bench: $(STAMP)
 	$(BIN)/python bench/end_to_end.py
 

@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from bus.errors import DatabusError
 from bus.settings import Settings, load_settings
@@ -39,7 +40,10 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except DatabusError as exc:
-        console.print(f"[red]{exc}[/]\nFix the variable(s) above (see README, 'Settings').")
+        # escape: the message quotes the bad value, which may look like rich markup
+        console.print(
+            f"[red]{escape(str(exc))}[/]\nFix the variable(s) above (see README, 'Settings')."
+        )
         raise typer.Exit(2) from exc
 
 
@@ -238,13 +242,15 @@ def up(
                         live.update(render(figures, totals, client, time.monotonic() - started))
                         time.sleep(1.0)  # the refresh period of the display
             finally:
+                if not console.is_terminal:
+                    console.line()  # rich's Live ends its last frame without one when piped
                 console.print("[bold]databus[/]: stopping …")
                 # Children first: they need the broker to leave their groups cleanly.
                 _stop_children(children)
     except KeyboardInterrupt:
         console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
     except DatabusError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
     finally:
         _stop_children(children)  # no-op when already stopped; covers start-up failures

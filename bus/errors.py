@@ -10,7 +10,8 @@ guessing from exception classes.
     │   └── PublishValidationError   a model handed to the Publisher is invalid
     ├── CodecError                   bytes are not a valid event for the dataset
     ├── RegistryError                the schema registry failed (retriable unless 4xx)
-    │   └── IncompatibleSchemaError  a registration breaks the compatibility level
+    │   ├── IncompatibleSchemaError  a registration breaks the compatibility level
+    │   └── RegistryRequestError     the registry refused a request (Confluent error code)
     ├── DeliveryError                the broker did not acknowledge a record (retriable)
     ├── SinkError                    a destination failed to take a batch
     └── StackError                   an embedded server failed to start or stop
@@ -26,6 +27,7 @@ __all__ = [
     "IncompatibleSchemaError",
     "PublishValidationError",
     "RegistryError",
+    "RegistryRequestError",
     "SinkError",
     "StackError",
     "ValidationError",
@@ -73,6 +75,22 @@ class IncompatibleSchemaError(RegistryError):
     """A schema breaks the subject's compatibility level."""
 
     retriable = False
+
+
+class RegistryRequestError(RegistryError):
+    """A request the registry refuses; ``error_code`` is Confluent's (e.g. 40401)."""
+
+    retriable = False
+
+    def __init__(self, error_code: int, message: str) -> None:
+        super().__init__(message, retriable=False)
+        self.error_code = error_code
+
+    @property
+    def http_status(self) -> int:
+        """Confluent's five-digit codes start with the HTTP status."""
+        code = self.error_code
+        return code // 100 if code >= 10000 else code
 
 
 class DeliveryError(DatabusError):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -42,6 +44,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _detach_but_follow_parent() -> None:
+    """Runs in the child before exec.
+
+    Own session: a Ctrl-C in the terminal must not kill the servers before the bus
+    processes that use them have stopped. Parent-death signal (Linux): if the
+    process that started the stack dies without cleaning up (SIGKILL, a killed test
+    run), the servers go with it instead of lingering on their ports.
+    """
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+
+
 class ManagedProcess:
     """A child server process with its output in a log file."""
 
@@ -55,9 +73,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            # Own session: a Ctrl-C in the terminal must not kill the servers before
-            # the bus processes that use them have stopped.
-            start_new_session=True,
+            preexec_fn=_detach_but_follow_parent,
         )
 
     def alive(self) -> bool:

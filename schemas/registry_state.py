@@ -28,7 +28,7 @@ import avro.schema
 import fastavro
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from bus.errors import IncompatibleSchemaError, RegistryError
+from bus.errors import IncompatibleSchemaError, RegistryRequestError
 
 __all__ = [
     "AVRO",
@@ -47,22 +47,6 @@ AVRO = "AVRO"
 _MAX_VERSION = 2**31 - 1
 
 Latest = Literal["latest"]
-
-
-class RegistryRequestError(RegistryError):
-    """A request the registry refuses; ``error_code`` is Confluent's (e.g. 40401)."""
-
-    retriable = False
-
-    def __init__(self, error_code: int, message: str) -> None:
-        super().__init__(message, retriable=False)
-        self.error_code = error_code
-
-    @property
-    def http_status(self) -> int:
-        """Confluent's five-digit codes start with the HTTP status."""
-        code = self.error_code
-        return code // 100 if code >= 10000 else code
 
 
 def _subject_not_found(subject: str) -> RegistryRequestError:

@@ -94,7 +94,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     facts = app.Table("dossier-facts", key_type=str)
     units = app.Table("unit-overdue-state", key_type=str)
     open_alerts = app.Table("unit-overdue-alert", key_type=str)
-    activity = {"last_raw_s": 0.0}
+    # When this worker last took a raw event, and the source time of the newest one.
+    activity = {"last_raw_s": 0.0, "last_event_ms": 0}
 
     # Register output schemas now: a registry that refuses them stops start-up.
     pipeline.register()
@@ -139,6 +140,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                 )
                 metrics.events_produced.labels(ds, "std").inc()
                 metrics.last_event_timestamp.labels(ds, "std").set(out.fact.event_ms / 1000)
+                activity["last_event_ms"] = max(activity["last_event_ms"], out.fact.event_ms)
             metrics.processing_seconds.labels(ds, "standardize").observe(
                 time.perf_counter() - started
             )
@@ -184,9 +186,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def tick() -> None:
         # Only when caught up: during a backlog wall-clock time would run ahead of
         # the events and count dossiers overdue whose completion is still queued.
-        if time.monotonic() - activity["last_raw_s"] < cfg.evaluate_every_s:
-            return
+        # Caught up = idle for a period, or the newest event is itself recent (live).
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        idle = time.monotonic() - activity["last_raw_s"] >= cfg.evaluate_every_s
+        live = now_ms - activity["last_event_ms"] <= 2 * cfg.evaluate_every_s * 1000
+        if not (idle or live):
+            return
         for unit in list(units.keys()):
             await by_unit.send(
                 key=unit.encode(), value=json.dumps({_TICK: True, "now_ms": now_ms}).encode()

@@ -1,0 +1,103 @@
+"""The `databus up` summary: the KPI table's order and blanks, and the /metrics scrape."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from rich.console import Console
+
+from bus.dashboard import kpi_table, scrape
+from bus.local_stack import free_port
+from bus.metrics import Metrics, serve_metrics
+from sinks.dossier_kpis import UnitKpis
+
+
+def _kpis(unit: str, overdue: float | None, on_time: float | None) -> UnitKpis:
+    return UnitKpis(
+        unit_code=unit,
+        received=10,
+        completed=4,
+        completed_on_time=3,
+        completed_late=1,
+        open_overdue=2,
+        overdue_rate=overdue,
+        on_time_rate=on_time,
+    )
+
+
+def _text(renderable: object) -> str:
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_kpi_table_sorts_by_overdue_rate_and_blanks_missing_rates() -> None:
+    text = _text(
+        kpi_table(
+            [
+                _kpis("DNA.B", 0.10, 0.9),
+                _kpis("DNA.NONE", None, None),
+                _kpis("DNA.WORST", 0.75, 0.25),
+                _kpis("DNA.A", 0.10, 0.9),
+                _kpis("DNA.MID", 0.40, 0.6),
+            ]
+        )
+    )
+    assert "Per-unit dossier KPIs (IOC store)" in text
+    rows = [line for line in text.splitlines() if "DNA." in line]
+    # Highest overdue rate first; ties by unit code; no denominator counts as 0.
+    assert [re.search(r"DNA\.\w+", r).group() for r in rows] == [  # type: ignore[union-attr]
+        "DNA.WORST",
+        "DNA.MID",
+        "DNA.A",
+        "DNA.B",
+        "DNA.NONE",
+    ]
+    worst = rows[0].split("│")
+    assert worst[-3].strip() == "75%"  # the markup for a high rate does not leak as text
+    assert worst[-2].strip() == "25%"
+    none = rows[-1].split("│")
+    assert none[-3].strip() == "—"
+    assert none[-2].strip() == "—"
+    assert [c.strip() for c in none[2:7]] == ["10", "4", "3", "1", "2"]
+
+
+def test_kpi_table_without_units_has_only_the_header() -> None:
+    text = _text(kpi_table([], title="empty"))
+    assert "empty" in text
+    assert "overdue %" in text
+    assert "DNA." not in text
+
+
+def test_scrape_sums_labelled_samples_across_processes() -> None:
+    metrics = Metrics()
+    port = serve_metrics(metrics)
+    metrics.events_produced.labels("x", "raw").inc(3)
+    metrics.events_produced.labels("x", "std").inc(2)
+    metrics.events_dead_lettered.labels("x", "standardize", "bad_id").inc()
+    other = Metrics()
+    other_port = serve_metrics(other)
+    other.events_produced.labels("x", "raw").inc(4)
+
+    totals = scrape([port, other_port])
+
+    assert totals["databus_events_produced_total{dataset=x,stage=raw}"] == 7
+    assert totals["databus_events_produced_total{dataset=x,stage=std}"] == 2
+    assert totals["databus_events_produced_total"] == 9
+    key = "databus_events_dead_lettered_total{dataset=x,reason=bad_id,stage=standardize}"
+    assert totals[key] == 1
+    assert totals["databus_events_dead_lettered_total"] == 1
+    assert "databus_alerts_total" not in totals  # no label set used yet: no sample
+
+
+def test_scrape_of_a_closed_port_is_empty() -> None:
+    assert scrape([free_port()]) == {}
+
+
+def test_scrape_keeps_what_answers_when_one_port_is_closed() -> None:
+    metrics = Metrics()
+    port = serve_metrics(metrics)
+    metrics.alerts.labels("dossier_overdue_rate", "RAISED").inc()
+    totals = scrape([free_port(), port])
+    assert totals["databus_alerts_total{rule=dossier_overdue_rate,state=RAISED}"] == 1
