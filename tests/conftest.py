@@ -10,78 +10,62 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from bus.local_stack import start_broker, start_redis
+from bus.local_stack import LocalStack
+from bus.settings import Settings, load_settings
 
 
-@pytest.fixture(scope="session")
-def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("stack")
-
-
-def _docker_kafka() -> Iterator[str] | None:
+def _docker_kafka() -> Iterator[str | None]:
+    """Kafka from testcontainers where a Docker engine exists and it is asked for."""
     if os.environ.get("DATABUS_TEST_DOCKER") != "1":
-        return None
-    try:
-        from testcontainers.kafka import KafkaContainer
-    except ImportError:
-        return None
+        yield None
+        return
+    from testcontainers.kafka import KafkaContainer
 
-    def run() -> Iterator[str]:
-        with KafkaContainer().with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
-
-    return run()
+    with KafkaContainer().with_kraft() as kafka:
+        yield kafka.get_bootstrap_server()
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(stack_dir: Path) -> Iterator[str]:
-    given = os.environ.get("DATABUS_KAFKA__BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The same local stack as `databus up`: embedded servers for every address the
+    DATABUS_* variables leave empty, the configured servers otherwise."""
     docker = _docker_kafka()
-    if docker is not None:
-        yield from docker
-        return
-    proc, bootstrap = start_broker(stack_dir)
+    bootstrap = next(docker)
+    overrides: dict[str, object] = {"data_dir": tmp_path_factory.mktemp("stack")}
+    if bootstrap is not None:
+        overrides["kafka"] = {"bootstrap_servers": bootstrap}
     try:
-        yield bootstrap
+        with LocalStack(load_settings(**overrides)) as local:
+            yield local
     finally:
-        proc.stop()
+        docker.close()
 
 
 @pytest.fixture(scope="session")
-def redis_url(stack_dir: Path) -> Iterator[str]:
-    given = os.environ.get("DATABUS_REDIS__URL")
-    if given:
-        yield given
-        return
-    proc, url = start_redis(stack_dir)
-    try:
-        yield url
-    finally:
-        proc.stop()
+def stack_settings(stack: LocalStack) -> Settings:
+    return stack.settings
 
 
 @pytest.fixture(scope="session")
-def registry_url(kafka_bootstrap: str) -> Iterator[str]:
-    given = os.environ.get("DATABUS_SCHEMA_REGISTRY__URL")
-    if given:
-        yield given
-        return
-    from schemas.registry_server import RegistryServer
+def kafka_bootstrap(stack_settings: Settings) -> str:
+    assert stack_settings.kafka.bootstrap_servers is not None
+    return stack_settings.kafka.bootstrap_servers
 
-    server = RegistryServer(kafka_bootstrap)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+
+@pytest.fixture(scope="session")
+def redis_url(stack_settings: Settings) -> str:
+    assert stack_settings.redis.url is not None
+    return stack_settings.redis.url
+
+
+@pytest.fixture(scope="session")
+def registry_url(stack_settings: Settings) -> str:
+    assert stack_settings.schema_registry.url is not None
+    return stack_settings.schema_registry.url
 
 
 def _redis_content(client: redis.Redis) -> dict[bytes, object]:
