@@ -49,6 +49,16 @@ def _full_name(parsed: Any) -> str:
     return str(parsed.get("name", "")) if isinstance(parsed, dict) else ""
 
 
+def _registry_error(exc: Exception, what: str) -> RegistryError:
+    """A registry failure: a refusal (4xx) is final, an outage (5xx, no answer) retriable."""
+    if isinstance(exc, SchemaRegistryError):
+        return RegistryError(
+            f"schema registry refused {what}: {exc.error_message}",
+            retriable=exc.http_status_code >= 500,
+        )
+    return RegistryError(f"schema registry unreachable while {what}: {exc}")
+
+
 class AvroSerializer:
     """Encode dicts with one schema; registers it under ``subject`` on first use."""
 
@@ -73,19 +83,14 @@ class AvroSerializer:
             schema = Schema(self._schema_str, "AVRO")
             try:
                 if self._auto_register:
-                    self._schema_id = self._client.register_schema(self._subject, schema)
+                    found: int | None = self._client.register_schema(self._subject, schema)
                 else:
                     found = self._client.lookup_schema(self._subject, schema).schema_id
-                    if found is None:
-                        raise RegistryError(f"{self._subject}: the registry returned no id")
-                    self._schema_id = found
-            except SchemaRegistryError as exc:
-                raise RegistryError(
-                    f"registry refused {self._subject}: {exc.error_message}",
-                    retriable=exc.http_status_code >= 500,
-                ) from exc
             except Exception as exc:
-                raise RegistryError(f"schema registry unreachable: {exc}") from exc
+                raise _registry_error(exc, f"registering {self._subject}") from exc
+            if found is None:
+                raise RegistryError(f"{self._subject}: the registry returned no id")
+            self._schema_id = found
         return self._schema_id
 
     def encode_body(self, obj: dict[str, Any]) -> bytes:
@@ -116,12 +121,9 @@ class AvroDeserializer:
                 raise CodecError(
                     "unknown_schema_id", f"schema id {schema_id} is not in the registry"
                 ) from exc
-            raise RegistryError(
-                f"registry failed looking up schema {schema_id}: {exc.error_message}",
-                retriable=exc.http_status_code >= 500,
-            ) from exc
+            raise _registry_error(exc, f"looking up schema {schema_id}") from exc
         except Exception as exc:
-            raise RegistryError(f"schema registry unreachable: {exc}") from exc
+            raise _registry_error(exc, f"looking up schema {schema_id}") from exc
         if schema.schema_type not in (None, "AVRO") or not schema.schema_str:
             raise CodecError("not_avro", f"schema id {schema_id} is {schema.schema_type}")
         parsed = _parse(schema.schema_str)
