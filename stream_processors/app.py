@@ -69,6 +69,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=0.005,
         web_enabled=False,
         # Tansu keeps no state between runs: the processor re-derives tables from
         # changelogs; standbys double the changelog traffic for one worker.
