@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from bus.errors import DatabusError
+from bus.local_stack import detach_but_follow_parent
 from bus.settings import Settings, load_settings
 
 __all__ = ["app", "main"]
@@ -171,7 +172,9 @@ def _spawn(
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        # Ctrl-C reaches only us, and we stop the children in order; if we die
+        # without that chance, they follow us instead of lingering.
+        preexec_fn=detach_but_follow_parent,
     )
 
 
@@ -206,6 +209,10 @@ def up(
 
     settings = _settings()
     logging.basicConfig(level=logging.WARNING)
+    # Ctrl-C and a plain `kill` both stop everything cleanly, even when started from a
+    # shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print("[bold]databus[/]: starting the local stack …")
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:

@@ -30,7 +30,14 @@ from typing import IO, Self
 from bus.errors import StackError
 from bus.settings import Settings
 
-__all__ = ["LocalStack", "ManagedProcess", "free_port", "start_broker", "start_redis"]
+__all__ = [
+    "LocalStack",
+    "ManagedProcess",
+    "detach_but_follow_parent",
+    "free_port",
+    "start_broker",
+    "start_redis",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _detach_but_follow_parent() -> None:
+def detach_but_follow_parent() -> None:
     """Runs in the child before exec.
 
     Own session: a Ctrl-C in the terminal must not kill the servers before the bus
@@ -73,7 +80,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_detach_but_follow_parent,
+            preexec_fn=detach_but_follow_parent,
         )
 
     def alive(self) -> bool:
