@@ -76,6 +76,15 @@ class SinkRunner:
             registry or SchemaRegistryClient(settings.schema_registry.client_config())
         )
         self.records_written = 0
+        self._started = False
+
+    def start(self) -> None:
+        """Set the sink up and subscribe; ``run`` and the first ``poll_once`` call it."""
+        if self._started:
+            return
+        self._sink.setup()
+        self._consumer.subscribe(self._topics)
+        self._started = True
 
     def _decoded(self, messages: list[Message]) -> list[SinkRecord]:
         batch = []
@@ -134,6 +143,7 @@ class SinkRunner:
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume, write and commit one batch; returns how many records it wrote."""
+        self.start()
         messages = self._consumer.consume(self._batch_size, timeout)
         good = []
         for msg in messages:
@@ -156,8 +166,7 @@ class SinkRunner:
 
     def run(self, stop: threading.Event | Callable[[], bool]) -> None:
         should_stop = stop.is_set if isinstance(stop, threading.Event) else stop
-        self._sink.setup()
-        self._consumer.subscribe(self._topics)
+        self.start()
         try:
             while not should_stop():
                 self.poll_once()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.dashboard import scrape
@@ -28,9 +28,9 @@ from bus.local_stack import LocalStack, free_port
 from bus.settings import Settings, load_settings
 from bus.topics import bus_topics, ensure_topics
 from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
-from producers.publisher import Publisher
-from schemas.catalog import ALERTS_TOPIC, DOSSIERS
-from schemas.codec import AvroDeserializer
+from producers.publisher import Publisher, producer_config
+from schemas.catalog import ALERTS_TOPIC, DOSSIERS, load_schema
+from schemas.codec import AvroDeserializer, AvroSerializer
 from sinks.dossier_kpis import compute_unit_kpis
 from sinks.ioc_store import read_unit_kpis
 from stream_processors.reference import load_reference
@@ -190,6 +190,7 @@ def test_dossiers_end_to_end_and_replay(
 
     # 2. The DLQ holds exactly the invalid events, each with its reason.
     dlq = read_topic(bus.settings, DOSSIERS.dlq_topic)
+    dlq = [m for m in dlq if not dict(m.headers())["ce_id"].startswith(b"bad-")]  # other test
     got = {dict(m.headers())["ce_id"].decode(): dict(m.headers()) for m in dlq}
     assert set(got) == {e.event_id for e in invalid}
     for ev in invalid:
@@ -219,3 +220,61 @@ def test_dossiers_end_to_end_and_replay(
     assert redis_snapshot(client) == before
     assert len(read_topic(bus.settings, ALERTS_TOPIC)) == alerts_before
     assert {k.unit_code: k for k in read_unit_kpis(client, now)} == expected
+
+
+def test_framing_errors_are_dead_lettered_with_original_bytes(
+    bus: Bus, history: list[SimEvent]
+) -> None:
+    registry = SchemaRegistryClient(bus.settings.schema_registry.client_config())
+    ev = history[0]
+    envelope = {
+        "event_id": ev.event_id,
+        "op": "c",
+        "ts_ms": datetime.now(UTC),
+        "source": {"system": "t", "unit": "t", "dataset": DS, "ts_ms": ev.at, "version": 1},
+        "before": None,
+        "after": ev.dossier.model_dump(mode="json"),
+    }
+    good = AvroSerializer(
+        registry, f"{DOSSIERS.raw_topic}-value", load_schema(DOSSIERS.raw_schema)
+    )(envelope)
+    other = AvroSerializer(
+        registry,
+        "e2e.other.raw.v1-value",
+        '{"type":"record","name":"Other","namespace":"e2e","fields":[{"name":"x","type":"long"}]}',
+    )({"x": 1})
+    cases = {
+        "empty_value": b"",
+        "truncated_header": b"\x00\x00",
+        "bad_magic_byte": b"\x01" + good[1:],
+        "unknown_schema_id": b"\x00\x00\x0f\x42\x3f" + good[5:],
+        "truncated_payload": good[:-7],
+        "trailing_bytes": good + b"\x00\x00",
+        "wrong_schema": other,
+    }
+    dead_before = bus.metric("processor", "databus_events_dead_lettered_total")
+    producer = Producer(producer_config(bus.settings))
+    for reason, value in cases.items():
+        producer.produce(
+            DOSSIERS.raw_topic, key=b"k", value=value, headers=[("ce_id", f"bad-{reason}")]
+        )
+    assert producer.flush(30) == 0
+    wait_for(
+        "the processor to dead-letter the framing errors",
+        lambda: (
+            bus.metric("processor", "databus_events_dead_lettered_total")
+            >= dead_before + len(cases)
+        ),
+    )
+    dlq = {
+        dict(m.headers())["ce_id"].decode(): m
+        for m in read_topic(bus.settings, DOSSIERS.dlq_topic)
+        if dict(m.headers())["ce_id"].startswith(b"bad-")
+    }
+    assert set(dlq) == {f"bad-{r}" for r in cases}
+    for reason, value in cases.items():
+        msg = dlq[f"bad-{reason}"]
+        headers = dict(msg.headers())
+        assert headers["databus.errors.reason"].decode() == reason
+        assert headers["databus.errors.stage"] == b"decode"
+        assert (msg.value() or b"") == value, "the DLQ keeps the original bytes"
