@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_jitter
 
@@ -26,6 +27,8 @@ from sinks.base import Sink, SinkRecord
 __all__ = ["SinkRunner", "consumer_config"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, object]:
@@ -51,6 +54,20 @@ def _where(msg: Message) -> tuple[str, int, int]:
 
 def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, DatabusError) and exc.retriable
+
+
+def _retrying(fn: Callable[[], T]) -> T:
+    """Call ``fn`` until it succeeds or fails for good: an outage of the destination
+    or of the registry makes the backlog wait in Kafka, it never skips records."""
+    for attempt in Retrying(
+        retry=retry_if_exception(_retriable),
+        wait=wait_exponential_jitter(initial=0.2, max=15),
+        stop=stop_never,
+        reraise=True,
+    ):
+        with attempt:
+            return fn()
+    raise AssertionError("unreachable: tenacity re-raises")
 
 
 class SinkRunner:
@@ -118,20 +135,31 @@ class SinkRunner:
                 self._metrics.sink_failures.labels(
                     self._name, "retriable" if exc.retriable else "permanent"
                 ).inc()
-                log.warning("%s: write failed (%s), retrying", self._name, exc)
+                log.warning(
+                    "%s: write failed (%s)%s",
+                    self._name,
+                    exc,
+                    ", retrying" if exc.retriable else "",
+                )
                 raise
             self._metrics.sink_batch_seconds.labels(self._name).observe(
                 time.perf_counter() - started
             )
 
-        for attempt_ in Retrying(
-            retry=retry_if_exception(_retriable),
-            wait=wait_exponential_jitter(initial=0.2, max=15),
-            stop=stop_never,
-            reraise=True,
-        ):
-            with attempt_:
-                attempt()
+        _retrying(attempt)
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Put the consumer back before a batch that was not written, so whoever
+        polls next gets it again instead of committing past it."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            topic, partition, offset = _where(msg)
+            first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # partition revoked meanwhile: the group replays it
+                log.warning("%s: could not rewind %s[%d]: %s", self._name, topic, partition, exc)
 
     def _commit(self, messages: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -154,9 +182,14 @@ class SinkRunner:
                 log.warning("%s: consumer error: %s", self._name, err)
         if not good:
             return 0
-        batch = self._decoded(good)
+        try:
+            batch = _retrying(lambda: self._decoded(good))
+            if batch:
+                self._write(batch)
+        except BaseException:
+            self._rewind(good)
+            raise
         if batch:
-            self._write(batch)
             for rec in batch:
                 dataset = rec.topic.rsplit(".", 2)[0]
                 self._metrics.sink_records_written.labels(self._name, dataset).inc()
