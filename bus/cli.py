@@ -144,6 +144,86 @@ def simulate(
 
 
 @app.command()
+def template(
+    dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id")],
+    out: Annotated[Path | None, typer.Option(help="Write here (default: <dataset>.csv)")] = None,
+) -> None:
+    """Write the CSV header a file drop expects, with one example row."""
+    import csv
+
+    from producers.file_drop import template_rows
+    from schemas.catalog import get_dataset
+
+    try:
+        ds = get_dataset(dataset)
+    except DatabusError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    header, example = template_rows(ds.model)
+    target = out or Path(f"{ds.id}.csv")
+    with target.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, example])
+    console.print(f"wrote {target}: {len(header)} columns; replace the example row with your data")
+
+
+@app.command()
+def publish(
+    file: Annotated[Path, typer.Argument(help="CSV, JSON Lines (.jsonl) or Excel (.xlsx)")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id")],
+    rejects: Annotated[
+        Path | None, typer.Option(help="Reject file (default: <file>.rejects.csv)")
+    ] = None,
+) -> None:
+    """Publish a file's valid rows; rejected rows go to a reject file. Exit 1 if any."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from producers.file_checks import row_check_for
+    from producers.file_drop import publish_file, read_rows
+    from producers.publisher import Publisher
+    from schemas.catalog import get_dataset
+
+    settings = _settings()
+    if not settings.kafka.bootstrap_servers or not settings.schema_registry.url:
+        console.print(
+            "[red]DATABUS_KAFKA__BOOTSTRAP_SERVERS and DATABUS_SCHEMA_REGISTRY__URL must be set[/]"
+            " to publish a file (ask the data team for the bus addresses)."
+        )
+        raise typer.Exit(2)
+    try:
+        ds = get_dataset(dataset)
+        total = sum(1 for _ in read_rows(file, ds.model))
+        with (
+            Publisher(settings, source_system="file-drop") as publisher,
+            Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress,
+        ):
+            task = progress.add_task(f"publishing {file.name}", total=total)
+            result = publish_file(
+                publisher,
+                ds,
+                file,
+                check=row_check_for(ds),
+                reject_path=rejects,
+                on_row=lambda: progress.advance(task),
+            )
+    except (DatabusError, OSError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    console.print(f"{result.published} of {result.rows} rows published to {ds.raw_topic}")
+    if result.rejects:
+        console.print(
+            f"[yellow]{len(result.rejects)} rows rejected[/] — see {result.reject_path} "
+            "(line, field and reason for each); fix them and submit that file again."
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
 def kpis() -> None:
     """Show per-unit dossier KPIs as the IOC store holds them now."""
     from datetime import UTC, datetime
