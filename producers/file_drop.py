@@ -81,7 +81,8 @@ class RejectedRow:
 
 
 def _norm(name: str) -> str:
-    return "".join(name.split()).lower()
+    # "Dossier ID", "dossier_id" and "DOSSIER_ID " all name the same field
+    return "".join(name.replace("_", " ").split()).lower()
 
 
 def _file_format(path: Path) -> str:

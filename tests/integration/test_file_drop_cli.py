@@ -1,0 +1,233 @@
+"""`databus publish` / `databus template` as a unit runs them, against the real broker
+and registry: valid rows reach the raw topic, rejected rows land in a reject file,
+and the exit status tells which happened."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from schemas.catalog import DOSSIERS
+from schemas.codec import AvroDeserializer
+from schemas.models import Dossier
+from stream_processors.citizen_id import make_citizen_id
+
+pytestmark = pytest.mark.integration
+
+FIELDS = list(Dossier.model_fields)
+TOPIC = DOSSIERS.raw_topic
+
+
+def _env(cwd: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DATABUS_")}
+    env.update(COLUMNS="120", DATABUS_DATA_DIR=str(cwd / "data"), **extra)
+    return env
+
+
+def _databus(cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bus", *args],
+        cwd=cwd,
+        env=_env(cwd, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _bus_env(kafka_bootstrap: str, registry_url: str) -> dict[str, str]:
+    # DATABUS_REDIS__URL is dropped with every other DATABUS_* variable by _env
+    return {
+        "DATABUS_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DATABUS_SCHEMA_REGISTRY__URL": registry_url,
+    }
+
+
+def _row(prefix: str, serial: int) -> dict[str, str]:
+    return {
+        "dossier_id": f"{prefix}-{serial}",
+        "dossier_code": f"000.00.{serial:02d}.H75",
+        "procedure_code": "1.001234",
+        "procedure_name": "Cấp giấy phép xây dựng",
+        "receiving_unit_code": "DNA.STP",
+        "admin_unit_code": "75001",
+        "applicant_citizen_id": make_citizen_id("075", 1990, "FEMALE", serial),
+        "applicant_name": "Nguyễn Thị Hoa",
+        "applicant_birth_date": "15/03/1990",
+        "applicant_sex": "FEMALE",
+        "status": "RECEIVED",
+        "channel": "ONLINE",
+        "received_at": "01/07/2025 08:30",
+        "due_at": "10/07/2025",
+        "completed_at": "",
+    }
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(FIELDS)
+        writer.writerows([[r[f] for f in FIELDS] for r in rows])
+    return path
+
+
+def _consume_all(bootstrap: str, registry_url: str, prefix: str) -> list[dict[str, Any]]:
+    """Every record of the raw topic from the beginning, decoded, whose dossier id
+    carries ``prefix``: read until each partition reports its end (counted, not
+    inferred from watermarks, which the embedded broker reports wrong)."""
+    decode = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"filedrop-test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": 6000,
+        }
+    )
+    found: list[dict[str, Any]] = []
+    try:
+        partitions = consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
+        consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in partitions])
+        pending = set(partitions)
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                pending.discard(msg.partition())
+                continue
+            event = decode(msg.value(), None)
+            after = event.get("after") or {}
+            if str(after.get("dossier_id", "")).startswith(prefix):
+                found.append(event)
+        assert not pending, f"partitions {sorted(pending)} not read to the end within 60 s"
+    finally:
+        consumer.close()
+    return found
+
+
+def test_publish_sends_good_rows_and_writes_the_rest_to_a_reject_file(
+    tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    prefix = f"FD-{uuid.uuid4().hex[:12]}"
+    good = [_row(prefix, i) for i in range(1, 6)]
+    bad = [
+        {**_row(prefix, 6), "received_at": "31/02/2025"},
+        {**_row(prefix, 7), "status": "DONE"},
+        {**_row(prefix, 8), "applicant_name": ""},
+    ]
+    # bad rows in between good ones: line numbers must follow the file
+    rows = [good[0], bad[0], good[1], good[2], bad[1], good[3], bad[2], good[4]]
+    path = _write_csv(tmp_path / "dossiers.csv", rows)
+
+    done = _databus(
+        tmp_path,
+        "publish",
+        "--dataset",
+        DOSSIERS.id,
+        str(path),
+        **_bus_env(kafka_bootstrap, registry_url),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())  # rich may wrap long lines
+    assert "5 of 8 rows published" in out
+    reject_path = tmp_path / "dossiers.rejects.csv"
+    assert reject_path.name in out
+    assert "3 rows rejected" in out
+
+    with reject_path.open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [(int(r["line"]), r["field"]) for r in table] == [
+        (3, "received_at"),
+        (6, "status"),
+        (8, "applicant_name"),
+    ]
+    assert all(r["reason_en"] and r["reason_vi"] for r in table)
+    assert [r["dossier_id"] for r in table] == [r["dossier_id"] for r in bad]
+
+    events = _consume_all(kafka_bootstrap, registry_url, prefix)
+    assert sorted(e["after"]["dossier_id"] for e in events) == sorted(r["dossier_id"] for r in good)
+    assert all(e["op"] == "r" for e in events)
+
+
+def test_a_clean_file_exits_zero_without_a_reject_file(
+    tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    prefix = f"FD-{uuid.uuid4().hex[:12]}"
+    path = _write_csv(tmp_path / "clean.csv", [_row(prefix, i) for i in range(1, 4)])
+    done = _databus(
+        tmp_path,
+        "publish",
+        "--dataset",
+        DOSSIERS.id,
+        str(path),
+        **_bus_env(kafka_bootstrap, registry_url),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 of 3 rows published" in " ".join(done.stdout.split())
+    assert not (tmp_path / "clean.rejects.csv").exists()
+    assert not list(tmp_path.glob("*.rejects.csv"))
+
+
+def test_publish_without_settings_names_the_variables(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "d.csv", [_row("FD-nosettings", 1)])
+    done = _databus(tmp_path, "publish", "--dataset", DOSSIERS.id, str(path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "DATABUS_KAFKA__BOOTSTRAP_SERVERS" in out
+    assert "DATABUS_SCHEMA_REGISTRY__URL" in out
+    assert not list(tmp_path.glob("*.rejects.csv"))
+
+
+def test_an_unusable_file_exits_two_and_publishes_nothing(
+    tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    path = tmp_path / "d.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*FIELDS, "ghi_chu"])
+        writer.writerow([*_row("FD-extra", 1).values(), "x"])
+    done = _databus(
+        tmp_path,
+        "publish",
+        "--dataset",
+        DOSSIERS.id,
+        str(path),
+        **_bus_env(kafka_bootstrap, registry_url),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "ghi_chu" in done.stdout
+
+
+def test_template_writes_the_expected_header(tmp_path: Path) -> None:
+    target = tmp_path / "X.csv"
+    done = _databus(tmp_path, "template", "--dataset", DOSSIERS.id, "--out", str(target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with target.open(newline="", encoding="utf-8") as fh:
+        header, example = list(csv.reader(fh))
+    assert header == FIELDS
+    assert len(example) == len(FIELDS)
+
+
+def test_template_for_an_unknown_dataset_names_the_known_ones(tmp_path: Path) -> None:
+    done = _databus(tmp_path, "template", "--dataset", "no.such.dataset", "--out", "x.csv")
+    assert done.returncode == 2, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert DOSSIERS.id in out
+    assert not (tmp_path / "x.csv").exists()
