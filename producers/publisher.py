@@ -3,19 +3,44 @@
 A model is validated again right before sending (models can be built with
 ``model_construct`` or come from elsewhere), wrapped in the Debezium-style
 envelope, encoded with the registry, and produced by an idempotent producer
-with ``acks=all``. Delivery failures are collected from the delivery reports
-and raised by ``flush()`` / ``close()``: nothing fails silently.
+with ``acks=all``.
+
+Without a spool (``DATABUS_SPOOL__PATH`` unset), delivery failures are collected
+from the delivery reports and raised by ``flush()`` / ``close()``: nothing fails
+silently, but events not yet acknowledged die with the process.
+
+With a spool, the design is write-ahead: ``publish()`` returns only once the
+encoded event is durable in the spool (``producers.spool``); the producer is fed
+from the spool in sequence order and a successful delivery report deletes the row.
+A failed delivery is never dropped: the row stays, and once every record in flight
+has reported, the Publisher rewinds and produces the whole spool again from its
+oldest row, so order per key holds (librdkafka's idempotent producer keeps order
+within a partition, and a failure of one record fails those queued behind it on
+the same partition). A new Publisher on a non-empty spool (after a crash or a
+restart) sends what is there before anything newer. There is no background
+thread: the spool is drained from ``publish()``, ``poll()`` and ``flush()``.
+
+Guarantee with a spool: every event ``publish()`` accepted reaches the topic at
+least once, in per-key order, across broker outages and publisher crashes, as long
+as some Publisher later runs on the same spool file. Duplicates are possible when
+the process dies (or a delivery report is lost) between the broker's write and the
+spool's delete; acknowledgements are applied after every poll to keep that window
+short. Each copy carries the same ``ce_id`` header (= envelope ``event_id``), so
+consumers deduplicate on it. A full spool raises ``SpoolFullError``: the event was
+not accepted and nothing accepted is dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -24,11 +49,21 @@ from bus.errors import DeliveryError, PublishValidationError
 from bus.metrics import Metrics
 from bus.settings import Settings
 from producers.headers import cloudevent_headers
-from schemas.catalog import Dataset, load_schema, value_subject
+from producers.spool import Spool, SpoolRecord
+from schemas.catalog import DATASETS, Dataset, load_schema, value_subject
 from schemas.codec import AvroSerializer, frame
 from schemas.models import Op
 
 __all__ = ["Publisher", "producer_config"]
+
+log = logging.getLogger(__name__)
+
+# How many spooled records are handed to librdkafka at once: bounds memory when a
+# large spool drains, and how much is re-sent after a rewind.
+_IN_FLIGHT_MAX = 10_000
+_PEEK_BATCH = 1_000
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+_RAW_TOPIC_DATASET = {ds.raw_topic: ds.id for ds in DATASETS.values()}
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -66,11 +101,32 @@ class Publisher:
     ) -> None:
         self._source_system = source_system
         self._registry = registry or SchemaRegistryClient(settings.schema_registry.client_config())
-        self._producer = Producer(producer_config(settings, **producer_overrides))
+        # The spool first: a spool in use elsewhere stops us before any connection opens.
+        spool_path = settings.spool.path
+        spool = Spool(spool_path, settings.spool.max_bytes) if spool_path is not None else None
+        self._producer_conf = producer_config(settings, **producer_overrides)
+        self._producer = Producer(self._producer_conf)
         self._metrics = metrics or Metrics()
         self._serializers: dict[str, AvroSerializer] = {}
         self._failures: list[tuple[str, KafkaError]] = []
         self._closed = False
+        # Spool state: rows up to `_cursor` were handed to the producer; `_in_flight`
+        # of them have not reported yet; `_rewind` is set by a failed delivery.
+        self._spool = spool
+        self._cursor = 0
+        self._in_flight = 0
+        self._rewind = False
+        self._recreate = False
+        self._delivered: list[int] = []
+        self._last_error: KafkaError | None = None
+        if self._spool is not None:
+            if len(self._spool):
+                log.info(
+                    "spool %s holds %d events from an earlier run; sending them first",
+                    self._spool.path,
+                    len(self._spool),
+                )
+            self._service(0)
 
     def _serializer(self, dataset: Dataset) -> AvroSerializer:
         ser = self._serializers.get(dataset.id)
@@ -152,8 +208,93 @@ class Publisher:
             event_type=f"vn.gov.databus.{dataset.id}.{op.value}",
             time=now,
         )
-        self._produce(dataset, key, value, headers, event_id)
+        if self._spool is not None:
+            record = SpoolRecord(dataset.raw_topic, key, value, _bytes_headers(headers), event_id)
+            self._spool.append([record])  # durable before we return; SpoolFullError if full
+            self._service(0)
+        else:
+            self._produce(dataset, key, value, headers, event_id)
         return event_id
+
+    @property
+    def spooled(self) -> int:
+        """Events accepted but not yet acknowledged by the broker (0 without a spool)."""
+        return len(self._spool) if self._spool is not None else 0
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports and keep the spool draining; call it when idle."""
+        if self._spool is not None:
+            self._service(timeout)
+        else:
+            self._producer.poll(timeout)
+
+    def _service(self, timeout: float) -> None:
+        """One step of the spool's drain: reports, acks, rewind, then produce more."""
+        assert self._spool is not None
+        self._producer.poll(timeout)
+        if self._delivered:
+            delivered, self._delivered = self._delivered, []
+            self._spool.ack(delivered)
+        if self._rewind and self._in_flight == 0:
+            # Everything handed over has reported: what is left in the spool failed
+            # (or was queued behind a failure). Start again from the oldest row.
+            if self._recreate:
+                self._recreate = False
+                self._close_producer()
+                self._producer = Producer(self._producer_conf)
+            self._rewind = False
+            self._cursor = 0
+        if not self._rewind:
+            self._pump()
+
+    def _pump(self) -> None:
+        assert self._spool is not None
+        while self._in_flight < _IN_FLIGHT_MAX:
+            rows = self._spool.peek(_PEEK_BATCH, after=self._cursor)
+            if not rows:
+                return
+            for row in rows:
+                try:
+                    self._producer.produce(
+                        row.topic,
+                        value=row.value,
+                        key=row.key,
+                        headers=list(row.headers),
+                        on_delivery=self._on_spooled_delivery(row.seq, row.topic),
+                    )
+                except BufferError:
+                    return  # librdkafka's queue is full: the next service step goes on
+                except KafkaException as exc:
+                    # The row is accepted already: publish() must not fail now. A new
+                    # producer takes over once the records in flight have reported.
+                    self._rewind = self._recreate = True
+                    error = exc.args[0] if exc.args else None
+                    self._last_error = error if isinstance(error, KafkaError) else None
+                    log.warning("producer failed (%s); it will be replaced", exc)
+                    return
+                self._cursor = row.seq
+                self._in_flight += 1
+
+    def _on_spooled_delivery(
+        self, seq: int, topic: str
+    ) -> Callable[[KafkaError | None, Message], None]:
+        dataset_id = _RAW_TOPIC_DATASET.get(topic, "unknown")
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            self._in_flight -= 1
+            if err is not None:
+                # Not dropped: the row stays in the spool and is sent again after a rewind.
+                self._rewind = True
+                self._last_error = err
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    self._recreate = True  # an idempotent producer is unusable after this
+                if err.code() not in _PURGED:  # our own close/recreate, not a failure
+                    self._metrics.delivery_failures.labels(dataset_id).inc()
+            else:
+                self._delivered.append(seq)
+                self._metrics.events_produced.labels(dataset_id, "raw").inc()
+
+        return on_delivery
 
     def _produce(
         self,
@@ -190,7 +331,14 @@ class Publisher:
         return list(self._failures)
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait for every enqueued event; raise ``DeliveryError`` if any was not acknowledged."""
+        """Wait for every enqueued event; raise ``DeliveryError`` if any was not acknowledged.
+
+        With a spool, failed deliveries are re-sent until ``timeout``; what is still
+        unacknowledged then stays in the spool (nothing is lost) and the error says so.
+        """
+        if self._spool is not None:
+            self._flush_spool(timeout)
+            return
         deadline = time.monotonic() + timeout
         while (remaining := self._producer.flush(max(0.0, deadline - time.monotonic()))) > 0:
             if time.monotonic() >= deadline:
@@ -205,17 +353,58 @@ class Publisher:
                 retriable=first_err.retriable(),
             )
 
+    def _flush_spool(self, timeout: float) -> None:
+        assert self._spool is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            self._service(max(0.0, min(0.1, remaining)))
+            if not len(self._spool):
+                return
+            if remaining <= 0:
+                last = f" (last error: {self._last_error.str()})" if self._last_error else ""
+                raise DeliveryError(
+                    f"{len(self._spool)} events still unacknowledged after {timeout:.0f} s; "
+                    f"they stay in the spool {self._spool.path} and are sent by the next "
+                    f"flush() or the next Publisher on that spool{last}",
+                    retriable=True,
+                )
+
     def close(self, timeout: float = 60.0) -> None:
+        """Flush within ``timeout``; with a spool, what is left stays there for next time."""
         if not self._closed:
             self._closed = True
             try:
-                self.flush(timeout)
+                if self._spool is None:
+                    self.flush(timeout)
+                else:
+                    try:
+                        self._flush_spool(timeout)
+                    except DeliveryError:
+                        log.warning(
+                            "closing with %d events unacknowledged; they stay in the spool %s",
+                            len(self._spool),
+                            self._spool.path,
+                        )
             finally:
-                # Release the broker connections now, not whenever the object is collected
-                # (Producer.close exists from confluent-kafka 2.12).
-                close = getattr(self._producer, "close", None)
-                if close is not None:
-                    close()
+                self._close_producer()
+                if self._spool is not None:
+                    self._spool.close()
+
+    def _close_producer(self) -> None:
+        # Queued records are not lost when a spool holds them; purge so that closing
+        # does not wait for them, and serve the purge reports before closing.
+        if self._spool is not None:
+            self._producer.purge()
+            self._producer.poll(0)
+            self._in_flight = 0
+            delivered, self._delivered = self._delivered, []
+            self._spool.ack(delivered)
+        # Release the broker connections now, not whenever the object is collected
+        # (Producer.close exists from confluent-kafka 2.12).
+        close = getattr(self._producer, "close", None)
+        if close is not None:
+            close()
 
     def __enter__(self) -> Self:
         return self
@@ -227,3 +416,7 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _bytes_headers(headers: list[tuple[str, str | bytes | None]]) -> list[tuple[str, bytes | None]]:
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in headers]
