@@ -201,7 +201,7 @@ class Publisher:
         except (ValueError, TypeError) as exc:
             raise PublishValidationError(f"{dataset.id}: does not fit the schema: {exc}") from exc
         value = frame(ser.schema_id, body)
-        key = str(state[dataset.key_field]).encode()
+        key = dataset.key_of(state).encode()
         headers = cloudevent_headers(
             event_id=event_id,
             source=f"/databus/{self._source_system}/{unit or dataset.owner_unit}",

@@ -1,46 +1,156 @@
 """The dataset catalog: which topics, key, schemas and personal fields a dataset has.
 
+Every dataset is one ``[[dataset]]`` table in ``schemas/catalog.toml`` (the format is
+documented at the top of that file). ``load_catalog`` reads a catalog file and checks
+its *shape* (required keys, types, unknown keys), raising ``ConfigError`` naming the
+file, the dataset and the field. What the values *mean* — schemas parse, key fields
+exist, names follow the conventions — is checked by ``schemas.catalog_check``.
+
 Topic names follow DESIGN.md: ``<domain>.<dataset>.<stage>.v<major>``; subjects use
 TopicNameStrategy (``<topic>-value``).
+
+Keys: ``key_fields`` lists the key field(s) of the record inside the envelope.
+``key_field`` is the first of them (a single-key dataset's key); for a composite key,
+``key_of(record)`` joins the values of every key field with ``|``, and that is the
+Kafka key to use.
+
+Schema history: the file a dataset names (``<domain>/<name>.avsc``) is always the current
+revision. Earlier revisions of it stay in ``<domain>/history/<name>.<rev>.avsc``, with
+``rev`` = 1, 2, … in the order they were released; the current file is the revision after
+the last of them. ``schema_revisions`` lists them in order, oldest first.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
 from bus.errors import ConfigError
-from schemas.models import Dossier
 
 __all__ = [
     "ALERTS_SCHEMA",
     "ALERTS_TOPIC",
+    "CATALOG_FILE",
+    "CLASSIFICATIONS",
     "DATASETS",
     "DOSSIERS",
+    "STAGES",
     "Dataset",
+    "UpdateObligation",
+    "avro_root",
     "get_dataset",
+    "load_catalog",
     "load_schema",
+    "read_catalog",
+    "read_schema",
+    "resolve_model",
+    "schema_revisions",
     "value_subject",
 ]
 
 ALERTS_TOPIC = "alerts.v1"
 ALERTS_SCHEMA = "alerts/alerts.v1.avsc"
 
+STAGES = ("raw", "std", "shared", "dlq")
+CLASSIFICATIONS = ("public", "internal", "restricted")
+KEY_SEPARATOR = "|"
+
+Classification = Literal["public", "internal", "restricted"]
+
+
+def avro_root() -> Traversable:
+    """The packaged ``schemas/avro`` folder."""
+    return resources.files("schemas").joinpath("avro")
+
+
+CATALOG_FILE: Traversable = resources.files("schemas").joinpath("catalog.toml")
+
 
 @cache
 def load_schema(path: str) -> str:
     """The text of a schema file under ``schemas/avro`` (parsed once, to fail early)."""
-    text = resources.files("schemas").joinpath("avro", path).read_text(encoding="utf-8")
+    text = avro_root().joinpath(path).read_text(encoding="utf-8")
     json.loads(text)
     return text
 
 
+def read_schema(path: str, root: Path | Traversable | None = None) -> str:
+    """The text of a schema under ``root`` (default: the packaged ``schemas/avro``)."""
+    if root is None:
+        return load_schema(path)
+    return root.joinpath(path).read_text(encoding="utf-8")
+
+
+_REVISION = re.compile(r"^(?P<stem>.+)\.(?P<rev>[1-9][0-9]*)\.avsc$")
+
+
+def schema_revisions(path: str, root: Path | Traversable | None = None) -> list[str]:
+    """Every revision of the schema at ``path``, oldest first, the current one last.
+
+    Earlier revisions are ``<dir>/history/<stem>.<rev>.avsc``; an unnumbered or
+    malformed file in ``history/`` is ignored.
+    """
+    base = avro_root() if root is None else root
+    folder, _, filename = path.rpartition("/")
+    stem = filename.removesuffix(".avsc")
+    history = base.joinpath(folder, "history") if folder else base.joinpath("history")
+    found: list[tuple[int, str]] = []
+    if history.is_dir():
+        for entry in history.iterdir():
+            match = _REVISION.match(entry.name)
+            if match and match["stem"] == stem:
+                prefix = f"{folder}/history" if folder else "history"
+                found.append((int(match["rev"]), f"{prefix}/{entry.name}"))
+    return [p for _, p in sorted(found)] + [path]
+
+
 def value_subject(topic: str) -> str:
     return f"{topic}-value"
+
+
+@cache
+def resolve_model(ref: str) -> type[BaseModel]:
+    """The pydantic model named ``module:Class``."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model {ref!r} must be written as 'module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+        found = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model {ref!r} cannot be imported: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, BaseModel)):
+        raise ConfigError(f"model {ref!r} is not a pydantic BaseModel")
+    return found
+
+
+@dataclass(frozen=True)
+class UpdateObligation:
+    """How fresh a unit must keep a dataset.
+
+    ``realtime``: every change on the bus within ``within_minutes`` of happening.
+    ``daily``: the day's data delivered by ``by_local_time`` ("HH:MM", Asia/Ho_Chi_Minh).
+    """
+
+    kind: Literal["realtime", "daily"]
+    within_minutes: int | None = None
+    by_local_time: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "realtime":
+            return f"real time, within {self.within_minutes} min"
+        return f"daily by {self.by_local_time} (Asia/Ho_Chi_Minh)"
 
 
 @dataclass(frozen=True)
@@ -51,12 +161,33 @@ class Dataset:
     source_system: str
     description_en: str
     description_vi: str
-    key_field: str
+    key_fields: tuple[str, ...]
     personal_fields: tuple[str, ...]
     raw_schema: str
-    std_schema: str
-    model: type[BaseModel]
+    std_schema: str | None
+    model_ref: str
+    classification: Classification
+    update: UpdateObligation
     major: int = 1
+
+    @property
+    def model(self) -> type[BaseModel]:
+        """The pydantic model of the record inside the envelope (imported on first use)."""
+        return resolve_model(self.model_ref)
+
+    @property
+    def key_field(self) -> str:
+        """The first key field: the whole key unless the key is composite (see ``key_of``)."""
+        return self.key_fields[0]
+
+    def key_of(self, record: Mapping[str, Any]) -> str:
+        """The Kafka key of a record: its key field values joined with ``|``."""
+        return KEY_SEPARATOR.join(str(record[f]) for f in self.key_fields)
+
+    @property
+    def std_value_schema(self) -> str:
+        """The schema the std topic carries: the std schema, or the raw one until defined."""
+        return self.std_schema if self.std_schema is not None else self.raw_schema
 
     def topic(self, stage: str) -> str:
         return f"{self.id}.{stage}.v{self.major}"
@@ -70,30 +201,136 @@ class Dataset:
         return self.topic("std")
 
     @property
+    def shared_topic(self) -> str:
+        return self.topic("shared")
+
+    @property
     def dlq_topic(self) -> str:
         return self.topic("dlq")
 
 
-DOSSIERS = Dataset(
-    id="publicservice.dossiers",
-    sector="public service",
-    owner_unit="DNA.VPUB",
-    source_system="dvc-portal",
-    description_en="Administrative-procedure dossiers from the public-service portal",
-    description_vi="Hồ sơ thủ tục hành chính từ Cổng dịch vụ công",
-    key_field="dossier_id",
-    personal_fields=(
-        "applicant_citizen_id",
-        "applicant_name",
-        "applicant_birth_date",
-        "applicant_sex",
-    ),
-    raw_schema="publicservice/dossiers.raw.v1.avsc",
-    std_schema="publicservice/dossiers.std.v1.avsc",
-    model=Dossier,
-)
+# ---- reading a catalog file: shape only ---------------------------------------
 
-DATASETS: dict[str, Dataset] = {DOSSIERS.id: DOSSIERS}
+_REQUIRED_STR = (
+    "id",
+    "sector",
+    "owner_unit",
+    "source_system",
+    "description_vi",
+    "description_en",
+    "schema",
+    "model",
+    "classification",
+)
+_KNOWN = {*_REQUIRED_STR, "std_schema", "key", "personal_fields", "major", "update"}
+
+
+class _Entry:
+    def __init__(self, source: str, index: int, table: Mapping[str, Any]) -> None:
+        self.source = source
+        self.table = table
+        raw_id = table.get("id")
+        self.label = raw_id if isinstance(raw_id, str) else f"#{index + 1}"
+
+    def fail(self, field: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: dataset {self.label}: field {field!r}: {message}")
+
+    def string(self, field: str, *, required: bool = True) -> str | None:
+        value = self.table.get(field)
+        if value is None:
+            if required:
+                raise self.fail(field, "is required")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(field, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def strings(self, field: str) -> tuple[str, ...]:
+        value = self.table.get(field, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(field, "must be a list of strings")
+        return tuple(value)
+
+    def update(self) -> UpdateObligation:
+        value = self.table.get("update")
+        if not isinstance(value, dict):
+            raise self.fail("update", "is required, as { kind = ..., ... }")
+        unknown = set(value) - {"kind", "within_minutes", "by_local_time"}
+        if unknown:
+            raise self.fail("update", f"unknown keys {sorted(unknown)}")
+        kind = value.get("kind")
+        minutes = value.get("within_minutes")
+        by = value.get("by_local_time")
+        if not isinstance(kind, str):
+            raise self.fail("update.kind", "is required, a string")
+        if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)):
+            raise self.fail("update.within_minutes", "must be an integer")
+        if by is not None and not isinstance(by, str):
+            raise self.fail("update.by_local_time", 'must be a string "HH:MM"')
+        # The value of kind is checked by catalog_check, which reports every problem at once.
+        return UpdateObligation(cast(Any, kind), minutes, by)
+
+    def dataset(self) -> Dataset:
+        unknown = set(self.table) - _KNOWN
+        if unknown:
+            raise self.fail(sorted(unknown)[0], "unknown field")
+        values = {name: self.string(name) for name in _REQUIRED_STR}
+        major = self.table.get("major", 1)
+        if not isinstance(major, int) or isinstance(major, bool):
+            raise self.fail("major", "must be an integer")
+        key = self.strings("key")
+        if not key:
+            raise self.fail("key", "is required, a non-empty list of field names")
+        return Dataset(
+            id=cast(str, values["id"]),
+            sector=cast(str, values["sector"]),
+            owner_unit=cast(str, values["owner_unit"]),
+            source_system=cast(str, values["source_system"]),
+            description_en=cast(str, values["description_en"]),
+            description_vi=cast(str, values["description_vi"]),
+            key_fields=key,
+            personal_fields=self.strings("personal_fields"),
+            raw_schema=cast(str, values["schema"]),
+            std_schema=self.string("std_schema", required=False),
+            model_ref=cast(str, values["model"]),
+            classification=cast(Classification, values["classification"]),
+            update=self.update(),
+            major=major,
+        )
+
+
+def read_catalog(path: Path | Traversable | None = None) -> list[Dataset]:
+    """Every dataset of a catalog file in file order, duplicates included (for checking)."""
+    source = CATALOG_FILE if path is None else path
+    name = str(source)
+    try:
+        document = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the catalog: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from exc
+    unknown = set(document) - {"dataset"}
+    if unknown:
+        raise ConfigError(f"{name}: unknown top-level keys {sorted(unknown)}")
+    tables = document.get("dataset", [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{name}: 'dataset' must be an array of tables ([[dataset]])")
+    return [_Entry(name, i, table).dataset() for i, table in enumerate(tables)]
+
+
+def load_catalog(path: Path | Traversable | None = None) -> dict[str, Dataset]:
+    """The datasets of a catalog file by id (default: the packaged ``catalog.toml``)."""
+    datasets: dict[str, Dataset] = {}
+    for dataset in read_catalog(path):
+        if dataset.id in datasets:
+            name = str(CATALOG_FILE if path is None else path)
+            raise ConfigError(f"{name}: dataset {dataset.id}: field 'id': appears twice")
+        datasets[dataset.id] = dataset
+    return datasets
+
+
+DATASETS: dict[str, Dataset] = load_catalog()
+DOSSIERS = DATASETS["publicservice.dossiers"]
 
 
 def get_dataset(dataset_id: str) -> Dataset:

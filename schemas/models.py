@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Channel", "Dossier", "DossierStatus", "Op", "Sex"]
+__all__ = ["Channel", "Dossier", "DossierStatus", "DossierStep", "Op", "Sex", "StepStatus"]
 
 
 class Op(StrEnum):
@@ -65,3 +65,34 @@ class Dossier(BaseModel):
     received_at: str = _Time
     due_at: str = _Time
     completed_at: str | None = Field(default=None, max_length=40)
+
+
+class StepStatus(StrEnum):
+    WAITING = "WAITING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    RETURNED = "RETURNED"
+    CANCELLED = "CANCELLED"
+
+
+class DossierStep(BaseModel):
+    """One processing step of a dossier (bước xử lý hồ sơ) as the portal stores it.
+
+    ``handler_officer_id`` is a public servant's staff code, shown so the processing is
+    auditable; it is not citizen personal data, and the dataset is classified internal.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    step_id: str = _Code
+    dossier_id: str = _Code
+    step_order: int = Field(ge=1, le=1000, description="Position in the workflow, from 1")
+    step_code: str = _Code
+    step_name: str = Field(min_length=1, max_length=500, description="Vietnamese")
+    handling_unit_code: str = _Code
+    handler_officer_id: str | None = Field(default=None, max_length=64)
+    status: StepStatus
+    started_at: str = _Time
+    due_at: str | None = Field(default=None, max_length=40)
+    finished_at: str | None = Field(default=None, max_length=40)
+    note: str | None = Field(default=None, max_length=2000)

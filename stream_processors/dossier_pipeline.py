@@ -59,7 +59,7 @@ class DossierPipeline:
     ) -> None:
         self._decode = AvroDeserializer(registry, load_schema(DOSSIERS.raw_schema))
         self._encode = AvroSerializer(
-            registry, value_subject(DOSSIERS.std_topic), load_schema(DOSSIERS.std_schema)
+            registry, value_subject(DOSSIERS.std_topic), load_schema(DOSSIERS.std_value_schema)
         )
         self._reference = reference
         self._clock = clock
