@@ -50,21 +50,28 @@ class Dossier(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 
-    dossier_id: str = _Code
-    dossier_code: str = _Code
-    procedure_code: str = _Code
-    procedure_name: str = Field(min_length=1, max_length=500)
-    receiving_unit_code: str = _Code
-    admin_unit_code: str = _Code
-    applicant_citizen_id: str = Field(min_length=1, max_length=20, repr=False)
-    applicant_name: str = Field(min_length=1, max_length=200, repr=False)
-    applicant_birth_date: str | None = Field(default=None, max_length=40, repr=False)
-    applicant_sex: Sex | None = Field(default=None, repr=False)
-    status: DossierStatus
-    channel: Channel
-    received_at: str = _Time
-    due_at: str = _Time
-    completed_at: str | None = Field(default=None, max_length=40)
+    # The examples make `databus template` write a row that passes every check.
+    dossier_id: str = Field(min_length=1, max_length=64, examples=["HS-STP-000001"])
+    dossier_code: str = Field(min_length=1, max_length=64, examples=["000.00.12.H19-250701-0001"])
+    procedure_code: str = Field(min_length=1, max_length=64, examples=["1.000894"])
+    procedure_name: str = Field(min_length=1, max_length=500, examples=["Đăng ký khai sinh"])
+    receiving_unit_code: str = Field(min_length=1, max_length=64, examples=["DNA.STP"])
+    admin_unit_code: str = Field(min_length=1, max_length=64, examples=["75001"])
+    applicant_citizen_id: str = Field(
+        min_length=1, max_length=20, repr=False, examples=["075190000042"]
+    )
+    applicant_name: str = Field(
+        min_length=1, max_length=200, repr=False, examples=["Nguyễn Thị Hòa"]
+    )
+    applicant_birth_date: str | None = Field(
+        default=None, max_length=40, repr=False, examples=["15/03/1990"]
+    )
+    applicant_sex: Sex | None = Field(default=None, repr=False, examples=["FEMALE"])
+    status: DossierStatus = Field(examples=["COMPLETED"])
+    channel: Channel = Field(examples=["ONLINE"])
+    received_at: str = Field(min_length=1, max_length=40, examples=["01/07/2025 08:30"])
+    due_at: str = Field(min_length=1, max_length=40, examples=["04/07/2025 17:00"])
+    completed_at: str | None = Field(default=None, max_length=40, examples=["03/07/2025 10:15"])
 
 
 class StepStatus(StrEnum):

@@ -273,3 +273,12 @@ def test_template_header_and_example_row_validate(tmp_path: Path) -> None:
         csv.writer(fh).writerows([header, example])
     [result] = list(validate_rows(read_rows(path, Dossier), Dossier))
     assert isinstance(result, Dossier)
+
+
+def test_dossier_template_row_passes_the_dossier_check(tmp_path: Path) -> None:
+    header, example = template_rows(Dossier)
+    path = tmp_path / "template.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, example])
+    results = list(validate_rows(read_rows(path, Dossier), Dossier, row_check_for(DOSSIERS)))
+    assert [type(r) for r in results] == [Dossier], results
