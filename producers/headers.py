@@ -9,7 +9,8 @@ __all__ = ["cloudevent_headers", "new_traceparent"]
 
 
 def new_traceparent() -> str:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    ids = secrets.token_hex(24)  # one call: trace id (16 bytes) and parent id (8 bytes)
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def cloudevent_headers(
