@@ -19,6 +19,7 @@ __all__ = [
     "AlertSettings",
     "KafkaSettings",
     "MetricsSettings",
+    "OutboxSettings",
     "RedisSettings",
     "SchemaRegistrySettings",
     "Settings",
@@ -153,6 +154,23 @@ class SpoolSettings(BaseModel):
     max_bytes: Positive = Field(default=256 * 1024 * 1024, description="payload bound")
 
 
+class OutboxSettings(BaseModel):
+    """The outbox poller (``producers.outbox``): the source system's database and table."""
+
+    model_config = _FROZEN
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the source database, e.g. postgresql+psycopg://...",
+    )
+    table: str = Field(default="databus_outbox", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    db_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    source_system: str = Field(default="outbox", min_length=1, description="source.system")
+    batch_size: Annotated[int, Field(gt=0, le=10_000)] = 500
+    interval_s: float = Field(default=1.0, gt=0, description="wait when the outbox is drained")
+    flush_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATABUS_",
@@ -167,6 +185,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     alerts: AlertSettings = AlertSettings()
     spool: SpoolSettings = SpoolSettings()
+    outbox: OutboxSettings = OutboxSettings()
     data_dir: Path = Field(default=Path(".databus"), description="embedded servers' files")
     processor_group: str = "databus-processor"
     sink_group: str = "databus-sink-ioc"

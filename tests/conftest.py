@@ -89,3 +89,50 @@ def _redis_content(client: redis.Redis) -> dict[bytes, object]:
 @pytest.fixture(scope="session")
 def redis_snapshot() -> Callable[[redis.Redis], dict[bytes, object]]:
     return _redis_content
+
+
+_MACHINE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_answers(url: str) -> str | None:
+    """None when ``url`` accepts a connection, else why not."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except sa.exc.DBAPIError as exc:
+        return type(exc.orig).__name__  # the message may carry the URL
+    except sa.exc.SQLAlchemyError as exc:
+        return type(exc).__name__
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL (SQLAlchemy URL, psycopg 3): DATABUS_TEST_POSTGRES_URL, else the
+    machine's server on 127.0.0.1:5432 (trust auth, database `test`), else one started
+    from the binaries of the `pgserver` package. Tests isolate themselves by table or
+    schema name, since the database may be shared."""
+    configured = os.environ.get("DATABUS_TEST_POSTGRES_URL")
+    if configured:
+        yield configured
+        return
+    machine = _postgres_answers(_MACHINE_POSTGRES)
+    if machine is None:
+        yield _MACHINE_POSTGRES
+        return
+    try:
+        from pgserver.postgres_server import get_server
+
+        server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    except Exception as exc:  # pgserver missing, no binaries for this platform, initdb failed
+        pytest.skip(f"no PostgreSQL: none at 127.0.0.1:5432 ({machine}) and pgserver failed: {exc}")
+    try:
+        uri = server.get_uri()
+        yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
