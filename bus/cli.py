@@ -303,6 +303,25 @@ def publish(
 
 
 @app.command()
+def outbox(
+    create_table: Annotated[
+        bool, typer.Option(help="Create the outbox table first (a new source database)")
+    ] = False,
+) -> None:
+    """Publish a source database's transactional outbox (DATABUS_OUTBOX__URL), in order."""
+    from producers.outbox_cli import run_outbox
+
+    _logging()
+    settings = _settings()
+    try:
+        code = run_outbox(settings, create_table=create_table)
+    except DatabusError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
 def kpis() -> None:
     """Show per-unit dossier KPIs as the IOC store holds them now."""
     from datetime import UTC, datetime

@@ -164,6 +164,25 @@ class OutboxSettings(BaseModel):
         description="SQLAlchemy URL of the source database, e.g. postgresql+psycopg://...",
     )
     table: str = Field(default="databus_outbox", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _sqlalchemy_url(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or raw == "":
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(str(raw))
+        except ArgumentError:
+            # never echo the value: it may hold a password
+            raise ValueError(
+                "not a SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db)"
+            ) from None
+        return value
+
     db_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     source_system: str = Field(default="outbox", min_length=1, description="source.system")
     batch_size: Annotated[int, Field(gt=0, le=10_000)] = 500

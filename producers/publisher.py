@@ -198,7 +198,8 @@ class Publisher:
             # `from None`: pydantic's error quotes input values, and a logger printing
             # the traceback would print the chained cause with them.
             raise PublishValidationError(_validation_message(model, exc)) from None
-        return checked.model_dump(mode="json")
+        # Python mode: Avro timestamp-millis and date fields take datetime/date objects.
+        return checked.model_dump(mode="python")
 
     def _encode(self, dataset: Dataset, change: Change) -> _Encoded:
         """Validate and encode one change; nothing is sent. Raises PublishValidationError."""
