@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bus.errors import StackError
+from bus.reconcile import DECLARATIONS_TOPIC
 from bus.settings import Settings
 from schemas.catalog import ALERTS_TOPIC, DATASETS
 
@@ -38,7 +39,8 @@ class TopicSpec:
 
 
 def bus_topics(settings: Settings) -> list[TopicSpec]:
-    """Every topic the catalog implies: raw, std and dlq per dataset, plus alerts."""
+    """Every topic the catalog implies: raw, std and dlq per dataset, plus alerts and
+    the sources' declarations (reconciliation)."""
     n = settings.kafka.partitions
     specs = []
     for ds in DATASETS.values():
@@ -48,6 +50,7 @@ def bus_topics(settings: Settings) -> list[TopicSpec]:
             TopicSpec(ds.dlq_topic, n, retention_ms=4 * _WEEK_MS),
         ]
     specs.append(TopicSpec(ALERTS_TOPIC, n))
+    specs.append(TopicSpec(DECLARATIONS_TOPIC, n))
     return specs
 
 

@@ -8,6 +8,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+from bus.reconcile import DECLARATIONS_TOPIC
 from bus.settings import Settings
 from bus.topics import TopicSpec, bus_topics, ensure_topics
 from schemas.catalog import ALERTS_TOPIC, DATASETS
@@ -30,10 +31,10 @@ def test_bus_topics_follow_the_naming_convention(stack_settings: Settings) -> No
     assert len(names) == len(set(names))
     assert names.count(ALERTS_TOPIC) == 1 and ALERTS_TOPIC == "alerts.v1"
     for name in names:
-        assert name == ALERTS_TOPIC or TOPIC_NAME.fullmatch(name), name
+        assert name in (ALERTS_TOPIC, DECLARATIONS_TOPIC) or TOPIC_NAME.fullmatch(name), name
     for ds in DATASETS.values():
         assert {f"{ds.id}.{stage}.v{ds.major}" for stage in ("raw", "std", "dlq")} <= set(names)
-    assert len(names) == 3 * len(DATASETS) + 1
+    assert len(names) == 3 * len(DATASETS) + 2
     assert {spec.partitions for spec in bus_topics(stack_settings)} == {
         stack_settings.kafka.partitions
     }

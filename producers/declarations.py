@@ -1,0 +1,92 @@
+"""Declarations: a source states how many events it sent for a dataset, unit and day.
+
+The bus later compares the declared figure with what arrived (``bus.reconcile``).
+Declarations go to ``control.declarations.v1``, keyed ``dataset|unit|day`` so every
+declaration for a key lands on one partition: the latest one wins, which is how a
+source corrects a figure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bus.errors import DeliveryError, ValidationError
+from bus.reconcile import DECLARATIONS_SCHEMA, DECLARATIONS_TOPIC
+from bus.settings import Settings
+from producers.publisher import producer_config
+from schemas.catalog import DATASETS, KEY_SEPARATOR, load_schema, value_subject
+from schemas.codec import AvroSerializer
+
+__all__ = ["declaration_key", "declare"]
+
+
+def declaration_key(dataset_id: str, unit: str, day: date) -> str:
+    return KEY_SEPARATOR.join((dataset_id, unit, day.isoformat()))
+
+
+def _check(dataset_id: str, unit: str, day: date, count: int, source_system: str) -> None:
+    if dataset_id not in DATASETS:
+        raise ValidationError(f"unknown dataset {dataset_id!r}: not in the data catalog")
+    if not unit.strip():
+        raise ValidationError("a declaration needs the sending unit's code")
+    if KEY_SEPARATOR in unit:
+        raise ValidationError(f"unit code {unit!r} must not contain {KEY_SEPARATOR!r}")
+    if not isinstance(day, date) or isinstance(day, datetime):
+        raise ValidationError(f"day must be a date, got {type(day).__name__}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValidationError(f"count must be a whole number >= 0, got {count!r}")
+    if not source_system.strip():
+        raise ValidationError("a declaration needs the source system's name")
+
+
+def declare(
+    settings: Settings,
+    dataset_id: str,
+    unit: str,
+    day: date,
+    count: int,
+    *,
+    source_system: str,
+    timeout: float = 30.0,
+) -> None:
+    """Send one declaration and wait for the broker's acknowledgement.
+
+    Raises ``ValidationError`` (nothing sent) for an unknown dataset, an empty unit
+    or a negative count, and ``DeliveryError`` when the broker does not acknowledge.
+    """
+    _check(dataset_id, unit, day, count, source_system)
+    serializer = AvroSerializer(
+        SchemaRegistryClient(settings.schema_registry.client_config()),
+        value_subject(DECLARATIONS_TOPIC),
+        load_schema(DECLARATIONS_SCHEMA),
+    )
+    value = serializer(
+        {
+            "dataset": dataset_id,
+            "unit": unit,
+            "day": day,
+            "count": count,
+            "declared_at": datetime.now(UTC),
+            "source_system": source_system,
+        }
+    )
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    producer = Producer(producer_config(settings))
+    producer.produce(
+        DECLARATIONS_TOPIC,
+        key=declaration_key(dataset_id, unit, day).encode(),
+        value=value,
+        on_delivery=on_delivery,
+    )
+    if producer.flush(timeout) > 0:
+        raise DeliveryError(f"declaration not acknowledged within {timeout:.0f} s")
+    if failures:
+        raise DeliveryError(f"declaration not delivered: {failures[0].str()}")
