@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from databus_cli import run_databus
 
 from schemas.catalog import CATALOG_FILE, DATASETS
 
@@ -15,14 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def databus(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DATABUS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        env={**base, "COLUMNS": "160", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_databus(None, *args, **(env or {}))
 
 
 def test_validate_the_shipped_catalog() -> None:

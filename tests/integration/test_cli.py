@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from databus_cli import clean_env, run_databus
 
 pytestmark = pytest.mark.integration
 
@@ -28,25 +29,6 @@ try:
     import psutil
 except ImportError:  # the port checks are enough without it
     psutil = None
-
-
-def _env(cwd: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment without any DATABUS_* address, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DATABUS_")}
-    env.update(COLUMNS="120", DATABUS_DATA_DIR=str(cwd / "data"), **extra)
-    return env
-
-
-def _databus(cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        cwd=cwd,
-        env=_env(cwd, **extra),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def _accepts(port: int) -> bool:
@@ -82,7 +64,7 @@ def up_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bus", "up", "--for", "25", "--days", "20"],
         cwd=cwd,
-        env=_env(cwd),
+        env=clean_env(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -172,7 +154,7 @@ def test_up_leaves_nothing_running(up_run: UpRun) -> None:
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path, variable: str, value: str) -> None:
-    result = _databus(tmp_path, "up", "--for", "5", **{variable: value})
+    result = run_databus(tmp_path, "up", "--for", "5", **{variable: value})
     out = result.stdout + result.stderr
     assert result.returncode == 2, out
     assert variable in out, out
@@ -181,7 +163,7 @@ def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path, variable: str, v
 
 
 def test_kpis_without_redis_says_what_to_set(tmp_path: Path) -> None:
-    result = _databus(tmp_path, "kpis")
+    result = run_databus(tmp_path, "kpis")
     out = result.stdout + result.stderr
     assert result.returncode == 2, out
     assert "DATABUS_REDIS__URL" in out, out
@@ -191,7 +173,7 @@ def test_kpis_prints_the_table(tmp_path: Path, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     try:
-        result = _databus(tmp_path, "kpis", DATABUS_REDIS__URL=redis_url)
+        result = run_databus(tmp_path, "kpis", DATABUS_REDIS__URL=redis_url)
     finally:
         client.close()
     out = result.stdout + result.stderr

@@ -5,9 +5,6 @@ and the exit status tells which happened."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from databus_cli import run_databus
 
 from schemas.catalog import DOSSIERS
 from schemas.codec import AvroDeserializer
@@ -26,24 +24,6 @@ pytestmark = pytest.mark.integration
 
 FIELDS = list(Dossier.model_fields)
 TOPIC = DOSSIERS.raw_topic
-
-
-def _env(cwd: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("DATABUS_")}
-    env.update(COLUMNS="120", DATABUS_DATA_DIR=str(cwd / "data"), **extra)
-    return env
-
-
-def _databus(cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        cwd=cwd,
-        env=_env(cwd, **extra),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _bus_env(kafka_bootstrap: str, registry_url: str) -> dict[str, str]:
@@ -136,7 +116,7 @@ def test_publish_sends_good_rows_and_writes_the_rest_to_a_reject_file(
     rows = [good[0], bad[0], good[1], good[2], bad[1], good[3], bad[2], good[4]]
     path = _write_csv(tmp_path / "dossiers.csv", rows)
 
-    done = _databus(
+    done = run_databus(
         tmp_path,
         "publish",
         "--dataset",
@@ -171,7 +151,7 @@ def test_a_clean_file_exits_zero_without_a_reject_file(
 ) -> None:
     prefix = f"FD-{uuid.uuid4().hex[:12]}"
     path = _write_csv(tmp_path / "clean.csv", [_row(prefix, i) for i in range(1, 4)])
-    done = _databus(
+    done = run_databus(
         tmp_path,
         "publish",
         "--dataset",
@@ -187,7 +167,7 @@ def test_a_clean_file_exits_zero_without_a_reject_file(
 
 def test_publish_without_settings_names_the_variables(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [_row("FD-nosettings", 1)])
-    done = _databus(tmp_path, "publish", "--dataset", DOSSIERS.id, str(path))
+    done = run_databus(tmp_path, "publish", "--dataset", DOSSIERS.id, str(path))
     assert done.returncode == 2, done.stdout + done.stderr
     out = " ".join(done.stdout.split())
     assert "DATABUS_KAFKA__BOOTSTRAP_SERVERS" in out
@@ -203,7 +183,7 @@ def test_an_unusable_file_exits_two_and_publishes_nothing(
         writer = csv.writer(fh)
         writer.writerow([*FIELDS, "ghi_chu"])
         writer.writerow([*_row("FD-extra", 1).values(), "x"])
-    done = _databus(
+    done = run_databus(
         tmp_path,
         "publish",
         "--dataset",
@@ -217,7 +197,7 @@ def test_an_unusable_file_exits_two_and_publishes_nothing(
 
 def test_template_writes_the_expected_header(tmp_path: Path) -> None:
     target = tmp_path / "X.csv"
-    done = _databus(tmp_path, "template", "--dataset", DOSSIERS.id, "--out", str(target))
+    done = run_databus(tmp_path, "template", "--dataset", DOSSIERS.id, "--out", str(target))
     assert done.returncode == 0, done.stdout + done.stderr
     with target.open(newline="", encoding="utf-8") as fh:
         header, example = list(csv.reader(fh))
@@ -226,7 +206,7 @@ def test_template_writes_the_expected_header(tmp_path: Path) -> None:
 
 
 def test_template_for_an_unknown_dataset_names_the_known_ones(tmp_path: Path) -> None:
-    done = _databus(tmp_path, "template", "--dataset", "no.such.dataset", "--out", "x.csv")
+    done = run_databus(tmp_path, "template", "--dataset", "no.such.dataset", "--out", "x.csv")
     assert done.returncode == 2, done.stdout + done.stderr
     out = " ".join(done.stdout.split())
     assert DOSSIERS.id in out

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+from databus_cli import run_databus
 
 from bus.settings import Settings
 from bus.topics import bus_topics, ensure_topics
@@ -21,14 +20,11 @@ pytestmark = pytest.mark.integration
 
 
 def databus(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABUS_")}
-    env.update(
+    return run_databus(
+        None,
+        *args,
         DATABUS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers or "",
         DATABUS_SCHEMA_REGISTRY__URL=settings.schema_registry.url or "",
-        COLUMNS="200",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
