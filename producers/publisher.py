@@ -45,6 +45,7 @@ from typing import Any, Self, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from prometheus_client import Counter
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
@@ -148,6 +149,9 @@ class Publisher:
         self._producer_conf = producer_config(settings, **producer_overrides)
         self._producer = Producer(self._producer_conf)
         self._metrics = metrics or Metrics()
+        # Labelled children looked up once per dataset, not once per delivery report.
+        self._produced: dict[str, Counter] = {}
+        self._failed: dict[str, Counter] = {}
         self._coders: dict[str, _Coder] = {}
         self._failures: list[tuple[str, KafkaError]] = []
         self._closed = False
@@ -368,10 +372,25 @@ class Publisher:
                 self._cursor = row.seq
                 self._in_flight += 1
 
+    def _produced_counter(self, dataset_id: str) -> Counter:
+        counter = self._produced.get(dataset_id)
+        if counter is None:
+            counter = self._produced[dataset_id] = self._metrics.events_produced.labels(
+                dataset_id, "raw"
+            )
+        return counter
+
+    def _failed_counter(self, dataset_id: str) -> Counter:
+        counter = self._failed.get(dataset_id)
+        if counter is None:
+            counter = self._failed[dataset_id] = self._metrics.delivery_failures.labels(dataset_id)
+        return counter
+
     def _on_spooled_delivery(
         self, seq: int, topic: str
     ) -> Callable[[KafkaError | None, Message], None]:
         dataset_id = _RAW_TOPIC_DATASET.get(topic, "unknown")
+        produced = self._produced_counter(dataset_id)
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             self._in_flight -= 1
@@ -382,10 +401,10 @@ class Publisher:
                 if err.fatal() or err.code() == KafkaError._FATAL:
                     self._recreate = True  # an idempotent producer is unusable after this
                 if err.code() not in _PURGED:  # our own close/recreate, not a failure
-                    self._metrics.delivery_failures.labels(dataset_id).inc()
+                    self._failed_counter(dataset_id).inc()
             else:
                 self._delivered.append(seq)
-                self._metrics.events_produced.labels(dataset_id, "raw").inc()
+                produced.inc()
 
         return on_delivery
 
@@ -397,12 +416,14 @@ class Publisher:
         headers: list[tuple[str, str | bytes | None]],
         event_id: str,
     ) -> None:
+        produced = self._produced_counter(dataset.id)
+
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 self._failures.append((event_id, err))
-                self._metrics.delivery_failures.labels(dataset.id).inc()
+                self._failed_counter(dataset.id).inc()
             else:
-                self._metrics.events_produced.labels(dataset.id, "raw").inc()
+                produced.inc()
 
         while True:
             try:
