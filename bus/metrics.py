@@ -2,7 +2,8 @@
 
 Names follow Prometheus conventions and DESIGN.md: prefix ``databus_``, base
 units, ``_total`` counters (prometheus-client adds the suffix), bounded labels
-only — dataset, stage, reason, rule, state, sink — never an event or citizen id.
+only — dataset, unit, stage, reason, rule, state, sink, dimension — never an event
+or citizen id. ``unit`` is an owner unit code of the reference data or "unknown".
 """
 
 from __future__ import annotations
@@ -78,6 +79,33 @@ class Metrics:
             "databus_last_event_timestamp_seconds",
             "Source time of the newest event seen, by dataset and stage.",
             ["dataset", "stage"],
+            registry=r,
+        )
+        # Data quality (stream_processors.quality), per dataset and delivering unit.
+        self.quality_score = Gauge(
+            "databus_quality_score",
+            "Data quality share in [0, 1] over the rolling window, by dataset, unit and "
+            "dimension (completeness, validity, uniqueness); absent when nothing was seen.",
+            ["dataset", "unit", "dimension"],
+            registry=r,
+        )
+        self.dataset_freshness = Gauge(
+            "databus_dataset_freshness_seconds",
+            "Time since the processor last received an event of the dataset from the unit.",
+            ["dataset", "unit"],
+            registry=r,
+        )
+        self.dataset_live = Gauge(
+            "databus_dataset_live",
+            "1 when the dataset meets its catalog update obligation for the unit, else 0.",
+            ["dataset", "unit"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "databus_events_dropped",
+            "Events the processor dropped without dead-lettering them, by dataset and "
+            "reason (duplicate: event id seen before, same content; stale: older version).",
+            ["dataset", "reason"],
             registry=r,
         )
 

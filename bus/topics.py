@@ -17,9 +17,17 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bus.errors import StackError
 from bus.reconcile import DECLARATIONS_TOPIC
 from bus.settings import Settings
-from schemas.catalog import ALERTS_TOPIC, DATASETS
+from schemas.catalog import ALERTS_TOPIC, DATASETS, QUALITY_TOPIC
 
-__all__ = ["TopicSpec", "bus_topics", "ensure_topics"]
+__all__ = [
+    "TopicSpec",
+    "bus_topics",
+    "changelog_topic",
+    "ensure_topics",
+    "processor_topics",
+    "rule_deltas_topic",
+    "unit_stats_topic",
+]
 
 _WEEK_MS = 7 * 24 * 3600 * 1000
 
@@ -50,8 +58,33 @@ def bus_topics(settings: Settings) -> list[TopicSpec]:
             TopicSpec(ds.dlq_topic, n, retention_ms=4 * _WEEK_MS),
         ]
     specs.append(TopicSpec(ALERTS_TOPIC, n))
+    specs.append(TopicSpec(QUALITY_TOPIC, n, retention_ms=4 * _WEEK_MS))
     specs.append(TopicSpec(DECLARATIONS_TOPIC, n))
+    return specs + processor_topics(settings)
+
+
+def processor_topics(settings: Settings) -> list[TopicSpec]:
+    """The processor's own topics: the entity changelogs (partitioned like the raw
+    topics they shadow) and the per-batch aggregates its agents read."""
+    n = settings.kafka.partitions
+    group = settings.processor_group
+    specs = [TopicSpec(changelog_topic(group, ds.id), n, compact=True) for ds in DATASETS.values()]
+    specs.append(TopicSpec(rule_deltas_topic(group), n, retention_ms=_WEEK_MS))
+    specs.append(TopicSpec(unit_stats_topic(group), n, retention_ms=_WEEK_MS))
     return specs
+
+
+def changelog_topic(group: str, dataset_id: str) -> str:
+    """The processor's entity state for one dataset (dedup and order)."""
+    return f"{group}-{dataset_id}-entities-changelog"
+
+
+def rule_deltas_topic(group: str) -> str:
+    return f"{group}-rule-deltas"
+
+
+def unit_stats_topic(group: str) -> str:
+    return f"{group}-unit-stats"
 
 
 def ensure_topics(

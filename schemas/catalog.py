@@ -45,6 +45,8 @@ __all__ = [
     "CLASSIFICATIONS",
     "DATASETS",
     "DOSSIERS",
+    "QUALITY_SCHEMA",
+    "QUALITY_TOPIC",
     "STAGES",
     "Dataset",
     "UpdateObligation",
@@ -61,6 +63,8 @@ __all__ = [
 
 ALERTS_TOPIC = "alerts.v1"
 ALERTS_SCHEMA = "alerts/alerts.v1.avsc"
+QUALITY_TOPIC = "quality.v1"
+QUALITY_SCHEMA = "quality/quality.v1.avsc"
 
 STAGES = ("raw", "std", "shared", "dlq")
 CLASSIFICATIONS = ("public", "internal", "restricted")

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
-__all__ = ["UnitStats", "stats_key"]
+__all__ = ["STATS_GROUP", "UnitStats", "stats_key"]
+
+# The rule group that receives UnitStats as deltas (silence, dead-letter share).
+STATS_GROUP = "dataset_unit"
 
 
 def stats_key(dataset: str, unit: str) -> str:

@@ -1,0 +1,263 @@
+"""The processor's hot path for one batch of raw records, without any Kafka I/O.
+
+``BatchCore.process`` takes records from any catalog raw topic and returns what to
+write: standardized records, dead letters, per-entity state changes (for the
+changelog), rule deltas grouped by alert subject, and per (dataset, unit) stats.
+The I/O loop (``stream_processors.batch_loop``) writes them in a safe order and
+commits the input offsets only after everything is acknowledged.
+
+The entity state is changed in place while the batch is processed (later records
+of the batch must see earlier ones); ``rollback`` undoes a batch whose outputs
+could not be written, ``settle`` forgets the undo log once they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas.catalog import Dataset
+from stream_processors.batch_stats import UnitStats
+from stream_processors.dlq import DeadLetter
+from stream_processors.entity_state import Entity, Verdict, classify, content_digest
+from stream_processors.pipeline import DatasetPipeline
+
+__all__ = ["BatchCore", "BatchOutput", "RawRecord", "TopicPartitionKey"]
+
+Contributions = Callable[[str, Mapping[str, Any]], list[tuple[str, str, dict[str, Any]]]]
+Presence = Callable[[Dataset, Mapping[str, Any]], tuple[int, int, int, int]]
+TopicPartitionKey = tuple[str, int]
+UNKNOWN_UNIT = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+@dataclass(slots=True)
+class DeadOut:
+    record: RawRecord
+    dataset: str
+    letter: DeadLetter
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    std: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = field(
+        default_factory=list
+    )
+    dead: list[DeadOut] = field(default_factory=list)
+    # (raw topic, partition, entity key) -> its newest state in this batch
+    entities: dict[tuple[str, int, bytes], Entity] = field(default_factory=dict)
+    deltas: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    stats: dict[tuple[str, str], UnitStats] = field(default_factory=dict)
+    dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, verdict)
+    flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, flag)
+
+    def unit_stats(self, dataset: str, unit: str) -> UnitStats:
+        found = self.stats.get((dataset, unit))
+        if found is None:
+            found = self.stats[(dataset, unit)] = UnitStats(dataset, unit)
+        return found
+
+    def add_deltas(
+        self,
+        old: list[Any],
+        new: list[Any],
+        *,
+        event_ms: int,
+        src: str,
+        offset: int,
+    ) -> None:
+        for sign, contributions in ((-1, old), (1, new)):
+            for group, key, payload in contributions:
+                self.deltas.setdefault((group, key), []).append(
+                    {
+                        "sign": sign,
+                        "payload": payload,
+                        "event_ms": event_ms,
+                        "src": src,
+                        "offset": offset,
+                    }
+                )
+
+
+def _ms(value: object) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, int):
+        return value
+    return 0
+
+
+def unit_from_headers(headers: list[tuple[str, bytes | None]]) -> str | None:
+    """The unit of an undecodable record, from ``ce_source`` (/databus/<system>/<unit>)."""
+    for name, value in headers:
+        if name == "ce_source" and value:
+            parts = value.decode("utf-8", "replace").rsplit("/", 1)
+            return parts[-1] if len(parts) == 2 else None
+    return None
+
+
+class BatchCore:
+    def __init__(
+        self,
+        pipelines: Mapping[str, DatasetPipeline],
+        units: frozenset[str],
+        *,
+        contributions: Contributions,
+        presence: Presence,
+    ) -> None:
+        self._pipelines = pipelines  # by raw topic
+        self._units = units
+        self._contributions = contributions
+        self._presence = presence
+        self._entities: dict[TopicPartitionKey, dict[bytes, Entity]] = {}
+        self._undo: list[tuple[dict[bytes, Entity], bytes, Entity | None]] = []
+
+    # ---- partition ownership
+    def load(self, topic: str, partition: int, entities: dict[bytes, Entity]) -> None:
+        self._entities[(topic, partition)] = entities
+
+    def drop(self, topic: str, partition: int) -> None:
+        self._entities.pop((topic, partition), None)
+
+    def entity_count(self) -> int:
+        return sum(len(t) for t in self._entities.values())
+
+    # ---- batch bookkeeping
+    def rollback(self) -> None:
+        for table, key, previous in reversed(self._undo):
+            if previous is None:
+                table.pop(key, None)
+            else:
+                table[key] = previous
+        self._undo.clear()
+
+    def settle(self) -> None:
+        self._undo.clear()
+
+    def _unit(self, unit: object) -> str:
+        return unit if isinstance(unit, str) and unit in self._units else UNKNOWN_UNIT
+
+    def process(self, records: list[RawRecord], now_ms: int) -> BatchOutput:
+        """Raises ``RegistryError`` (retriable) after undoing the state it changed."""
+        out = BatchOutput()
+        try:
+            for record in records:
+                self._one(record, out, now_ms)
+        except BaseException:
+            self.rollback()
+            raise
+        return out
+
+    def _one(self, r: RawRecord, out: BatchOutput, now_ms: int) -> None:
+        pipeline = self._pipelines[r.topic]
+        ds = pipeline.dataset
+        raw = pipeline.decode(r.value)
+        if isinstance(raw, DeadLetter):
+            stats = out.unit_stats(ds.id, self._unit(unit_from_headers(r.headers)))
+            stats.received += 1
+            stats.dead_lettered += 1
+            stats.last_seen_ms = now_ms
+            out.dead.append(DeadOut(r, ds.id, raw))
+            return
+        source = raw.get("source") or {}
+        stats = out.unit_stats(ds.id, self._unit(source.get("unit")))
+        event_id = str(raw.get("event_id"))
+        version = int(source.get("version") or 0)
+        digest = content_digest(raw)
+        key = r.key or _record_key(ds, raw)
+        table = self._entities.setdefault((r.topic, r.partition), {})
+        previous = table.get(key) if key is not None else None
+        verdict = classify(
+            previous, event_id=event_id, version=version, digest=digest, offset=r.offset
+        )
+        src = f"{r.topic}:{r.partition}"
+        if verdict is Verdict.REDELIVERY:
+            assert previous is not None
+            out.add_deltas(
+                previous.previous,
+                previous.contributions,
+                event_ms=_ms(source.get("ts_ms")),
+                src=src,
+                offset=r.offset,
+            )
+            return  # counted when it was first processed
+        stats.received += 1
+        stats.last_seen_ms = now_ms
+        if verdict is not Verdict.NEW:
+            if verdict is Verdict.CONFLICT:
+                stats.conflicts += 1
+                stats.dead_lettered += 1
+                out.dead.append(DeadOut(r, ds.id, _conflict(previous, event_id)))
+            elif verdict is Verdict.DUPLICATE:
+                stats.duplicates += 1
+            else:
+                stats.stale += 1
+            out.dropped[(ds.id, verdict.value)] = out.dropped.get((ds.id, verdict.value), 0) + 1
+            return
+        result = pipeline.standardize(raw, r.headers)
+        if isinstance(result, DeadLetter):
+            stats.dead_lettered += 1
+            out.dead.append(DeadOut(r, ds.id, result))
+            return
+        event = result.event
+        stats.valid += 1
+        event_ms = _ms((event.get("source") or {}).get("ts_ms"))
+        stats.last_event_ms = max(stats.last_event_ms, event_ms)
+        image = event.get("after") or event.get("before")
+        if isinstance(image, dict):
+            rp, rc, ep, ec = self._presence(ds, image)
+            stats.required_present += rp
+            stats.required_checked += rc
+            stats.expected_present += ep
+            stats.expected_checked += ec
+        for flag in result.flags:
+            out.flags[(ds.id, flag)] = out.flags.get((ds.id, flag), 0) + 1
+        out.std.append((ds.std_topic, key, result.value, result.headers))
+        if key is None:
+            return  # no entity to track: nothing to deduplicate against or contribute
+        contributions = [list(c) for c in self._contributions(ds.id, event)]
+        old = previous.contributions if previous is not None else []
+        entity = Entity(version, event_id, digest, r.offset, contributions, old)
+        self._undo.append((table, key, previous))
+        table[key] = entity
+        out.entities[(r.topic, r.partition, key)] = entity
+        if old or contributions:
+            out.add_deltas(old, contributions, event_ms=event_ms, src=src, offset=r.offset)
+
+
+def _record_key(ds: Dataset, raw: Mapping[str, Any]) -> bytes | None:
+    image = raw.get("after") or raw.get("before")
+    if not isinstance(image, Mapping):
+        return None
+    try:
+        return ds.key_of(image).encode()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _conflict(previous: Entity | None, event_id: str) -> DeadLetter:
+    same_id = previous is not None and previous.event_id == event_id
+    reason = "event_id_conflict" if same_id else "version_conflict"
+    what = "event id" if same_id else "source version"
+    return DeadLetter(
+        stage="dedup",
+        reason=reason,
+        exception_class="Conflict",
+        message=f"the same {what} was accepted before with different content",
+        message_vi=(
+            "mã sự kiện đã nhận trước đó với nội dung khác"
+            if same_id
+            else "phiên bản nguồn đã nhận trước đó với nội dung khác"
+        ),
+    )

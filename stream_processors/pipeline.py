@@ -1,0 +1,142 @@
+"""One dataset's stateless stages: raw bytes → decoded envelope → standardized bytes.
+
+No Kafka in here. Each stage returns its result or a ``DeadLetter``; a
+``RegistryError`` (the registry is down) propagates instead: it is not the
+record's fault, so the caller waits and retries rather than dead-lettering.
+
+Every catalog dataset gets a pipeline. Its standardizer comes from
+``stream_processors.standardizers``; a dataset without one (and without a
+``std_schema`` in the catalog) passes through: the std topic carries the raw
+schema, so downstream code does not wait for every standardizer to be written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bus.errors import CodecError
+from schemas.catalog import Dataset, load_schema, value_subject
+from schemas.codec import AvroDeserializer, AvroSerializer
+from stream_processors.dlq import DeadLetter
+from stream_processors.reference import ReferenceData
+from stream_processors.standardize import Rejected, Standardized
+
+__all__ = ["DatasetPipeline", "Output", "Standardizer", "codec_letter", "standardizer_for"]
+
+Standardizer = Callable[
+    [Mapping[str, Any], ReferenceData, datetime | None], Standardized | Rejected
+]
+
+_CODEC_VI = {
+    "empty_value": "bản ghi không có giá trị",
+    "truncated_header": "thiếu phần đầu 5 byte",
+    "bad_magic_byte": "byte đầu không phải định dạng Confluent",
+    "unknown_schema_id": "mã lược đồ không có trong kho lược đồ",
+    "wrong_schema": "bản ghi thuộc lược đồ của bộ dữ liệu khác",
+    "truncated_payload": "dữ liệu Avro bị cắt cụt",
+    "trailing_bytes": "còn dư byte sau bản ghi",
+    "invalid_utf8": "chuỗi không phải UTF-8",
+    "invalid_avro": "dữ liệu Avro không hợp lệ",
+    "not_avro": "lược đồ không phải Avro",
+}
+
+
+def codec_letter(exc: CodecError) -> DeadLetter:
+    return DeadLetter(
+        stage="decode",
+        reason=exc.reason,
+        exception_class=type(exc).__name__,
+        message=str(exc),
+        message_vi=_CODEC_VI.get(exc.reason, "bản ghi không giải mã được"),
+    )
+
+
+def _passthrough(
+    raw: Mapping[str, Any], _ref: ReferenceData, _now: datetime | None
+) -> Standardized | Rejected:
+    return Standardized(event=dict(raw), flags=())
+
+
+def standardizer_for(dataset: Dataset) -> Standardizer:
+    from stream_processors.standardizers import STANDARDIZERS
+
+    found = STANDARDIZERS.get(dataset.id)
+    if found is None:
+        if dataset.std_schema is not None:
+            raise LookupError(f"{dataset.id} has a std_schema but no standardizer")
+        return _passthrough
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A standardized event, encoded, with its headers."""
+
+    event: dict[str, Any]
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    flags: tuple[str, ...]
+
+
+class DatasetPipeline:
+    def __init__(
+        self,
+        dataset: Dataset,
+        registry: SchemaRegistryClient,
+        reference: ReferenceData,
+        *,
+        standardizer: Standardizer | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.dataset = dataset
+        self._decode = AvroDeserializer(registry, load_schema(dataset.raw_schema))
+        self._encode = AvroSerializer(
+            registry, value_subject(dataset.std_topic), load_schema(dataset.std_value_schema)
+        )
+        self._standardize = standardizer or standardizer_for(dataset)
+        self._reference = reference
+        self._clock = clock
+        self._ce_type = f"vn.gov.databus.{dataset.id}.std."
+
+    def register(self) -> None:
+        """Register the output schema now, so start-up fails early if it cannot."""
+        _ = self._encode.schema_id
+
+    def decode(self, value: bytes | None) -> dict[str, Any] | DeadLetter:
+        try:
+            return self._decode(value)
+        except CodecError as exc:
+            return codec_letter(exc)
+
+    def standardize(
+        self, raw: Mapping[str, Any], headers: Iterable[tuple[str, bytes | None]] = ()
+    ) -> Output | DeadLetter:
+        result = self._standardize(raw, self._reference, self._clock())
+        if isinstance(result, Rejected):
+            return DeadLetter(
+                stage="standardize",
+                reason=result.reason,
+                exception_class="Rejected",
+                message=result.message_en,
+                message_vi=result.message_vi,
+                field=result.field,
+            )
+        event = result.event
+        try:
+            body = self._encode(event)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return DeadLetter(
+                stage="encode",
+                reason="std_schema_mismatch",
+                exception_class=type(exc).__name__,
+                message=str(exc),
+                message_vi="kết quả chuẩn hóa không khớp lược đồ chuẩn",
+            )
+        out_headers = [(k, v or b"") for k, v in headers if k != "ce_type"]
+        out_headers.append(("ce_type", (self._ce_type + str(event.get("op"))).encode()))
+        return Output(event=event, value=body, headers=out_headers, flags=result.flags)

@@ -1,0 +1,242 @@
+"""The batched standardize loop on the real broker and registry.
+
+Each test uses a processor group of its own, so its changelogs and consumer
+offsets are private; the raw topic is the catalog's, read from a fresh group that
+starts at the records this test published (a unique run id marks them).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bus.metrics import Metrics
+from bus.settings import Settings
+from bus.topics import bus_topics, ensure_topics, rule_deltas_topic, unit_stats_topic
+from producers.dossier_simulator import SimConfig, SimEvent, generate
+from producers.publisher import Publisher, producer_config
+from schemas.catalog import DOSSIERS, Dataset
+from stream_processors.batch_core import BatchCore
+from stream_processors.batch_loop import BatchLoop, LoopTopics
+from stream_processors.pipeline import DatasetPipeline
+from stream_processors.reference import ReferenceData, load_reference
+from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
+
+pytestmark = pytest.mark.integration
+
+
+def _dossier(
+    raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
+) -> Standardized | Rejected:
+    return standardize_dossier_event(raw, ref, now=None)
+
+
+def _contributions(
+    dataset_id: str, event: Mapping[str, Any]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    after = event.get("after")
+    if not after:
+        return []
+    return [("test_status", after["receiving_unit_code"], {"status": after["status"]})]
+
+
+def _presence(dataset: Dataset, record: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    return (1, 1, 0, 0)
+
+
+def read_all(settings: Settings, topic: str, since: dict[int, int] | None = None) -> list[Any]:
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in parts])
+    out, eof = [], set()
+    while len(eof) < len(parts):
+        for m in consumer.consume(500, 1.0):
+            if m.error():
+                eof.add(m.partition())
+            else:
+                out.append(m)
+    consumer.close()
+    return out
+
+
+def ends(settings: Settings, topic: str) -> dict[int, int]:
+    """Offsets after the last record of each partition, by reading (watermarks are approximate)."""
+    last: dict[int, int] = {}
+    for m in read_all(settings, topic):
+        last[m.partition()] = max(last.get(m.partition(), 0), m.offset() + 1)
+    return last
+
+
+class Runner:
+    """One loop in a thread, as the Faust worker hosts it."""
+
+    def __init__(self, settings: Settings, registry: SchemaRegistryClient) -> None:
+        ref = load_reference()
+        pipeline = DatasetPipeline(DOSSIERS, registry, ref, standardizer=_dossier)
+        self.core = BatchCore(
+            {DOSSIERS.raw_topic: pipeline},
+            frozenset(ref.receiving_units),
+            contributions=_contributions,
+            presence=_presence,
+        )
+        self.metrics = Metrics()
+        group = settings.processor_group
+        self.loop = BatchLoop(
+            settings,
+            self.metrics,
+            self.core,
+            {DOSSIERS.raw_topic: DOSSIERS},
+            LoopTopics(deltas=rule_deltas_topic(group), stats=unit_stats_topic(group)),
+            batch_size=200,
+        )
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def consumed(self) -> float:
+        return (
+            self.metrics.registry.get_sample_value(
+                "databus_events_consumed_total", {"dataset": DOSSIERS.id, "stage": "raw"}
+            )
+            or 0.0
+        )
+
+    def wait_batches(self, check: Callable[[], bool], timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert self.thread.is_alive(), "the loop died"
+            assert time.monotonic() < deadline, "timed out waiting for the loop"
+            time.sleep(0.2)  # polling a condition with a deadline
+
+    def stop(self) -> None:
+        self.loop.stop_event.set()
+        self.thread.join(60)
+
+
+@pytest.fixture
+def settings(stack_settings: Settings) -> Iterator[Settings]:
+    s = stack_settings.model_copy(update={"processor_group": f"t-loop-{uuid.uuid4().hex[:8]}"})
+    ensure_topics(s, bus_topics(s))
+    yield s
+
+
+def publish(settings: Settings, events: list[SimEvent], repeat_ids: bool = False) -> None:
+    with Publisher(settings, source_system="loop-test") as pub:
+        for ev in events:
+            pub.publish(
+                DOSSIERS,
+                ev.dossier,
+                version=ev.version,
+                op=ev.op,
+                changed_at=ev.at,
+                event_id=ev.event_id,
+            )
+
+
+def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> None:
+    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    std_start = ends(settings, DOSSIERS.std_topic)
+    dlq_start = ends(settings, DOSSIERS.dlq_topic)
+    raw_start = ends(settings, DOSSIERS.raw_topic)
+    seed = uuid.uuid4().int % 10_000
+    events = generate(
+        SimConfig(days=5, units=4, dossiers_per_unit_per_day=3.0, seed=seed), load_reference()
+    )
+    valid = [e for e in events if e.expect_reason is None]
+    invalid = [e for e in events if e.expect_reason is not None]
+    assert valid and invalid
+    # The group starts at the topic's current end, not at other tests' records.
+    probe = Consumer(
+        {**settings.kafka.client_config(), "group.id": f"{settings.processor_group}-standardize"}
+    )
+    probe.commit(
+        offsets=[TopicPartition(DOSSIERS.raw_topic, p, o) for p, o in raw_start.items()]
+        + [
+            TopicPartition(DOSSIERS.raw_topic, p, 0)
+            for p in range(settings.kafka.partitions)
+            if p not in raw_start
+        ],
+        asynchronous=False,
+    )
+    probe.close()
+
+    half = len(events) // 2
+    publish(settings, events[:half])
+    first = Runner(settings, registry)
+    first.wait_batches(lambda: first.consumed() >= half)
+    first.stop()
+    # A second worker takes over: it restores the entity state from the changelog.
+    second = Runner(settings, registry)
+    publish(settings, events[half:])
+    # Every event again (a source that re-sends everything): all duplicates.
+    publish(settings, events)
+    second.wait_batches(lambda: second.consumed() >= len(events) * 2 - half)
+    second.stop()
+
+    std = read_all(settings, DOSSIERS.std_topic, std_start)
+    dlq = read_all(settings, DOSSIERS.dlq_topic, dlq_start)
+    std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
+    assert sorted(std_ids) == sorted(e.event_id for e in valid), "each valid event exactly once"
+    reasons = sorted(dict(m.headers())["databus.errors.reason"].decode() for m in dlq)
+    # Invalid events are not remembered: the re-sent copies are dead-lettered again.
+    assert reasons == sorted([e.expect_reason or "" for e in invalid] * 2)
+    def dropped(reason: str) -> float:
+        return second.metrics.registry.get_sample_value(
+            "databus_events_dropped_total", {"dataset": DOSSIERS.id, "reason": reason}
+        ) or 0.0
+
+    # Re-sent: each dossier's newest version is a duplicate, its older ones are stale.
+    assert dropped("duplicate") == len({e.dossier.dossier_id for e in valid})
+    assert dropped("duplicate") + dropped("stale") == len(valid)
+
+    # Rule deltas: per unit, the sum of signs equals the number of dossiers (each
+    # dossier's latest status counts once), whatever order and replays happened.
+    net: dict[str, int] = {}
+    for m in read_all(settings, rule_deltas_topic(settings.processor_group)):
+        body = json.loads(m.value())
+        if body["group"] != "test_status":
+            continue
+        for d in body["deltas"]:
+            net[body["key"]] = net.get(body["key"], 0) + d["sign"]
+    truth: dict[str, set[str]] = {}
+    for e in valid:
+        truth.setdefault(e.dossier.receiving_unit_code, set()).add(e.dossier.dossier_id)
+    assert net == {unit: len(ids) for unit, ids in truth.items()}
+
+
+def test_a_broken_record_does_not_stop_the_loop(settings: Settings) -> None:
+    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    dlq_start = ends(settings, DOSSIERS.dlq_topic)
+    runner = Runner(settings, registry)
+    try:
+        producer = Producer(producer_config(settings))
+        tag = uuid.uuid4().hex.encode()
+        for value in (b"", b"\x01garbage", b"\x00\x00\x00\x00\x01"):
+            producer.produce(DOSSIERS.raw_topic, key=tag, value=value)
+        producer.flush(10)
+        runner.wait_batches(
+            lambda: (
+                len(
+                    [m for m in read_all(settings, DOSSIERS.dlq_topic, dlq_start) if m.key() == tag]
+                )
+                == 3
+            )
+        )
+    finally:
+        runner.stop()
