@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
 from bus.local_stack import detach_but_follow_parent
 from bus.settings import Settings, load_settings
@@ -37,6 +38,7 @@ catalog_app = typer.Typer(no_args_is_help=True, help="The dataset catalog.")
 app.add_typer(catalog_app, name="catalog")
 schemas_app = typer.Typer(no_args_is_help=True, help="Schemas in the registry.")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 log = logging.getLogger("databus")
 
@@ -120,8 +122,13 @@ def simulate(
     live: Annotated[
         bool, typer.Option(help="Keep publishing new dossiers after the history")
     ] = False,
+    sectors: Annotated[
+        bool,
+        typer.Option(help="After the dossiers, every other catalog dataset's simulated history"),
+    ] = False,
 ) -> None:
-    """Publish simulated dossier events from the public-service portal."""
+    """Publish simulated dossier events from the public-service portal (and, with
+    --sectors, every other dataset of the catalog)."""
     from bus.metrics import Metrics, serve_metrics
     from producers.dossier_simulator import SimConfig, generate, live_events, publish_events
     from producers.publisher import Publisher
@@ -140,6 +147,16 @@ def simulate(
     with Publisher(settings, source_system="dvc-portal-sim", metrics=metrics) as publisher:
         sent = publish_events(publisher, events, rate=rate or None, stop=stop.is_set)
         log.info("published %d history events", sent)
+        if sectors and not stop.is_set():
+            from producers.simulators import SIMULATORS, SimSpec, generate_dataset, publish_records
+
+            spec = SimSpec(days=min(days, 7), per_day=10, seed=seed)
+            records = sorted(
+                (r for ds in SIMULATORS for r in generate_dataset(ds, spec, ref)),
+                key=lambda r: r.at,
+            )
+            sent = publish_records(publisher, records, rate=rate or None, stop=stop.is_set)
+            log.info("published %d events of %d other datasets", sent, len(SIMULATORS))
         if live:
             for batch in live_events(config, ref):
                 if stop.wait(10.0):
@@ -485,7 +502,9 @@ def up(
             plan = {
                 "processor": ["process"],
                 "sink-ioc": ["sink", "ioc"],
-                "simulator": ["simulate", "--days", str(days), "--rate", str(rate), "--live"],
+                "simulator": [
+                    *("simulate", "--days", str(days), "--rate", str(rate), "--live", "--sectors")
+                ],
             }
             for name, args in plan.items():
                 ports[name] = free_port()

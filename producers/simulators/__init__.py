@@ -93,7 +93,11 @@ def generate_dataset(
 
 
 def publish_records(
-    publisher: Publisher, records: Iterable[SimRecord], *, rate: float | None = None
+    publisher: Publisher,
+    records: Iterable[SimRecord],
+    *,
+    rate: float | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Publish simulated records in order, at most ``rate`` a second; returns the count.
 
@@ -103,6 +107,8 @@ def publish_records(
     started = time.monotonic()
     sent = 0
     for rec in records:
+        if stop():
+            break
         publisher.publish(
             get_dataset(rec.dataset_id),
             rec.record,
