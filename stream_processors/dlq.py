@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["HEADER_PREFIX", "DeadLetter", "dlq_headers"]
+__all__ = ["HEADER_PREFIX", "REPLAYS_TOPIC", "REPLAY_HEADER", "DeadLetter", "dlq_headers"]
 
 HEADER_PREFIX = "databus.errors."
+# Set by `databus dlq replay` on a re-published record: "<dlq topic>:<partition>:<offset>".
+# dlq_headers keeps it, so a replayed record that fails again shows which letter it was.
+REPLAY_HEADER = "databus.replay.of"
+# What `databus dlq replay` has re-published, one record per letter (key = the
+# REPLAY_HEADER value), so a second replay of the same letter sends nothing.
+REPLAYS_TOPIC = "control.dlq_replays.v1"
 
 
 @dataclass(frozen=True)
