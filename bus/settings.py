@@ -123,8 +123,17 @@ class MetricsSettings(BaseModel):
 
 
 class AlertSettings(BaseModel):
+    """Alert rules come from a TOML file (``stream_processors/alert_rules.toml`` unless
+    ``rules_file`` names another). The overdue fields below predate the file: set
+    explicitly (``DATABUS_ALERTS__OVERDUE_RATE_THRESHOLD``, ...), they override the file's
+    ``dossier_overdue_rate`` values (``stream_processors.rules_config.rules_from_settings``);
+    left unset, the file decides."""
+
     model_config = _FROZEN
 
+    rules_file: Path | None = Field(
+        default=None, description="alert rules TOML; empty: the packaged alert_rules.toml"
+    )
     overdue_rate_threshold: float = Field(default=0.30, gt=0, lt=1)
     # Hysteresis: an alert clears only below this rate, so a unit hovering at the
     # threshold does not raise a storm.
@@ -132,6 +141,11 @@ class AlertSettings(BaseModel):
     window_days: Positive = 30
     min_dossiers: Positive = 10
     evaluate_every_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("rules_file", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _clear_below_raise(self) -> AlertSettings:
@@ -207,6 +221,9 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     data_dir: Path = Field(default=Path(".databus"), description="embedded servers' files")
     processor_group: str = "databus-processor"
+    # Records the processor's batched loop takes per poll: larger batches amortize
+    # per-batch flushes; smaller ones lower latency under light load.
+    processor_batch_size: Positive = 500
     sink_group: str = "databus-sink-ioc"
 
 
