@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,11 +71,12 @@ def test_dossiers_keeps_the_api_other_code_uses() -> None:
     assert load_schema(DOSSIERS.raw_schema).lstrip().startswith("{")
 
 
-def test_dossier_steps_carries_raw_events_on_std_until_a_std_schema_exists() -> None:
+def test_dossier_steps_has_its_own_std_schema() -> None:
     steps = get_dataset("publicservice.dossier_steps")
     assert steps.model is DossierStep
-    assert steps.std_schema is None
-    assert steps.std_value_schema == steps.raw_schema
+    assert steps.std_value_schema == steps.std_schema == "publicservice/dossier_steps.std.v1.avsc"
+    # Without a std schema the std topic carries the raw schema.
+    assert replace(steps, std_schema=None).std_value_schema == steps.raw_schema
     # Officer staff codes are not citizen personal data; the dataset is internal.
     assert steps.personal_fields == ()
     assert steps.classification == "internal"

@@ -1,0 +1,106 @@
+"""Standardizers for every dataset of the catalog: raw event dict -> std event or Rejected.
+
+``STANDARDIZERS[dataset_id](raw, ref, now)`` takes the envelope exactly as
+``schemas.codec.AvroDeserializer`` returns it and returns ``Standardized`` (an event for
+the dataset's ``.std.v1`` schema, plus its quality flags) or ``Rejected`` (a reason code
+for the DLQ, bilingual messages without personal data). It never raises on bad data.
+
+``now`` bounds "far future" times; ``None`` uses the event's own ``ts_ms`` (its emit
+time), the same default as ``standardize_dossier_event``, so replays are deterministic.
+
+The dossiers keep their hand-written ``stream_processors.standardize``; the 16 other
+datasets are declarations (``RULES``) run by one engine (``engine.run``) against the
+reference data, the code lists of ``schemas/data/codes_*.csv`` and the province area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+from stream_processors.reference import ReferenceData
+from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
+from stream_processors.standardizers.config import context_for
+from stream_processors.standardizers.documents import OFFICIAL_DOCUMENTS, TASKS
+from stream_processors.standardizers.education import (
+    CLASS_STATS,
+    EXAM_RESULTS,
+    SCHOOLS,
+    TEACHERS,
+)
+from stream_processors.standardizers.engine import QUALITY_FLAGS, REASONS, DatasetRules, run
+from stream_processors.standardizers.environment import STATION_READINGS
+from stream_processors.standardizers.feedback import REPORTS
+from stream_processors.standardizers.health import DISEASE_CASES, ENCOUNTERS, FACILITIES
+from stream_processors.standardizers.land import CONSTRUCTION_PERMITS, PARCELS
+from stream_processors.standardizers.public_service import DOSSIER_STEPS
+from stream_processors.standardizers.transport import BUS_POSITIONS, VEHICLE_REGISTRATIONS
+
+__all__ = [
+    "QUALITY_FLAGS",
+    "REASONS",
+    "RULES",
+    "STANDARDIZERS",
+    "Rejected",
+    "Standardized",
+    "Standardizer",
+    "standardize",
+]
+
+Standardizer = Callable[
+    [Mapping[str, Any], ReferenceData, datetime | None], Standardized | Rejected
+]
+
+RULES: Mapping[str, DatasetRules] = MappingProxyType(
+    {
+        rules.dataset_id: rules
+        for rules in (
+            DOSSIER_STEPS,
+            SCHOOLS,
+            CLASS_STATS,
+            TEACHERS,
+            EXAM_RESULTS,
+            FACILITIES,
+            ENCOUNTERS,
+            DISEASE_CASES,
+            OFFICIAL_DOCUMENTS,
+            TASKS,
+            REPORTS,
+            STATION_READINGS,
+            VEHICLE_REGISTRATIONS,
+            BUS_POSITIONS,
+            PARCELS,
+            CONSTRUCTION_PERMITS,
+        )
+    }
+)
+
+
+def _dossiers(
+    raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
+) -> Standardized | Rejected:
+    return standardize_dossier_event(raw, ref, now=now)
+
+
+def _rules_standardizer(
+    rules: DatasetRules, raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
+) -> Standardized | Rejected:
+    return run(rules, raw, context_for(ref), now)
+
+
+STANDARDIZERS: Mapping[str, Standardizer] = MappingProxyType(
+    {
+        "publicservice.dossiers": _dossiers,
+        **{dataset_id: partial(_rules_standardizer, r) for dataset_id, r in RULES.items()},
+    }
+)
+
+
+def standardize(
+    dataset_id: str, raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None = None
+) -> Standardized | Rejected:
+    """``STANDARDIZERS[dataset_id](raw, ref, now)``; KeyError for an unknown dataset."""
+    return STANDARDIZERS[dataset_id](raw, ref, now)

@@ -1,0 +1,904 @@
+"""The generic standardizer: a dataset is a list of field rules plus a few record checks.
+
+A rule reads one raw field (or two, for coordinates), writes the standardized value(s)
+into the output record, adds quality flags, or stops the event with a reason code. The
+rules also describe their output in Avro, so the ``.std.v1.avsc`` files are generated from
+the same declarations that produce the records (``stream_processors.standardizers.schema``)
+and cannot drift from them.
+
+Bad events are data: ``run`` never raises for any input, it returns ``Rejected``. One
+problem in either image rejects the whole event, as for dossiers. Reason messages are
+bilingual and never contain a citizen id, a name, a phone number or a birth date.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
+from stream_processors.code_lists import CodeList
+from stream_processors.insurance import InsuranceRejection, check_insurance_number
+from stream_processors.phone import PhoneRejection, normalize_phone
+from stream_processors.reference import ReferenceData
+from stream_processors.standardize import (
+    QUALITY_FLAGS as DOSSIER_FLAGS,
+)
+from stream_processors.standardize import (
+    REASONS as DOSSIER_REASONS,
+)
+from stream_processors.standardize import (
+    Rejected,
+    Standardized,
+    _aware,
+    _event_id,
+    _Invalid,
+    _source,
+    _to_millis,
+)
+from stream_processors.text import normalize_text
+from stream_processors.timeparse import (
+    FAR_FUTURE_TOLERANCE,
+    LOCAL_TZ,
+    TimeRejection,
+    parse_date,
+    parse_timestamp,
+)
+
+__all__ = [
+    "QUALITY_FLAGS",
+    "REASONS",
+    "Area",
+    "Check",
+    "CitizenId",
+    "Code",
+    "Commune",
+    "Context",
+    "Coordinates",
+    "DatasetRules",
+    "Date",
+    "Email",
+    "Enum",
+    "Float",
+    "Image",
+    "Insurance",
+    "Int",
+    "Phone",
+    "Rule",
+    "Text",
+    "Timestamp",
+    "Unit",
+    "Verify",
+    "run",
+]
+
+REASONS: Mapping[str, tuple[str, str]] = {
+    **DOSSIER_REASONS,
+    "unknown_receiving_unit": (
+        "unit code is not in the list of units",
+        "Mã đơn vị không có trong danh mục đơn vị",
+    ),
+    "invalid_phone": ("phone number is invalid", "Số điện thoại không hợp lệ"),
+    "invalid_insurance_number": (
+        "health-insurance number is invalid",
+        "Mã thẻ bảo hiểm y tế không hợp lệ",
+    ),
+    "unknown_code": (
+        "code is not in the national code list",
+        "Mã không có trong danh mục dùng chung",
+    ),
+    "invalid_disease_code": (
+        "disease code is not an ICD-10 code",
+        "Mã bệnh không đúng định dạng ICD-10",
+    ),
+    "impossible_measurement": (
+        "measurement is physically impossible",
+        "Giá trị đo không thể xảy ra về mặt vật lý",
+    ),
+    "position_out_of_area": (
+        "position lies outside the province",
+        "Vị trí nằm ngoài địa bàn tỉnh",
+    ),
+    "confidential_document": (
+        "state-secret documents must not be sent on the bus",
+        "Văn bản mật không được gửi qua trục dữ liệu",
+    ),
+    "finished_before_started": (
+        "step finished before it started",
+        "Bước xử lý kết thúc trước khi bắt đầu",
+    ),
+    "done_before_assigned": (
+        "task done before it was assigned",
+        "Nhiệm vụ hoàn thành trước khi được giao",
+    ),
+    "responded_before_received": (
+        "report answered before it was received",
+        "Phản ánh được trả lời trước khi tiếp nhận",
+    ),
+    "discharged_before_admitted": (
+        "discharge is before admission",
+        "Thời điểm ra viện trước thời điểm vào viện",
+    ),
+    "covered_exceeds_cost": (
+        "insurance-covered amount exceeds the total cost",
+        "Số tiền bảo hiểm chi trả lớn hơn tổng chi phí",
+    ),
+    "female_exceeds_students": (
+        "female students exceed all students",
+        "Số học sinh nữ lớn hơn tổng số học sinh",
+    ),
+    "subcount_exceeds_students": (
+        "a part of the students exceeds all students",
+        "Số học sinh thành phần lớn hơn tổng số học sinh",
+    ),
+    "score_out_of_range": ("exam score is outside 0-10", "Điểm thi nằm ngoài thang điểm 0-10"),
+}
+
+QUALITY_FLAGS: frozenset[str] = DOSSIER_FLAGS | {
+    "compact_local_time",  # yyyyMMddHHmm[ss] read as Asia/Ho_Chi_Minh
+    "name_case_normalized",  # an all-caps or all-lowercase person name title-cased
+    "code_case_normalized",  # a code upper-cased or trimmed
+    "code_mapped",  # a source spelling mapped to the national code
+    "code_not_in_list",  # a code kept as sent: not in the national list
+    "phone_normalized",  # written to E.164
+    "phone_prefix_remapped",  # an 11-digit pre-2018 mobile number moved to 10 digits
+    "phone_invalid_removed",  # an unusable optional phone number dropped
+    "email_invalid_removed",
+    "insurance_number_normalized",
+    "coordinates_outside_province",
+    "future_date",  # a date after the event that the record allows (e.g. a start date)
+    "due_before_started",
+    "due_before_assigned",
+    "due_before_received",
+    "onset_after_report",
+    "disease_not_notifiable",
+    "total_score_mismatch",
+    "owner_citizen_id_missing",
+    "organization_with_citizen_id",
+    "inspection_expiry_before_registration",
+    "use_term_before_valid_from",
+    "issued_without_number",
+    "received_at_on_outgoing",
+    "parameter_of_other_station_type",
+    "class_count_zero_with_students",
+}
+
+# Avro int bounds: a standardized int must encode.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_COMMUNE_CODE_LENGTH = 5
+_OLDEST_BIRTH_YEAR = 1900
+_COMPACT_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})?")
+_EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
+_TIMESTAMP_AVRO = {"type": "long", "logicalType": "timestamp-millis"}
+_DATE_AVRO = {"type": "int", "logicalType": "date"}
+
+Future = Literal["reject", "flag", "allow"]
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    """A bounding box of the province, WGS84 decimal degrees."""
+
+    min_lat: float
+    max_lat: float
+    min_lon: float
+    max_lon: float
+
+    def contains(self, lat: float, lon: float) -> bool:
+        return self.min_lat <= lat <= self.max_lat and self.min_lon <= lon <= self.max_lon
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every image of every event is standardized against."""
+
+    ref: ReferenceData
+    codes: Mapping[str, CodeList]
+    area: Area
+
+    @property
+    def province_codes(self) -> frozenset[str]:
+        """2-digit province codes: the 3-digit CCCD codes without their leading 0."""
+        return frozenset(c[1:] for c in self.ref.cccd_province_codes if c.startswith("0"))
+
+
+class Image:
+    """One ``before``/``after`` record being standardized."""
+
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        prefix: str,
+        ctx: Context,
+        now: datetime,
+        changed_at: datetime,
+        event_time: str | None,
+    ) -> None:
+        self.raw = raw
+        self.prefix = prefix
+        self.ctx = ctx
+        self.now = now
+        self.changed_at = changed_at
+        self.event_time = event_time
+        self.out: dict[str, Any] = {}
+        self.flags: dict[str, None] = {}
+
+    @property
+    def at(self) -> datetime:
+        """The record's own time: its event-time field once parsed, else the change time."""
+        if self.event_time is not None:
+            value = self.out.get(self.event_time)
+            if isinstance(value, datetime):
+                return value
+        return self.changed_at
+
+    def name(self, field_name: str) -> str:
+        return f"{self.prefix}.{field_name}"
+
+    def flag(self, *flags: str) -> None:
+        for one in flags:
+            self.flags[one] = None
+
+    def fail(self, reason: str, field_name: str, detail: str) -> _Invalid:
+        return _Invalid(reason, self.name(field_name), detail)
+
+    def value(self, field_name: str, required: bool) -> Any:
+        """The raw value; a missing required one stops the event."""
+        value = self.raw.get(field_name)
+        if value is None and required:
+            raise self.fail("missing_field", field_name, "is missing")
+        return value
+
+    def string(self, field_name: str, required: bool) -> str | None:
+        """Normalized text; blank optional text becomes None."""
+        value = self.value(field_name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail("invalid_field", field_name, "expected a string")
+        text, changed = normalize_text(value)
+        if not text:
+            if required:
+                raise self.fail("missing_field", field_name, "empty after trimming")
+            self.flag("blank_as_null")
+            return None
+        if changed:
+            self.flag("text_normalized")
+        return text
+
+
+class Rule:
+    """A field rule: ``apply`` fills ``image.out``; ``avro`` describes what it writes."""
+
+    name: str
+    required: bool
+
+    def apply(self, img: Image) -> None:
+        raise NotImplementedError
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, raw[self.name]["type"], self.required, _doc(raw, self.name))]
+
+
+def _doc(raw: Mapping[str, Mapping[str, Any]], name: str, extra: str = "") -> str:
+    doc = str(raw[name].get("doc", "")) if name in raw else ""
+    return f"{doc} {extra}".strip()
+
+
+def _non_null(avro_type: Any) -> Any:
+    if isinstance(avro_type, list):
+        rest = [t for t in avro_type if t != "null"]
+        return rest[0] if len(rest) == 1 else rest
+    return avro_type
+
+
+def _field(name: str, avro_type: Any, required: bool, doc: str) -> dict[str, Any]:
+    base = _non_null(avro_type)
+    if required:
+        return {"name": name, "type": base, "doc": doc}
+    return {"name": name, "type": ["null", base], "default": None, "doc": doc}
+
+
+def _title(text: str) -> str:
+    return " ".join(word[:1].upper() + word[1:].lower() for word in text.split(" "))
+
+
+@dataclass(frozen=True)
+class Text(Rule):
+    """NFC text; ``case`` "upper"/"lower" for codes, "person" to title-case shouted names."""
+
+    name: str
+    required: bool = True
+    case: Literal["keep", "upper", "lower", "person"] = "keep"
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        if text is not None and self.case != "keep":
+            if self.case == "person":
+                if text.isupper() or text.islower():
+                    fixed = _title(text)
+                    if fixed != text:
+                        img.flag("name_case_normalized")
+                    text = fixed
+            else:
+                fixed = text.upper() if self.case == "upper" else text.lower()
+                if fixed != text:
+                    img.flag("code_case_normalized")
+                text = fixed
+        img.out[self.name] = text
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, "string", self.required, _doc(raw, self.name))]
+
+
+@dataclass(frozen=True)
+class Enum(Rule):
+    name: str
+    symbols: frozenset[str]
+    required: bool = True
+
+    def apply(self, img: Image) -> None:
+        value = img.value(self.name, self.required)
+        if value is not None and value not in self.symbols:
+            raise img.fail(
+                "invalid_field", self.name, f"expected one of {', '.join(sorted(self.symbols))}"
+            )
+        img.out[self.name] = value
+
+
+@dataclass(frozen=True)
+class Int(Rule):
+    name: str
+    required: bool = True
+    min: int = _INT_MIN
+    max: int = _INT_MAX
+    reason: str = "invalid_field"
+
+    def apply(self, img: Image) -> None:
+        value = img.value(self.name, self.required)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise img.fail("invalid_field", self.name, "expected an integer")
+            if not (max(self.min, _INT_MIN) <= value <= min(self.max, _INT_MAX)):
+                raise img.fail(self.reason, self.name, f"outside {self.min}..{self.max}")
+        img.out[self.name] = value
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, "int", self.required, _doc(raw, self.name))]
+
+
+def _number(img: Image, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise img.fail("invalid_field", name, "expected a number")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise img.fail("invalid_field", name, "not a finite number")
+    return number
+
+
+@dataclass(frozen=True)
+class Float(Rule):
+    name: str
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    reason: str = "invalid_field"
+
+    def apply(self, img: Image) -> None:
+        value = img.value(self.name, self.required)
+        if value is None:
+            img.out[self.name] = None
+            return
+        number = _number(img, self.name, value)
+        if (self.min is not None and number < self.min) or (
+            self.max is not None and number > self.max
+        ):
+            raise img.fail(self.reason, self.name, f"outside {self.min}..{self.max}")
+        img.out[self.name] = number
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, "double", self.required, _doc(raw, self.name))]
+
+
+def _future_limit(img: Image) -> datetime:
+    return img.now + FAR_FUTURE_TOLERANCE
+
+
+def _compact(text: str) -> datetime | None:
+    match = _COMPACT_TIME.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) if g else 0 for g in match.groups())
+    naive = datetime(year, month, day, hour, minute, second)  # ValueError if impossible
+    return naive.replace(tzinfo=LOCAL_TZ).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Timestamp(Rule):
+    """An instant: an Avro timestamp (aware datetime) or text in the accepted formats.
+
+    ``deadline`` values lie in the future by design: no far-future check, and a date-only
+    deadline means the end of that day. ``compact`` reads 12/14-digit text as the local
+    ``yyyyMMddHHmm[ss]`` of dataloggers and the insurance exchange, never as epoch ms.
+    """
+
+    name: str
+    required: bool = True
+    deadline: bool = False
+    compact: bool = False
+
+    def apply(self, img: Image) -> None:
+        value = img.value(self.name, self.required)
+        if value is None:
+            img.out[self.name] = None
+            return
+        moment: datetime | None
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise img.fail("invalid_timestamp", self.name, "a time without a time zone")
+            moment = value.astimezone(UTC)
+        elif isinstance(value, str):
+            moment = self._parse(img)
+        else:
+            raise img.fail("invalid_timestamp", self.name, "expected a time")
+        if moment is None:
+            img.out[self.name] = None
+            return
+        if not self.deadline and moment > _future_limit(img):
+            raise img.fail(
+                "far_future_timestamp",
+                self.name,
+                f"{moment.isoformat()} is more than 1 day after {img.now.isoformat()}",
+            )
+        img.out[self.name] = _to_millis(moment)
+
+    def _parse(self, img: Image) -> datetime | None:
+        text = img.string(self.name, self.required)
+        if text is None:
+            return None
+        if self.compact:
+            try:
+                compact = _compact(text)
+            except (ValueError, OverflowError) as exc:
+                raise img.fail("invalid_timestamp", self.name, f"impossible time: {exc}") from exc
+            if compact is not None:
+                img.flag("compact_local_time", "naive_time_assumed_local")
+                return compact
+        parsed = parse_timestamp(text, now=img.now, end_of_day=self.deadline, future_tolerance=None)
+        if isinstance(parsed, TimeRejection):
+            raise img.fail(parsed.reason, self.name, parsed.detail)
+        img.flag(*parsed.flags)
+        return parsed.value
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        doc = _doc(raw, self.name).split(" As sent:")[0]
+        return [_field(self.name, _TIMESTAMP_AVRO, self.required, f"{doc} UTC.".strip())]
+
+
+@dataclass(frozen=True)
+class Date(Rule):
+    """A calendar date (Avro date, or text as ISO / dd/mm/yyyy).
+
+    ``future``: what a date after the event's day (+1 day) means — "reject" as
+    far_future_timestamp, "flag" future_date, "allow" (expiry dates). ``birth``: a birth
+    date, which must lie between 1900 and the event's day (invalid_date otherwise).
+    """
+
+    name: str
+    required: bool = True
+    future: Future = "reject"
+    birth: bool = False
+
+    def apply(self, img: Image) -> None:
+        value = img.value(self.name, self.required)
+        if value is None:
+            img.out[self.name] = None
+            return
+        if isinstance(value, datetime) or not isinstance(value, date | str):
+            raise img.fail("invalid_date", self.name, "expected a date")
+        day = value if isinstance(value, date) else self._parse(img)
+        if day is None:
+            img.out[self.name] = None
+            return
+        limit = _future_limit(img).astimezone(LOCAL_TZ).date()
+        if self.birth:
+            if day.year < _OLDEST_BIRTH_YEAR:
+                raise img.fail("invalid_date", self.name, "birth year before 1900")
+            if day > img.at.astimezone(LOCAL_TZ).date():
+                raise img.fail("invalid_date", self.name, "birth date after the event")
+        elif day > limit:
+            if self.future == "reject":
+                raise img.fail(
+                    "far_future_timestamp", self.name, f"more than 1 day after {img.now.date()}"
+                )
+            if self.future == "flag":
+                img.flag("future_date")
+        img.out[self.name] = day
+
+    def _parse(self, img: Image) -> date | None:
+        text = img.string(self.name, self.required)
+        if text is None:
+            return None
+        parsed = parse_date(text)
+        if isinstance(parsed, TimeRejection):
+            raise img.fail(parsed.reason, self.name, parsed.detail)
+        return parsed.value
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, _DATE_AVRO, self.required, _doc(raw, self.name))]
+
+
+@dataclass(frozen=True)
+class CitizenId(Rule):
+    """A CCCD/CMND, checked against the record's birth date and sex when it has them."""
+
+    name: str
+    required: bool = True
+    birth_date: str | None = None  # output field names, parsed before this rule
+    sex: str | None = None
+
+    def apply(self, img: Image) -> None:
+        value = img.value(self.name, self.required)
+        if value is None:
+            img.out[self.name] = None
+            return
+        birth = img.out.get(self.birth_date) if self.birth_date else None
+        sex = img.out.get(self.sex) if self.sex else None
+        checked = check_citizen_id(
+            value,
+            img.ctx.ref.cccd_province_codes,
+            birth_date=birth if isinstance(birth, date) else None,
+            sex=sex if isinstance(sex, str) else None,
+            today=img.at.astimezone(LOCAL_TZ).date(),
+        )
+        if isinstance(checked, CitizenIdRejection):
+            raise img.fail(checked.reason, self.name, checked.detail)
+        img.flag(*checked.flags)
+        img.out[self.name] = checked.value
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        doc = _doc(raw, self.name, "Structure-checked, spaces removed.")
+        return [_field(self.name, "string", self.required, doc)]
+
+
+@dataclass(frozen=True)
+class Phone(Rule):
+    """E.164. ``drop_invalid``: an unusable optional number becomes null (flagged)."""
+
+    name: str
+    required: bool = False
+    drop_invalid: bool = False
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        if text is None:
+            img.out[self.name] = None
+            return
+        phone = normalize_phone(text)
+        if isinstance(phone, PhoneRejection):
+            if self.drop_invalid and not self.required:
+                img.flag("phone_invalid_removed")
+                img.out[self.name] = None
+                return
+            raise img.fail(phone.reason, self.name, phone.detail)
+        img.flag(*phone.flags)
+        img.out[self.name] = phone.value
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        doc = _doc(raw, self.name, "E.164 (+84…), pre-2018 mobile prefixes converted.")
+        return [_field(self.name, "string", self.required, doc)]
+
+
+@dataclass(frozen=True)
+class Email(Rule):
+    name: str
+    required: bool = False
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        if text is not None:
+            lowered = text.lower()
+            if not _EMAIL.fullmatch(lowered):
+                img.flag("email_invalid_removed")
+                text = None
+            else:
+                text = lowered
+        img.out[self.name] = text
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, "string", False, _doc(raw, self.name, "Lower case."))]
+
+
+@dataclass(frozen=True)
+class Insurance(Rule):
+    """A BHYT card number; its group, benefit level and province as extra fields."""
+
+    name: str
+    required: bool = False
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        fields = (f"{self.name}_group", f"{self.name}_benefit_level", f"{self.name}_province")
+        if text is None:
+            img.out.update(dict.fromkeys((self.name, *fields)))
+            return
+        groups = img.ctx.codes["bhyt_groups"].entries
+        checked = check_insurance_number(text, groups, img.ctx.province_codes)
+        if isinstance(checked, InsuranceRejection):
+            raise img.fail(checked.reason, self.name, checked.detail)
+        img.flag(*checked.flags)
+        img.out[self.name] = checked.value
+        img.out[fields[0]] = checked.group_code
+        img.out[fields[1]] = checked.benefit_level
+        img.out[fields[2]] = checked.province_code
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        n = self.name
+        return [
+            _field(n, "string", self.required, _doc(raw, n, "Upper case, no separators.")),
+            _field(f"{n}_group", "string", False, "Beneficiary group code of the card (BHYT)."),
+            _field(f"{n}_benefit_level", "int", False, "Benefit level 1-5 of the card."),
+            _field(f"{n}_province", "string", False, "2-digit province code of the card."),
+        ]
+
+
+@dataclass(frozen=True)
+class Commune(Rule):
+    """A commune/ward code: the current code in ``name``, the code as sent in ``name_source``.
+
+    Judged at the record's own time (``DatasetRules.event_time``, else the change time).
+    """
+
+    name: str
+    required: bool = True
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        if text is None:
+            img.out[self.name] = img.out[f"{self.name}_source"] = None
+            return
+        lookup = text
+        if lookup.isascii() and lookup.isdigit() and len(lookup) < _COMMUNE_CODE_LENGTH:
+            lookup = lookup.zfill(_COMMUNE_CODE_LENGTH)
+            img.flag("admin_unit_code_zero_padded")
+        unit = img.ctx.ref.resolve_admin_unit(lookup, img.at)
+        if unit is None:
+            raise img.fail(
+                "unknown_admin_unit", self.name, f"{text!r} is not in admin_units_crosswalk.csv"
+            )
+        img.flag(*unit.flags)
+        img.out[self.name] = unit.code
+        img.out[f"{self.name}_source"] = text
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            _field(self.name, "string", self.required, "Current (post-reform) commune/ward code."),
+            _field(
+                f"{self.name}_source",
+                "string",
+                self.required,
+                "The code as sent; differs when remapped.",
+            ),
+        ]
+
+
+@dataclass(frozen=True)
+class Unit(Rule):
+    """A unit code of receiving_units.csv."""
+
+    name: str
+    required: bool = True
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        if text is not None and img.ctx.ref.receiving_unit(text) is None:
+            raise img.fail(
+                "unknown_receiving_unit", self.name, f"{text!r} is not in receiving_units.csv"
+            )
+        img.out[self.name] = text
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [_field(self.name, "string", self.required, _doc(raw, self.name))]
+
+
+@dataclass(frozen=True)
+class Code(Rule):
+    """A value of a national code list (``schemas/data/codes_<list_name>.csv``).
+
+    Without ``into`` the field itself becomes the national code; with ``into`` the field
+    keeps its (normalized) text and the national code goes to the ``into`` field. An
+    unknown value is rejected (``unknown_code``) or, with ``keep_unknown``, kept as sent
+    and flagged ``code_not_in_list``.
+    """
+
+    name: str
+    list_name: str
+    required: bool = True
+    keep_unknown: bool = False
+    into: str | None = None
+
+    def apply(self, img: Image) -> None:
+        text = img.string(self.name, self.required)
+        target = self.into or self.name
+        if text is None:
+            img.out[self.name] = img.out[target] = None
+            return
+        match = img.ctx.codes[self.list_name].lookup(text)
+        img.out[self.name] = text
+        if match is None:
+            if not self.keep_unknown:
+                raise img.fail(
+                    "unknown_code", self.name, f"{text!r} is not in codes_{self.list_name}.csv"
+                )
+            img.flag("code_not_in_list")
+            img.out[target] = None if self.into else text
+            return
+        if match.mapped and self.into is None:
+            img.flag("code_mapped")
+        img.out[target] = match.entry.code
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        listed = f"National code of codes_{self.list_name}.csv."
+        if self.into is None:
+            doc = _doc(raw, self.name, listed)
+            return [_field(self.name, "string", self.required, doc)]
+        return [
+            _field(self.name, "string", self.required, _doc(raw, self.name)),
+            _field(self.into, "string", False, f"{listed} Null when not in the list."),
+        ]
+
+
+@dataclass(frozen=True)
+class Coordinates(Rule):
+    """A WGS84 point. Outside the province: rejected (``reject_outside``) or flagged."""
+
+    name: str  # the latitude field
+    longitude: str
+    required: bool = False
+    reject_outside: bool = False
+
+    def apply(self, img: Image) -> None:
+        lat_raw = img.value(self.name, self.required)
+        lon_raw = img.value(self.longitude, self.required)
+        if lat_raw is None or lon_raw is None:
+            img.out[self.name] = img.out[self.longitude] = None
+            return
+        lat = _number(img, self.name, lat_raw)
+        lon = _number(img, self.longitude, lon_raw)
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise img.fail("invalid_field", self.name, "not a WGS84 latitude/longitude")
+        if not img.ctx.area.contains(lat, lon):
+            if self.reject_outside:
+                raise img.fail("position_out_of_area", self.name, "outside province_area.csv")
+            img.flag("coordinates_outside_province")
+        img.out[self.name] = lat
+        img.out[self.longitude] = lon
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            _field(self.name, "double", self.required, _doc(raw, self.name)),
+            _field(self.longitude, "double", self.required, _doc(raw, self.longitude)),
+        ]
+
+
+Check = Callable[[Image], None]
+
+
+@dataclass(frozen=True)
+class Verify(Rule):
+    """A record check placed among the rules: it runs once the fields before it are read.
+
+    Used where a defect must be reported before a later field could fail for a reason
+    that only follows from it.
+    """
+
+    check: Check
+    name: str = ""
+    required: bool = False
+
+    def apply(self, img: Image) -> None:
+        self.check(img)
+
+    def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return []
+
+
+@dataclass(frozen=True)
+class DatasetRules:
+    """How one dataset is standardized, and what its std record is called."""
+
+    dataset_id: str
+    record: str  # the Avro record name, e.g. "School"
+    doc: str
+    rules: Sequence[Rule]
+    checks: Sequence[Check] = ()  # after every rule, on img.out
+    prechecks: Sequence[Check] = ()  # before any rule, on img.raw
+    event_time: str | None = None  # the output timestamp field that dates the record
+    ops: Collection[str] = field(default=frozenset({"c", "u", "d", "r"}))
+
+
+def _image(
+    rules: DatasetRules,
+    raw_image: object,
+    prefix: str,
+    ctx: Context,
+    now: datetime,
+    changed_at: datetime,
+) -> dict[str, Any]:
+    if not isinstance(raw_image, Mapping):
+        raise _Invalid("invalid_field", prefix, "expected a record")
+    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time)
+    for check in rules.prechecks:
+        check(img)
+    for rule in rules.rules:
+        rule.apply(img)
+    for check in rules.checks:
+        check(img)
+    img.out["quality_flags"] = list(img.flags)
+    return img.out
+
+
+def _standardize(
+    rules: DatasetRules, raw: Mapping[str, Any], ctx: Context, now: datetime | None
+) -> Standardized:
+    if not isinstance(raw, Mapping):
+        raise _Invalid("invalid_envelope", "", "expected a record")
+    event_id = _event_id(raw.get("event_id"))
+    op = raw.get("op")
+    if op not in rules.ops:
+        raise _Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
+    ts = _aware(raw.get("ts_ms"), "ts_ms").astimezone(UTC)
+    source = _source(raw.get("source"))
+    changed_at = source["ts_ms"].astimezone(UTC)
+    # As for dossiers: without a processor clock, "now" is the emit time, so a replay
+    # judges an event exactly as the first run did.
+    reference_now = now if now is not None else ts
+    needed = "before" if op == "d" else "after"
+    if raw.get(needed) is None:
+        raise _Invalid("missing_payload", needed, f"op {op!r} requires {needed!r}")
+    images: dict[str, dict[str, Any] | None] = {}
+    for prefix in ("before", "after"):
+        image = raw.get(prefix)
+        images[prefix] = (
+            None if image is None else _image(rules, image, prefix, ctx, reference_now, changed_at)
+        )
+    flags: dict[str, None] = {}
+    for std_image in images.values():
+        if std_image is not None:
+            flags.update(dict.fromkeys(std_image["quality_flags"]))
+    event = {
+        "event_id": event_id,
+        "op": op,
+        "ts_ms": _to_millis(ts),
+        "source": {**source, "ts_ms": _to_millis(changed_at)},
+        "before": images["before"],
+        "after": images["after"],
+    }
+    return Standardized(event=event, flags=tuple(flags))
+
+
+def rejected(problem: _Invalid) -> Rejected:
+    english, vietnamese = REASONS[problem.reason]
+    return Rejected(
+        reason=problem.reason,
+        field=problem.field,
+        message_en=f"{problem.field}: {english}: {problem.detail}",
+        message_vi=f"{vietnamese} (trường {problem.field})",
+    )
+
+
+def run(
+    rules: DatasetRules, raw: Mapping[str, Any], ctx: Context, now: datetime | None
+) -> Standardized | Rejected:
+    """Standardize one decoded raw event of ``rules.dataset_id``; never raises on data."""
+    try:
+        return _standardize(rules, raw, ctx, now)
+    except _Invalid as problem:
+        return rejected(problem)
+    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+        # A value no rule foresaw (e.g. a datetime too close to year 1 to convert): still
+        # data, still dead-lettered; the detail names the exception type, not the value.
+        return rejected(_Invalid("invalid_field", "", f"unexpected {type(exc).__name__}"))
