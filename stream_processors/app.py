@@ -1,54 +1,64 @@
-"""The Faust app: thin agents wiring the pure functions of this package.
+"""The Faust app: the batched standardize loop plus thin agents over tables.
 
-    <raw> ──standardize──► <std>            (keyed by dossier id)
-                 ├──────► <dlq>            (original bytes + error headers)
-                 └──────► facts-by-unit    (internal, keyed by receiving unit)
-    facts-by-unit ──overdue──► alerts.v1   (tables: dossier facts, unit state, open alerts)
+    <every raw topic> ──batch loop (thread)──► <std> / <dlq>
+                               ├──► <group>-<dataset>-entities-changelog  (dedup, order)
+                               ├──► <group>-rule-deltas   (per batch, per alert subject)
+                               └──► <group>-unit-stats    (per batch, per dataset and unit)
+    rule-deltas ──rules agent──► alerts.v1      (tables: rule state, open alerts)
+    unit-stats  ──quality agent──► quality.v1    (table: rolling quality counts)
 
-Outputs are sent before the input offset is committed: Faust flushes its
-producer before every commit, so a crash re-processes rather than loses.
+The loop does the per-event work outside Faust's stream machinery (see
+``stream_processors.batch_loop`` for why and for its write order); Faust hosts it,
+and runs the stateful stages on per-batch aggregates with changelogged tables, so
+a worker that dies is replaced and its state recovers. Agents are wiring only:
+the rules, lifecycle and quality scores are pure functions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from bus.errors import DatabusError
 from bus.metrics import Metrics
 from bus.settings import Settings
-from schemas.catalog import ALERTS_SCHEMA, ALERTS_TOPIC, DOSSIERS, load_schema, value_subject
+from bus.topics import rule_deltas_topic, unit_stats_topic
+from schemas.catalog import ALERTS_SCHEMA, ALERTS_TOPIC, DATASETS, load_schema, value_subject
 from schemas.codec import AvroSerializer
-from stream_processors.dlq import dlq_headers
-from stream_processors.dossier_pipeline import DossierPipeline, Refused
-from stream_processors.overdue_alert import (
-    RULE,
-    DossierFact,
-    apply_fact,
-    contribution,
-    decide,
-    evaluate,
+from stream_processors.alert_facts import contributions
+from stream_processors.alert_lifecycle import decide, open_alert_key
+from stream_processors.alert_rules import RULE_GROUPS, rules_from_settings
+from stream_processors.batch_core import BatchCore
+from stream_processors.batch_loop import BatchLoop, LoopTopics
+from stream_processors.batch_stats import UnitStats
+from stream_processors.pipeline import DatasetPipeline
+from stream_processors.quality import (
+    QUALITY_SCHEMA,
+    QUALITY_TOPIC,
+    apply_stats,
+    field_presence,
+    publish_quality_metrics,
+    quality_record,
+    scores,
 )
 from stream_processors.reference import load_reference
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "loop_topics"]
 
 log = logging.getLogger(__name__)
 
-# A tick asks the overdue agent to re-evaluate a unit at wall-clock time, so a
-# dossier that passes its deadline raises an alert with no new event arriving.
 _TICK = "__tick__"
 
 
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, DatabusError) and exc.retriable
+def loop_topics(settings: Settings) -> LoopTopics:
+    group = settings.processor_group
+    return LoopTopics(deltas=rule_deltas_topic(group), stats=unit_stats_topic(group))
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -76,127 +86,163 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         table_standby_replicas=0,
     )
     registry = SchemaRegistryClient(settings.schema_registry.client_config())
-    pipeline = DossierPipeline(registry, load_reference())
+    reference = load_reference()
+    rules = rules_from_settings(settings.alerts)
+    pipelines = {ds.raw_topic: DatasetPipeline(ds, registry, reference) for ds in DATASETS.values()}
     alert_encoder = AvroSerializer(
         registry, value_subject(ALERTS_TOPIC), load_schema(ALERTS_SCHEMA)
     )
-    cfg = settings.alerts
-    ds = DOSSIERS.id
+    quality_encoder = AvroSerializer(
+        registry, value_subject(QUALITY_TOPIC), load_schema(QUALITY_SCHEMA)
+    )
+    # Register output schemas now: a registry that refuses them stops start-up.
+    for pipeline in pipelines.values():
+        pipeline.register()
+    _ = alert_encoder.schema_id, quality_encoder.schema_id
+
+    topics = loop_topics(settings)
+    core = BatchCore(
+        pipelines,
+        frozenset(reference.receiving_units),
+        contributions=contributions,
+        presence=field_presence,
+    )
+    loop = BatchLoop(
+        settings,
+        metrics,
+        core,
+        {t: p.dataset for t, p in pipelines.items()},
+        topics,
+        batch_size=settings.processor_batch_size,
+    )
 
     def topic(name: str, **kw: Any) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=kafka.partitions, **kw)
 
-    raw_topic = topic(DOSSIERS.raw_topic)
-    std_topic = topic(DOSSIERS.std_topic)
-    dlq_topic = topic(DOSSIERS.dlq_topic)
+    deltas_topic = topic(topics.deltas)
+    stats_topic = topic(topics.stats)
     alerts_topic = topic(ALERTS_TOPIC)
-    by_unit = topic(f"{settings.processor_group}-dossier-facts-by-unit", internal=True)
+    quality_topic = topic(QUALITY_TOPIC)
+    rule_state = app.Table("rule-state", key_type=str)
+    open_alerts = app.Table("open-alerts", key_type=str)
+    quality_state = app.Table("quality-state", key_type=str)
 
-    facts = app.Table("dossier-facts", key_type=str)
-    units = app.Table("unit-overdue-state", key_type=str)
-    open_alerts = app.Table("unit-overdue-alert", key_type=str)
-    # When this worker last took a raw event, and the source time of the newest one.
-    activity = {"last_raw_s": 0.0, "last_event_ms": 0}
+    # ---- hosting the loop: a thread started with the worker, stopped before it ends
+    thread: dict[str, threading.Thread] = {}
 
-    # Register output schemas now: a registry that refuses them stops start-up.
-    pipeline.register()
-    _ = alert_encoder.schema_id
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_loop() -> None:
+        t = threading.Thread(target=_run_loop, name="databus-batch-loop", daemon=True)
+        thread["t"] = t
+        t.start()
 
-    async def _retrying(fn: Any, *args: Any) -> Any:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_retriable),
-            wait=wait_exponential_jitter(initial=0.2, max=10),
-            reraise=True,
-        ):
-            with attempt:
-                return fn(*args)
-        raise AssertionError("unreachable")
+    def _run_loop() -> None:
+        try:
+            loop.run()
+        except Exception:
+            log.exception("the batch loop stopped on an error; stopping the worker")
+            app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.stop()))
 
-    @app.agent(raw_topic)
-    async def standardize(stream: faust.StreamT[bytes]) -> None:
+    def stop_loop(_sender: Any, /, *_args: Any, signal: Any, **_kw: Any) -> None:
+        loop.stop_event.set()
+        t = thread.get("t")
+        if t is not None:
+            t.join(timeout=60)
+
+    app.on_before_shutdown.connect(stop_loop)
+
+    # ---- rules: deltas folded into tables, alerts decided by the lifecycle
+    async def _evaluate(
+        name: str, group: str, key: str, state: dict[str, Any], now_ms: int
+    ) -> None:
+        for cond in RULE_GROUPS[group].evaluate(key, state, now_ms, rules):
+            alert_key = open_alert_key(cond)
+            current = open_alerts.get(alert_key)
+            new_open, record = decide(current, cond, now_ms)
+            if new_open != current:
+                if new_open is None:
+                    open_alerts.pop(alert_key, None)
+                else:
+                    open_alerts[alert_key] = new_open
+            if record is not None:
+                await alerts_topic.send(key=name.encode(), value=alert_encoder(record))
+                metrics.alerts.labels(cond.rule, record["state"]).inc()
+                log.info("alert %s %s", record["state"], cond.rule)
+
+    @app.agent(deltas_topic)
+    async def rules_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            started = time.perf_counter()
-            activity["last_raw_s"] = time.monotonic()
-            metrics.events_consumed.labels(ds, "raw").inc()
-            msg = event.message
-            headers = list(msg.headers or [])
-            out = await _retrying(pipeline.process, event.value, headers)
-            if isinstance(out, Refused):
-                await dlq_topic.send(
-                    key=event.key,
-                    value=event.value,
-                    headers=dlq_headers(
-                        headers,
-                        topic=msg.topic,
-                        partition=msg.partition,
-                        offset=msg.offset,
-                        letter=out.letter,
-                    ),
-                )
-                metrics.events_dead_lettered.labels(ds, out.letter.stage, out.letter.reason).inc()
-            else:
-                await std_topic.send(key=out.key, value=out.value, headers=out.headers)
-                await by_unit.send(
-                    key=out.fact.unit.encode(), value=json.dumps(out.fact.to_json()).encode()
-                )
-                metrics.events_produced.labels(ds, "std").inc()
-                metrics.last_event_timestamp.labels(ds, "std").set(out.fact.event_ms / 1000)
-                activity["last_event_ms"] = max(activity["last_event_ms"], out.fact.event_ms)
-            metrics.processing_seconds.labels(ds, "standardize").observe(
-                time.perf_counter() - started
-            )
-
-    async def _evaluate(unit: str, state: dict[str, Any], now_ms: int) -> None:
-        ev = evaluate(state, now_ms, cfg.window_days)
-        new_state, record = decide(open_alerts.get(unit), ev, unit, cfg)
-        if new_state != open_alerts.get(unit):
-            if new_state is None:
-                del open_alerts[unit]
-            else:
-                open_alerts[unit] = new_state
-        if record is not None:
-            await alerts_topic.send(key=unit.encode(), value=alert_encoder(record))
-            metrics.alerts.labels(RULE, record["state"]).inc()
-            log.info("alert %s %s for unit %s", record["state"], RULE, unit)
-
-    @app.agent(by_unit)
-    async def overdue(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            unit = (event.key or b"").decode()
-            payload = json.loads(event.value)
-            if payload.get(_TICK):
-                state = units.get(unit)
-                if state is not None:
-                    now_ms = max(int(state["watermark_ms"]), int(payload["now_ms"]))
-                    units[unit] = {**state, "watermark_ms": now_ms}
-                    await _evaluate(unit, units[unit], now_ms)
+            name = (event.key or b"").decode()
+            message = json.loads(event.value)
+            held = rule_state.get(name) or {"hw": {}, "state": None, "watermark_ms": 0}
+            group = str(message.get("group") or held.get("group") or "")
+            if group not in RULE_GROUPS:
                 continue
-            fact = DossierFact.from_json(payload)
-            metrics.events_consumed.labels(ds, "facts").inc()
-            previous = facts.get(fact.dossier_id)
-            if previous is not None and previous[0] >= fact.version:
-                continue  # replayed or out of order: the newer state already counts
-            old = (previous[1], previous[2]) if previous and previous[1] else None
-            new = contribution(fact)
-            facts[fact.dossier_id] = [fact.version, *(new or (None, None))]
-            state = apply_fact(units.get(unit), old, new, fact.event_ms, cfg.window_days)
-            units[unit] = state
-            await _evaluate(unit, state, int(state["watermark_ms"]))
+            key = str(message.get("key") or held.get("key") or "")
+            if message.get(_TICK):
+                if held["state"] is None:
+                    continue
+                now_ms = max(int(held["watermark_ms"]), int(message["now_ms"]))
+                await _evaluate(name, group, key, held["state"], now_ms)
+                continue
+            hw: dict[str, int] = held["hw"]
+            fresh = [
+                d
+                for d in message["deltas"]
+                if d["offset"] < 0 or d["offset"] > hw.get(d["src"], -1)
+            ]
+            if not fresh:
+                continue  # a redelivered batch this state has already applied
+            state = RULE_GROUPS[group].apply(held["state"], fresh, rules)
+            for d in fresh:
+                if d["offset"] >= 0:
+                    hw[d["src"]] = max(hw.get(d["src"], -1), d["offset"])
+            watermark = max(
+                [int(held["watermark_ms"]), int(state.get("wm") or 0)]
+                + [int(d["event_ms"]) for d in fresh]
+            )
+            rule_state[name] = {
+                "group": group,
+                "key": key,
+                "hw": hw,
+                "state": state,
+                "watermark_ms": watermark,
+            }
+            metrics.events_consumed.labels(group, "rules").inc(len(fresh))
+            await _evaluate(name, group, key, state, watermark)
 
-    @app.timer(cfg.evaluate_every_s)  # type: ignore[untyped-decorator]
+    # ---- quality: rolling counts per dataset and unit, scored and published on ticks
+    @app.agent(stats_topic)
+    async def quality_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            name = (event.key or b"").decode()
+            stats = UnitStats.from_json(json.loads(event.value))
+            quality_state[name] = apply_stats(quality_state.get(name), stats)
+            metrics.events_consumed.labels(stats.dataset, "quality").inc(stats.received)
+
+    @app.timer(settings.alerts.evaluate_every_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        # Only when caught up: during a backlog wall-clock time would run ahead of
-        # the events and count dossiers overdue whose completion is still queued.
-        # Caught up = idle for a period, or the newest event is itself recent (live).
-        now_ms = int(datetime.now(UTC).timestamp() * 1000)
-        idle = time.monotonic() - activity["last_raw_s"] >= cfg.evaluate_every_s
-        live = now_ms - activity["last_event_ms"] <= 2 * cfg.evaluate_every_s * 1000
-        if not (idle or live):
-            return
-        for unit in list(units.keys()):
-            await by_unit.send(
-                key=unit.encode(), value=json.dumps({_TICK: True, "now_ms": now_ms}).encode()
+        # Wall-clock evaluation only when caught up: during a backlog, wall-clock time
+        # runs ahead of the events (a dossier would count overdue whose completion is
+        # still queued). Caught up = the loop's last poll came back short, or idle.
+        now_ms = int(time.time() * 1000)
+        idle = time.monotonic() - loop.last_record_monotonic >= settings.alerts.evaluate_every_s
+        if loop.caught_up or idle:
+            for name in list(rule_state.keys()):
+                await deltas_topic.send(
+                    key=name.encode(), value=json.dumps({_TICK: True, "now_ms": now_ms}).encode()
+                )
+        for name in list(quality_state.keys()):
+            dataset_id, unit = name.split("|", 1)
+            dataset = DATASETS.get(dataset_id)
+            if dataset is None:
+                continue
+            result = scores(dataset, quality_state[name], now_ms)
+            publish_quality_metrics(metrics, dataset_id, unit, result)
+            await quality_topic.send(
+                key=name.encode(),
+                value=quality_encoder(quality_record(dataset, unit, result, now_ms)),
             )
 
-    _ = (standardize, overdue, tick)
+    _ = (start_loop, stop_loop, rules_agent, quality_agent, tick)
     return app

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -230,9 +230,9 @@ class BatchLoop:
             payload = {"group": group, "key": subject, "deltas": deltas}
             self._produce(self._topics.deltas, f"{group}|{subject}".encode(), _json(payload))
         for stats in out.stats.values():
-            key = stats_key(stats.dataset, stats.unit)
+            name = stats_key(stats.dataset, stats.unit)
             body = stats.to_json()
-            self._produce(self._topics.stats, key.encode(), _json(body))
+            self._produce(self._topics.stats, name.encode(), _json(body))
             # The stats also feed the rules on delivery (silence, dead-letter share);
             # offset -1: a stats delta is applied as it comes, never filtered.
             delta = {
@@ -244,8 +244,8 @@ class BatchLoop:
             }
             self._produce(
                 self._topics.deltas,
-                f"{STATS_GROUP}|{key}".encode(),
-                _json({"group": STATS_GROUP, "key": key, "deltas": [delta]}),
+                f"{STATS_GROUP}|{name}".encode(),
+                _json({"group": STATS_GROUP, "key": name, "deltas": [delta]}),
             )
         self._flush_checked("entity changelog, rule deltas and stats")
         # Counted once the batch is written, so a retried batch is not counted twice.
@@ -325,7 +325,7 @@ def _record(m: Message) -> RawRecord:
         m.offset() or 0,
         m.key(),
         m.value(),
-        list(m.headers() or []),
+        cast(list[tuple[str, bytes | None]], list(m.headers() or [])),
     )
 
 
