@@ -75,7 +75,9 @@ def process() -> None:
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
     faust_app = create_app(settings, metrics)
-    worker = faust.Worker(faust_app, loglevel="WARNING", redirect_stdouts=False)
+    # Faust configures logging again when the worker starts: keep the level asked for.
+    level = os.environ.get("DATABUS_FAUST_LOG_LEVEL", "WARNING")
+    worker = faust.Worker(faust_app, loglevel=level, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

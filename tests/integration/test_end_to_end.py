@@ -9,23 +9,19 @@ simulator recorded — not against the bus's own code paths.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from bus_processes import Bus, read_topic, wait_for
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.dashboard import scrape
-from bus.local_stack import LocalStack, free_port
-from bus.settings import Settings, load_settings
+from bus.local_stack import LocalStack
+from bus.settings import load_settings
 from bus.topics import bus_topics, ensure_topics
 from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
 from producers.publisher import Publisher, producer_config
@@ -39,48 +35,6 @@ pytestmark = pytest.mark.integration
 
 DS = "publicservice.dossiers"
 OVERDUE_RULE = "dossier_overdue_rate"
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)  # polling a condition with a deadline, not a fixed wait
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class Bus:
-    def __init__(self, settings: Settings, env: dict[str, str], log_dir: Path) -> None:
-        self.settings = settings
-        self.env = env
-        self.log_dir = log_dir
-        self.ports: dict[str, int] = {}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> None:
-        self.ports[name] = free_port()
-        env = {**self.env, "DATABUS_METRICS__PORT": str(self.ports[name])}
-        log = (self.log_dir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "bus", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def metric(self, name: str, sample: str) -> float:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            log = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{name} exited with {proc.returncode}:\n{log}")
-        return scrape([self.ports[name]]).get(sample, 0.0)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -101,30 +55,6 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
             yield b
         finally:
             b.stop()
-
-
-def read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every record of a topic, counted by consumption (Tansu's watermarks are approximate)."""
-    consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"e2e-reader-{topic}-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-    records, eof = [], set()
-    while len(eof) < len(parts):
-        for msg in consumer.consume(500, 1.0):
-            if msg.error():
-                eof.add(msg.partition())
-            else:
-                records.append(msg)
-    consumer.close()
-    return records
 
 
 @pytest.fixture(scope="module")
