@@ -196,10 +196,14 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     reasons = sorted(dict(m.headers())["databus.errors.reason"].decode() for m in dlq)
     # Invalid events are not remembered: the re-sent copies are dead-lettered again.
     assert reasons == sorted([e.expect_reason or "" for e in invalid] * 2)
+
     def dropped(reason: str) -> float:
-        return second.metrics.registry.get_sample_value(
-            "databus_events_dropped_total", {"dataset": DOSSIERS.id, "reason": reason}
-        ) or 0.0
+        return (
+            second.metrics.registry.get_sample_value(
+                "databus_events_dropped_total", {"dataset": DOSSIERS.id, "reason": reason}
+            )
+            or 0.0
+        )
 
     # Re-sent: each dossier's newest version is a duplicate, its older ones are stale.
     assert dropped("duplicate") == len({e.dossier.dossier_id for e in valid})
