@@ -33,16 +33,24 @@ not accepted and nothing accepted is dropped.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
-import uuid
+import types
+import typing
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, datetime
+from datetime import time as time_of_day
+from decimal import Decimal
+from enum import Enum
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
+from uuid import UUID
 
+import fastavro
+import pydantic
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import Counter
@@ -52,10 +60,10 @@ from pydantic import ValidationError as PydanticValidationError
 from bus.errors import DeliveryError, PublishValidationError
 from bus.metrics import Metrics
 from bus.settings import Settings
-from producers.headers import cloudevent_headers
+from producers.headers import HeaderTemplate, new_ids, new_traceparent
 from producers.spool import Spool, SpoolRecord
 from schemas.catalog import DATASETS, Dataset, load_schema, value_subject
-from schemas.codec import AvroSerializer, frame
+from schemas.codec import AvroSerializer, frame, unframe
 from schemas.models import Op
 
 __all__ = ["AsyncPublisher", "Change", "Publisher", "producer_config"]
@@ -99,21 +107,97 @@ class Change:
     event_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    dataset: Dataset
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, str | bytes | None]]
-    event_id: str
+# One validated, encoded event: (key, framed value, headers, event id).
+_Encoded = tuple[bytes, bytes, list[tuple[str, str | bytes | None]], str]
+
+_PLAIN_TYPES = (
+    str,
+    int,
+    float,
+    bool,
+    bytes,
+    date,
+    datetime,
+    time_of_day,
+    Decimal,
+    UUID,
+    # pydantic's constrained dates and times validate to plain date/datetime objects
+    pydantic.AwareDatetime,
+    pydantic.NaiveDatetime,
+    pydantic.PastDate,
+    pydantic.FutureDate,
+    pydantic.PastDatetime,
+    pydantic.FutureDatetime,
+)
 
 
-@dataclass(frozen=True, slots=True)
+def _plain(annotation: Any) -> bool:
+    """A field type whose validated value is what ``model_dump(mode="python")`` gives."""
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return annotation is not Any
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return isinstance(annotation, type) and (
+            issubclass(annotation, Enum) or annotation in _PLAIN_TYPES
+        )
+    if origin is typing.Annotated:
+        return _plain(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return True
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):
+        return all(a is Ellipsis or _plain(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _dict_is_dump(model: type[BaseModel]) -> bool:
+    """Whether a validated instance's ``__dict__`` is its python-mode ``model_dump``.
+
+    True for plain models (scalars, enums, dates, lists of them; no nested models,
+    serializers, aliases or computed fields): then the dump (~1.5 µs) is skipped.
+    """
+    decorators = model.__pydantic_decorators__
+    if decorators.field_serializers or decorators.model_serializers:
+        return False
+    if model.model_computed_fields or model.model_config.get("extra") == "allow":
+        return False
+    return all(
+        f.alias is None and f.serialization_alias is None and not f.exclude and _plain(f.annotation)
+        for f in model.model_fields.values()
+    )
+
+
 class _Coder:
-    """A dataset's serializer and the name of its envelope's record branch."""
+    """What a dataset's events share: validator, encoder, framing, headers, key."""
 
-    serializer: AvroSerializer
-    record_name: str | None
+    __slots__ = (
+        "dataset",
+        "dict_is_dump",
+        "encode",
+        "key_field",
+        "model",
+        "prefix",
+        "record_name",
+        "serializer",
+        "templates",
+        "topic",
+        "validate",
+    )
+
+    def __init__(self, dataset: Dataset, serializer: AvroSerializer) -> None:
+        self.dataset = dataset
+        self.model = dataset.model
+        # The model's own validator, on the instance's field values (one pass, no dump).
+        self.validate: Callable[[Any], BaseModel] = (
+            self.model.__pydantic_validator__.validate_python
+        )
+        self.dict_is_dump = _dict_is_dump(self.model)
+        self.serializer = serializer
+        self.encode = serializer.encode_body
+        self.record_name = serializer.union_record_name("after")
+        self.topic = dataset.raw_topic
+        self.key_field = dataset.key_fields[0] if len(dataset.key_fields) == 1 else None
+        self.prefix: bytes | None = None  # the Confluent header, once the schema is registered
+        self.templates: dict[tuple[str, str], HeaderTemplate] = {}
 
     def branch(self, record: dict[str, Any] | None) -> Any:
         # Name the union branch (fastavro's tuple notation) instead of letting the
@@ -147,6 +231,10 @@ class Publisher:
         spool_path = settings.spool.path
         spool = Spool(spool_path, settings.spool.max_bytes) if spool_path is not None else None
         self._producer_conf = producer_config(settings, **producer_overrides)
+        if spool is None:
+            # Without a spool every report goes to one bound method; with one, each
+            # record carries its own callback (it must know its spool row).
+            self._producer_conf["on_delivery"] = self._on_delivery
         self._producer = Producer(self._producer_conf)
         self._metrics = metrics or Metrics()
         # Labelled children looked up once per dataset, not once per delivery report.
@@ -154,6 +242,7 @@ class Publisher:
         self._failed: dict[str, Counter] = {}
         self._coders: dict[str, _Coder] = {}
         self._failures: list[tuple[str, KafkaError]] = []
+        self._acks: dict[str, int] = {}  # acknowledged since the metric was last updated
         self._closed = False
         # Spool state: rows up to `_cursor` were handed to the producer; `_in_flight`
         # of them have not reported yet; `_rewind` is set by a failed delivery.
@@ -179,75 +268,94 @@ class Publisher:
             ser = AvroSerializer(
                 self._registry, value_subject(dataset.raw_topic), load_schema(dataset.raw_schema)
             )
-            coder = _Coder(ser, ser.union_record_name("after"))
-            self._coders[dataset.id] = coder
+            coder = self._coders[dataset.id] = _Coder(dataset, ser)
         return coder
 
-    def _validated(self, dataset: Dataset, model: BaseModel | None) -> dict[str, Any] | None:
+    def _validated(self, coder: _Coder, model: BaseModel | None) -> dict[str, Any] | None:
         if model is None:
             return None
-        if not isinstance(model, dataset.model):
+        if not isinstance(model, coder.model):
             raise PublishValidationError(
-                f"dataset {dataset.id} takes {dataset.model.__name__}, got {type(model).__name__}"
+                f"dataset {coder.dataset.id} takes {coder.model.__name__}, "
+                f"got {type(model).__name__}"
             )
         # Validated again on every event, even an instance pydantic built: nothing on
         # an instance tells a validated one from one built by `model_construct` or
         # changed by `model_copy(update=...)` (neither validates), and the fields-set
-        # bookkeeping is the same for all of them. It costs ~4 µs of the ~40 µs an
-        # event takes, so it stays.
+        # bookkeeping is the same for all of them. The instance's field values go
+        # through the model's validator in one pass (what `model_validate` of its
+        # dump did, without the dump); the new instance's fields are then the record.
         try:
-            # warnings=False: pydantic's serializer warnings quote the input value.
-            checked = dataset.model.model_validate(model.model_dump(warnings=False))
+            checked = coder.validate(model.__dict__)
         except PydanticValidationError as exc:
             # `from None`: pydantic's error quotes input values, and a logger printing
             # the traceback would print the chained cause with them.
             raise PublishValidationError(_validation_message(model, exc)) from None
+        if coder.dict_is_dump:
+            return checked.__dict__  # read only: encoded right away, never changed
         # Python mode: Avro timestamp-millis and date fields take datetime/date objects.
         return checked.model_dump(mode="python")
 
-    def _encode(self, dataset: Dataset, change: Change) -> _Encoded:
+    def _encode(
+        self,
+        coder: _Coder,
+        after: BaseModel | None,
+        version: int,
+        op: Op,
+        before: BaseModel | None,
+        changed_at: datetime | None,
+        unit: str | None,
+        event_id: str | None,
+    ) -> _Encoded:
         """Validate and encode one change; nothing is sent. Raises PublishValidationError."""
-        after_dict = self._validated(dataset, change.after)
-        before_dict = self._validated(dataset, change.before)
+        after_dict = self._validated(coder, after)
+        before_dict = self._validated(coder, before)
         state = after_dict if after_dict is not None else before_dict
         if state is None:
             raise PublishValidationError("an event needs a `before` or an `after` record")
-        if (change.op is Op.DELETE) != (after_dict is None):
+        if (op is Op.DELETE) != (after_dict is None):
             raise PublishValidationError("op 'd' carries only `before`; other ops need `after`")
-        coder = self._coder(dataset)
-        now = datetime.now(UTC)
-        event_id = change.event_id or str(uuid.uuid4())
-        unit = change.unit or dataset.owner_unit
+        dataset = coder.dataset
+        now_ms = time.time_ns() // 1_000_000
+        if event_id:
+            traceparent = new_traceparent().encode()
+        else:
+            event_id, traceparent = new_ids()
+        unit = unit or dataset.owner_unit
+        op_code = op.value
         envelope = {
             "event_id": event_id,
-            "op": change.op.value,
-            "ts_ms": now,
+            "op": op_code,
+            "ts_ms": now_ms,
             "source": {
                 "system": self._source_system,
                 "unit": unit,
                 "dataset": dataset.id,
-                "ts_ms": change.changed_at or now,
-                "version": change.version,
+                "ts_ms": now_ms if changed_at is None else changed_at,
+                "version": version,
             },
             "before": coder.branch(before_dict),
             "after": coder.branch(after_dict),
         }
         try:
-            body = coder.serializer.encode_body(envelope)
+            body = coder.encode(envelope)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise PublishValidationError(f"{dataset.id}: does not fit the schema: {exc}") from exc
-        headers = cloudevent_headers(
-            event_id=event_id,
-            source=f"/databus/{self._source_system}/{unit}",
-            event_type=f"vn.gov.databus.{dataset.id}.{change.op.value}",
-            time=now,
-        )
-        return _Encoded(
-            dataset=dataset,
-            key=dataset.key_of(state).encode(),
-            value=frame(coder.serializer.schema_id, body),
-            headers=headers,
-            event_id=event_id,
+        template = coder.templates.get((unit, op_code))
+        if template is None:
+            template = coder.templates[(unit, op_code)] = HeaderTemplate(
+                f"/databus/{self._source_system}/{unit}",
+                f"vn.gov.databus.{dataset.id}.{op_code}",
+            )
+        prefix = coder.prefix
+        if prefix is None:
+            prefix = coder.prefix = frame(coder.serializer.schema_id, b"")
+        key = str(state[coder.key_field]) if coder.key_field is not None else dataset.key_of(state)
+        return (
+            key.encode(),
+            prefix + body,
+            template.headers(event_id, now_ms, traceparent),
+            event_id,
         )
 
     def publish(
@@ -268,10 +376,13 @@ class Publisher:
         Delivery is asynchronous: ``flush()`` waits for it and raises on failures.
         """
         self._check_open()
-        change = Change(after, version, op, before, changed_at, unit, event_id)
-        encoded = self._encode(dataset, change)
-        self._send([encoded])
-        return encoded.event_id
+        coder = self._coders.get(dataset.id) or self._coder(dataset)
+        encoded = self._encode(coder, after, version, op, before, changed_at, unit, event_id)
+        if self._spool is not None:
+            self._spool_batch(coder.topic, [encoded])
+        else:
+            self._produce(coder.topic, encoded[0], encoded[1], encoded[2])
+        return encoded[3]
 
     def publish_many(self, dataset: Dataset, changes: Iterable[Change]) -> list[str]:
         """Validate and encode every change, then enqueue them all; returns their event ids.
@@ -282,36 +393,44 @@ class Publisher:
         Per-key order is the order of ``changes``.
         """
         self._check_open()
+        coder = self._coders.get(dataset.id) or self._coder(dataset)
+        encode = self._encode
         encoded: list[_Encoded] = []
-        for index, change in enumerate(changes):
+        append = encoded.append
+        for index, c in enumerate(changes):
             try:
-                encoded.append(self._encode(dataset, change))
+                append(
+                    encode(
+                        coder, c.after, c.version, c.op, c.before, c.changed_at, c.unit, c.event_id
+                    )
+                )
             except PublishValidationError as exc:
                 raise PublishValidationError(
                     f"change {index} of the batch: {exc}; nothing of the batch was sent"
                 ) from None
-        self._send(encoded)
-        return [e.event_id for e in encoded]
+        if not encoded:
+            return []
+        if self._spool is not None:
+            self._spool_batch(coder.topic, encoded)
+        else:
+            produce = self._produce
+            topic = coder.topic
+            for key, value, headers, _ in encoded:
+                produce(topic, key, value, headers)
+        return [e[3] for e in encoded]
 
     def _check_open(self) -> None:
         if self._closed:
             raise DeliveryError("publisher is closed", retriable=False)
 
-    def _send(self, batch: list[_Encoded]) -> None:
-        if not batch:
-            return
-        if self._spool is not None:
-            records = [
-                SpoolRecord(
-                    e.dataset.raw_topic, e.key, e.value, _bytes_headers(e.headers), e.event_id
-                )
-                for e in batch
-            ]
-            self._spool.append(records)  # durable before we return; SpoolFullError if full
-            self._service(0)
-        else:
-            for e in batch:
-                self._produce(e.dataset, e.key, e.value, e.headers, e.event_id)
+    def _spool_batch(self, topic: str, batch: list[_Encoded]) -> None:
+        assert self._spool is not None
+        records = [
+            SpoolRecord(topic, key, value, _bytes_headers(headers), event_id)
+            for key, value, headers, event_id in batch
+        ]
+        self._spool.append(records)  # durable before we return; SpoolFullError if full
+        self._service(0)
 
     @property
     def spooled(self) -> int:
@@ -322,8 +441,8 @@ class Publisher:
         """Serve delivery reports and keep the spool draining; call it when idle."""
         if self._spool is not None:
             self._service(timeout)
-        else:
-            self._producer.poll(timeout)
+        elif self._producer.poll(timeout):
+            self._count_acks()
 
     def _service(self, timeout: float) -> None:
         """One step of the spool's drain: reports, acks, rewind, then produce more."""
@@ -408,37 +527,53 @@ class Publisher:
 
         return on_delivery
 
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Every delivery report without a spool (the producer's default callback).
+
+        One bound method instead of a closure per event; acknowledgements are only
+        counted here and added to the metric after each poll that served some.
+        """
+        topic = msg.topic() or ""
+        if err is None:
+            acks = self._acks
+            acks[topic] = acks.get(topic, 0) + 1
+            return
+        self._failures.append((self._event_id_of(topic, msg.value()), err))
+        self._failed_counter(_RAW_TOPIC_DATASET.get(topic, "unknown")).inc()
+
+    def _event_id_of(self, topic: str, value: bytes | None) -> str:
+        """The event id inside a framed value (delivery reports carry no headers)."""
+        coder = next((c for c in self._coders.values() if c.topic == topic), None)
+        if coder is None or value is None:
+            return "(unknown event)"
+        try:
+            envelope = fastavro.schemaless_reader(
+                io.BytesIO(unframe(value)[1]), coder.serializer.parsed_schema, None
+            )
+            return str(cast(dict[str, Any], envelope)["event_id"])
+        except Exception:  # a report about a value we wrote: this never fails in practice
+            return "(unknown event)"
+
+    def _count_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, {}
+            for topic, n in acks.items():
+                self._produced_counter(_RAW_TOPIC_DATASET.get(topic, "unknown")).inc(n)
+
     def _produce(
-        self,
-        dataset: Dataset,
-        key: bytes,
-        value: bytes,
-        headers: list[tuple[str, str | bytes | None]],
-        event_id: str,
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, str | bytes | None]]
     ) -> None:
-        produced = self._produced_counter(dataset.id)
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                self._failures.append((event_id, err))
-                self._failed_counter(dataset.id).inc()
-            else:
-                produced.inc()
-
+        producer = self._producer
         while True:
             try:
-                self._producer.produce(
-                    dataset.raw_topic,
-                    value=value,
-                    key=key,
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
+                producer.produce(topic, value=value, key=key, headers=headers)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports to make room.
-                self._producer.poll(0.1)
-        self._producer.poll(0)
+                producer.poll(0.1)
+                self._count_acks()
+        if producer.poll(0):
+            self._count_acks()
 
     @property
     def failures(self) -> list[tuple[str, KafkaError]]:
@@ -455,10 +590,12 @@ class Publisher:
             return
         deadline = time.monotonic() + timeout
         while (remaining := self._producer.flush(max(0.0, deadline - time.monotonic()))) > 0:
+            self._count_acks()
             if time.monotonic() >= deadline:
                 raise DeliveryError(
                     f"{remaining} events still unacknowledged after {timeout:.0f} s"
                 )
+        self._count_acks()
         if self._failures:
             failures, self._failures = self._failures, []
             first_id, first_err = failures[0]

@@ -18,6 +18,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bus.errors import CodecError, RegistryError
+from schemas.avro_compile import AvroEncoder, UnsupportedSchemaError, compile_encoder
 
 __all__ = ["MAGIC_BYTE", "AvroDeserializer", "AvroSerializer", "frame", "unframe"]
 
@@ -75,6 +76,13 @@ class AvroSerializer:
         self._subject = subject
         self._schema_str = schema_str
         self._parsed = _parse(schema_str)
+        try:
+            # Same bytes as fastavro, several times faster (schemas/avro_compile.py).
+            self._encode: AvroEncoder = compile_encoder(self._parsed)
+        except UnsupportedSchemaError:
+            # A schema the compiler does not handle (the decimal logical type, a union
+            # whose branch fastavro picks by deep validation) is written by fastavro.
+            self._encode = self._fastavro_encode
         self._auto_register = auto_register
         self._schema_id: int | None = None
 
@@ -93,6 +101,11 @@ class AvroSerializer:
                 raise RegistryError(f"{self._subject}: the registry returned no id")
             self._schema_id = found
         return self._schema_id
+
+    @property
+    def parsed_schema(self) -> Any:
+        """The schema as fastavro parsed it (to read back what this serializer wrote)."""
+        return self._parsed
 
     def union_record_name(self, field: str) -> str | None:
         """The full name of the one record branch of a top-level union field, if any.
@@ -114,6 +127,10 @@ class AvroSerializer:
         return None
 
     def encode_body(self, obj: dict[str, Any]) -> bytes:
+        """The Avro body of ``obj``; ``ValueError``/``TypeError`` when it does not fit."""
+        return self._encode(obj)
+
+    def _fastavro_encode(self, obj: Any) -> bytes:
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, self._parsed, obj)
         return buf.getvalue()
