@@ -54,6 +54,9 @@ __all__ = ["create_app", "loop_topics"]
 log = logging.getLogger(__name__)
 
 _TICK = "__tick__"
+# Groups whose rules depend on the sequence of readings (N consecutive), not on counts
+# over a window: evaluated after each delta rather than once per batch.
+_STEPWISE = frozenset({"aqi_station"})
 
 
 def loop_topics(settings: Settings) -> LoopTopics:
@@ -193,7 +196,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             ]
             if not fresh:
                 continue  # a redelivered batch this state has already applied
-            state = RULE_GROUPS[group].apply(held["state"], fresh, rules)
+            rule_group = RULE_GROUPS[group]
+            if group in _STEPWISE:
+                # A streak that starts and ends inside one batch must still be raised
+                # and resolved: fold and evaluate delta by delta, in event-time order.
+                state = held["state"]
+                for d in sorted(fresh, key=lambda d: int(d["event_ms"])):
+                    state = rule_group.apply(state, [d], rules)
+                    await _evaluate(name, group, key, state, int(state.get("wm") or 0))
+            else:
+                state = rule_group.apply(held["state"], fresh, rules)
             for d in fresh:
                 if d["offset"] >= 0:
                     hw[d["src"]] = max(hw.get(d["src"], -1), d["offset"])
