@@ -5,6 +5,8 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream_processors.text import normalize_text
 
@@ -129,3 +131,28 @@ def test_blank_becomes_empty(raw: str) -> None:
 def test_normalization_is_idempotent(raw: str) -> None:
     once = normalize_text(raw).text
     assert normalize_text(once) == (once, False)
+
+
+# ---- the fast paths agree with the plain definition
+
+_VIET = "aăâeêioôơuưyAĂÂEÊIOÔƠUƯYđĐÐðqQ \u00a0\t\u200b\u0300\u0301\u0303\u0309\u0323àáảãạèéẻẽẹỳýỷỹỵ"
+
+
+def _reference(value: str) -> str:
+    """normalize_text as first written, step by step, without fast paths."""
+    import unicodedata
+
+    from stream_processors import text as t
+
+    out = "".join(ch for ch in value if not t._is_invisible(ch))
+    out = unicodedata.normalize("NFC", out.translate(t._ETH))
+    out = t._SPACES.sub(" ", out).strip()
+    return t._LETTERS.sub(t._traditional_tone, out)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_VIET), max_size=24) | st.text(max_size=24))
+def test_fast_paths_match_the_definition(value: str) -> None:
+    result = normalize_text(value)
+    assert result.text == _reference(value)
+    assert result.changed == (result.text != value)
