@@ -7,8 +7,9 @@ The I/O loop (``stream_processors.batch_loop``) writes them in a safe order and
 commits the input offsets only after everything is acknowledged.
 
 The entity state is changed in place while the batch is processed (later records
-of the batch must see earlier ones); ``rollback`` undoes a batch whose outputs
-could not be written, ``settle`` forgets the undo log once they were.
+of the batch must see earlier ones). Each batch keeps an undo segment until its
+outputs are all written: ``rollback`` undoes every unsettled batch (the loop then
+processes their records again), ``settle`` forgets the oldest once written.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class BatchCore:
         self._contributions = contributions
         self._presence = presence
         self._entities: dict[TopicPartitionKey, dict[bytes, Entity]] = {}
-        self._undo: list[tuple[dict[bytes, Entity], bytes, Entity | None]] = []
+        self._undo: list[list[tuple[dict[bytes, Entity], bytes, Entity | None]]] = []
 
     # ---- partition ownership
     def load(self, topic: str, partition: int, entities: dict[bytes, Entity]) -> None:
@@ -133,17 +134,24 @@ class BatchCore:
     def entity_count(self) -> int:
         return sum(len(t) for t in self._entities.values())
 
-    # ---- batch bookkeeping
+    # ---- batch bookkeeping: one undo segment per batch not yet fully written
     def rollback(self) -> None:
-        for table, key, previous in reversed(self._undo):
-            if previous is None:
-                table.pop(key, None)
-            else:
-                table[key] = previous
+        """Undo every batch not settled yet (newest first)."""
+        for segment in reversed(self._undo):
+            for table, key, previous in reversed(segment):
+                if previous is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = previous
         self._undo.clear()
 
-    def settle(self) -> None:
-        self._undo.clear()
+    def settle(self, batches: int = 1) -> None:
+        """Forget the undo log of the oldest ``batches`` batches: they are written."""
+        del self._undo[:batches]
+
+    @property
+    def unsettled(self) -> int:
+        return len(self._undo)
 
     def _unit(self, unit: object) -> str:
         return unit if isinstance(unit, str) and unit in self._units else UNKNOWN_UNIT
@@ -151,6 +159,7 @@ class BatchCore:
     def process(self, records: list[RawRecord], now_ms: int) -> BatchOutput:
         """Raises ``RegistryError`` (retriable) after undoing the state it changed."""
         out = BatchOutput()
+        self._undo.append([])
         try:
             for record in records:
                 self._one(record, out, now_ms)
@@ -229,7 +238,7 @@ class BatchCore:
         contributions = [list(c) for c in self._contributions(ds.id, event)]
         old = previous.contributions if previous is not None else []
         entity = Entity(version, event_id, digest, r.offset, contributions, old)
-        self._undo.append((table, key, previous))
+        self._undo[-1].append((table, key, previous))
         table[key] = entity
         out.entities[(r.topic, r.partition, key)] = entity
         if old or contributions:

@@ -13,12 +13,15 @@ One batch, in an order that loses nothing and double-counts nothing:
 3. produce the entity changelog, the rule deltas and the unit stats, flush;
 4. commit the input offsets.
 
-A crash after 2 re-processes the batch: std records go out again (sinks are
-idempotent on entity version), the entity state has not changed, so nothing is
-counted twice. A crash after 3 re-reads records the changelog already holds: they
-are recognised as redeliveries (same offset) and only their rule deltas are sent
-again, which the rule stage drops by source offset. A failed write rolls the entity
-state back and retries the batch; so does a registry outage.
+Steps 3 and 4 of one batch ride on the next batch's flush (or on an idle poll), so a
+cycle costs one flush, and commits are asynchronous. A crash after 2 re-processes
+the batch: std records go out again (sinks are idempotent on entity version), the
+entity state has not changed, so nothing is counted twice. A crash after 3 re-reads
+records the changelog already holds: they are recognised as redeliveries (same
+offset) and only their rule deltas are sent again, which the rule stage drops by
+source offset. A failed write rolls the entity state of the unfinished batches back
+and processes their records again; so does a registry outage. Before partitions are
+revoked and on stop, the pending batch is finished and committed.
 
 Entity state lives in one changelog topic per dataset, partitioned like the raw
 topic. When partitions are assigned, the loop replays their changelog up to a
@@ -100,6 +103,7 @@ class BatchLoop:
         self.last_record_monotonic = 0.0
         self.caught_up = False
         self.batches = 0
+        self._pending: _Pending | None = None
 
     # ---- consumer wiring
     def _consumer(self) -> Consumer:
@@ -205,8 +209,8 @@ class BatchLoop:
             self._failed.clear()
             raise DeliveryError(f"{what}: {remaining} unsent, delivery errors {sorted(errors)}")
 
-    def _write(self, out: BatchOutput) -> None:
-        m = self._metrics
+    def _produce_outputs(self, out: BatchOutput) -> None:
+        """Phase 1 of a batch: std records and dead letters."""
         for topic, key, value, headers in out.std:
             self._produce(topic, key, value, headers)
         for dead in out.dead:
@@ -223,7 +227,9 @@ class BatchLoop:
                     letter=dead.letter,
                 ),
             )
-        self._flush_checked("standardized records and dead letters")
+
+    def _produce_state(self, out: BatchOutput) -> None:
+        """Phase 2 of a batch, once its phase 1 is acknowledged: state and aggregates."""
         for (topic, partition, key), entity in out.entities.items():
             self._produce(self._changelogs[topic], key, entity.to_json(), partition=partition)
         for (group, subject), deltas in out.deltas.items():
@@ -247,8 +253,10 @@ class BatchLoop:
                 f"{STATS_GROUP}|{name}".encode(),
                 _json({"group": STATS_GROUP, "key": name, "deltas": [delta]}),
             )
-        self._flush_checked("entity changelog, rule deltas and stats")
-        # Counted once the batch is written, so a retried batch is not counted twice.
+
+    def _count(self, out: BatchOutput) -> None:
+        """Metrics of a batch, once it is fully written (a retried batch counts once)."""
+        m = self._metrics
         for (dataset, _unit), stats in out.stats.items():
             m.events_consumed.labels(dataset, "raw").inc(stats.received)
             if stats.valid:
@@ -261,17 +269,34 @@ class BatchLoop:
             m.events_dropped.labels(dataset, verdict).inc(n)
 
     # ---- the loop
-    def _handle(self, records: list[RawRecord]) -> None:
+    def _cycle(self, consumer: Consumer, records: list[RawRecord], *, sync: bool = False) -> None:
+        """Process ``records`` (may be empty) and finish the pending batch, in one flush.
+
+        The pending batch's phase 1 was acknowledged in the previous cycle, so its
+        phase 2 can go out together with this batch's phase 1. Once the flush is
+        acknowledged, the pending batch is complete: its offsets are committed. On a
+        failure, both batches' entity state is rolled back and all their records are
+        processed again as one batch (their std records may go out twice).
+        """
         delay = 0.2
         while True:
             started = time.perf_counter()
+            pending = self._pending
+            out: BatchOutput | None = None
             try:
-                out = self._core.process(records, self._clock_ms())
-                self._write(out)
+                if records:
+                    out = self._core.process(records, self._clock_ms())
+                    self._produce_outputs(out)
+                if pending is not None:
+                    self._produce_state(pending.out)
+                self._flush_checked("batch outputs")
             except DatabusError as exc:
                 if not exc.retriable:
                     raise
                 self._core.rollback()
+                if pending is not None:
+                    records = pending.records + records
+                    self._pending = None
                 log.warning(
                     "batch of %d not written (%s); retrying in %.1f s", len(records), exc, delay
                 )
@@ -279,43 +304,74 @@ class BatchLoop:
                     raise
                 delay = min(delay * 2, 10.0)
                 continue
-            self._core.settle()
+            if pending is not None:
+                self._core.settle()
+                self._count(pending.out)
+                self._commit(consumer, pending.records, asynchronous=not sync)
+                self.batches += 1
+            self._pending = _Pending(records, out) if out is not None else None
             self._metrics.processing_seconds.labels("all", "batch").observe(
                 time.perf_counter() - started
             )
             return
 
+    def _commit(self, consumer: Consumer, records: list[RawRecord], *, asynchronous: bool) -> None:
+        ends: dict[tuple[str, int], int] = {}
+        for r in records:
+            ends[(r.topic, r.partition)] = max(ends.get((r.topic, r.partition), -1), r.offset)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in ends.items()]
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # a rebalance took the partitions: the new owner redoes it
+            log.warning("offset commit failed (%s); the batch may be processed again", exc)
+
+    def _finish_pending(self, consumer: Consumer) -> None:
+        """Write the pending batch's phase 2 and commit it (before a revoke or a stop)."""
+        if self._pending is None:
+            return
+        try:
+            self._cycle(consumer, [], sync=True)
+        except DatabusError as exc:
+            log.warning("could not finish the last batch (%s); it will be processed again", exc)
+            self._core.rollback()
+            self._pending = None
+
     def run(self) -> None:
         """Consume, process and commit until ``stop_event`` is set."""
         consumer = self._consumer()
-        consumer.subscribe(
-            list(self._datasets), on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
+
+        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            self._finish_pending(c)
+            self._on_revoke(c, partitions)
+
+        consumer.subscribe(list(self._datasets), on_assign=self._on_assign, on_revoke=on_revoke)
         try:
             while not self.stop_event.is_set():
                 msgs = consumer.consume(self._batch_size, 0.05)
                 self.caught_up = len(msgs) < self._batch_size
                 records = [_record(m) for m in msgs if not m.error()]
-                if not records:
-                    continue
-                self.last_record_monotonic = time.monotonic()
-                self._handle(records)
-                ends: dict[tuple[str, int], int] = {}
-                for r in records:
-                    ends[(r.topic, r.partition)] = max(
-                        ends.get((r.topic, r.partition), -1), r.offset
-                    )
-                try:
-                    consumer.commit(
-                        offsets=[TopicPartition(t, p, o + 1) for (t, p), o in ends.items()],
-                        asynchronous=False,
-                    )
-                except Exception as exc:  # a rebalance took the partitions: the new owner redoes it
-                    log.warning("offset commit failed (%s); the batch may be processed again", exc)
-                self.batches += 1
+                if records:
+                    self.last_record_monotonic = time.monotonic()
+                    self._cycle(consumer, records)
+                elif self._pending is not None:
+                    self._cycle(consumer, [])  # idle: complete the last batch now
         finally:
-            consumer.close()
-            self._producer.flush(30.0)
+            try:
+                self._finish_pending(consumer)
+            finally:
+                consumer.close()
+                self._producer.flush(30.0)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A batch whose std records and dead letters are written; its state is not yet."""
+
+    records: list[RawRecord]
+    out: BatchOutput
 
 
 def _record(m: Message) -> RawRecord:
