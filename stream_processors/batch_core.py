@@ -166,6 +166,15 @@ class BatchCore:
         except BaseException:
             self.rollback()
             raise
+        for (topic, partition, _key), entity in out.entities.items():
+            if entity.previous or entity.contributions:
+                out.add_deltas(
+                    entity.previous,
+                    entity.contributions,
+                    event_ms=entity.event_ms,
+                    src=f"{topic}:{partition}",
+                    offset=entity.offset,
+                )
         return out
 
     def _one(self, r: RawRecord, out: BatchOutput, now_ms: int) -> None:
@@ -190,14 +199,13 @@ class BatchCore:
         verdict = classify(
             previous, event_id=event_id, version=version, digest=digest, offset=r.offset
         )
-        src = f"{r.topic}:{r.partition}"
         if verdict is Verdict.REDELIVERY:
             assert previous is not None
             out.add_deltas(
                 previous.previous,
                 previous.contributions,
                 event_ms=_ms(source.get("ts_ms")),
-                src=src,
+                src=f"{r.topic}:{r.partition}",
                 offset=r.offset,
             )
             return  # counted when it was first processed
@@ -236,13 +244,20 @@ class BatchCore:
         if key is None:
             return  # no entity to track: nothing to deduplicate against or contribute
         contributions = [list(c) for c in self._contributions(ds.id, event)]
-        old = previous.contributions if previous is not None else []
-        entity = Entity(version, event_id, digest, r.offset, contributions, old)
+        where = (r.topic, r.partition, key)
+        earlier = out.entities.get(where)
+        # `previous` of the stored state = the contributions before this batch: an entity
+        # changed several times in a batch sends one net delta, so a redelivery after a
+        # crash re-sends exactly what the lost batch would have (see entity_state.py).
+        if earlier is not None:
+            before_batch = earlier.previous
+        else:
+            before_batch = previous.contributions if previous is not None else []
+        entity = Entity(version, event_id, digest, r.offset, contributions, before_batch)
+        entity.event_ms = event_ms
         self._undo[-1].append((table, key, previous))
         table[key] = entity
-        out.entities[(r.topic, r.partition, key)] = entity
-        if old or contributions:
-            out.add_deltas(old, contributions, event_ms=event_ms, src=src, offset=r.offset)
+        out.entities[where] = entity
 
 
 def _record_key(ds: Dataset, raw: Mapping[str, Any]) -> bytes | None:

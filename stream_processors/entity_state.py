@@ -2,7 +2,8 @@
 
 The processor keeps, per entity (the record key, one partition owns it), the newest
 accepted change: source version, event id, a digest of its content, the raw offset it
-came from, and what it contributes to alert-rule state (now and before that change).
+came from, and what it contributes to alert-rule state — now, and before the batch that
+made the change (an entity changed several times in one batch sends one net delta).
 
 ``classify`` decides what an incoming change is:
 
@@ -51,7 +52,10 @@ class Entity:
     digest: str
     offset: int
     contributions: list[Contribution] = field(default_factory=list)
+    # The contributions before the batch that produced this state: one net delta per
+    # entity per batch (previous → contributions) is what a redelivery re-sends.
     previous: list[Contribution] = field(default_factory=list)
+    event_ms: int = field(default=0, compare=False)  # source time; not persisted
 
     def to_json(self) -> bytes:
         return json.dumps(
