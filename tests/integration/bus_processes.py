@@ -6,15 +6,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.dashboard import scrape
-from bus.local_stack import free_port
-from bus.settings import Settings
+from bus.local_stack import LocalStack, free_port
+from bus.settings import Settings, load_settings
+from bus.topics import bus_topics, ensure_topics
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
@@ -81,3 +83,26 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
                 records.append(msg)
     consumer.close()
     return records
+
+
+@contextmanager
+def own_bus(
+    data_dir: Path, *, with_redis: bool = False, env: dict[str, str] | None = None
+) -> Iterator[Bus]:
+    """A stack of its own (other tests' records cannot change the figures), the
+    catalog's topics, and a ``Bus`` to start processes on; everything stops after."""
+    requested = load_settings(
+        data_dir=data_dir,
+        kafka={"bootstrap_servers": None},
+        redis={"url": None if with_redis else "redis://unused:1/0"},
+        schema_registry={"url": None},
+    )
+    with LocalStack(requested) as stack:
+        ensure_topics(stack.settings, bus_topics(stack.settings))
+        # Faust's own INFO log (rebalances, recovery) goes to the processes' log files.
+        extra = {"DATABUS_FAUST_LOG_LEVEL": "INFO", **(env or {})}
+        bus = Bus(stack.settings, {**stack.env(), **extra}, data_dir)
+        try:
+            yield bus
+        finally:
+            bus.stop()

@@ -16,13 +16,10 @@ from typing import Any
 
 import pytest
 import redis
-from bus_processes import Bus, read_topic, wait_for
+from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.local_stack import LocalStack
-from bus.settings import load_settings
-from bus.topics import bus_topics, ensure_topics
 from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
 from producers.publisher import Publisher, producer_config
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, load_schema
@@ -39,22 +36,10 @@ OVERDUE_RULE = "dossier_overdue_rate"
 
 @pytest.fixture(scope="module")
 def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
-    data_dir = tmp_path_factory.mktemp("e2e")
-    requested = load_settings(
-        data_dir=data_dir,
-        kafka={"bootstrap_servers": None},
-        redis={"url": None},
-        schema_registry={"url": None},
-    )
-    with LocalStack(requested) as stack:
-        ensure_topics(stack.settings, bus_topics(stack.settings))
-        b = Bus(stack.settings, stack.env(), data_dir)
+    with own_bus(tmp_path_factory.mktemp("e2e"), with_redis=True) as b:
         b.start("processor", "process")
         b.start("sink", "sink", "ioc")
-        try:
-            yield b
-        finally:
-            b.stop()
+        yield b
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from bus_processes import Bus, read_topic, wait_for
+from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.local_stack import LocalStack
-from bus.settings import load_settings
-from bus.topics import bus_topics, ensure_topics
 from producers.publisher import Publisher
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset, publish_records
 from schemas.catalog import ALERTS_TOPIC, QUALITY_TOPIC, get_dataset
@@ -35,23 +32,11 @@ STATION = "TEST-AQI-STATION-01"
 
 @pytest.fixture(scope="module")
 def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
-    data_dir = tmp_path_factory.mktemp("datasets")
-    requested = load_settings(
-        data_dir=data_dir,
-        kafka={"bootstrap_servers": None},
-        redis={"url": "redis://unused:1/0"},
-        schema_registry={"url": None},
-    )
-    with LocalStack(requested) as stack:
-        ensure_topics(stack.settings, bus_topics(stack.settings))
-        # Re-evaluate every second so a quality report and wall-clock checks come quickly.
-        env = {**stack.env(), "DATABUS_ALERTS__EVALUATE_EVERY_S": "1"}
-        b = Bus(stack.settings, env, data_dir)
+    # Re-evaluate every second so a quality report and wall-clock checks come quickly.
+    env = {"DATABUS_ALERTS__EVALUATE_EVERY_S": "1"}
+    with own_bus(tmp_path_factory.mktemp("datasets"), env=env) as b:
         b.start("processor", "process")
-        try:
-            yield b
-        finally:
-            b.stop()
+        yield b
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from bus_processes import Bus, read_topic, wait_for
+from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.local_stack import LocalStack
-from bus.settings import load_settings
-from bus.topics import bus_topics, ensure_topics
 from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS
@@ -35,21 +32,8 @@ OVERDUE_RULE = "dossier_overdue_rate"
 
 @pytest.fixture
 def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
-    data_dir = tmp_path_factory.mktemp("workers")
-    requested = load_settings(
-        data_dir=data_dir,
-        kafka={"bootstrap_servers": None},
-        redis={"url": "redis://unused:1/0"},
-        schema_registry={"url": None},
-    )
-    with LocalStack(requested) as stack:
-        ensure_topics(stack.settings, bus_topics(stack.settings))
-        # Faust's own INFO log (rebalances, recovery) in the workers' log files.
-        b = Bus(stack.settings, {**stack.env(), "DATABUS_FAUST_LOG_LEVEL": "INFO"}, data_dir)
-        try:
-            yield b
-        finally:
-            b.stop()
+    with own_bus(tmp_path_factory.mktemp("workers")) as b:
+        yield b
 
 
 def ids_on(bus: Bus, topic: str) -> list[str]:
