@@ -19,6 +19,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bus.errors import CodecError, RegistryError
 from schemas.avro_compile import AvroEncoder, UnsupportedSchemaError, compile_encoder
+from schemas.avro_decode import AvroDecoder, compile_decoder
 
 __all__ = ["MAGIC_BYTE", "AvroDeserializer", "AvroSerializer", "frame", "unframe"]
 
@@ -33,6 +34,12 @@ def frame(schema_id: int, body: bytes) -> bytes:
 
 def unframe(data: bytes | None) -> tuple[int, bytes]:
     """Split a framed value into (schema id, Avro body)."""
+    schema_id, framed = _checked(data)
+    return schema_id, framed[_HEADER.size :]
+
+
+def _checked(data: bytes | None) -> tuple[int, bytes]:
+    """(schema id, the framed value) once the header is checked."""
     if not data:
         raise CodecError("empty_value", "the record has no value")
     if len(data) < _HEADER.size:
@@ -40,7 +47,7 @@ def unframe(data: bytes | None) -> tuple[int, bytes]:
     magic, schema_id = _HEADER.unpack_from(data)
     if magic != MAGIC_BYTE:
         raise CodecError("bad_magic_byte", f"magic byte {magic}, expected {MAGIC_BYTE}")
-    return schema_id, data[_HEADER.size :]
+    return int(schema_id), data
 
 
 def _parse(schema_str: str) -> Any:
@@ -140,17 +147,23 @@ class AvroSerializer:
 
 
 class AvroDeserializer:
-    """Decode framed values; optionally insist on one record type (the dataset's)."""
+    """Decode framed values; optionally insist on one record type (the dataset's).
+
+    Each writer schema is compiled once with the reader schema into a strict decoder
+    (schemas/avro_decode.py, about twice as fast as fastavro); one it does not compile
+    is read by fastavro, with the same reason codes.
+    """
 
     def __init__(self, client: SchemaRegistryClient, reader_schema_str: str | None = None) -> None:
         self._client = client
         self._reader = _parse(reader_schema_str) if reader_schema_str else None
-        self._writers: dict[int, Any] = {}
+        # schema id -> (writer schema as fastavro parsed it, compiled decoder or None)
+        self._writers: dict[int, tuple[Any, AvroDecoder | None]] = {}
 
-    def _writer(self, schema_id: int) -> Any:
-        parsed = self._writers.get(schema_id)
-        if parsed is not None:
-            return parsed
+    def _writer(self, schema_id: int) -> tuple[Any, AvroDecoder | None]:
+        known = self._writers.get(schema_id)
+        if known is not None:
+            return known
         try:
             schema = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
@@ -170,12 +183,26 @@ class AvroDeserializer:
                 f"schema id {schema_id} is {_full_name(parsed)}, "
                 f"expected {_full_name(self._reader)}",
             )
-        self._writers[schema_id] = parsed
-        return parsed
+        try:
+            decode: AvroDecoder | None = compile_decoder(parsed, self._reader)
+        except UnsupportedSchemaError:
+            decode = None  # e.g. the decimal logical type: fastavro reads it
+        self._writers[schema_id] = known = (parsed, decode)
+        return known
 
     def __call__(self, data: bytes | None, ctx: object = None) -> dict[str, Any]:
-        schema_id, body = unframe(data)
-        writer = self._writer(schema_id)
+        schema_id, framed = _checked(data)
+        writer, decode = self._writer(schema_id)
+        if decode is not None:
+            # Reads the body in place (no copy); raises CodecError with the same
+            # reason codes as the fastavro path below.
+            record = decode(framed, _HEADER.size)
+            if not isinstance(record, dict):
+                raise CodecError("invalid_avro", "the value is not a record")
+            return record
+        return self._fastavro_read(writer, framed[_HEADER.size :])
+
+    def _fastavro_read(self, writer: Any, body: bytes) -> dict[str, Any]:
         buf = io.BytesIO(body)
         try:
             record = fastavro.schemaless_reader(buf, writer, self._reader)
