@@ -65,13 +65,18 @@ def check_citizen_id(
     if not isinstance(value, str):
         return CitizenIdRejection("invalid_citizen_id", "citizen id is not a string")
     stripped = value.strip()
-    # Clerks type ids in groups ("079 085 012345"); spaces carry no meaning.
-    compact = "".join(stripped.split())
-    flags: list[str] = []
-    if compact != stripped:
-        flags.append("citizen_id_spaces_removed")
-    if not _ascii_digits(compact):
-        return CitizenIdRejection("invalid_citizen_id", "citizen id must contain only digits 0-9")
+    flags: tuple[str, ...] = ()
+    if _ascii_digits(stripped):  # the usual case: nothing to remove
+        compact = stripped
+    else:
+        # Clerks type ids in groups ("079 085 012345"); spaces carry no meaning.
+        compact = "".join(stripped.split())
+        if compact != stripped:
+            flags = ("citizen_id_spaces_removed",)
+        if not _ascii_digits(compact):
+            return CitizenIdRejection(
+                "invalid_citizen_id", "citizen id must contain only digits 0-9"
+            )
     if len(compact) == 9:
         return CitizenId(compact, "cmnd", flags=(*flags, "legacy_cmnd_id"))
     if len(compact) != 12:
@@ -95,7 +100,7 @@ def check_citizen_id(
         return CitizenIdRejection(
             "citizen_id_mismatch", "sex encoded in the citizen id differs from the record"
         )
-    return CitizenId(compact, "cccd", birth_year=id_year, sex=id_sex, flags=tuple(flags))
+    return CitizenId(compact, "cccd", birth_year=id_year, sex=id_sex, flags=flags)
 
 
 def make_citizen_id(province_code: str, birth_year: int, sex: str, serial: int) -> str:

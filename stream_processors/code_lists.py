@@ -64,10 +64,11 @@ class CodeList:
     aliases: Mapping[str, str]  # folded source spelling -> national code
 
     def lookup(self, value: str) -> CodeMatch | None:
-        code = self.aliases.get(fold_code(value))
+        text = normalize_text(value).text  # fold_code, with the text kept for ``mapped``
+        code = self.aliases.get(text.casefold())
         if code is None:
             return None
-        return CodeMatch(self.entries[code], mapped=code != normalize_text(value).text)
+        return CodeMatch(self.entries[code], mapped=code != text)
 
 
 def _load_list(path: Path, name: str) -> CodeList:

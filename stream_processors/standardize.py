@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import UUID
 
 from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
@@ -26,6 +26,7 @@ from stream_processors.timeparse import (
     TimeRejection,
     parse_date,
     parse_timestamp,
+    parse_timestamp_text,
 )
 
 __all__ = [
@@ -163,17 +164,23 @@ def _event_id(value: object) -> str:
     raise _Invalid("invalid_envelope", "event_id", "expected a UUID")
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # Decoded events are plain dicts: skip the slower ABC check for them.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _source(value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
+    if not _is_mapping(value):
         raise _Invalid("invalid_envelope", "source", "expected a record")
-    version = value.get("version")
+    get = value.get
+    version = get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise _Invalid("invalid_envelope", "source.version", "expected an integer")
     return {
-        "system": _envelope_str(value.get("system"), "source.system"),
-        "unit": _envelope_str(value.get("unit"), "source.unit"),
-        "dataset": _envelope_str(value.get("dataset"), "source.dataset"),
-        "ts_ms": _aware(value.get("ts_ms"), "source.ts_ms"),
+        "system": _envelope_str(get("system"), "source.system"),
+        "unit": _envelope_str(get("unit"), "source.unit"),
+        "dataset": _envelope_str(get("dataset"), "source.dataset"),
+        "ts_ms": _aware(get("ts_ms"), "source.ts_ms"),
         "version": version,
     }
 
@@ -181,126 +188,143 @@ def _source(value: object) -> dict[str, Any]:
 def _to_millis(moment: datetime) -> datetime:
     # The std schema stores milliseconds; truncating here makes a decoded event equal
     # to the one we produced.
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    micros = moment.microsecond
+    if not micros % 1000:
+        return moment
+    return moment.replace(microsecond=micros // 1000 * 1000)
 
 
-class _Image:
-    """Standardizes one dossier image; collects flags in first-seen order."""
+# The text fields of a dossier image, in the order their problems are reported.
+_TEXT_FIELDS = (
+    "dossier_id",
+    "dossier_code",
+    "procedure_code",
+    "procedure_name",
+    "receiving_unit_code",
+    "admin_unit_code",
+    "applicant_citizen_id",
+    "applicant_name",
+)
 
-    def __init__(self, image: Mapping[str, Any], prefix: str, now: datetime) -> None:
-        self.image = image
-        self.prefix = prefix
-        self.now = now
-        self.flags: dict[str, None] = {}
 
-    def name(self, field: str) -> str:
-        return f"{self.prefix}.{field}"
+def _enum_problem(prefix: str, field: str, symbols: frozenset[str]) -> _Invalid:
+    return _Invalid(
+        "invalid_field", f"{prefix}.{field}", f"expected one of {', '.join(sorted(symbols))}"
+    )
 
-    def flag(self, *flags: str) -> None:
-        for flag in flags:
-            self.flags[flag] = None
 
-    def raw_str(self, field: str, *, optional: bool = False) -> str | None:
-        value = self.image.get(field)
-        if value is None and optional:
-            return None
-        if not isinstance(value, str):
-            raise _Invalid("invalid_field", self.name(field), "expected a string")
-        return value
-
-    def text(self, field: str) -> str:
-        value = self.raw_str(field)
-        assert value is not None  # raw_str without optional never returns None
-        text, changed = normalize_text(value)
-        if not text:
-            raise _Invalid("missing_field", self.name(field), "empty after trimming")
-        if changed:
-            self.flag("text_normalized")
-        return text
-
-    def optional_text(self, field: str) -> str | None:
-        value = self.raw_str(field, optional=True)
-        if value is None:
-            return None
-        text = normalize_text(value).text
-        if not text:
-            self.flag("blank_as_null")
-            return None
-        return text
-
-    def enum(self, field: str, symbols: frozenset[str], *, optional: bool = False) -> str | None:
-        value = self.image.get(field)
-        if value is None and optional:
-            return None
-        if value not in symbols:
-            raise _Invalid(
-                "invalid_field", self.name(field), f"expected one of {', '.join(sorted(symbols))}"
-            )
-        return str(value)
-
-    def timestamp(self, field: str, *, deadline: bool = False) -> datetime:
-        value = self.raw_str(field)
-        assert value is not None
-        return self._parsed(field, value, deadline)
-
-    def optional_timestamp(self, field: str) -> datetime | None:
-        value = self.optional_text(field)
-        return None if value is None else self._parsed(field, value, False)
-
-    def _parsed(self, field: str, value: str, deadline: bool) -> datetime:
-        # A deadline lies in the future by design, so it gets no far-future check, and a
-        # date-only deadline means "by the end of that day".
-        parsed = parse_timestamp(
-            value,
-            now=self.now,
-            end_of_day=deadline,
-            future_tolerance=None if deadline else FAR_FUTURE_TOLERANCE,
-        )
-        if isinstance(parsed, TimeRejection):
-            raise _Invalid(parsed.reason, self.name(field), parsed.detail)
-        self.flag(*parsed.flags)
-        return _to_millis(parsed.value)
-
-    def birth_date(self, received_at: datetime) -> date | None:
-        field = "applicant_birth_date"
-        value = self.optional_text(field)
-        if value is None:
-            return None
-        parsed = parse_date(value)
-        if isinstance(parsed, TimeRejection):
-            # The value itself is personal data: the detail of parse_date omits it.
-            raise _Invalid(parsed.reason, self.name(field), parsed.detail)
-        if parsed.value.year < _OLDEST_BIRTH_YEAR:
-            raise _Invalid("invalid_date", self.name(field), "birth year before 1900")
-        if parsed.value > received_at.astimezone(LOCAL_TZ).date():
-            raise _Invalid("invalid_date", self.name(field), "birth date after received_at")
-        return parsed.value
+def _timestamp(
+    value: str, prefix: str, field: str, now: datetime, deadline: bool, flags: dict[str, None]
+) -> datetime:
+    """``parse_timestamp`` inlined for the hot path: the cached parse, then the check
+    against ``now`` (a deadline lies in the future by design, so it gets none, and a
+    date-only deadline means "by the end of that day")."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")  # a caller bug, as in parse_timestamp
+    parsed = parse_timestamp_text(value, deadline)
+    if isinstance(parsed, TimeRejection):
+        raise _Invalid(parsed.reason, f"{prefix}.{field}", parsed.detail)
+    if not deadline and parsed.value > now + FAR_FUTURE_TOLERANCE:
+        # Rare: let parse_timestamp word the rejection.
+        rejection = parse_timestamp(value, now=now)
+        if isinstance(rejection, TimeRejection):
+            raise _Invalid(rejection.reason, f"{prefix}.{field}", rejection.detail)
+    for flag in parsed.flags:
+        flags[flag] = None
+    return _to_millis(parsed.value)
 
 
 def _standardize_image(
     image: object, prefix: str, ref: ReferenceData, now: datetime
 ) -> dict[str, Any]:
-    if not isinstance(image, Mapping):
+    # One flat function rather than a helper object: it runs for every dossier event,
+    # and the checks keep the order (and so the reported problem) of the field list.
+    if not _is_mapping(image):
         raise _Invalid("invalid_field", prefix, "expected a dossier record")
-    img = _Image(image, prefix, now)
+    get = image.get
+    flags: dict[str, None] = {}  # first-seen order
 
-    dossier_id = img.text("dossier_id")
-    dossier_code = img.text("dossier_code")
-    procedure_code = img.text("procedure_code")
-    procedure_name = img.text("procedure_name")
-    receiving_unit_code = img.text("receiving_unit_code")
-    admin_unit_source = img.text("admin_unit_code")
-    citizen_id_text = img.text("applicant_citizen_id")
-    applicant_name = img.text("applicant_name")
-    sex = img.enum("applicant_sex", _SEXES, optional=True)
-    status = img.enum("status", _STATUSES)
-    channel = img.enum("channel", _CHANNELS)
+    texts: list[str] = []
+    for field in _TEXT_FIELDS:
+        value = get(field)
+        if not isinstance(value, str):
+            raise _Invalid("invalid_field", f"{prefix}.{field}", "expected a string")
+        text, changed = normalize_text(value)
+        if not text:
+            raise _Invalid("missing_field", f"{prefix}.{field}", "empty after trimming")
+        if changed:
+            flags["text_normalized"] = None
+        texts.append(text)
+    (
+        dossier_id,
+        dossier_code,
+        procedure_code,
+        procedure_name,
+        receiving_unit_code,
+        admin_unit_source,
+        citizen_id_text,
+        applicant_name,
+    ) = texts
 
-    received_at = img.timestamp("received_at")
-    due_at = img.timestamp("due_at", deadline=True)
-    completed_at = img.optional_timestamp("completed_at")
-    birth_date = img.birth_date(received_at)
-    received_day = received_at.astimezone(LOCAL_TZ).date()
+    sex = get("applicant_sex")
+    if sex is not None:
+        if sex not in _SEXES:
+            raise _enum_problem(prefix, "applicant_sex", _SEXES)
+        sex = str(sex)
+    status = get("status")
+    if status not in _STATUSES:
+        raise _enum_problem(prefix, "status", _STATUSES)
+    status = str(status)
+    channel = get("channel")
+    if channel not in _CHANNELS:
+        raise _enum_problem(prefix, "channel", _CHANNELS)
+    channel = str(channel)
+
+    received_raw = get("received_at")
+    if not isinstance(received_raw, str):
+        raise _Invalid("invalid_field", f"{prefix}.received_at", "expected a string")
+    received_at = _timestamp(received_raw, prefix, "received_at", now, False, flags)
+    due_raw = get("due_at")
+    if not isinstance(due_raw, str):
+        raise _Invalid("invalid_field", f"{prefix}.due_at", "expected a string")
+    due_at = _timestamp(due_raw, prefix, "due_at", now, True, flags)
+    completed_at: datetime | None = None
+    completed_raw = get("completed_at")
+    if completed_raw is not None:
+        if not isinstance(completed_raw, str):
+            raise _Invalid("invalid_field", f"{prefix}.completed_at", "expected a string")
+        completed_text = normalize_text(completed_raw).text
+        if completed_text:
+            completed_at = _timestamp(completed_text, prefix, "completed_at", now, False, flags)
+        else:
+            flags["blank_as_null"] = None
+
+    received_day: date | None = None
+    birth_date: date | None = None
+    birth_raw = get("applicant_birth_date")
+    if birth_raw is not None:
+        if not isinstance(birth_raw, str):
+            raise _Invalid("invalid_field", f"{prefix}.applicant_birth_date", "expected a string")
+        birth_text = normalize_text(birth_raw).text
+        if not birth_text:
+            flags["blank_as_null"] = None
+        else:
+            parsed = parse_date(birth_text)
+            if isinstance(parsed, TimeRejection):
+                # The value itself is personal data: the detail of parse_date omits it.
+                raise _Invalid(parsed.reason, f"{prefix}.applicant_birth_date", parsed.detail)
+            birth_date = parsed.value
+            if birth_date.year < _OLDEST_BIRTH_YEAR:
+                raise _Invalid(
+                    "invalid_date", f"{prefix}.applicant_birth_date", "birth year before 1900"
+                )
+            received_day = received_at.astimezone(LOCAL_TZ).date()
+            if birth_date > received_day:
+                raise _Invalid(
+                    "invalid_date", f"{prefix}.applicant_birth_date", "birth date after received_at"
+                )
+    if received_day is None:
+        received_day = received_at.astimezone(LOCAL_TZ).date()
 
     citizen = check_citizen_id(
         citizen_id_text,
@@ -310,38 +334,42 @@ def _standardize_image(
         today=received_day,
     )
     if isinstance(citizen, CitizenIdRejection):
-        raise _Invalid(citizen.reason, img.name("applicant_citizen_id"), citizen.detail)
-    img.flag(*citizen.flags)
+        raise _Invalid(citizen.reason, f"{prefix}.applicant_citizen_id", citizen.detail)
+    for flag in citizen.flags:
+        flags[flag] = None
 
     if ref.receiving_unit(receiving_unit_code) is None:
         raise _Invalid(
             "unknown_receiving_unit",
-            img.name("receiving_unit_code"),
+            f"{prefix}.receiving_unit_code",
             f"{receiving_unit_code!r} is not in receiving_units.csv",
         )
 
     lookup_code = admin_unit_source
-    if lookup_code.isascii() and lookup_code.isdigit() and len(lookup_code) < _COMMUNE_CODE_LENGTH:
+    if len(lookup_code) < _COMMUNE_CODE_LENGTH and lookup_code.isascii() and lookup_code.isdigit():
         lookup_code = lookup_code.zfill(_COMMUNE_CODE_LENGTH)
-        img.flag("admin_unit_code_zero_padded")
+        flags["admin_unit_code_zero_padded"] = None
     # Judged at received_at, the dossier's own time, not when the event reached the bus.
     admin_unit = ref.resolve_admin_unit(lookup_code, received_at)
     if admin_unit is None:
         raise _Invalid(
             "unknown_admin_unit",
-            img.name("admin_unit_code"),
+            f"{prefix}.admin_unit_code",
             f"{admin_unit_source!r} is not in admin_units_crosswalk.csv",
         )
-    img.flag(*admin_unit.flags)
+    if admin_unit.remapped:
+        flags["admin_unit_remapped"] = None
+    if admin_unit.outdated:
+        flags["admin_unit_code_outdated"] = None
 
     # Suspicious but usable: flagged for quality scores rather than dead-lettered, so the
     # dossier still counts in the unit's KPIs.
     if due_at < received_at:
-        img.flag("due_before_received")
+        flags["due_before_received"] = None
     if completed_at is not None and completed_at < received_at:
-        img.flag("completed_before_received")
+        flags["completed_before_received"] = None
     if status == "COMPLETED" and completed_at is None:
-        img.flag("completed_at_missing")
+        flags["completed_at_missing"] = None
 
     return {
         "dossier_id": dossier_id,
@@ -360,45 +388,50 @@ def _standardize_image(
         "received_at": received_at,
         "due_at": due_at,
         "completed_at": completed_at,
-        "quality_flags": list(img.flags),
+        "quality_flags": list(flags),
     }
 
 
 def _standardize(raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None) -> Standardized:
-    if not isinstance(raw, Mapping):
+    if not _is_mapping(raw):
         raise _Invalid("invalid_envelope", "", "expected a record")
-    event_id = _event_id(raw.get("event_id"))
-    op = raw.get("op")
+    get = raw.get
+    event_id = _event_id(get("event_id"))
+    op = get("op")
     if op not in _OPS:
         raise _Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
-    ts = _aware(raw.get("ts_ms"), "ts_ms")
-    source = _source(raw.get("source"))
+    ts = _aware(get("ts_ms"), "ts_ms")
+    source = _source(get("source"))
     # Default reference time: when the publisher emitted the event. Using the event's
     # own clock (not the processor's) keeps replays deterministic.
     reference_now = now if now is not None else ts
 
     needed = "before" if op == "d" else "after"
-    if raw.get(needed) is None:
+    if get(needed) is None:
         raise _Invalid("missing_payload", needed, f"op {op!r} requires {needed!r}")
-    images: dict[str, dict[str, Any] | None] = {}
-    for prefix in ("before", "after"):
-        image = raw.get(prefix)
-        images[prefix] = (
-            None if image is None else _standardize_image(image, prefix, ref, reference_now)
-        )
-    flags: dict[str, None] = {}
-    for std_image in images.values():
-        if std_image is not None:
-            flags.update(dict.fromkeys(std_image["quality_flags"]))
+    before = get("before")
+    std_before = (
+        None if before is None else _standardize_image(before, "before", ref, reference_now)
+    )
+    after = get("after")
+    std_after = None if after is None else _standardize_image(after, "after", ref, reference_now)
+    if std_before is None:
+        flags = tuple(std_after["quality_flags"]) if std_after is not None else ()
+    elif std_after is None:
+        flags = tuple(std_before["quality_flags"])
+    else:
+        merged = dict.fromkeys(std_before["quality_flags"])
+        merged.update(dict.fromkeys(std_after["quality_flags"]))
+        flags = tuple(merged)
     event = {
         "event_id": event_id,
         "op": op,
         "ts_ms": ts,
         "source": source,
-        "before": images["before"],
-        "after": images["after"],
+        "before": std_before,
+        "after": std_after,
     }
-    return Standardized(event=event, flags=tuple(flags))
+    return Standardized(event=event, flags=flags)
 
 
 def standardize_dossier_event(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "TimeRejection",
     "parse_date",
     "parse_timestamp",
+    "parse_timestamp_text",
 ]
 
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -120,6 +122,31 @@ def _from_number(text: str) -> ParsedTime | TimeRejection:
     )
 
 
+# The same strings come back on every version of a record (a received_at, a deadline) and
+# across records (a date-only due date): the pure parse is cached, and only the check
+# against ``now`` runs per call. Values stay in this process's memory only.
+_CACHE_SIZE = 1 << 14
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def parse_timestamp_text(value: str, end_of_day: bool = False) -> ParsedTime | TimeRejection:
+    """``parse_timestamp`` of a string without the far-future check (it depends on ``now``).
+
+    For hot paths that compare with ``now`` themselves; cached, so ``value`` must be a str.
+    """
+    text = value.strip()
+    try:
+        if match := _DAY_FIRST.fullmatch(text):
+            return _from_day_first(match, end_of_day)
+        if _ISO_DATE.fullmatch(text) or _ISO_DATETIME.fullmatch(text):
+            return _from_iso(text, end_of_day)
+        if _NUMBER.fullmatch(text):
+            return _from_number(text)
+    except (ValueError, OverflowError, OSError) as exc:
+        return TimeRejection("invalid_timestamp", f"impossible date/time {text!r}: {exc}")
+    return TimeRejection("invalid_timestamp", f"unrecognized date/time format: {text!r}")
+
+
 def parse_timestamp(
     value: str,
     *,
@@ -137,27 +164,15 @@ def parse_timestamp(
         raise ValueError("now must be timezone-aware")  # a caller bug, not bad data
     if not isinstance(value, str):
         return TimeRejection("invalid_timestamp", f"expected a string, got {type(value).__name__}")
-    text = value.strip()
-    result: ParsedTime | TimeRejection
-    try:
-        if match := _DAY_FIRST.fullmatch(text):
-            result = _from_day_first(match, end_of_day)
-        elif _ISO_DATE.fullmatch(text) or _ISO_DATETIME.fullmatch(text):
-            result = _from_iso(text, end_of_day)
-        elif _NUMBER.fullmatch(text):
-            result = _from_number(text)
-        else:
-            return TimeRejection("invalid_timestamp", f"unrecognized date/time format: {text!r}")
-    except (ValueError, OverflowError, OSError) as exc:
-        return TimeRejection("invalid_timestamp", f"impossible date/time {text!r}: {exc}")
+    result = parse_timestamp_text(value, end_of_day)
     if (
-        isinstance(result, ParsedTime)
-        and future_tolerance is not None
+        future_tolerance is not None
+        and type(result) is ParsedTime
         and result.value > now + future_tolerance
     ):
         return TimeRejection(
             "far_future_timestamp",
-            f"{text!r} is {result.value.isoformat()}, "
+            f"{value.strip()!r} is {result.value.isoformat()}, "
             f"more than {future_tolerance} after {now.isoformat()}",
         )
     return result
@@ -167,6 +182,11 @@ def parse_date(value: str) -> ParsedDate | TimeRejection:
     """Read a calendar date (e.g. a birth date): ISO ``yyyy-mm-dd`` or ``dd/mm/yyyy``."""
     if not isinstance(value, str):
         return TimeRejection("invalid_date", f"expected a string, got {type(value).__name__}")
+    return _parse_date_text(value)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _parse_date_text(value: str) -> ParsedDate | TimeRejection:
     text = value.strip()
     try:
         if _ISO_DATE.fullmatch(text):

@@ -50,6 +50,20 @@ def default_area() -> Area:
     return load_area()
 
 
+# The context of the last few ReferenceData objects, by identity: a processor holds one
+# for its whole life, and a Context caches what it derives from it (province codes).
+# The ref is kept with its context so that a recycled id() is never mistaken for it.
+_CONTEXTS: dict[int, tuple[ReferenceData, Context]] = {}
+_MAX_CONTEXTS = 8
+
+
 def context_for(ref: ReferenceData) -> Context:
     """The standardization context of ``ref`` with the packaged code lists and area."""
-    return Context(ref=ref, codes=default_code_lists(), area=default_area())
+    cached = _CONTEXTS.get(id(ref))
+    if cached is not None and cached[0] is ref:
+        return cached[1]
+    context = Context(ref=ref, codes=default_code_lists(), area=default_area())
+    if len(_CONTEXTS) >= _MAX_CONTEXTS:
+        _CONTEXTS.clear()
+    _CONTEXTS[id(ref)] = (ref, context)
+    return context

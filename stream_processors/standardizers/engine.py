@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
@@ -199,9 +200,10 @@ class Context:
     codes: Mapping[str, CodeList]
     area: Area
 
-    @property
+    @cached_property
     def province_codes(self) -> frozenset[str]:
         """2-digit province codes: the 3-digit CCCD codes without their leading 0."""
+        # Cached: the reference data is immutable, and insurance numbers ask on every event.
         return frozenset(c[1:] for c in self.ref.cccd_province_codes if c.startswith("0"))
 
 
@@ -225,6 +227,36 @@ class Image:
         self.event_time = event_time
         self.out: dict[str, Any] = {}
         self.flags: dict[str, None] = {}
+        self._future_limit: datetime | None = None
+        self._future_limit_day: date | None = None
+        self._local_day: tuple[datetime, date] | None = None
+
+    @property
+    def future_limit(self) -> datetime:
+        """``now`` plus the far-future tolerance, computed once per image."""
+        limit = self._future_limit
+        if limit is None:
+            limit = self._future_limit = self.now + FAR_FUTURE_TOLERANCE
+        return limit
+
+    @property
+    def future_limit_day(self) -> date:
+        """The local calendar day of ``future_limit``."""
+        day = self._future_limit_day
+        if day is None:
+            day = self._future_limit_day = self.future_limit.astimezone(LOCAL_TZ).date()
+        return day
+
+    @property
+    def at_day(self) -> date:
+        """The local calendar day of ``at``."""
+        at = self.at
+        cached = self._local_day
+        if cached is not None and cached[0] is at:
+            return cached[1]
+        day = at.astimezone(LOCAL_TZ).date()
+        self._local_day = (at, day)
+        return day
 
     @property
     def at(self) -> datetime:
@@ -254,8 +286,10 @@ class Image:
 
     def string(self, field_name: str, required: bool) -> str | None:
         """Normalized text; blank optional text becomes None."""
-        value = self.value(field_name, required)
+        value = self.raw.get(field_name)
         if value is None:
+            if required:
+                raise self.fail("missing_field", field_name, "is missing")
             return None
         if not isinstance(value, str):
             raise self.fail("invalid_field", field_name, "expected a string")
@@ -403,11 +437,9 @@ class Float(Rule):
         return [_field(self.name, "double", self.required, _doc(raw, self.name))]
 
 
-def _future_limit(img: Image) -> datetime:
-    return img.now + FAR_FUTURE_TOLERANCE
-
-
+@lru_cache(maxsize=1 << 14)
 def _compact(text: str) -> datetime | None:
+    # Cached like parse_timestamp: dataloggers repeat their timestamps across stations.
     match = _COMPACT_TIME.fullmatch(text)
     if match is None:
         return None
@@ -447,7 +479,7 @@ class Timestamp(Rule):
         if moment is None:
             img.out[self.name] = None
             return
-        if not self.deadline and moment > _future_limit(img):
+        if not self.deadline and moment > img.future_limit:
             raise img.fail(
                 "far_future_timestamp",
                 self.name,
@@ -503,11 +535,11 @@ class Date(Rule):
         if day is None:
             img.out[self.name] = None
             return
-        limit = _future_limit(img).astimezone(LOCAL_TZ).date()
+        limit = img.future_limit_day
         if self.birth:
             if day.year < _OLDEST_BIRTH_YEAR:
                 raise img.fail("invalid_date", self.name, "birth year before 1900")
-            if day > img.at.astimezone(LOCAL_TZ).date():
+            if day > img.at_day:
                 raise img.fail("invalid_date", self.name, "birth date after the event")
         elif day > limit:
             if self.future == "reject":
@@ -552,7 +584,7 @@ class CitizenId(Rule):
             img.ctx.ref.cccd_province_codes,
             birth_date=birth if isinstance(birth, date) else None,
             sex=sex if isinstance(sex, str) else None,
-            today=img.at.astimezone(LOCAL_TZ).date(),
+            today=img.at_day,
         )
         if isinstance(checked, CitizenIdRejection):
             raise img.fail(checked.reason, self.name, checked.detail)
