@@ -192,7 +192,7 @@ class BatchCore:
         stats = out.unit_stats(ds.id, self._unit(source.get("unit")))
         event_id = str(raw.get("event_id"))
         version = int(source.get("version") or 0)
-        digest = content_digest(raw)
+        digest = content_digest(r.value or b"")
         key = r.key or _record_key(ds, raw)
         table = self._entities.setdefault((r.topic, r.partition), {})
         previous = table.get(key) if key is not None else None

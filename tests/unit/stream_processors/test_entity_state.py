@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, datetime
+from typing import Any
 
+import fastavro
 import pytest
 
+from producers.dossier_simulator import SimConfig, generate
+from schemas.catalog import DATASETS, DOSSIERS, load_schema
+from schemas.codec import frame
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
+from stream_processors.reference import load_reference
 
 RAW = {
     "event_id": "e1",
@@ -22,7 +30,7 @@ RAW = {
     "before": None,
     "after": {"id": "A", "status": "OPEN", "at": datetime(2026, 1, 5, tzinfo=UTC)},
 }
-PREV = Entity(version=3, event_id="e1", digest=content_digest(RAW), offset=40)
+PREV = Entity(version=3, event_id="e1", digest="d0", offset=40)
 
 
 def verdict(event_id: str, version: int, digest: str, offset: int) -> Verdict:
@@ -59,11 +67,45 @@ def test_the_same_record_read_again_after_a_crash_is_a_redelivery() -> None:
     assert verdict("e1", 3, PREV.digest, 40) is Verdict.REDELIVERY
 
 
+def _framed(raw: dict[str, Any]) -> bytes:
+    schema = fastavro.parse_schema(json.loads(load_schema(DOSSIERS.raw_schema)))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema, raw)
+    return frame(7, body.getvalue())
+
+
 def test_digest_ignores_transport_fields_but_not_content() -> None:
-    resent = {**RAW, "event_id": "other", "ts_ms": datetime(2026, 2, 1, tzinfo=UTC)}
-    assert content_digest(resent) == content_digest(RAW)
-    changed = {**RAW, "after": {**RAW["after"], "status": "DONE"}}  # type: ignore[dict-item]
-    assert content_digest(changed) != content_digest(RAW)
+    event = generate(SimConfig(days=3, units=1, seed=2), load_reference())[0]
+    raw = {
+        "event_id": "0b0e0a1c-2d3e-4f50-8a6b-7c8d9e0f1a2b",
+        "op": "c",
+        "ts_ms": datetime(2026, 1, 5, 1, 0, tzinfo=UTC),
+        "source": {
+            "system": "s",
+            "unit": "U",
+            "dataset": DOSSIERS.id,
+            "ts_ms": datetime(2026, 1, 5, tzinfo=UTC),
+            "version": 3,
+        },
+        "before": None,
+        "after": event.dossier.model_dump(mode="json"),
+    }
+    resent = {
+        **raw,
+        "event_id": "1b0e0a1c-2d3e-4f50-8a6b-7c8d9e0f1a2c",
+        "ts_ms": datetime(2026, 2, 1, 3, 4, 5, tzinfo=UTC),
+    }
+    assert content_digest(_framed(resent)) == content_digest(_framed(raw))
+    changed = {**raw, "after": {**raw["after"], "status": "COMPLETED"}}
+    assert content_digest(_framed(changed)) != content_digest(_framed(raw))
+    newer = {**raw, "source": {**raw["source"], "version": 4}}
+    assert content_digest(_framed(newer)) != content_digest(_framed(raw))
+
+
+def test_every_raw_envelope_starts_with_the_fields_the_digest_skips() -> None:
+    for ds in DATASETS.values():
+        fields = json.loads(load_schema(ds.raw_schema))["fields"]
+        assert [f["name"] for f in fields[:3]] == ["event_id", "op", "ts_ms"], ds.id
 
 
 def test_entity_round_trips_through_its_changelog_form() -> None:
