@@ -7,8 +7,9 @@ In one run, against the same embedded broker and the same raw dossier records:
 - the processor's batched loop (``stream_processors.batch_loop``) doing the real
   work: decode, dedup against entity state, full standardization, encode, std/DLQ
   produce, entity changelog, rule deltas and quality stats, flush, commit;
-- end-to-end latency at a fixed offered load: records published at ``--rate``/s
-  while the loop runs; latency = std record read back − the record's ``ce_time``.
+- end-to-end latency at a fixed offered load: records published at ``--rate``/s to a
+  real ``databus process`` worker (its own process); latency = std record read back −
+  the record's ``ce_time`` (publish time), after a warm-up.
 
 Both loops run on this process's one core, one after the other. Read the ratio;
 machines here are shared and noisy.
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +43,7 @@ from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
 from stream_processors.alert_facts import contributions
 from stream_processors.batch_core import BatchCore
-from stream_processors.batch_loop import BatchLoop, LoopTopics
+from stream_processors.batch_loop import BatchLoop, LoopTopics, tune_gc_for_batches
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
 from stream_processors.reference import load_reference
@@ -59,14 +62,14 @@ def consumer(settings: Settings, group: str) -> Consumer:
     )
 
 
-def plain_loop(settings: Settings, registry: SchemaRegistryClient, n: int) -> float:
+def plain_loop(settings: Settings, registry: SchemaRegistryClient, n: int, group: str) -> float:
     """events/s of the baseline, from its first record to its last commit."""
     decode = AvroDeserializer(registry, load_schema(DOSSIERS.raw_schema))
     out_topic = "bench.plain.std.v1"
     ensure_topics(settings, [TopicSpec(out_topic, settings.kafka.partitions)])
     encode = AvroSerializer(registry, value_subject(out_topic), load_schema(DOSSIERS.raw_schema))
     producer = Producer(producer_config(settings))
-    c = consumer(settings, f"bench-plain-{time.monotonic_ns()}")
+    c = consumer(settings, group)
     c.subscribe([DOSSIERS.raw_topic])
     done, t0 = 0, 0.0
     while done < n:
@@ -116,8 +119,8 @@ def consumed(loop: BatchLoop) -> float:
     )
 
 
-def batch_loop(settings: Settings, registry: SchemaRegistryClient, n: int) -> float:
-    loop = make_loop(settings, registry, f"bench-loop-{time.monotonic_ns()}")
+def batch_loop(settings: Settings, registry: SchemaRegistryClient, n: int, group: str) -> float:
+    loop = make_loop(settings, registry, group)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     t0 = None
@@ -131,16 +134,10 @@ def batch_loop(settings: Settings, registry: SchemaRegistryClient, n: int) -> fl
     return n / elapsed
 
 
-def latency(
-    settings: Settings, registry: SchemaRegistryClient, rate: float, seconds: float
-) -> list[float]:
-    """Seconds from publish (ce_time) to the std record being readable, at ``rate``/s."""
-    group = f"bench-lat-{time.monotonic_ns()}"
-    loop = make_loop(settings, registry, group)
-    # The loop starts at the raw topic's end: the records of the throughput runs are
-    # not part of this measurement.
+def _commit_at_end(settings: Settings, group: str) -> None:
+    """Start ``group`` at the raw topic's end: earlier records are not part of a run."""
     ends: dict[int, int] = {}
-    scan = consumer(settings, f"bench-lat-scan-{time.monotonic_ns()}")
+    scan = consumer(settings, f"bench-scan-{time.monotonic_ns()}")
     raw_parts = scan.list_topics(DOSSIERS.raw_topic, timeout=10).topics[DOSSIERS.raw_topic]
     scan.assign([TopicPartition(DOSSIERS.raw_topic, p, 0) for p in raw_parts.partitions])
     while batch := scan.consume(1000, 0.5):
@@ -148,52 +145,74 @@ def latency(
             if not m.error():
                 ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
     scan.close()
-    starter = consumer(settings, f"{group}-standardize")
+    if not ends:
+        return  # an empty topic: "earliest" is its end
+    starter = consumer(settings, group)
     starter.commit(
         offsets=[TopicPartition(DOSSIERS.raw_topic, p, o) for p, o in ends.items()],
         asynchronous=False,
     )
     starter.close()
+
+
+def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float) -> list[float]:
+    """Seconds from publish (ce_time) to the std record being readable, at ``rate``/s,
+    through a real ``databus process`` worker (its own process, as in production)."""
+    group = f"bench-lat-{time.monotonic_ns()}"
+    _commit_at_end(settings, f"{group}-standardize")
+    s = settings.model_copy(update={"processor_group": group})
+    ensure_topics(s, bus_topics(s))
     reader = consumer(settings, f"bench-lat-reader-{time.monotonic_ns()}")
     parts = reader.list_topics(DOSSIERS.std_topic, timeout=10).topics[DOSSIERS.std_topic].partitions
-    # Start the reader at the std topic's current end (read to it once).
     reader.assign([TopicPartition(DOSSIERS.std_topic, p, 0) for p in parts])
-    while reader.consume(1000, 0.5):
+    while reader.consume(1000, 0.5):  # start the reader at the std topic's current end
         pass
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    # Let the loop join its group and restore before the clock.
-    while loop.batches == 0 and not loop.caught_up:
-        time.sleep(0.05)
-    time.sleep(2)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bus", "process"],
+        env={**env, "DATABUS_PROCESSOR_GROUP": group},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=21), load_reference())
-    events = [e for e in events if e.expect_reason is None][: int(rate * seconds)]
+    valid = [e for e in events if e.expect_reason is None]
+    warmup, events = valid[:200], valid[200 : 200 + int(rate * seconds)]
     lat: list[float] = []
+    seen = {"warmup": 0}
     stop = threading.Event()
 
     def read() -> None:
-        while not stop.is_set() or len(lat) < len(events):
-            for m in reader.consume(500, 0.2):
+        while not stop.is_set():
+            for m in reader.consume(500, 0.1):
                 if m.error():
                     continue
                 headers = dict(m.headers() or [])
-                if not headers["ce_source"].startswith(b"/databus/bench-latency/"):
-                    continue
-                sent = headers["ce_time"].decode()
-                lat.append(time.time() - datetime.fromisoformat(sent).timestamp())
-            if stop.is_set() and time.monotonic() > deadline:
-                return
+                source = headers["ce_source"]
+                if source.startswith(b"/databus/bench-warmup/"):
+                    seen["warmup"] += 1
+                elif source.startswith(b"/databus/bench-latency/"):
+                    sent = datetime.fromisoformat(headers["ce_time"].decode()).timestamp()
+                    lat.append(time.time() - sent)
 
-    deadline = time.monotonic() + seconds + 60
     t = threading.Thread(target=read, daemon=True)
     t.start()
-    with Publisher(settings, source_system="bench-latency", **{"linger.ms": 1}) as pub:
-        publish_events(pub, events, rate=rate)
-    stop.set()
-    t.join()
-    loop.stop_event.set()
-    thread.join(60)
-    reader.close()
+    try:
+        # Warm-up: the worker joins its groups and restores before the clock starts.
+        with Publisher(settings, source_system="bench-warmup") as pub:
+            publish_events(pub, warmup, rate=100)
+        deadline = time.monotonic() + 120
+        while seen["warmup"] < len(warmup) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the reader's count
+        with Publisher(settings, source_system="bench-latency", **{"linger.ms": 1}) as pub:
+            publish_events(pub, events, rate=rate)
+        deadline = time.monotonic() + 60
+        while len(lat) < len(events) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling the reader's count
+    finally:
+        stop.set()
+        t.join()
+        reader.close()
+        worker.terminate()
+        worker.wait(60)
     return lat
 
 
@@ -204,7 +223,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     args = ap.parse_args()
     events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=5), load_reference())
-    events = [e for e in events][: args.events]
+    events = events[: args.events]
+    tune_gc_for_batches()  # as the processor process does; both loops run under it
     n = len(events)
     with tempfile.TemporaryDirectory() as tmp:
         requested = load_settings(
@@ -217,11 +237,17 @@ def main() -> None:
             s = stack.settings
             ensure_topics(s, bus_topics(s))
             registry = SchemaRegistryClient(s.schema_registry.client_config())
+            # Latency first, on small topics: the embedded broker's fetches slow down as
+            # its in-memory topics grow, which a real Kafka's do not.
+            lat = latency(s, stack.env(), args.rate, args.seconds)
+            plain_group = f"bench-plain-{time.monotonic_ns()}"
+            loop_group = f"bench-loop-{time.monotonic_ns()}"
+            _commit_at_end(s, plain_group)
+            _commit_at_end(s, f"{loop_group}-standardize")
             with Publisher(s, source_system="bench") as pub:
                 publish_events(pub, events)
-            plain = plain_loop(s, registry, n)
-            loop_rate = batch_loop(s, registry, n)
-            lat = latency(s, registry, args.rate, args.seconds)
+            plain = plain_loop(s, registry, n, plain_group)
+            loop_rate = batch_loop(s, registry, n, loop_group)
     invalid = sum(1 for e in events if e.expect_reason)
     print(f"events: {n} dossier events ({invalid} invalid by design), one core each")
     print(f"{'':<58}{'events/s':>10}{'ratio':>8}")

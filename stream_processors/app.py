@@ -35,7 +35,7 @@ from stream_processors.alert_facts import contributions
 from stream_processors.alert_lifecycle import decide, open_alert_key
 from stream_processors.alert_rules import RULE_GROUPS, rules_from_settings
 from stream_processors.batch_core import BatchCore
-from stream_processors.batch_loop import BatchLoop, LoopTopics
+from stream_processors.batch_loop import BatchLoop, LoopTopics, tune_gc_for_batches
 from stream_processors.batch_stats import UnitStats
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import (
@@ -104,6 +104,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     _ = alert_encoder.schema_id, quality_encoder.schema_id
 
     topics = loop_topics(settings)
+    tune_gc_for_batches()
     core = BatchCore(
         pipelines,
         frozenset(reference.receiving_units),
