@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +22,18 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.metrics import Metrics
 from bus.settings import Settings
-from bus.topics import bus_topics, ensure_topics, rule_deltas_topic, unit_stats_topic
+from bus.topics import (
+    TopicSpec,
+    changelog_topic,
+    ensure_topics,
+    processor_topics,
+    rule_deltas_topic,
+    unit_stats_topic,
+)
 from producers.dossier_simulator import SimConfig, SimEvent, generate
 from producers.publisher import Publisher, producer_config
-from schemas.catalog import DOSSIERS, Dataset
+from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
+from schemas.catalog import Dataset
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop, LoopTopics
 from stream_processors.pipeline import DatasetPipeline
@@ -32,6 +41,10 @@ from stream_processors.reference import ReferenceData, load_reference
 from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
 
 pytestmark = pytest.mark.integration
+
+# The dossier dataset under a name of this module's own: these tests write broken
+# records, which must not reach the catalog's topics that other tests read whole.
+DOSSIERS = replace(CATALOG_DOSSIERS, id=f"publicservice.dossiers_looptest{uuid.uuid4().hex[:6]}")
 
 
 def _dossier(
@@ -132,7 +145,18 @@ class Runner:
 @pytest.fixture
 def settings(stack_settings: Settings) -> Iterator[Settings]:
     s = stack_settings.model_copy(update={"processor_group": f"t-loop-{uuid.uuid4().hex[:8]}"})
-    ensure_topics(s, bus_topics(s))
+    n = s.kafka.partitions
+    ensure_topics(
+        s,
+        [
+            *processor_topics(s),
+            TopicSpec(changelog_topic(s.processor_group, DOSSIERS.id), n, compact=True),
+            *(
+                TopicSpec(t, n)
+                for t in (DOSSIERS.raw_topic, DOSSIERS.std_topic, DOSSIERS.dlq_topic)
+            ),
+        ],
+    )
     yield s
 
 

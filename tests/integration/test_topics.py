@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 from bus.reconcile import DECLARATIONS_TOPIC
 from bus.settings import Settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics
-from schemas.catalog import ALERTS_TOPIC, DATASETS
+from bus.topics import TopicSpec, bus_topics, ensure_topics, processor_topics
+from schemas.catalog import ALERTS_TOPIC, DATASETS, QUALITY_TOPIC
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,17 @@ def test_bus_topics_follow_the_naming_convention(stack_settings: Settings) -> No
 
     assert len(names) == len(set(names))
     assert names.count(ALERTS_TOPIC) == 1 and ALERTS_TOPIC == "alerts.v1"
-    for name in names:
-        assert name in (ALERTS_TOPIC, DECLARATIONS_TOPIC) or TOPIC_NAME.fullmatch(name), name
+    # The processor's own topics are internal (prefixed with its group, as Faust's are).
+    internal = {spec.name for spec in processor_topics(stack_settings)}
+    assert all(name.startswith(stack_settings.processor_group + "-") for name in internal)
+    assert len(internal) == len(DATASETS) + 2  # a changelog per dataset, deltas, stats
+    for name in set(names) - internal:
+        assert name in (ALERTS_TOPIC, QUALITY_TOPIC, DECLARATIONS_TOPIC) or TOPIC_NAME.fullmatch(
+            name
+        ), name
     for ds in DATASETS.values():
         assert {f"{ds.id}.{stage}.v{ds.major}" for stage in ("raw", "std", "dlq")} <= set(names)
-    assert len(names) == 3 * len(DATASETS) + 2
+    assert len(names) == 3 * len(DATASETS) + 3 + len(internal)
     assert {spec.partitions for spec in bus_topics(stack_settings)} == {
         stack_settings.kafka.partitions
     }
