@@ -21,7 +21,7 @@ from rich.table import Table
 from sinks.dossier_kpis import UnitKpis
 from sinks.ioc_store import read_unit_kpis
 
-__all__ = ["Figures", "kpi_table", "render", "scrape"]
+__all__ = ["Figures", "dataset_table", "kpi_table", "render", "scrape"]
 
 
 def scrape(ports: Iterable[int], host: str = "127.0.0.1") -> dict[str, float]:
@@ -52,12 +52,8 @@ class Figures:
 
     def update(self, now_totals: dict[str, float]) -> None:
         now = time.monotonic()
-        published = now_totals.get(
-            "databus_events_produced_total{dataset=publicservice.dossiers,stage=raw}", 0.0
-        )
-        before = self.last.get(
-            "databus_events_produced_total{dataset=publicservice.dossiers,stage=raw}", 0.0
-        )
+        published = _sum_by(now_totals, "databus_events_produced_total", "stage").get("raw", 0.0)
+        before = _sum_by(self.last, "databus_events_produced_total", "stage").get("raw", 0.0)
         if now > self.last_at:
             self.rate_in = max(0.0, published - before) / (now - self.last_at)
         self.last, self.last_at = now_totals, now
@@ -89,14 +85,59 @@ def kpi_table(kpis: Sequence[UnitKpis], title: str = "Per-unit dossier KPIs (IOC
     return table
 
 
-def _reasons(totals: dict[str, float]) -> str:
-    prefix = "databus_events_dead_lettered_total{"
-    parts = []
-    for key, value in sorted(totals.items()):
-        if key.startswith(prefix) and value:
+def _samples(totals: dict[str, float], metric: str) -> Iterable[tuple[dict[str, str], float]]:
+    """Each labelled sample of ``metric`` in a scrape, with its labels."""
+    prefix = metric + "{"
+    for key, value in totals.items():
+        if key.startswith(prefix) and key.endswith("}") and len(key) > len(prefix) + 1:
             labels = dict(p.split("=", 1) for p in key[len(prefix) : -1].split(","))
-            parts.append(f"{labels.get('reason', '?')}: {int(value)}")
+            yield labels, value
+
+
+def _sum_by(totals: dict[str, float], metric: str, label: str, **where: str) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for labels, value in _samples(totals, metric):
+        if all(labels.get(k) == v for k, v in where.items()):
+            out[labels.get(label, "?")] += value
+    return out
+
+
+def _reasons(totals: dict[str, float], most: int = 6) -> str:
+    """Dead letters by reason over every dataset, the commonest first."""
+    by_reason = _sum_by(totals, "databus_events_dead_lettered_total", "reason")
+    ranked = sorted(((v, r) for r, v in by_reason.items() if v), reverse=True)
+    parts = [f"{reason}: {int(value)}" for value, reason in ranked[:most]]
+    if len(ranked) > most:
+        parts.append(f"{len(ranked) - most} more reasons")
     return ", ".join(parts) or "none"
+
+
+def dataset_table(totals: dict[str, float]) -> Table:
+    """Per dataset: published, standardized, dead-lettered, dropped, and how many of the
+    delivering units are live against the catalog's update obligation."""
+    produced = "databus_events_produced_total"
+    published = _sum_by(totals, produced, "dataset", stage="raw")
+    standardized = _sum_by(totals, produced, "dataset", stage="std")
+    dead = _sum_by(totals, "databus_events_dead_lettered_total", "dataset")
+    dropped = _sum_by(totals, "databus_events_dropped_total", "dataset")
+    live = _sum_by(totals, "databus_dataset_live", "dataset")
+    units: dict[str, int] = defaultdict(int)
+    for labels, _value in _samples(totals, "databus_dataset_live"):
+        units[labels.get("dataset", "?")] += 1
+    table = Table(title="Per dataset (processor)", title_justify="left")
+    table.add_column("dataset", no_wrap=True, min_width=31)
+    for name in ("in", "std", "DLQ", "dup/stale", "live units"):
+        table.add_column(name, justify="right")
+    for ds in sorted(set(published) | set(standardized) | set(dead)):
+        table.add_row(
+            ds,
+            f"{int(published.get(ds, 0)):,}",
+            f"{int(standardized.get(ds, 0)):,}",
+            f"{int(dead.get(ds, 0)):,}",
+            f"{int(dropped.get(ds, 0)):,}",
+            f"{int(live.get(ds, 0))}/{units[ds]}" if units.get(ds) else "–",
+        )
+    return table
 
 
 def render(
@@ -105,35 +146,28 @@ def render(
     def total(name: str) -> int:
         return int(totals.get(name, 0))
 
+    def stage(name: str) -> int:
+        return int(_sum_by(totals, "databus_events_produced_total", "stage").get(name, 0))
+
+    alerts = _sum_by(totals, "databus_alerts_total", "state")
     pipeline = Table(title=f"databus — running for {elapsed:,.0f} s", title_justify="left")
     pipeline.add_column("figure")
     pipeline.add_column("value", justify="right")
     pipeline.add_row("events in (per second)", f"{figures.rate_in:,.0f}")
-    pipeline.add_row(
-        "events published",
-        f"{total('databus_events_produced_total{dataset=publicservice.dossiers,stage=raw}'):,}",
-    )
-    pipeline.add_row(
-        "events standardized",
-        f"{total('databus_events_produced_total{dataset=publicservice.dossiers,stage=std}'):,}",
-    )
+    pipeline.add_row("events published", f"{stage('raw'):,}")
+    pipeline.add_row("events standardized", f"{stage('std'):,}")
     pipeline.add_row(
         "events dead-lettered",
         f"{total('databus_events_dead_lettered_total'):,}  ({_reasons(totals)})",
     )
-    pipeline.add_row(
-        "alerts raised",
-        f"{total('databus_alerts_total{rule=dossier_overdue_rate,state=RAISED}'):,}",
-    )
-    pipeline.add_row(
-        "alerts resolved",
-        f"{total('databus_alerts_total{rule=dossier_overdue_rate,state=RESOLVED}'):,}",
-    )
+    pipeline.add_row("duplicates / stale dropped", f"{total('databus_events_dropped_total'):,}")
+    pipeline.add_row("alerts raised", f"{int(alerts.get('RAISED', 0)):,}")
+    pipeline.add_row("alerts resolved", f"{int(alerts.get('RESOLVED', 0)):,}")
     pipeline.add_row(
         "records written to the IOC store", f"{total('databus_sink_records_written_total'):,}"
     )
     try:
         kpis = read_unit_kpis(client, datetime.now(UTC))
     except redis.RedisError as exc:
-        return Group(pipeline, f"[red]IOC store unreachable: {exc}[/]")
-    return Group(pipeline, kpi_table(kpis))
+        return Group(pipeline, dataset_table(totals), f"[red]IOC store unreachable: {exc}[/]")
+    return Group(pipeline, dataset_table(totals), kpi_table(kpis))

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from bus.dashboard import kpi_table, scrape
+from bus.dashboard import _reasons, dataset_table, kpi_table, scrape
 from bus.local_stack import free_port
 from bus.metrics import Metrics, serve_metrics
 from sinks.dossier_kpis import UnitKpis
@@ -101,3 +101,27 @@ def test_scrape_keeps_what_answers_when_one_port_is_closed() -> None:
     metrics.alerts.labels("dossier_overdue_rate", "RAISED").inc()
     totals = scrape([free_port(), port])
     assert totals["databus_alerts_total{rule=dossier_overdue_rate,state=RAISED}"] == 1
+
+
+def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
+    totals = {
+        "databus_events_produced_total{dataset=a.x,stage=raw}": 10,
+        "databus_events_produced_total{dataset=a.x,stage=std}": 7,
+        "databus_events_produced_total{dataset=b.y,stage=std}": 4,
+        "databus_events_dead_lettered_total{dataset=a.x,reason=bad_date,stage=standardize}": 2,
+        "databus_events_dead_lettered_total{dataset=b.y,reason=bad_date,stage=standardize}": 1,
+        "databus_events_dead_lettered_total{dataset=a.x,reason=empty_value,stage=decode}": 1,
+        "databus_events_dead_lettered_total": 4,
+        "databus_events_dropped_total{dataset=a.x,reason=duplicate}": 3,
+        "databus_dataset_live{dataset=a.x,unit=U1}": 1,
+        "databus_dataset_live{dataset=a.x,unit=U2}": 0,
+    }
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in _text(dataset_table(totals)).splitlines()
+        if line.startswith("│")
+    }
+    assert rows["a.x"] == ["10", "7", "3", "3", "1/2"]
+    assert rows["b.y"] == ["0", "4", "1", "0", "–"]
+    # Reasons summed over datasets, the commonest first.
+    assert _reasons(totals) == "bad_date: 3, empty_value: 1"
