@@ -216,7 +216,8 @@ class BatchCore:
                 stats.conflicts += 1
                 stats.dead_lettered += 1
                 out.dead.append(DeadOut(r, ds.id, _conflict(previous, event_id)))
-            elif verdict is Verdict.DUPLICATE:
+                return
+            if verdict is Verdict.DUPLICATE:
                 stats.duplicates += 1
             else:
                 stats.stale += 1
