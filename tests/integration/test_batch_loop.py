@@ -178,9 +178,9 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     std_start = ends(settings, DOSSIERS.std_topic)
     dlq_start = ends(settings, DOSSIERS.dlq_topic)
     raw_start = ends(settings, DOSSIERS.raw_topic)
-    seed = uuid.uuid4().int % 10_000
+    # A fixed seed whose history holds both kinds (the topics are this module's own).
     events = generate(
-        SimConfig(days=5, units=4, dossiers_per_unit_per_day=3.0, seed=seed), load_reference()
+        SimConfig(days=5, units=4, dossiers_per_unit_per_day=3.0, seed=13), load_reference()
     )
     valid = [e for e in events if e.expect_reason is None]
     invalid = [e for e in events if e.expect_reason is not None]
