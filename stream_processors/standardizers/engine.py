@@ -14,6 +14,7 @@ bilingual and never contain a citizen id, a name, a phone number or a birth date
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -304,14 +305,14 @@ class Image:
         return text
 
 
-class Rule:
+class Rule(ABC):
     """A field rule: ``apply`` fills ``image.out``; ``avro`` describes what it writes."""
 
     name: str
     required: bool
 
-    def apply(self, img: Image) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, img: Image) -> None: ...
 
     def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
         return [_field(self.name, raw[self.name]["type"], self.required, _doc(raw, self.name))]
