@@ -36,14 +36,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.local_stack import LocalStack
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics, rule_deltas_topic, unit_stats_topic
+from bus.topics import TopicSpec, bus_topics, ensure_topics
 from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher, producer_config
 from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
 from stream_processors.alert_facts import contributions
 from stream_processors.batch_core import BatchCore
-from stream_processors.batch_loop import BatchLoop, LoopTopics, tune_gc_for_batches
+from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
 from stream_processors.reference import load_reference
@@ -106,7 +106,6 @@ def make_loop(settings: Settings, registry: SchemaRegistryClient, group: str) ->
         Metrics(),
         core,
         {DOSSIERS.raw_topic: DOSSIERS},
-        LoopTopics(rule_deltas_topic(group), unit_stats_topic(group)),
     )
 
 

@@ -35,7 +35,7 @@ from stream_processors.alert_facts import contributions
 from stream_processors.alert_lifecycle import decide, open_alert_key
 from stream_processors.alert_rules import RULE_GROUPS, rules_from_settings
 from stream_processors.batch_core import BatchCore
-from stream_processors.batch_loop import BatchLoop, LoopTopics, tune_gc_for_batches
+from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
 from stream_processors.batch_stats import UnitStats
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import (
@@ -49,7 +49,7 @@ from stream_processors.quality import (
 )
 from stream_processors.reference import load_reference
 
-__all__ = ["create_app", "loop_topics"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,6 @@ _TICK = "__tick__"
 # Groups whose rules depend on the sequence of readings (N consecutive), not on counts
 # over a window: evaluated after each delta rather than once per batch.
 _STEPWISE = frozenset({"aqi_station"})
-
-
-def loop_topics(settings: Settings) -> LoopTopics:
-    group = settings.processor_group
-    return LoopTopics(deltas=rule_deltas_topic(group), stats=unit_stats_topic(group))
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -103,7 +98,6 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         pipeline.register()
     _ = alert_encoder.schema_id, quality_encoder.schema_id
 
-    topics = loop_topics(settings)
     tune_gc_for_batches()
     core = BatchCore(
         pipelines,
@@ -116,15 +110,14 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         metrics,
         core,
         {t: p.dataset for t, p in pipelines.items()},
-        topics,
         batch_size=settings.processor_batch_size,
     )
 
     def topic(name: str, **kw: Any) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=kafka.partitions, **kw)
 
-    deltas_topic = topic(topics.deltas)
-    stats_topic = topic(topics.stats)
+    deltas_topic = topic(rule_deltas_topic(settings.processor_group))
+    stats_topic = topic(unit_stats_topic(settings.processor_group))
     alerts_topic = topic(ALERTS_TOPIC)
     quality_topic = topic(QUALITY_TOPIC)
     rule_state = app.Table("rule-state", key_type=str)

@@ -53,7 +53,7 @@ from confluent_kafka import (
 from bus.errors import DatabusError, DeliveryError
 from bus.metrics import Metrics
 from bus.settings import Settings
-from bus.topics import changelog_topic
+from bus.topics import changelog_topic, rule_deltas_topic, unit_stats_topic
 from producers.publisher import producer_config
 from schemas.catalog import Dataset
 from stream_processors.batch_core import BatchCore, BatchOutput, RawRecord
@@ -61,7 +61,7 @@ from stream_processors.batch_stats import STATS_GROUP, stats_key
 from stream_processors.dlq import dlq_headers
 from stream_processors.entity_state import Entity
 
-__all__ = ["BatchLoop", "LoopTopics", "tune_gc_for_batches"]
+__all__ = ["BatchLoop", "tune_gc_for_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,6 @@ def tune_gc_for_batches() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-@dataclass(frozen=True)
-class LoopTopics:
-    deltas: str  # rule deltas, keyed "<group>|<subject>"
-    stats: str  # UnitStats, keyed "<dataset>|<unit>"
-
-
 class BatchLoop:
     def __init__(
         self,
@@ -92,7 +86,6 @@ class BatchLoop:
         metrics: Metrics,
         core: BatchCore,
         datasets: Mapping[str, Dataset],  # by raw topic
-        topics: LoopTopics,
         *,
         batch_size: int = 500,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
@@ -101,7 +94,9 @@ class BatchLoop:
         self._metrics = metrics
         self._core = core
         self._datasets = datasets
-        self._topics = topics
+        # Rule deltas keyed "<group>|<subject>", UnitStats keyed "<dataset>|<unit>".
+        self._deltas_topic = rule_deltas_topic(settings.processor_group)
+        self._stats_topic = unit_stats_topic(settings.processor_group)
         self._batch_size = batch_size
         self._clock_ms = clock_ms
         self._group = settings.processor_group
@@ -245,11 +240,11 @@ class BatchLoop:
             self._produce(self._changelogs[topic], key, entity.to_json(), partition=partition)
         for (group, subject), deltas in out.deltas.items():
             payload = {"group": group, "key": subject, "deltas": deltas}
-            self._produce(self._topics.deltas, f"{group}|{subject}".encode(), _json(payload))
+            self._produce(self._deltas_topic, f"{group}|{subject}".encode(), _json(payload))
         for stats in out.stats.values():
             name = stats_key(stats.dataset, stats.unit)
             body = stats.to_json()
-            self._produce(self._topics.stats, name.encode(), _json(body))
+            self._produce(self._stats_topic, name.encode(), _json(body))
             # The stats also feed the rules on delivery (silence, dead-letter share);
             # offset -1: a stats delta is applied as it comes, never filtered.
             delta = {
@@ -260,7 +255,7 @@ class BatchLoop:
                 "offset": -1,
             }
             self._produce(
-                self._topics.deltas,
+                self._deltas_topic,
                 f"{STATS_GROUP}|{name}".encode(),
                 _json({"group": STATS_GROUP, "key": name, "deltas": [delta]}),
             )

@@ -61,8 +61,9 @@ class Bus:
                 proc.kill()
 
 
-def read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every record of a topic, counted by consumption (Tansu's watermarks are approximate)."""
+def read_topic(settings: Settings, topic: str, since: dict[int, int] | None = None) -> list[Any]:
+    """Every record of a topic (from ``since``: partition -> offset), counted by
+    consumption (Tansu's watermarks are approximate)."""
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
@@ -73,7 +74,7 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
         }
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in parts])
     records, eof = [], set()
     while len(eof) < len(parts):
         for msg in consumer.consume(500, 1.0):

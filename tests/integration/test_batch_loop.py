@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from bus_processes import read_topic
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -28,14 +29,13 @@ from bus.topics import (
     ensure_topics,
     processor_topics,
     rule_deltas_topic,
-    unit_stats_topic,
 )
 from producers.dossier_simulator import SimConfig, SimEvent, generate
 from producers.publisher import Publisher, producer_config
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.catalog import Dataset
 from stream_processors.batch_core import BatchCore
-from stream_processors.batch_loop import BatchLoop, LoopTopics
+from stream_processors.batch_loop import BatchLoop
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.reference import ReferenceData, load_reference
 from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
@@ -66,33 +66,10 @@ def _presence(dataset: Dataset, record: Mapping[str, Any]) -> tuple[int, int, in
     return (1, 1, 0, 0)
 
 
-def read_all(settings: Settings, topic: str, since: dict[int, int] | None = None) -> list[Any]:
-    consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"t-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in parts])
-    out, eof = [], set()
-    while len(eof) < len(parts):
-        for m in consumer.consume(500, 1.0):
-            if m.error():
-                eof.add(m.partition())
-            else:
-                out.append(m)
-    consumer.close()
-    return out
-
-
 def ends(settings: Settings, topic: str) -> dict[int, int]:
     """Offsets after the last record of each partition, by reading (watermarks are approximate)."""
     last: dict[int, int] = {}
-    for m in read_all(settings, topic):
+    for m in read_topic(settings, topic):
         last[m.partition()] = max(last.get(m.partition(), 0), m.offset() + 1)
     return last
 
@@ -110,13 +87,11 @@ class Runner:
             presence=_presence,
         )
         self.metrics = Metrics()
-        group = settings.processor_group
         self.loop = BatchLoop(
             settings,
             self.metrics,
             self.core,
             {DOSSIERS.raw_topic: DOSSIERS},
-            LoopTopics(deltas=rule_deltas_topic(group), stats=unit_stats_topic(group)),
             batch_size=200,
         )
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
@@ -213,8 +188,8 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     second.wait_batches(lambda: second.consumed() >= len(events) * 2 - half)
     second.stop()
 
-    std = read_all(settings, DOSSIERS.std_topic, std_start)
-    dlq = read_all(settings, DOSSIERS.dlq_topic, dlq_start)
+    std = read_topic(settings, DOSSIERS.std_topic, std_start)
+    dlq = read_topic(settings, DOSSIERS.dlq_topic, dlq_start)
     std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
     assert sorted(std_ids) == sorted(e.event_id for e in valid), "each valid event exactly once"
     reasons = sorted(dict(m.headers())["databus.errors.reason"].decode() for m in dlq)
@@ -236,7 +211,7 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     # Rule deltas: per unit, the sum of signs equals the number of dossiers (each
     # dossier's latest status counts once), whatever order and replays happened.
     net: dict[str, int] = {}
-    for m in read_all(settings, rule_deltas_topic(settings.processor_group)):
+    for m in read_topic(settings, rule_deltas_topic(settings.processor_group)):
         body = json.loads(m.value())
         if body["group"] != "test_status":
             continue
@@ -261,7 +236,11 @@ def test_a_broken_record_does_not_stop_the_loop(settings: Settings) -> None:
         runner.wait_batches(
             lambda: (
                 len(
-                    [m for m in read_all(settings, DOSSIERS.dlq_topic, dlq_start) if m.key() == tag]
+                    [
+                        m
+                        for m in read_topic(settings, DOSSIERS.dlq_topic, dlq_start)
+                        if m.key() == tag
+                    ]
                 )
                 == 3
             )
