@@ -1,30 +1,61 @@
 """The one small interface every sink implements.
 
 A sink receives batches of decoded records from the runner that consumes Kafka.
-The runner commits a batch's offsets only after ``write`` returned, so a sink
-must be idempotent: the same batch may arrive again after a crash or a
-rebalance. ``write`` raises :class:`bus.errors.SinkError`; its ``retriable``
-flag tells the runner whether to retry the batch or stop.
+The runner commits a batch's offsets only after ``write`` returned (and after any
+rejected record is acknowledged on the sink's dead-letter topic), so a sink must be
+idempotent: the same batch may arrive again after a crash or a rebalance.
+
+Two kinds of failure, kept apart:
+
+- the destination is unavailable (timeout, 5xx, connection dropped, a server
+  restarting): ``write`` raises :class:`bus.errors.SinkError` with
+  ``retriable=True``. The runner keeps the batch, pauses the partitions, backs off
+  and tries the whole batch again; the backlog waits in Kafka.
+- a record the destination will never take (a 4xx that will not change, a row the
+  database rejects): ``write`` writes the rest of the batch and returns a
+  :class:`Rejected` per refused record; the runner sends those to the sink's
+  dead-letter topic with the same headers as the processor's DLQ.
+
+``write`` raising ``SinkError(retriable=False)`` means the sink itself is broken
+(misconfigured, closed): the runner stops rather than dead-letter a whole stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Sink", "SinkRecord"]
+__all__ = ["Rejected", "Sink", "SinkRecord"]
 
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
-    """One consumed record: where it came from and its decoded Avro value."""
+    """One consumed record: where it came from, its decoded Avro value, and the
+    original bytes and headers (kept for the sink's dead-letter topic)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: dict[str, Any]
+    raw: bytes = b""
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record the destination refused for good.
+
+    ``reason`` is a short code (``http_4xx``, ``db_rejected``, ``malformed``);
+    ``message`` says why (an HTTP response body, a database error) and must not
+    carry a citizen id or a name the sink put there itself.
+    """
+
+    record: SinkRecord
+    reason: str
+    message: str
+    exception_class: str = ""
 
 
 @runtime_checkable
@@ -32,8 +63,10 @@ class Sink(Protocol):
     def setup(self) -> None:
         """Prepare the destination (connect, load scripts, create tables)."""
 
-    def write(self, batch: Sequence[SinkRecord]) -> None:
-        """Write a batch durably, or raise ``SinkError``; safe to call again with it."""
+    def write(self, batch: Sequence[SinkRecord]) -> Sequence[Rejected]:
+        """Write a batch durably; return the records refused for good (empty when
+        all were taken); raise a retriable ``SinkError`` when the destination is
+        unavailable. Safe to call again with the same batch."""
 
     def flush(self) -> None:
         """Make anything buffered durable."""
