@@ -14,51 +14,34 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
 from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
 from bus.local_stack import detach_but_follow_parent
-from bus.settings import Settings, load_settings
+from bus.sink_cli import sink_app
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-sink_app = typer.Typer(no_args_is_help=True, help="Run a sink.")
 app.add_typer(sink_app, name="sink")
 catalog_app = typer.Typer(no_args_is_help=True, help="The dataset catalog.")
 app.add_typer(catalog_app, name="catalog")
 schemas_app = typer.Typer(no_args_is_help=True, help="Schemas in the registry.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
-console = Console()
 log = logging.getLogger("databus")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except DatabusError as exc:
-        # escape: the message quotes the bad value, which may look like rich markup
-        console.print(
-            f"[red]{escape(str(exc))}[/]\nFix the variable(s) above (see README, 'Settings')."
-        )
-        raise typer.Exit(2) from exc
-
-
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=os.environ.get("DATABUS_LOG_LEVEL", level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+_settings = settings_or_exit
+_logging = setup_logging
 
 
 @app.command()
@@ -79,39 +62,6 @@ def process() -> None:
     level = os.environ.get("DATABUS_FAUST_LOG_LEVEL", "WARNING")
     worker = faust.Worker(faust_app, loglevel=level, redirect_stdouts=False)
     worker.execute_from_commandline()
-
-
-@sink_app.command("ioc")
-def sink_ioc() -> None:
-    """Run the IOC store sink: standardized dossiers and alerts into Redis."""
-    import redis
-
-    from bus.metrics import Metrics, serve_metrics
-    from schemas.catalog import ALERTS_TOPIC, DOSSIERS
-    from sinks.ioc_store import IocStoreSink
-    from sinks.runner import SinkRunner
-
-    _logging()
-    settings = _settings()
-    if settings.redis.url is None:
-        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
-        raise typer.Exit(2)
-    metrics = Metrics()
-    port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
-    log.info("sink metrics on http://%s:%d/metrics", settings.metrics.host, port)
-    client = redis.Redis.from_url(settings.redis.url)
-    runner = SinkRunner(
-        settings,
-        IocStoreSink(client),
-        name="ioc_store",
-        topics=[DOSSIERS.std_topic, ALERTS_TOPIC],
-        group=settings.sink_group,
-        metrics=metrics,
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    runner.run(stop)
 
 
 @app.command()
@@ -143,9 +93,7 @@ def simulate(
     ref = load_reference()
     config = SimConfig(days=days, dossiers_per_unit_per_day=per_day, units=units, seed=seed)
     events = generate(config, ref)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     with Publisher(settings, source_system="dvc-portal-sim", metrics=metrics) as publisher:
         sent = publish_events(publisher, events, rate=rate or None, stop=stop.is_set)
         log.info("published %d history events", sent)

@@ -1,0 +1,63 @@
+"""``databus sink …``: run one sink as a process.
+
+Each sink is its own process and consumer group, so a destination that is down
+pauses only its own partitions: the other sinks keep writing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import typer
+
+from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
+from bus.settings import Settings
+from sinks.base import Sink
+
+__all__ = ["sink_app"]
+
+sink_app = typer.Typer(no_args_is_help=True, help="Run a sink.")
+log = logging.getLogger("databus")
+
+
+def _run(settings: Settings, sink: Sink, *, name: str, topics: Sequence[str], group: str) -> None:
+    """Serve metrics, then consume ``topics`` into ``sink`` until Ctrl-C or SIGTERM."""
+    from bus.metrics import Metrics, serve_metrics
+    from sinks.runner import SinkRunner
+
+    metrics = Metrics()
+    port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
+    log.info("%s sink: metrics on http://%s:%d/metrics", name, settings.metrics.host, port)
+    runner = SinkRunner(settings, sink, name=name, topics=topics, group=group, metrics=metrics)
+    runner.run(stop_on_signals())
+
+
+def std_topics(datasets: Sequence[str] | None = None) -> list[str]:
+    """The std topics of the given datasets (default: every catalog dataset)."""
+    from schemas.catalog import DATASETS
+
+    return [ds.std_topic for ds in DATASETS.values() if datasets is None or ds.id in datasets]
+
+
+@sink_app.command("ioc")
+def sink_ioc() -> None:
+    """The IOC store (Redis): latest state of every dataset, KPIs, alerts, geo index."""
+    import redis
+
+    from schemas.catalog import ALERTS_TOPIC
+    from sinks.ioc_store import IocStoreSink
+
+    setup_logging()
+    settings = settings_or_exit()
+    if settings.redis.url is None:
+        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
+        raise typer.Exit(2)
+    client = redis.Redis.from_url(settings.redis.url)
+    _run(
+        settings,
+        IocStoreSink(client),
+        name="ioc_store",
+        topics=[*std_topics(), ALERTS_TOPIC],
+        group=settings.sink_group,
+    )
