@@ -22,6 +22,7 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 
+from bus.catalog_cli import catalog_app
 from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
 from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
@@ -32,7 +33,6 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(sink_app, name="sink")
-catalog_app = typer.Typer(no_args_is_help=True, help="The dataset catalog.")
 app.add_typer(catalog_app, name="catalog")
 schemas_app = typer.Typer(no_args_is_help=True, help="Schemas in the registry.")
 app.add_typer(schemas_app, name="schemas")
@@ -112,54 +112,6 @@ def simulate(
                 if stop.wait(10.0):
                     break
                 publish_events(publisher, batch, stop=stop.is_set)
-
-
-@catalog_app.command("validate")
-def catalog_validate(
-    file: Annotated[
-        Path | None, typer.Option(help="Catalog file (default: the shipped one)")
-    ] = None,
-) -> None:
-    """Check the catalog: schemas parse, keys and personal fields exist, topic names,
-    schema history is BACKWARD_TRANSITIVE."""
-    from schemas.catalog import CATALOG_FILE, read_catalog
-    from schemas.catalog_check import validate_catalog
-
-    path = file or CATALOG_FILE
-    try:
-        datasets = read_catalog(path)
-    except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(1) from exc
-    problems = validate_catalog(datasets)
-    for problem in problems:
-        console.print(f"[red]✗[/] {escape(str(problem))}")
-    if problems:
-        console.print(f"{len(problems)} problem(s) in {path}; fix them and run this again.")
-        raise typer.Exit(1)
-    console.print(f"[green]✓[/] {len(datasets)} datasets in {path} are valid")
-
-
-@catalog_app.command("list")
-def catalog_list() -> None:
-    """The datasets, their owner units, classification and update obligation."""
-    from rich.table import Table
-
-    from schemas.catalog import DATASETS
-
-    table = Table(title="Dataset catalog", title_justify="left")
-    for col in ("dataset", "owner unit", "class", "update", "key", "personal fields"):
-        table.add_column(col)
-    for ds in sorted(DATASETS.values(), key=lambda d: d.id):
-        table.add_row(
-            ds.id,
-            ds.owner_unit,
-            ds.classification,
-            ds.update.describe(),
-            ", ".join(ds.key_fields),
-            str(len(ds.personal_fields)),
-        )
-    console.print(table)
 
 
 @schemas_app.command("register")

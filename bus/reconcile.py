@@ -37,6 +37,7 @@ __all__ = [
     "count_topics",
     "latest_declarations",
     "local_day",
+    "read_from_start",
     "reconcile",
 ]
 
@@ -122,7 +123,7 @@ class TopicCounts:
     undecodable: Counter[str] = field(default_factory=Counter)
 
 
-def _read(settings: Settings, topic: str, timeout: float) -> Iterator[Message]:
+def read_from_start(settings: Settings, topic: str, timeout: float) -> Iterator[Message]:
     """Every record of ``topic`` from the beginning; nothing when it does not exist."""
     consumer = Consumer(
         {
@@ -172,7 +173,7 @@ def _distinct_events(
     undecodable: Counter[str],
 ) -> dict[str, Key]:
     seen: dict[str, Key] = {}
-    for msg in _read(settings, topic, timeout):
+    for msg in read_from_start(settings, topic, timeout):
         try:
             event_id, key = _event_key(dataset_id, decode(msg.value()))
         except (CodecError, KeyError, TypeError, AttributeError):
@@ -209,7 +210,7 @@ def count_topics(
 
     decl_decode = AvroDeserializer(client, load_schema(DECLARATIONS_SCHEMA))
     declarations = []
-    for msg in _read(settings, DECLARATIONS_TOPIC, timeout):
+    for msg in read_from_start(settings, DECLARATIONS_TOPIC, timeout):
         try:
             declarations.append(decl_decode(msg.value()))
         except CodecError:
