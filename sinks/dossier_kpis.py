@@ -17,16 +17,25 @@ A deleted dossier (op ``d``) contributes nothing.
 Rates: overdue = (late + open overdue) / (on time + late + open overdue);
 on time = 1 − overdue. No denominator gives no rate (``None``), never 0.
 
+Per day (Asia/Ho_Chi_Minh calendar days), the same figures are anchored on the
+day each one happened, so the days of a unit add up to its totals:
+
+- received on the day of ``received_at``;
+- completed, on time and late on the day of ``completed_at`` (a ``COMPLETED``
+  dossier without ``completed_at`` has no such day: it counts in the totals only);
+- open overdue on the day of ``due_at``: the open dossiers whose due time fell
+  that day and has passed at the reading time.
+
 The IOC store keeps running sums of these contributions;
-:func:`compute_unit_kpis` recomputes them from scratch, so the two can be
-checked against each other.
+:func:`compute_unit_kpis` and :func:`compute_unit_day_kpis` recompute them from
+scratch, so the two can be checked against each other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
@@ -34,13 +43,19 @@ __all__ = [
     "NO_CONTRIBUTION",
     "OPEN_STATUSES",
     "Contribution",
+    "UnitDayKpis",
     "UnitKpis",
+    "compute_unit_day_kpis",
     "compute_unit_kpis",
     "contribution",
+    "daily_contribution",
     "is_open_overdue",
     "rates",
     "unit_kpis",
 ]
+
+# Vietnam keeps UTC+7 all year: a "day" is an Asia/Ho_Chi_Minh calendar day.
+_LOCAL = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")
 
 OPEN_STATUSES = frozenset({"RECEIVED", "IN_PROGRESS", "SUPPLEMENT_REQUESTED"})
 COMPLETED_STATUS = "COMPLETED"
@@ -159,3 +174,81 @@ def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> d
         )
         for unit, acc in sorted(sums.items())
     }
+
+
+def _day(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise TypeError("naive datetime: std events carry aware times")
+    return value.astimezone(_LOCAL).date().isoformat()
+
+
+def daily_contribution(dossier: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The per-day counters a dossier state adds 1 to, as ``"YYYY-MM-DD|measure"``.
+
+    Measures: ``received`` (day of ``received_at``), ``completed``,
+    ``completed_on_time``, ``completed_late`` (day of ``completed_at``). Open
+    overdue is not a counter: it depends on the reading time (see
+    :func:`compute_unit_day_kpis`).
+    """
+    c = contribution(dossier)
+    if dossier is None or c.received == 0:
+        return ()
+    out = [f"{_day(dossier['received_at'])}|received"]
+    completed_at: datetime | None = dossier.get("completed_at")
+    if c.completed and completed_at is not None:
+        day = _day(completed_at)
+        out.append(f"{day}|completed")
+        if c.completed_on_time:
+            out.append(f"{day}|completed_on_time")
+        if c.completed_late:
+            out.append(f"{day}|completed_late")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDayKpis:
+    """A unit's KPIs on one local day; ``kpis.unit_code`` is the unit."""
+
+    day: str
+    sector: str
+    kpis: UnitKpis
+
+
+def compute_unit_day_kpis(
+    dossiers: Iterable[Mapping[str, Any]], now: datetime, sectors: Mapping[str, str]
+) -> list[UnitDayKpis]:
+    """Reference computation of the daily KPIs, sorted by (unit, day).
+
+    Open overdue on day D: open dossiers whose ``due_at`` falls on D and is
+    before ``now``. ``sectors`` maps unit codes to sectors (``"unknown"`` when
+    absent). Days with no figure at all are left out.
+    """
+    counts: dict[tuple[str, str], list[int]] = {}
+    for dossier in dossiers:
+        unit = dossier["receiving_unit_code"]
+        for item in daily_contribution(dossier):
+            day, measure = item.split("|")
+            acc = counts.setdefault((unit, day), [0, 0, 0, 0, 0])
+            acc[_MEASURES.index(measure)] += 1
+        c = contribution(dossier)
+        if is_open_overdue(c, now):
+            assert c.open_due_at is not None
+            counts.setdefault((unit, _day(c.open_due_at)), [0, 0, 0, 0, 0])[4] += 1
+    return [
+        UnitDayKpis(
+            day=day,
+            sector=sectors.get(unit, "unknown"),
+            kpis=unit_kpis(
+                unit,
+                received=acc[0],
+                completed=acc[1],
+                completed_on_time=acc[2],
+                completed_late=acc[3],
+                open_overdue=acc[4],
+            ),
+        )
+        for (unit, day), acc in sorted(counts.items())
+    ]
+
+
+_MEASURES = ("received", "completed", "completed_on_time", "completed_late")

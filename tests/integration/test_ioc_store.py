@@ -404,21 +404,26 @@ def test_scripts_are_reloaded_after_script_flush(r: redis.Redis, sink: IocStoreS
 
 def test_routes_by_shape_on_other_topics(r: redis.Redis, sink: IocStoreSink) -> None:
     d = make_dossier(1, random.Random(8), "U1")
-    sink.write(records([event("c", 1, None, d)], topic="replay.dossiers"))
+    assert sink.write(records([event("c", 1, None, d)], topic="replay.dossiers")) == []
     assert r.sismember(UNITS_KEY, "U1")
-    with pytest.raises(SinkError) as info:
-        sink.write(records([{"something": "else"}], topic="other.v1"))
-    assert info.value.retriable is False
+    [rejected] = sink.write(records([{"something": "else"}], topic="other.v1"))
+    assert rejected.reason == "malformed"
 
 
-def test_a_malformed_record_writes_nothing_of_its_batch(r: redis.Redis, sink: IocStoreSink) -> None:
+def test_a_malformed_record_is_rejected_and_the_rest_written(
+    r: redis.Redis, sink: IocStoreSink
+) -> None:
     d = make_dossier(1, random.Random(8), "U1")
     naive = event("c", 1, None, {**d, "due_at": d["due_at"].replace(tzinfo=None)})
     naive["after"]["dossier_id"] = "D2"
-    with pytest.raises(SinkError) as info:
-        sink.write(records([event("c", 1, None, d), naive]))
-    assert info.value.retriable is False
-    assert r.dbsize() == 0
+    no_version = event("c", 1, None, {**d, "dossier_id": "D3"})
+    del no_version["source"]["version"]
+    batch = records([event("c", 1, None, d), naive, no_version])
+    rejected = sink.write(batch)
+    assert [(x.record.offset, x.reason) for x in rejected] == [(1, "malformed"), (2, "malformed")]
+    assert all("Nguyễn" not in x.message for x in rejected)
+    assert r.exists(dossier_key("U1", "D00001")) == 1
+    assert r.exists(dossier_key("U1", "D2"), dossier_key("U1", "D3")) == 0
 
 
 def test_connection_errors_are_retriable(tmp_path: Path) -> None:
