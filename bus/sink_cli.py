@@ -45,7 +45,7 @@ def sink_ioc() -> None:
     """The IOC store (Redis): latest state of every dataset, KPIs, alerts, geo index."""
     import redis
 
-    from schemas.catalog import ALERTS_TOPIC
+    from schemas.catalog import ALERTS_TOPIC, QUALITY_TOPIC
     from sinks.ioc_store import IocStoreSink
 
     setup_logging()
@@ -58,6 +58,6 @@ def sink_ioc() -> None:
         settings,
         IocStoreSink(client),
         name="ioc_store",
-        topics=[*std_topics(), ALERTS_TOPIC],
+        topics=[*std_topics(), ALERTS_TOPIC, QUALITY_TOPIC],
         group=settings.sink_group,
     )

@@ -12,6 +12,7 @@ module              what it does
 ``ioc_read``        reading the sector KPIs (education, health, AQI, feedback)
 ``ioc_geo``         the geo index of located entities (GEOADD / GEOSEARCH)
 ``ioc_alerts``      the capped alert stream, open alerts, the pub/sub channel
+``ioc_ledger``      quality reports and the delivery ledger per owner unit
 ``ioc_codec``       values to Redis strings, sortable versions, error mapping
 =================== ==============================================================
 
@@ -28,6 +29,7 @@ whole table)::
     ioc:{D:NN}:due | :aqi:STATION      ZSET   feedback deadlines | AQI by reading time
     ioc:{geo:D}:points | :v            GEO    located members of D | their guard
     ioc:{alerts}:stream | :open | :seen:ID    alerts (capped stream, open, dedup)
+    ioc:{ledger}:quality | :units      HASH   quality reports | delivery ledger rows
     channel ioc:alerts                 PUBLISH every newly appended alert
 
 Idempotence: every state change is one Lua script with a version guard
@@ -51,14 +53,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 import redis.exceptions as rex
 
 from bus.errors import SinkError
-from schemas.catalog import ALERTS_TOPIC, DATASETS, DOSSIERS, Dataset
+from schemas.catalog import ALERTS_TOPIC, DATASETS, DOSSIERS, QUALITY_TOPIC, Dataset
 from sinks.base import Rejected, SinkRecord
 from sinks.ioc_alerts import (
     ALERT_CHANNEL,
@@ -82,6 +84,8 @@ from sinks.ioc_dossiers import (
 )
 from sinks.ioc_entities import ENTITY_DATASETS, ENTITY_LUA, plan_entity
 from sinks.ioc_geo import GEO_LUA, plan_geo
+from sinks.ioc_ledger import QUALITY_LUA, is_quality, plan_quality, refresh_ledger
+from stream_processors.reference import load_reference
 
 __all__ = [
     "ALERT_CHANNEL",
@@ -142,6 +146,8 @@ class IocStoreSink:
         self._alert_script = redis_client.register_script(ALERT_LUA)
         self._entity_script = redis_client.register_script(ENTITY_LUA)
         self._geo_script = redis_client.register_script(GEO_LUA)
+        self._quality_script = redis_client.register_script(QUALITY_LUA)
+        self._unit_names = {u.code: u.name for u in load_reference().receiving_units.values()}
         self._by_topic: dict[str, Dataset] = {
             DATASETS[d].std_topic: DATASETS[d] for d in ENTITY_DATASETS
         }
@@ -192,6 +198,11 @@ class IocStoreSink:
                     rejected[i] = Rejected(
                         batch[i], "redis_rejected", str(result)[:200], type(result).__name__
                     )
+        if any(self._is_quality(r) for r in batch):
+            try:
+                refresh_ledger(self._redis, datetime.now(UTC), self._unit_names)
+            except rex.RedisError as exc:
+                raise sink_error(exc, "ledger") from exc
         return [rejected[i] for i in sorted(rejected)]
 
     def flush(self) -> None:
@@ -217,6 +228,8 @@ class IocStoreSink:
                     channel=self._channel,
                 )
             ]
+        if self._is_quality(record):
+            return [plan_quality(self._quality_script, value)]
         dataset = self._dataset_of(record)
         if dataset is None:
             return plan_dossier(self._dossier_script, record, units, self._tombstone_ttl_ms)
@@ -225,6 +238,11 @@ class IocStoreSink:
         )
         geo = plan_geo(self._geo_script, entity)
         return [entity.call] if geo is None else [entity.call, geo]
+
+    def _is_quality(self, record: SinkRecord) -> bool:
+        return record.topic == QUALITY_TOPIC or (
+            record.topic not in self._by_topic and is_quality(record.value)
+        )
 
     def _dataset_of(self, record: SinkRecord) -> Dataset | None:
         """The sector dataset of a record; None for a dossier; ValueError otherwise."""
@@ -253,6 +271,7 @@ class IocStoreSink:
             self._alert_script,
             self._entity_script,
             self._geo_script,
+            self._quality_script,
         ):
             self._redis.script_load(script.script)
 
