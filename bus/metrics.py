@@ -71,8 +71,52 @@ class Metrics:
         )
         self.sink_failures = Counter(
             "databus_sink_failures",
-            "Failed batch writes, by sink and kind (retriable or permanent).",
+            "Sink failures, by sink and kind: retriable or permanent (batch writes that "
+            "raised), rejected or undecodable (records sent to the sink's DLQ).",
             ["sink", "kind"],
+            registry=r,
+        )
+        self.sink_retries = Counter(
+            "databus_sink_retries",
+            "Attempts to write a held batch again after a retriable failure, by sink.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_dead_lettered = Counter(
+            "databus_sink_dead_lettered",
+            "Records a sink sent to its dead-letter topic, by sink, dataset and reason code.",
+            ["sink", "dataset", "reason"],
+            registry=r,
+        )
+        self.sink_circuit_state = Gauge(
+            "databus_sink_circuit_state",
+            "The circuit breaker in front of a sink's destination: 0 closed, 1 half-open, 2 open.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_circuit_transitions = Counter(
+            "databus_sink_circuit_transitions",
+            "Circuit breaker state changes, by sink and the state entered.",
+            ["sink", "state"],
+            registry=r,
+        )
+        self.sink_held_records = Gauge(
+            "databus_sink_held_records",
+            "Records a sink holds in memory while its destination is unavailable.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_paused_partitions = Gauge(
+            "databus_sink_paused_partitions",
+            "Partitions a sink paused while its destination is unavailable.",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_consumer_lag = Gauge(
+            "databus_sink_consumer_lag",
+            "Records not yet committed by a sink, by topic and partition (from the cached "
+            "high watermark; approximate on brokers that report it per batch).",
+            ["sink", "topic", "partition"],
             registry=r,
         )
         self.last_event_timestamp = Gauge(

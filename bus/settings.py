@@ -17,12 +17,16 @@ from bus.errors import ConfigError
 
 __all__ = [
     "AlertSettings",
+    "HealthAxisSettings",
     "KafkaSettings",
     "MetricsSettings",
+    "OpenDataSettings",
     "OutboxSettings",
     "RedisSettings",
     "SchemaRegistrySettings",
     "Settings",
+    "SharedRepoSettings",
+    "SinkSettings",
     "SpoolSettings",
     "load_settings",
 ]
@@ -47,6 +51,8 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # PEM CA bundle the brokers' TLS certificates chain to (SSL / SASL_SSL); empty: system CAs.
+    ssl_ca_location: Path | None = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -73,6 +79,8 @@ class KafkaSettings(BaseModel):
             conf["sasl.password"] = (
                 self.sasl_password.get_secret_value() if self.sasl_password else ""
             )
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
         return conf
 
 
@@ -204,6 +212,194 @@ class OutboxSettings(BaseModel):
     flush_timeout_s: float = Field(default=60.0, gt=0)
 
 
+class SharedRepoSettings(BaseModel):
+    """The shared repository (``sinks.shared_repo``): PostgreSQL in production, a SQLite
+    file under ``data_dir`` when no URL is given."""
+
+    model_config = _FROZEN
+
+    url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://...; empty: SQLite under data_dir",
+    )
+    db_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    batch_size: Annotated[int, Field(gt=0, le=10_000)] = 500
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _sqlalchemy_url(cls, value: object) -> object:
+        return OutboxSettings._sqlalchemy_url(value)
+
+    def resolved_url(self, data_dir: Path) -> str:
+        """The URL to connect to: the configured one, else the embedded SQLite file."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        return f"sqlite:///{(data_dir / 'shared_repo.sqlite').resolve()}"
+
+
+class OpenDataSettings(BaseModel):
+    """The open-data export (``sinks.open_data``) of datasets classified public."""
+
+    model_config = _FROZEN
+
+    out_dir: Path | None = Field(default=None, description="empty: <data_dir>/open_data")
+    interval_s: float = Field(default=24 * 3600.0, gt=0, description="time between exports")
+    # Aggregate cells counting fewer entities than this are published blank and flagged.
+    min_count: Positive = 5
+    base_uri: str = Field(
+        default="https://opendata.example.invalid/databus/",
+        description="where the portal serves the files; download URLs and DCAT ids start here",
+    )
+    publisher_name: str = Field(default="UBND tỉnh Đồng Nai", min_length=1)
+    license_uri: str = "https://creativecommons.org/licenses/by/4.0/"
+
+    @field_validator("base_uri")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URI, got {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+    def resolved_out_dir(self, data_dir: Path) -> Path:
+        return self.out_dir if self.out_dir is not None else data_dir / "open_data"
+
+
+class SinkSettings(BaseModel):
+    """The sink runner: batch size, the backoff while a destination is down (tenacity's
+    exponential wait with jitter) and the circuit breaker in front of the destination."""
+
+    model_config = _FROZEN
+
+    batch_size: Annotated[int, Field(gt=0, le=100_000)] = 500
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    # Consecutive failed writes that open the circuit; while it is open a probe waits
+    # for both the reset timeout and the next backoff time.
+    breaker_fail_max: Positive = 3
+    breaker_reset_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> SinkSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"DATABUS_SINK__BACKOFF_MAX_S ({self.backoff_max_s}) must not be below "
+                f"DATABUS_SINK__BACKOFF_INITIAL_S ({self.backoff_initial_s})"
+            )
+        return self
+
+
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "") in {"localhost", "127.0.0.1", "::1"}
+
+
+class HealthAxisSettings(BaseModel):
+    """The ministry's health axis (``sinks.health_axis``): FHIR endpoint, OAuth2 client
+    credentials, TLS, limits. No ``url`` means no health axis is configured."""
+
+    model_config = _FROZEN
+
+    url: str | None = Field(default=None, description="FHIR base URL taking transaction Bundles")
+    token_url: str | None = Field(default=None, description="OAuth2 token endpoint; <url>/token")
+    client_id: str = Field(default="databus", min_length=1)
+    client_secret: SecretStr | None = None
+    ca_bundle: Path | None = Field(default=None, description="PEM CA bundle; empty: system CAs")
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per request")
+    rate_per_s: float = Field(default=20.0, gt=0, le=10_000, description="requests per second")
+    # An event takes up to three entries (its resource, a Patient, an Organization).
+    bundle_max_entries: Annotated[int, Field(ge=3, le=10_000)] = 100
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="HMAC key of patient pseudonyms; at least 16 characters"
+    )
+
+    @field_validator("url", "token_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        # Decree 85/2016 level 3: encryption in transit; plain HTTP only on loopback.
+        if value.startswith("http://") and not _loopback(value):
+            raise ValueError(f"plain http:// is only allowed on loopback, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _empty_ca(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle {str(value)!r} is not a readable file")
+        return value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            # a short key makes pseudonyms of 12-digit citizen ids guessable
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> HealthAxisSettings:
+        if self.url is not None:
+            missing = [
+                f"DATABUS_HEALTH_AXIS__{name.upper()}"
+                for name in ("client_secret", "pseudonym_key")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"DATABUS_HEALTH_AXIS__URL is set, so {' and '.join(missing)} must be too"
+                )
+        return self
+
+    def resolved_token_url(self) -> str:
+        if self.token_url is not None:
+            return self.token_url
+        if self.url is None:
+            raise ConfigError("DATABUS_HEALTH_AXIS__URL is not set")
+        return self.url + "/token"
+
+
+class AccessSettings(BaseModel):
+    """Downstream agencies (``bus.access_policy``): the policy file, the audit log, the
+    pseudonym key of shared join keys and the subscription API's address."""
+
+    model_config = _FROZEN
+
+    policy_file: Path | None = Field(
+        default=None, description="access policy TOML; empty: the packaged sample"
+    )
+    audit_log: Path | None = Field(default=None, description="empty: <data_dir>/audit.jsonl")
+    pseudonym_key: SecretStr | None = Field(
+        default=None, description="HMAC key of shared join keys; at least 16 characters"
+    )
+    share_group: str = Field(default="databus-share", min_length=1)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8088, ge=0, le=65535, description="0 picks a free port")
+
+    @field_validator("policy_file", "audit_log", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    def resolved_audit_log(self, data_dir: Path) -> Path:
+        return self.audit_log if self.audit_log is not None else data_dir / "audit.jsonl"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DATABUS_",
@@ -219,12 +415,17 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     spool: SpoolSettings = SpoolSettings()
     outbox: OutboxSettings = OutboxSettings()
+    shared_repo: SharedRepoSettings = SharedRepoSettings()
+    open_data: OpenDataSettings = OpenDataSettings()
+    health_axis: HealthAxisSettings = HealthAxisSettings()
     data_dir: Path = Field(default=Path(".databus"), description="embedded servers' files")
     processor_group: str = "databus-processor"
     # Records the processor's batched loop takes per poll: larger batches amortize
     # per-batch flushes; smaller ones lower latency under light load.
     processor_batch_size: Positive = 500
     sink_group: str = "databus-sink-ioc"
+    sink: SinkSettings = SinkSettings()
+    access: AccessSettings = AccessSettings()
 
 
 def load_settings(**overrides: object) -> Settings:

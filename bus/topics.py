@@ -26,6 +26,8 @@ __all__ = [
     "ensure_topics",
     "processor_topics",
     "rule_deltas_topic",
+    "sink_dlq_spec",
+    "sink_dlq_topic",
     "unit_stats_topic",
 ]
 
@@ -85,6 +87,16 @@ def rule_deltas_topic(group: str) -> str:
 
 def unit_stats_topic(group: str) -> str:
     return f"{group}-unit-stats"
+
+
+def sink_dlq_topic(sink_name: str) -> str:
+    """Where a sink sends the records its destination refused for good."""
+    return f"sink.{sink_name}.dlq.v1"
+
+
+def sink_dlq_spec(settings: Settings, sink_name: str) -> TopicSpec:
+    # Kept as long as the processor's DLQs: operators need time to look and replay.
+    return TopicSpec(sink_dlq_topic(sink_name), settings.kafka.partitions, 4 * _WEEK_MS)
 
 
 def ensure_topics(

@@ -1,34 +1,54 @@
 """Consume topics in batches, hand them to a sink, commit only after a durable write.
 
 At-least-once: a crash between the write and the commit replays the batch, and
-every sink is idempotent, so a replay changes nothing. A retriable failure
-(the destination restarting) is retried with exponential backoff and jitter
-while the backlog waits in Kafka; nothing is skipped.
+every sink is idempotent, so a replay changes nothing.
+
+While the destination (or the schema registry) is down, the runner holds the
+batch in memory, pauses its partitions and keeps polling: the group keeps it as a
+member, the backlog waits in Kafka, and no call blocks longer than one poll, so
+one sink's outage never slows another. The held batch is tried again at
+tenacity's backoff times, behind a circuit breaker.
+
+Records the destination refuses for good, and records that do not decode, go to
+the sink's dead-letter topic; that write is acknowledged before any offset of
+their batch is committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from tenacity import Retrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from bus.errors import CodecError, DatabusError, SinkError
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.codec import AvroDeserializer
-from sinks.base import Sink, SinkRecord
+from sinks.base import Rejected, Sink, SinkRecord
+from sinks.circuit import CIRCUIT_STATE_VALUES, Circuit, CircuitOpenError, CircuitState, backoff
+from sinks.sink_dlq import SinkDeadLetters, SinkLetter, rejected_letter, undecodable_letter
 
-__all__ = ["SinkRunner", "consumer_config"]
+__all__ = ["SinkRunner", "consumer_config", "next_offsets", "partition_lag"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+TP = tuple[str, int]
+
+# A commit refused because the group is rebalancing: the records were written, and
+# whoever owns the partitions next replays them into an idempotent sink.
+_REBALANCING = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+    }
+)
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, object]:
@@ -45,6 +65,23 @@ def consumer_config(settings: Settings, group: str) -> dict[str, object]:
     }
 
 
+def next_offsets(positions: Iterable[tuple[str, int, int]]) -> dict[TP, int]:
+    """The offset to commit per partition: one past the last record seen."""
+    out: dict[TP, int] = {}
+    for topic, partition, offset in positions:
+        out[(topic, partition)] = max(out.get((topic, partition), -1), offset + 1)
+    return out
+
+
+def partition_lag(low: int, high: int, next_offset: int) -> int | None:
+    """Records between the next offset to commit and the high watermark; None while
+    the watermark is unknown (librdkafka reports -1001 before the first fetch)."""
+    if high < 0:
+        return None
+    start = next_offset if next_offset >= 0 else max(low, 0)
+    return max(0, high - start)
+
+
 def _where(msg: Message) -> tuple[str, int, int]:
     """Topic, partition and offset of a consumed (non-error) message."""
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -52,22 +89,43 @@ def _where(msg: Message) -> tuple[str, int, int]:
     return topic, partition, offset
 
 
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, DatabusError) and exc.retriable
+def _tp(msg: Message) -> TP:
+    topic, partition, _ = _where(msg)
+    return topic, partition
 
 
-def _retrying(fn: Callable[[], T]) -> T:
-    """Call ``fn`` until it succeeds or fails for good: an outage of the destination
-    or of the registry makes the backlog wait in Kafka, it never skips records."""
-    for attempt in Retrying(
-        retry=retry_if_exception(_retriable),
-        wait=wait_exponential_jitter(initial=0.2, max=15),
-        stop=stop_never,
-        reraise=True,
-    ):
-        with attempt:
-            return fn()
-    raise AssertionError("unreachable: tenacity re-raises")
+def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
+    got = msg.headers() or []
+    # A consumed message has a list of (name, bytes | None); the stub allows more.
+    pairs = list(got.items()) if isinstance(got, dict) else got
+    return tuple((k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs)
+
+
+def _dataset(topic: str) -> str:
+    return topic.rsplit(".", 2)[0]
+
+
+@dataclass
+class _Batch:
+    """One consumed batch and how far it got; a retry resumes at the first step not done."""
+
+    messages: list[Message]
+    records: list[SinkRecord] | None = None  # None until the registry answered
+    letters: list[SinkLetter] = field(default_factory=list)
+    written: bool = False
+    dead_lettered: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
+
+    def drop(self, revoked: set[TP]) -> None:
+        """Forget the records of partitions the group took away: their new owner
+        replays them from the committed offset."""
+        self.messages = [m for m in self.messages if _tp(m) not in revoked]
+        if self.records is not None:
+            self.records = [r for r in self.records if (r.topic, r.partition) not in revoked]
+        self.letters = [
+            x for x in self.letters if (x.record.topic, x.record.partition) not in revoked
+        ]
 
 
 class SinkRunner:
@@ -81,121 +139,47 @@ class SinkRunner:
         group: str,
         metrics: Metrics | None = None,
         registry: SchemaRegistryClient | None = None,
-        batch_size: int = 500,
+        batch_size: int | None = None,
+        dead_letters: SinkDeadLetters | None = None,
     ) -> None:
+        conf = settings.sink
         self._sink = sink
         self._name = name
         self._topics = list(topics)
         self._metrics = metrics or Metrics()
-        self._batch_size = batch_size
+        self._batch_size = batch_size or conf.batch_size
         self._consumer = Consumer(consumer_config(settings, group))
         self._decode = AvroDeserializer(
             registry or SchemaRegistryClient(settings.schema_registry.client_config())
         )
+        self._dlq = dead_letters or SinkDeadLetters(settings, name)
+        self._backoff = backoff(conf.backoff_initial_s, conf.backoff_max_s)
+        self._circuit = Circuit(
+            fail_max=conf.breaker_fail_max,
+            reset_timeout_s=conf.breaker_reset_timeout_s,
+            on_change=self._circuit_changed,
+        )
+        self._metrics.sink_circuit_state.labels(name).set(0)
+        self._held: _Batch | None = None
+        # Per owned partition: the next offset to commit, for the lag gauge.
+        self._next: dict[TP, int] = {}
         self.records_written = 0
         self._started = False
 
+    # ---- lifecycle
     def start(self) -> None:
         """Set the sink up and subscribe; ``run`` and the first ``poll_once`` call it."""
         if self._started:
             return
+        self._dlq.ensure_topic()
         self._sink.setup()
-        self._consumer.subscribe(self._topics)
+        self._consumer.subscribe(
+            self._topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         self._started = True
-
-    def _decoded(self, messages: list[Message]) -> list[SinkRecord]:
-        batch = []
-        for msg in messages:
-            try:
-                value = self._decode(msg.value())
-            except CodecError as exc:
-                # Only our own processor writes these topics: a bad record here is
-                # a bug upstream; count it loudly and keep the partition moving.
-                log.error(
-                    "%s: undecodable record at %s[%d]@%d: %s",
-                    self._name,
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    exc.reason,
-                )
-                self._metrics.sink_failures.labels(self._name, "undecodable").inc()
-                continue
-            topic, partition, offset = _where(msg)
-            batch.append(SinkRecord(topic, partition, offset, msg.key(), value))
-        return batch
-
-    def _write(self, batch: list[SinkRecord]) -> None:
-        def attempt() -> None:
-            started = time.perf_counter()
-            try:
-                self._sink.write(batch)
-                self._sink.flush()
-            except SinkError as exc:
-                self._metrics.sink_failures.labels(
-                    self._name, "retriable" if exc.retriable else "permanent"
-                ).inc()
-                log.warning(
-                    "%s: write failed (%s)%s",
-                    self._name,
-                    exc,
-                    ", retrying" if exc.retriable else "",
-                )
-                raise
-            self._metrics.sink_batch_seconds.labels(self._name).observe(
-                time.perf_counter() - started
-            )
-
-        _retrying(attempt)
-
-    def _rewind(self, messages: list[Message]) -> None:
-        """Put the consumer back before a batch that was not written, so whoever
-        polls next gets it again instead of committing past it."""
-        first: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            topic, partition, offset = _where(msg)
-            first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
-        for (topic, partition), offset in first.items():
-            try:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:  # partition revoked meanwhile: the group replays it
-                log.warning("%s: could not rewind %s[%d]: %s", self._name, topic, partition, exc)
-
-    def _commit(self, messages: list[Message]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            topic, partition, offset = _where(msg)
-            last[(topic, partition)] = max(last.get((topic, partition), -1), offset)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-        self._consumer.commit(offsets=offsets, asynchronous=False)
-
-    def poll_once(self, timeout: float = 0.5) -> int:
-        """Consume, write and commit one batch; returns how many records it wrote."""
-        self.start()
-        messages = self._consumer.consume(self._batch_size, timeout)
-        good = []
-        for msg in messages:
-            err = msg.error()
-            if err is None:
-                good.append(msg)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("%s: consumer error: %s", self._name, err)
-        if not good:
-            return 0
-        try:
-            batch = _retrying(lambda: self._decoded(good))
-            if batch:
-                self._write(batch)
-        except BaseException:
-            self._rewind(good)
-            raise
-        if batch:
-            for rec in batch:
-                dataset = rec.topic.rsplit(".", 2)[0]
-                self._metrics.sink_records_written.labels(self._name, dataset).inc()
-        self._commit(good)
-        self.records_written += len(batch)
-        return len(batch)
 
     def run(self, stop: threading.Event | Callable[[], bool]) -> None:
         should_stop = stop.is_set if isinstance(stop, threading.Event) else stop
@@ -208,6 +192,270 @@ class SinkRunner:
 
     def close(self) -> None:
         try:
-            self._consumer.close()
+            self._consumer.close()  # revokes: a held batch is dropped, Kafka keeps it
         finally:
-            self._sink.close()
+            self._held = None
+            self._set_held_gauges(0)
+            try:
+                self._dlq.close()
+            finally:
+                self._sink.close()
+
+    @property
+    def holding(self) -> bool:
+        """True while a batch waits for the destination (its partitions paused)."""
+        return self._held is not None
+
+    # ---- the loop
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Consume, write and commit one batch, or, while holding one, poll (paused)
+        and try it again when its backoff time has come. Returns the records written;
+        never blocks much longer than ``timeout`` on a destination outage."""
+        self.start()
+        try:
+            if self._held is not None:
+                return self._poll_held(timeout)
+            messages = self._consumer.consume(self._batch_size, timeout)
+            good = []
+            for msg in messages:
+                err = msg.error()
+                if err is None:
+                    good.append(msg)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error: %s", self._name, err)
+            if not good:
+                return 0
+            for msg in good:
+                self._next.setdefault(_tp(msg), _where(msg)[2])
+            return self._attempt(_Batch(good))
+        finally:
+            self._export_lag()
+
+    def _poll_held(self, timeout: float) -> int:
+        held = self._held
+        assert held is not None
+        # Paused partitions return nothing, but the poll keeps the group membership
+        # alive and runs the rebalance callbacks.
+        msg = self._consumer.poll(max(0.0, min(timeout, held.retry_at - time.monotonic())))
+        if msg is not None and msg.error() is None:
+            self._put_back(msg)
+        if not held.messages:  # every partition of the batch was revoked meanwhile
+            self._release()
+            return 0
+        if time.monotonic() < held.retry_at:
+            return 0
+        self._metrics.sink_retries.labels(self._name).inc()
+        return self._attempt(held)
+
+    def _attempt(self, batch: _Batch) -> int:
+        try:
+            written = self._deliver(batch)
+        except DatabusError as exc:
+            if exc.retriable:
+                self._hold(batch, exc)
+                return 0
+            if isinstance(exc, SinkError):
+                self._metrics.sink_failures.labels(self._name, "permanent").inc()
+            self._give_up(batch)
+            raise
+        except BaseException:
+            self._give_up(batch)
+            raise
+        if self._held is batch:
+            self._release()
+        return written
+
+    def _deliver(self, batch: _Batch) -> int:
+        """Decode, write, dead-letter, commit: each step once, in that order."""
+        if batch.records is None:
+            batch.records, batch.letters = self._decoded(batch.messages)
+        records = batch.records
+        if not batch.written:
+            if records:
+                rejected = self._circuit.call(lambda: self._write(records))
+                batch.letters += [
+                    SinkLetter(r.record, rejected_letter(self._name, r)) for r in rejected
+                ]
+            batch.written = True
+        if batch.letters and not batch.dead_lettered:
+            # A retry after a partial failure may send some letters twice: at-least-once.
+            self._dlq.send(batch.letters)
+            batch.dead_lettered = True
+        self._commit(batch.messages)
+        return self._count(batch)
+
+    def _decoded(self, messages: list[Message]) -> tuple[list[SinkRecord], list[SinkLetter]]:
+        """Decoded records, and letters for those that do not decode; a registry
+        outage raises (retriable) and the whole batch is decoded again later."""
+        records: list[SinkRecord] = []
+        letters: list[SinkLetter] = []
+        for msg in messages:
+            topic, partition, offset = _where(msg)
+            raw = msg.value() or b""
+            headers = _headers(msg)
+            try:
+                value = self._decode(msg.value())
+            except CodecError as exc:
+                # Only our processor writes these topics: this is a bug upstream, kept
+                # with its bytes on the sink's DLQ so the partition moves on.
+                log.error(
+                    "%s: undecodable record at %s[%d]@%d: %s",
+                    self._name,
+                    topic,
+                    partition,
+                    offset,
+                    exc.reason,
+                )
+                bare = SinkRecord(topic, partition, offset, msg.key(), {}, raw, headers)
+                letter = undecodable_letter(self._name, exc)
+                letters.append(SinkLetter(bare, letter, "undecodable"))
+                continue
+            records.append(SinkRecord(topic, partition, offset, msg.key(), value, raw, headers))
+        return records, letters
+
+    def _write(self, batch: list[SinkRecord]) -> list[Rejected]:
+        started = time.perf_counter()
+        try:
+            # Sinks written before write() returned rejections return None.
+            rejected = list(self._sink.write(batch) or ())
+            self._sink.flush()
+        except SinkError as exc:
+            if exc.retriable:
+                self._metrics.sink_failures.labels(self._name, "retriable").inc()
+            raise
+        self._metrics.sink_batch_seconds.labels(self._name).observe(time.perf_counter() - started)
+        return rejected
+
+    def _commit(self, messages: list[Message]) -> None:
+        ends = next_offsets(_where(m) for m in messages)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (isinstance(err, KafkaError) and err.code() in _REBALANCING):
+                raise
+            log.warning("%s: commit refused in a rebalance (%s), replay expected", self._name, err)
+            return
+        self._next.update(ends)
+
+    def _count(self, batch: _Batch) -> int:
+        m, name = self._metrics, self._name
+        refused = {(x.record.topic, x.record.partition, x.record.offset) for x in batch.letters}
+        written = 0
+        for rec in batch.records or ():
+            if (rec.topic, rec.partition, rec.offset) not in refused:
+                m.sink_records_written.labels(name, _dataset(rec.topic)).inc()
+                written += 1
+        for x in batch.letters:
+            m.sink_failures.labels(name, x.kind).inc()
+            m.sink_dead_lettered.labels(name, _dataset(x.record.topic), x.letter.reason).inc()
+        self.records_written += written
+        return written
+
+    # ---- holding a batch while the destination is down
+    def _hold(self, batch: _Batch, exc: DatabusError) -> None:
+        if not isinstance(exc, (SinkError, CircuitOpenError)):
+            # The registry or the dead-letter topic: not counted by _write.
+            self._metrics.sink_failures.labels(self._name, "retriable").inc()
+        batch.failures += 1
+        delay = max(self._backoff(batch.failures), self._circuit.probe_in())
+        batch.retry_at = time.monotonic() + delay
+        if self._held is None:
+            self._held = batch
+            self._consumer.pause(self._consumer.assignment())
+        self._set_held_gauges(len(batch.messages))
+        log.warning(
+            "%s: %s (%s); holding %d records, next attempt in %.2f s",
+            self._name,
+            type(exc).__name__,
+            exc,
+            len(batch.messages),
+            delay,
+        )
+
+    def _release(self) -> None:
+        self._held = None
+        self._consumer.resume(self._consumer.assignment())
+        self._set_held_gauges(0)
+
+    def _give_up(self, batch: _Batch) -> None:
+        """Put the consumer back before a batch that failed for good, so whoever
+        polls next gets it again instead of committing past it."""
+        if self._held is batch:
+            self._release()
+        first: dict[TP, int] = {}
+        for msg in batch.messages:
+            topic, partition, offset = _where(msg)
+            first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # partition revoked meanwhile: the group replays it
+                log.warning("%s: could not rewind %s[%d]: %s", self._name, topic, partition, exc)
+
+    def _put_back(self, msg: Message) -> None:
+        """A record polled while holding (a partition assigned unpaused): pause its
+        partition and rewind it, so it comes again after the held batch."""
+        topic, partition, offset = _where(msg)
+        log.info("%s: %s[%d] came unpaused while holding: paused", self._name, topic, partition)
+        tp = TopicPartition(topic, partition, offset)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+
+    def _set_held_gauges(self, records: int) -> None:
+        self._metrics.sink_held_records.labels(self._name).set(records)
+        paused = len(self._consumer_assignment()) if records else 0
+        self._metrics.sink_paused_partitions.labels(self._name).set(paused)
+
+    def _consumer_assignment(self) -> list[TopicPartition]:
+        try:
+            return list(self._consumer.assignment())
+        except RuntimeError:  # closed
+            return []
+
+    # ---- rebalance callbacks (run inside poll/consume/close)
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._held is not None and partitions:
+            # New partitions must wait behind the held batch like the others.
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+            log.info(
+                "%s: %d partitions assigned while holding: paused", self._name, len(partitions)
+            )
+            self._set_held_gauges(len(self._held.messages))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if self._held is not None:
+            self._held.drop(revoked)
+        for topic, partition in revoked:
+            if self._next.pop((topic, partition), None) is not None:
+                self._remove_lag(topic, partition)
+
+    # ---- metrics
+    def _circuit_changed(self, state: CircuitState) -> None:
+        self._metrics.sink_circuit_state.labels(self._name).set(CIRCUIT_STATE_VALUES[state])
+        self._metrics.sink_circuit_transitions.labels(self._name, state).inc()
+        # A probe half-opens it at every backoff step: only opening and closing are news.
+        level = {"open": logging.WARNING, "closed": logging.INFO}.get(state, logging.DEBUG)
+        log.log(level, "%s: circuit %s", self._name, state)
+
+    def _export_lag(self) -> None:
+        # Cached watermarks cost no request; they move only with fetches, so they go
+        # stale while paused. Tansu reports the high watermark as the base offset of
+        # the last batch + 1: there this lag is approximate (low, never negative).
+        for (topic, partition), nxt in self._next.items():
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except (KafkaException, RuntimeError):
+                continue
+            lag = partition_lag(low, high, nxt)
+            if lag is not None:
+                self._metrics.sink_consumer_lag.labels(self._name, topic, str(partition)).set(lag)
+
+    def _remove_lag(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):  # never exported
+            self._metrics.sink_consumer_lag.remove(self._name, topic, str(partition))

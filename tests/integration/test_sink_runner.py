@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.errors import SinkError
+from bus.errors import DeliveryError, SinkError
 from bus.metrics import Metrics
-from bus.settings import Settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.settings import Settings, SinkSettings
+from bus.topics import TopicSpec, ensure_topics, sink_dlq_topic
 from schemas.catalog import value_subject
 from schemas.codec import AvroSerializer
-from sinks.base import SinkRecord
+from sinks.base import Rejected, SinkRecord
 from sinks.runner import SinkRunner
+from sinks.sink_dlq import SinkDeadLetters, SinkLetter
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +33,16 @@ PARTITIONS = 2
 DEADLINE_S = 20.0
 
 Where = tuple[str, int, int]
+# Backoffs in tens of milliseconds and a circuit that opens after two failures, so an
+# outage of a few attempts takes well under a second.
+FAST = SinkSettings(
+    backoff_initial_s=0.02, backoff_max_s=0.2, breaker_fail_max=2, breaker_reset_timeout_s=0.1
+)
 
 
 class RecordingSink:
-    """Keeps every batch it took; can be told to fail its first ``fail_times`` writes."""
+    """Keeps every batch it took; can be told to fail its first ``fail_times`` writes,
+    to fail while ``down`` is set, and to refuse the records ``refuse`` picks."""
 
     def __init__(
         self,
@@ -42,25 +50,44 @@ class RecordingSink:
         fail_times: int = 0,
         retriable: bool = True,
         on_fail: Callable[[], None] | None = None,
+        down: threading.Event | None = None,
+        refuse: Callable[[SinkRecord], bool] | None = None,
+        expect: int = 0,
     ) -> None:
         self.fail_left = fail_times
         self.retriable = retriable
         self.on_fail = on_fail
+        self.down = down
+        self.refuse = refuse
         self.attempts: list[list[SinkRecord]] = []
         self.written: list[list[SinkRecord]] = []
         self.set_up = self.closed = False
+        self.failures = 0
+        self.expect = expect
+        self.has_all = threading.Event()  # set once ``expect`` records were written
 
     def setup(self) -> None:
         self.set_up = True
 
-    def write(self, batch: Sequence[SinkRecord]) -> None:
+    def write(self, batch: Sequence[SinkRecord]) -> list[Rejected]:
         self.attempts.append(list(batch))
-        if self.fail_left > 0:
+        failing = self.down is not None and self.down.is_set()
+        if self.fail_left > 0 or failing:
             self.fail_left -= 1
+            self.failures += 1
             if self.on_fail is not None:
                 self.on_fail()
             raise SinkError("destination unavailable", retriable=self.retriable)
-        self.written.append(list(batch))
+        refused = [
+            Rejected(rec, "http_4xx", "HTTP 422: value out of range", "HTTPStatusError")
+            for rec in batch
+            if self.refuse is not None and self.refuse(rec)
+        ]
+        gone = {where(r.record) for r in refused}
+        self.written.append([rec for rec in batch if where(rec) not in gone])
+        if self.expect and len(self.records) >= self.expect:
+            self.has_all.set()
+        return refused
 
     def flush(self) -> None:
         pass
@@ -101,7 +128,10 @@ def runners() -> Iterator[list[SinkRunner]]:
 
 
 def produce(
-    settings: Settings, topic: str, values: Sequence[tuple[int, bytes]]
+    settings: Settings,
+    topic: str,
+    values: Sequence[tuple[int, bytes]],
+    headers: Callable[[int], list[tuple[str, bytes]]] | None = None,
 ) -> dict[Where, bytes]:
     """Write (partition, value) pairs; returns each record's acknowledged position."""
     producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True})
@@ -116,7 +146,12 @@ def produce(
 
     for i, (partition, value) in enumerate(values):
         producer.produce(
-            topic, value, key=f"k{i}".encode(), partition=partition, on_delivery=on_delivery
+            topic,
+            value,
+            key=f"k{i}".encode(),
+            partition=partition,
+            headers=headers(i) if headers else None,
+            on_delivery=on_delivery,
         )
     assert producer.flush(15) == 0
     assert not errors
@@ -167,15 +202,19 @@ def make_runner(
     registry: SchemaRegistryClient,
     runners: list[SinkRunner],
     metrics: Metrics | None = None,
+    *,
+    name: str = "recording",
+    dead_letters: SinkDeadLetters | None = None,
 ) -> SinkRunner:
     runner = SinkRunner(
-        settings,
+        settings.model_copy(update={"sink": FAST}),
         sink,
-        name="recording",
+        name=name,
         topics=[topic],
         group=group,
         metrics=metrics,
         registry=registry,
+        dead_letters=dead_letters,
     )
     runners.append(runner)
     return runner
@@ -289,7 +328,7 @@ def test_same_runner_polled_again_after_a_permanent_failure_rereads_the_batch(
     assert committed(stack_settings, group, topic) == ends(acked)
 
 
-def test_undecodable_record_is_counted_and_does_not_block_the_partition(
+def test_undecodable_record_goes_to_the_sink_dlq_and_does_not_block_the_partition(
     stack_settings: Settings,
     registry: SchemaRegistryClient,
     topic: str,
@@ -302,7 +341,8 @@ def test_undecodable_record_is_counted_and_does_not_block_the_partition(
     acked = produce(stack_settings, topic, [(0, good[0][1]), (0, bad), (0, good[1][1])])
     metrics = Metrics()
     sink = RecordingSink()
-    runner = make_runner(stack_settings, sink, topic, group, registry, runners, metrics)
+    name = f"undecodable{uuid.uuid4().hex[:8]}"
+    runner = make_runner(stack_settings, sink, topic, group, registry, runners, metrics, name=name)
 
     drive(runner, lambda: len(sink.records) >= 2)
 
@@ -313,8 +353,328 @@ def test_undecodable_record_is_counted_and_does_not_block_the_partition(
     bad_at = next(w for w, v in acked.items() if v == bad)
     assert bad_at not in {where(rec) for rec in sink.records}
     undecodable = metrics.registry.get_sample_value(
-        "databus_sink_failures_total", {"sink": "recording", "kind": "undecodable"}
+        "databus_sink_failures_total", {"sink": name, "kind": "undecodable"}
     )
     assert undecodable == 1
     offsets = committed(stack_settings, group, topic)
     assert offsets[(topic, 0)] == ends(acked)[(topic, 0)] == 3
+    [letter] = read_topic(stack_settings, sink_dlq_topic(name), 1)
+    assert letter.value == bad
+    assert letter.headers[f"{ERR}offset"] == str(bad_at[2]).encode()
+    assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
+    assert letter.headers[f"{ERR}reason"] == b"bad_magic_byte"
+    assert letter.headers[f"{ERR}exception.class.name"] == b"CodecError"
+
+
+ERR = "databus.errors."
+
+
+class Letter:
+    def __init__(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        self.key, self.value = key, value
+        self.headers = dict(headers)
+
+
+def read_topic(settings: Settings, name: str, n: int) -> list[Letter]:
+    """The first ``n`` records of a topic (all partitions), read without a group."""
+    meta_reader = Consumer({**settings.kafka.client_config(), "group.id": "unused"})
+    try:
+        partitions = meta_reader.list_topics(name, timeout=10).topics[name].partitions
+        meta_reader.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
+        got: list[Letter] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while len(got) < n:
+            assert time.monotonic() < deadline, f"only {len(got)} of {n} records in {name}"
+            msg = meta_reader.poll(0.2)
+            if msg is None or msg.error() is not None:
+                continue
+            got.append(Letter(msg.key(), msg.value() or b"", list(msg.headers() or [])))  # type: ignore[arg-type]
+        assert meta_reader.consume(10, 0.5) == []  # and nothing more
+        return got
+    finally:
+        meta_reader.close()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+class FlakyDeadLetters(SinkDeadLetters):
+    """Fails its first send (the broker did not acknowledge) and notes, at every send,
+    what the group had committed by then."""
+
+    def __init__(self, settings: Settings, name: str, group: str, topic: str) -> None:
+        super().__init__(settings, name)
+        self._where = (settings, group, topic)
+        self.committed_at_send: list[dict[tuple[str, int], int]] = []
+        self.fail_left = 1
+
+    def send(self, letters: Sequence[SinkLetter], timeout: float = 30.0) -> None:
+        self.committed_at_send.append(committed(*self._where))
+        if self.fail_left > 0:
+            self.fail_left -= 1
+            raise DeliveryError("dead-letter write not acknowledged")
+        super().send(letters, timeout)
+
+
+def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    values = readings(registry, topic, 9)
+    acked = produce(
+        stack_settings, topic, values, headers=lambda i: [("ce_id", f"event-{i}".encode())]
+    )
+    name = f"rejecting{uuid.uuid4().hex[:8]}"
+    sink = RecordingSink(refuse=lambda rec: rec.value["value"] % 3 == 0)
+    dlq = FlakyDeadLetters(stack_settings, name, group, topic)
+    metrics = Metrics()
+    runner = make_runner(
+        stack_settings, sink, topic, group, registry, runners, metrics, name=name, dead_letters=dlq
+    )
+
+    drive(runner, lambda: committed(stack_settings, group, topic) == ends(acked))
+
+    refused = {w for w, v in acked.items() if v in {v for _, v in values[::3]}}
+    assert len(refused) == 3
+    assert Counter(where(rec) for rec in sink.records) == Counter(
+        {w: 1 for w in acked if w not in refused}
+    )
+    # The failed dead-letter write held the batch without writing it to the sink again,
+    # and nothing was committed before a dead-letter write.
+    assert sum(len(b) for b in sink.attempts) == 9
+    assert len(dlq.committed_at_send) >= 2
+    first_send = dlq.committed_at_send[0]
+    assert all(first_send[tp] < end for tp, end in ends(acked).items() if tp in first_send)
+
+    letters = read_topic(stack_settings, sink_dlq_topic(name), 3)
+    by_offset = {
+        (
+            letter.headers[f"{ERR}topic"].decode(),
+            int(letter.headers[f"{ERR}partition"]),
+            int(letter.headers[f"{ERR}offset"]),
+        ): letter
+        for letter in letters
+    }
+    assert set(by_offset) == refused
+    for at, letter in by_offset.items():
+        assert letter.value == acked[at]  # the original bytes
+        i = int(letter.key.decode()[1:]) if letter.key else -1
+        assert i % 3 == 0
+        assert letter.headers["ce_id"] == f"event-{i}".encode()
+        assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
+        assert letter.headers[f"{ERR}reason"] == b"http_4xx"
+        assert letter.headers[f"{ERR}exception.class.name"] == b"HTTPStatusError"
+        assert letter.headers[f"{ERR}exception.message"] == b"HTTP 422: value out of range"
+        assert letter.headers[f"{ERR}exception.message.vi"]
+    dataset = topic.rsplit(".", 2)[0]
+    labels = {"sink": name, "dataset": dataset, "reason": "http_4xx"}
+    assert sample(metrics, "databus_sink_dead_lettered_total", **labels) == 3
+    assert sample(metrics, "databus_sink_failures_total", sink=name, kind="rejected") == 3
+    assert runner.records_written == 6
+
+
+def loop(runner: SinkRunner, stop: threading.Event, out: dict[str, object]) -> None:
+    """What ``run`` does, noting the longest poll and any error for the test thread."""
+    longest = 0.0
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            runner.poll_once(timeout=0.2)
+            longest = max(longest, time.monotonic() - started)
+            out["longest_poll_s"] = longest
+    except BaseException as exc:
+        out["error"] = exc
+        raise
+
+
+def test_an_outage_holds_one_sink_without_slowing_another_and_loses_nothing(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    runners: list[SinkRunner],
+) -> None:
+    acked = produce(stack_settings, topic, readings(registry, topic, 12))
+    down = threading.Event()
+    down.set()
+    retried = threading.Event()
+    failing = RecordingSink(
+        down=down, expect=12, on_fail=lambda: failing.failures >= 4 and retried.set()
+    )
+    healthy = RecordingSink(expect=12)
+    metrics = Metrics()
+    failing_group = f"test-sink-down-{uuid.uuid4().hex[:8]}"
+    failing_runner = make_runner(
+        stack_settings, failing, topic, failing_group, registry, runners, metrics, name="down"
+    )
+    healthy_runner = make_runner(
+        stack_settings, healthy, topic, f"test-sink-up-{uuid.uuid4().hex[:8]}", registry, runners
+    )
+    stop = threading.Event()
+    states: dict[str, dict[str, object]] = {"down": {}, "up": {}}
+    threads = [
+        threading.Thread(target=loop, args=(failing_runner, stop, states["down"])),
+        threading.Thread(target=loop, args=(healthy_runner, stop, states["up"])),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        # The healthy sink gets everything while the other one's destination is down.
+        assert healthy.has_all.wait(DEADLINE_S)
+        assert retried.wait(DEADLINE_S), "the failing sink was not retried"
+        assert failing_runner.holding
+        assert failing.records == []
+        assert sample(metrics, "databus_sink_held_records", sink="down") > 0
+        assert sample(metrics, "databus_sink_paused_partitions", sink="down") == PARTITIONS
+        assert all(
+            offset < 0 for offset in committed(stack_settings, failing_group, topic).values()
+        )
+
+        down.clear()  # the destination is back
+        assert failing.has_all.wait(DEADLINE_S)
+        deadline = time.monotonic() + DEADLINE_S
+        while committed(stack_settings, failing_group, topic) != ends(acked):
+            assert time.monotonic() < deadline, "offsets did not reach the end"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(DEADLINE_S)
+    assert "error" not in states["down"] and "error" not in states["up"]
+    # Nobody blocked inside poll for the length of the outage.
+    assert float(states["down"]["longest_poll_s"]) < 2.0  # type: ignore[arg-type]
+
+    every_once = Counter(dict.fromkeys(acked, 1))
+    assert Counter(where(rec) for rec in healthy.records) == every_once
+    assert Counter(where(rec) for rec in failing.records) == every_once
+    assert sample(metrics, "databus_sink_retries_total", sink="down") >= 3
+    assert sample(metrics, "databus_sink_failures_total", sink="down", kind="retriable") >= 4
+    transitions = "databus_sink_circuit_transitions_total"
+    assert sample(metrics, transitions, sink="down", state="open") >= 1
+    assert sample(metrics, transitions, sink="down", state="half_open") >= 1
+    assert sample(metrics, transitions, sink="down", state="closed") >= 1
+    assert sample(metrics, "databus_sink_circuit_state", sink="down") == 0
+    assert sample(metrics, "databus_sink_held_records", sink="down") == 0
+    assert sample(metrics, "databus_sink_paused_partitions", sink="down") == 0
+    for p in range(PARTITIONS):
+        lag = metrics.registry.get_sample_value(
+            "databus_sink_consumer_lag", {"sink": "down", "topic": topic, "partition": str(p)}
+        )
+        assert lag is None or lag >= 0
+
+
+def test_rebalances_while_holding_a_batch_lose_and_duplicate_nothing(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    values = readings(registry, topic, 14)
+    acked = produce(stack_settings, topic, values[:10])
+    down = threading.Event()
+    down.set()
+    metrics = Metrics()
+    first_sink = RecordingSink(down=down)
+    first = make_runner(stack_settings, first_sink, topic, group, registry, runners, metrics)
+    drive(first, lambda: first.holding and first_sink.failures >= 1)
+
+    # A second member joins: the cooperative rebalance takes a partition from the
+    # holding runner, which drops that part of its held batch; the new owner replays it.
+    second_sink = RecordingSink()
+    second = make_runner(stack_settings, second_sink, topic, group, registry, runners)
+    deadline = time.monotonic() + 2 * DEADLINE_S
+    while not second_sink.records:
+        assert time.monotonic() < deadline, "the second member never got a partition"
+        first.poll_once(timeout=0.1)
+        second.poll_once(timeout=0.1)
+    taken = second_sink.records[0].partition
+    drive(second, lambda: len(second_sink.records) == sum(p == taken for _, p, _ in acked))
+    assert first.holding
+
+    # The second member leaves: its partition comes back to the runner still holding,
+    # paused behind the held batch; records produced meanwhile wait in Kafka.
+    second.close()
+    drive(first, lambda: sample(metrics, "databus_sink_paused_partitions", sink="recording") == 2)
+    acked |= produce(stack_settings, topic, values[10:])
+    for _ in range(3):
+        first.poll_once(timeout=0.1)
+    assert first.holding and first_sink.records == []
+
+    down.clear()  # the destination is back: the first runner writes the rest
+    drive(first, lambda: committed(stack_settings, group, topic) == ends(acked))
+
+    both = first_sink.records + second_sink.records
+    assert Counter(where(rec) for rec in both) == Counter(dict.fromkeys(acked, 1))
+    assert not first.holding
+
+
+def test_closing_a_runner_that_holds_a_batch_lets_the_next_member_replay_it(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    acked = produce(stack_settings, topic, readings(registry, topic, 6))
+    down = threading.Event()
+    down.set()
+    failing = RecordingSink(down=down)
+    first = make_runner(stack_settings, failing, topic, group, registry, runners)
+    drive(first, lambda: first.holding and failing.failures >= 2)
+    first.close()  # revokes everything while holding: the batch stays in Kafka
+    assert failing.closed and failing.records == []
+
+    sink = RecordingSink()
+    second = make_runner(stack_settings, sink, topic, group, registry, runners)
+    drive(second, lambda: len(sink.records) >= len(acked))
+    assert second.poll_once(timeout=0.3) == 0
+    assert Counter(where(rec) for rec in sink.records) == Counter(dict.fromkeys(acked, 1))
+    assert committed(stack_settings, group, topic) == ends(acked)
+
+
+class RestartingRegistry(SchemaRegistryClient):
+    """The real registry, unreachable for its first ``down_for`` schema look-ups."""
+
+    def __init__(self, url: str, down_for: int) -> None:
+        super().__init__({"url": url})
+        self.down_for = down_for
+
+    def get_schema(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        if self.down_for > 0:
+            self.down_for -= 1
+            raise ConnectionError("registry restarting")
+        return super().get_schema(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_registry_outage_holds_the_batch_until_it_decodes(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    registry_url: str,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    acked = produce(stack_settings, topic, readings(registry, topic, 4))
+    metrics = Metrics()
+    sink = RecordingSink()
+    restarting = RestartingRegistry(registry_url, down_for=3)
+    runner = make_runner(stack_settings, sink, topic, group, restarting, runners, metrics)
+    held: list[bool] = []
+
+    def done() -> bool:
+        held.append(runner.holding)
+        return len(sink.records) >= len(acked)
+
+    drive(runner, done)
+
+    assert True in held  # waited, paused, instead of skipping or dead-lettering
+    assert restarting.down_for == 0
+    assert len(sink.attempts) == len(sink.written)  # the sink never saw the outage
+    assert Counter(where(rec) for rec in sink.records) == Counter(dict.fromkeys(acked, 1))
+    assert committed(stack_settings, group, topic) == ends(acked)
+    assert sample(metrics, "databus_sink_failures_total", sink="recording", kind="retriable") == 3
+    assert sample(metrics, "databus_sink_retries_total", sink="recording") == 3
+    assert sample(metrics, "databus_sink_failures_total", sink="recording", kind="undecodable") == 0
