@@ -1,0 +1,222 @@
+"""Open-data export from a shared repository on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from schemas.catalog import DATASETS, Dataset, get_dataset
+from sinks.open_data import CATALOG_FILE, ExportReport, export_open_data
+from sinks.shared_repo import SharedRepoSink, create_repo_engine
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from std_samples import SIMULATED, sink_records, std_events
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2025, 10, 16, 3, 0, tzinfo=UTC)
+PUBLIC = sorted(d.id for d in DATASETS.values() if d.classification == "public")
+TEACHERS = get_dataset("education.teachers")
+SCHOOLS = get_dataset("education.schools")
+# a restricted dataset marked public by mistake: its personal fields must still go
+CATALOG: dict[str, Dataset] = {
+    **DATASETS,
+    TEACHERS.id: dataclasses.replace(TEACHERS, classification="public"),
+}
+
+
+def _deleted_schools() -> list[dict[str, Any]]:
+    events = std_events(SCHOOLS.id)
+    out = []
+    for ev in events[:3]:
+        d = copy.deepcopy(ev)
+        d.update(op="d", before=ev["after"], after=None, event_id=uuid.UUID(int=7 + len(out)))
+        d["source"]["version"] = ev["source"]["version"] + 10
+        out.append(d)
+    return out
+
+
+def _fill(engine: sa.Engine, db_schema: str | None) -> None:
+    sink = SharedRepoSink(engine, db_schema=db_schema)
+    sink.setup()
+    for dataset_id in SIMULATED:
+        assert sink.write(sink_records(dataset_id, std_events(dataset_id))) == []
+    assert sink.write(sink_records(SCHOOLS.id, _deleted_schools())) == []
+
+
+@pytest.fixture(scope="module")
+def sqlite_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
+    engine = create_repo_engine(f"sqlite:///{tmp_path_factory.mktemp('od') / 'repo.db'}")
+    _fill(engine, None)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_repo(postgres_url: str) -> Iterator[tuple[sa.Engine, str]]:
+    schema = f"t_open_data_{uuid.uuid4().hex[:10]}"
+    engine = create_repo_engine(postgres_url)
+    try:
+        _fill(engine, schema)
+        yield engine, schema
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest) -> tuple[sa.Engine, str | None]:
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_repo"), None
+    engine, schema = request.getfixturevalue("pg_repo")
+    return engine, schema
+
+
+def _export(repo: tuple[sa.Engine, str | None], out: Path, **kw: Any) -> ExportReport:
+    engine, schema = repo
+    return export_open_data(engine, out, now=NOW, db_schema=schema, **kw)
+
+
+def _dataset_of(file_name: str) -> str:
+    return file_name.rsplit(".", 1)[0].removesuffix(".by_commune")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+
+
+def test_only_public_datasets_are_exported(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    report = _export(repo, tmp_path)
+    assert [d.dataset_id for d in report.datasets] == PUBLIC
+    names = {p.name for p in tmp_path.iterdir()}
+    expected = {CATALOG_FILE}
+    for d in report.datasets:
+        expected |= {f.name for f in d.files}
+    assert names == expected
+    assert {_dataset_of(n) for n in names - {CATALOG_FILE}} == set(PUBLIC)
+    # rows: the current, not deleted, entities; bookkeeping columns left out
+    schools = _read_csv(tmp_path / "education.schools.csv")
+    live = {e["after"]["school_id"] for e in std_events(SCHOOLS.id)}
+    gone = {e["before"]["school_id"] for e in _deleted_schools()}
+    assert {r["school_id"] for r in schools} == live - gone
+    assert not any(c.startswith("_") for c in schools[0])
+    assert [r["school_id"] for r in schools] == sorted(r["school_id"] for r in schools)
+    table = pq.read_table(tmp_path / "education.schools.parquet")
+    assert table.column_names == list(schools[0])
+    assert table.num_rows == len(schools)
+
+
+def test_personal_fields_never_reach_a_file(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    report = _export(repo, tmp_path, catalog=CATALOG)
+    teachers = next(d for d in report.datasets if d.dataset_id == TEACHERS.id)
+    assert set(teachers.dropped) == set(TEACHERS.personal_fields)
+    events = std_events(TEACHERS.id)
+    secrets = {e["after"]["citizen_id"] for e in events} | {e["after"]["full_name"] for e in events}
+    for path in tmp_path.iterdir():
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            assert not set(table.column_names) & set(TEACHERS.personal_fields)
+            text = json.dumps(table.to_pylist(), default=str, ensure_ascii=False)
+        else:
+            text = path.read_text(encoding="utf-8")
+        assert not any(s in text for s in secrets), path.name
+    header = _read_csv(tmp_path / "education.teachers.csv")[0]
+    assert not set(header) & set(TEACHERS.personal_fields)
+    assert "teacher_id" in header
+
+
+def test_small_counts_are_suppressed(repo: tuple[sa.Engine, str | None], tmp_path: Path) -> None:
+    report = _export(repo, tmp_path)
+    for stem in ("education.schools", "health.facilities"):
+        rows = _read_csv(tmp_path / f"{stem}.csv")
+        truth = Counter(r["commune_code"] for r in rows)
+        cells = _read_csv(tmp_path / f"{stem}.by_commune.csv")
+        assert [c["commune_code"] for c in cells] == sorted(truth)
+        for cell in cells:
+            n = truth[cell["commune_code"]]
+            if n < 5:
+                assert (cell["count"], cell["suppressed"]) == ("", "true")
+            else:
+                assert (cell["count"], cell["suppressed"]) == (str(n), "false")
+        parquet = pq.read_table(tmp_path / f"{stem}.by_commune.parquet").to_pylist()
+        assert all(p["count"] is None or p["count"] >= 5 for p in parquet)
+        exported = next(d for d in report.datasets if d.dataset_id == stem)
+        assert exported.suppressed_cells == sum(1 for c in cells if c["suppressed"] == "true") > 0
+
+
+def test_export_is_reproducible_byte_for_byte(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    first = _export(repo, tmp_path / "a")
+    second = export_open_data(
+        repo[0], tmp_path / "b", now=datetime(2030, 1, 1, tzinfo=UTC), db_schema=repo[1]
+    )
+    assert first.files == second.files
+    for f in first.files:
+        assert (tmp_path / "a" / f.name).read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+
+
+def test_postgresql_and_sqlite_exports_are_identical(
+    sqlite_repo: sa.Engine, pg_repo: tuple[sa.Engine, str], tmp_path: Path
+) -> None:
+    lite = _export((sqlite_repo, None), tmp_path / "sqlite")
+    pg = _export(pg_repo, tmp_path / "pg")
+    assert lite.files == pg.files
+
+
+def test_dcat_catalog_describes_the_files(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    base = "https://data.example.gov.vn/open/"
+    report = _export(repo, tmp_path, base_uri=base)
+    doc = json.loads((tmp_path / CATALOG_FILE).read_text(encoding="utf-8"))
+    assert doc["@type"] == "dcat:Catalog"
+    assert {"dcat", "dct", "spdx"} <= set(doc["@context"])
+    datasets = {d["dct:identifier"]: d for d in doc["dcat:dataset"]}
+    assert set(PUBLIC) <= set(datasets)
+    assert {"education.schools.by_commune", "health.facilities.by_commune"} <= set(datasets)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != CATALOG_FILE}
+    described = set()
+    for ident, d in datasets.items():
+        assert d["@type"] == "dcat:Dataset"
+        assert {t["@language"] for t in d["dct:title"]} == {"vi", "en"}
+        assert d["dct:publisher"]["foaf:name"]
+        assert d["dct:modified"]["@type"] == "xsd:dateTime"
+        assert d["dct:license"]["@id"].startswith("https://")
+        for dist in d["dcat:distribution"]:
+            url = dist["dcat:downloadURL"]["@id"]
+            assert url.startswith(base)
+            name = url.removeprefix(base)
+            data = files[name]
+            described.add(name)
+            assert dist["dcat:byteSize"]["@value"] == str(len(data))
+            assert dist["spdx:checksum"]["spdx:checksumValue"] == hashlib.sha256(data).hexdigest()
+            media = dist["dcat:mediaType"]["@id"]
+            assert media.endswith("text/csv" if name.endswith(".csv") else "vnd.apache.parquet")
+        assert ident.split(".by_commune")[0] in PUBLIC
+    assert described == set(files)
+    schools = datasets["education.schools"]
+    assert schools["dct:publisher"]["foaf:name"] == "Sở Giáo dục và Đào tạo"
+    assert (
+        report.catalog.sha256 == hashlib.sha256((tmp_path / CATALOG_FILE).read_bytes()).hexdigest()
+    )
