@@ -22,6 +22,7 @@ import typer
 from rich.live import Live
 from rich.markup import escape
 
+from bus.agency_cli import agency_app
 from bus.catalog_cli import catalog_app
 from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
 from bus.dlq_cli import dlq_app
@@ -37,6 +38,7 @@ app.add_typer(catalog_app, name="catalog")
 schemas_app = typer.Typer(no_args_is_help=True, help="Schemas in the registry.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(agency_app)  # share, api, acl render, audit verify, agency-token
 log = logging.getLogger("databus")
 
 

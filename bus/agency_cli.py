@@ -1,0 +1,162 @@
+"""Downstream agencies: publish shared topics, serve the API, render ACLs, check the audit log.
+
+databus share                              mask the shared datasets onto their shared topics
+databus api [--host H] [--port P]          the subscription API for agencies (HTTP)
+databus acl render [--format F] [--out F]  Kafka ACLs from the access policy (kafka-acls|strimzi)
+databus audit verify [PATH]                check the audit log's hash chain
+databus agency-token AGENCY                a fresh API token and the policy line holding its hash
+
+Exit codes: 0 done; 1 the audit chain is broken; 2 bad usage, settings or policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from bus.access_policy import AccessPolicy, load_policy, new_token, token_hash
+from bus.audit import AuditLog, verify
+from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
+from bus.errors import ConfigError, DatabusError
+from bus.settings import Settings
+
+__all__ = ["agency_app"]
+
+agency_app = typer.Typer(no_args_is_help=True, help="Downstream agencies and access control.")
+acl_app = typer.Typer(no_args_is_help=True, help="Kafka ACLs rendered from the access policy.")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit log of grants and exports.")
+agency_app.add_typer(acl_app, name="acl")
+agency_app.add_typer(audit_app, name="audit")
+
+log = logging.getLogger("databus.agency")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    console.print(f"[red]{escape(message)}[/]")
+    raise typer.Exit(code)
+
+
+def _policy(settings: Settings) -> AccessPolicy:
+    try:
+        return load_policy(settings.access.policy_file)
+    except ConfigError as exc:
+        _fail(f"{exc}\nFix the access policy (see bus/access_policy.py for its format).")
+
+
+def _audit(settings: Settings) -> AuditLog:
+    return AuditLog(settings.access.resolved_audit_log(settings.data_dir))
+
+
+@agency_app.command()
+def share() -> None:
+    """Publish every shared dataset to its shared topic, personal fields dropped or hashed."""
+    from stream_processors.share_loop import ShareLoop, policy_plans
+
+    setup_logging()
+    settings = settings_or_exit()
+    policy = _policy(settings)
+    try:
+        loop = ShareLoop(settings, policy_plans(policy), audit=_audit(settings))
+    except DatabusError as exc:
+        _fail(str(exc))
+    log.info("sharing %d dataset(s)", len(policy.shared))
+    loop.run(stop_on_signals())
+
+
+@agency_app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings; 0: free)")] = None,
+) -> None:
+    """Serve the subscription API: agencies read their shared datasets over HTTP."""
+    from sinks.subscription_api import create_app, serve
+
+    setup_logging()
+    settings = settings_or_exit()
+    policy = _policy(settings)
+    app = create_app(settings, policy, _audit(settings))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            app,
+            host or settings.access.api_host,
+            settings.access.api_port if port is None else port,
+            stop,
+        )
+
+    asyncio.run(main())
+
+
+class AclFormat(StrEnum):
+    kafka_acls = "kafka-acls"
+    strimzi = "strimzi"
+
+
+_DEFAULT_FORMAT = AclFormat.kafka_acls
+
+
+@acl_app.command("render")
+def acl_render(
+    fmt: Annotated[
+        AclFormat, typer.Option("--format", help="Output format")
+    ] = AclFormat.kafka_acls,
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout)")] = None,
+    cluster: Annotated[str, typer.Option(help="Strimzi cluster name")] = "databus",
+) -> None:
+    """Kafka ACLs for a production cluster: agency reads, source-unit writes, the bus."""
+    from bus.acl import acl_rules, render_kafka_acls, render_strimzi
+
+    settings = settings_or_exit()
+    rules = acl_rules(_policy(settings))
+    if fmt is AclFormat.strimzi:
+        text = render_strimzi(rules, cluster=cluster)
+    else:
+        text = render_kafka_acls(rules)
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"[green]✓[/] {len(rules)} ACL rule(s) written to {escape(str(out))}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    path: Annotated[
+        Path | None, typer.Argument(help="Audit log (default: DATABUS_ACCESS__AUDIT_LOG)")
+    ] = None,
+) -> None:
+    """Check the hash chain of the audit log; name the first line that was changed."""
+    if path is None:
+        path = _audit(settings_or_exit()).path
+    if not path.is_file():
+        _fail(f"no audit log at {path}")
+    result = verify(path)
+    if not result.ok:
+        console.print(
+            f"[red]✗ broken at line {result.broken_line}[/]: {escape(result.reason or '')}\n"
+            f"  {result.lines - 1} line(s) before it verify; head of the good part {result.head}"
+        )
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {result.lines} line(s) verify; head {result.head}")
+
+
+@agency_app.command("agency-token")
+def agency_token(agency: Annotated[str, typer.Argument(help="Agency id in the policy")]) -> None:
+    """Print a fresh API token for an agency and the policy line holding its hash."""
+    token = new_token()
+    table = Table(show_header=False, title=f"API token for {agency}", title_justify="left")
+    table.add_row("give the agency (once, securely)", token)
+    table.add_row(f"put in [agencies.{agency}]", f'token_sha256 = "{token_hash(token)}"')
+    console.print(table)

@@ -1,0 +1,122 @@
+"""The audit log's hash chain: it verifies, and any changed character is found."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bus.audit import GENESIS, AuditLog, verify
+
+
+def _log(path: Path, n: int = 5) -> list[str]:
+    log = AuditLog(path)
+    for i in range(n):
+        log.append(
+            actor=f"agency-{i % 2}",
+            action="api.read",
+            object="feedback.reports",
+            outcome="granted" if i % 3 else "denied",
+            detail={"records": i, "note": "Sở Xây dựng"},
+            at=datetime(2025, 10, 1, 8, i, tzinfo=UTC),
+        )
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def test_a_written_log_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _log(path)
+    result = verify(path)
+    assert result.ok and result.lines == len(lines) == 5
+    assert result.head != GENESIS
+
+
+def test_an_empty_log_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text("")
+    assert verify(path).ok
+
+
+def test_entries_chain_to_the_previous_line(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.jsonl")
+    first = log.append(actor="x", action="a", object="o", outcome="granted")
+    second = log.append(actor="x", action="a", object="o", outcome="granted")
+    assert first["prev"] == GENESIS and first["seq"] == 1
+    assert second["prev"] == first["hash"] and second["seq"] == 2
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_changing_one_character_of_any_line_is_found_at_that_line(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    lines = _log(path)
+    number = data.draw(st.integers(0, len(lines) - 1), label="line")
+    line = lines[number]
+    position = data.draw(st.integers(0, len(line) - 2), label="position")  # not the newline
+    replacement = data.draw(
+        st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(
+            lambda c: c != line[position]
+        ),
+        label="replacement",
+    )
+    lines[number] = line[:position] + replacement + line[position + 1 :]
+    path.write_text("".join(lines), encoding="utf-8")
+    result = verify(path)
+    assert not result.ok
+    assert result.broken_line == number + 1
+
+
+def test_removing_or_swapping_lines_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _log(path)
+    path.write_text("".join(lines[:2] + lines[3:]), encoding="utf-8")
+    assert verify(path).broken_line == 3
+    path.write_text("".join([lines[1], lines[0], *lines[2:]]), encoding="utf-8")
+    assert verify(path).broken_line == 1
+
+
+def test_a_torn_last_line_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _log(path, 3)
+    path.write_text("".join(lines) + lines[0][:20], encoding="utf-8")
+    result = verify(path)
+    assert result.broken_line == 4 and result.reason == "incomplete last line"
+
+
+def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+
+    def write(worker: int) -> None:
+        for i in range(25):
+            log.append(actor=f"w{worker}", action="share.publish", object="t", outcome=str(i))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = verify(log.path)
+    assert result.ok and result.lines == 100
+
+
+def test_databus_audit_verify_exits_1_naming_the_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bus.agency_cli import agency_app
+
+    path = tmp_path / "audit.jsonl"
+    lines = _log(path)
+    ok = CliRunner().invoke(agency_app, ["audit", "verify", str(path)])
+    assert ok.exit_code == 0 and "5 line(s) verify" in ok.output
+    lines[2] = lines[2].replace("granted", "grantee", 1).replace("denied", "denyed", 1)
+    path.write_text("".join(lines), encoding="utf-8")
+    broken = CliRunner().invoke(agency_app, ["audit", "verify", str(path)])
+    assert broken.exit_code == 1 and "line 3" in broken.output
