@@ -1,0 +1,155 @@
+"""deploy/grafana: the four dashboards exist, are well-formed, point at the provisioned
+data source and query only metrics the code exports. JSON only: no YAML parser needed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[3]
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+REQUIRED = {
+    "databus-pipeline": "pipeline overview",
+    "databus-dataset-quality": "dataset freshness and quality",
+    "databus-delivery-ledger": "delivery ledger",
+    "databus-sinks": "sinks",
+}
+PROMQL_WORDS = {
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "by", "without", "on", "ignoring",
+    "group_left", "group_right", "and", "or", "unless", "rate", "increase", "irate", "deriv",
+    "delta", "absent", "histogram_quantile", "time", "bool", "offset", "vector", "scalar",
+    "label_values", "clamp_min", "clamp_max", "le", "inf", "nan",
+}  # fmt: skip
+
+
+def exported_metric_names() -> set[str]:
+    """The series names a fresh ``Metrics()`` registry can expose, plus Prometheus's ``up``."""
+    names = {"up"}
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names |= {family.name + "_total", family.name + "_created"}
+        elif family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_sum", "_count", "_created")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def series_names(expr: str) -> set[str]:
+    """Identifiers that stand for series: not functions, keywords, labels or strings."""
+    stripped = re.sub(r"\$\{?\w+\}?", "", expr)  # dashboard variables ($unit, $__interval)
+    stripped = re.sub(r'"[^"]*"', '""', stripped)
+    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)
+    stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)
+    stripped = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped
+    )
+    stripped = re.sub(r"\b\d+(?:\.\d+)?(?:ms|[smhdwy])?\b", " ", stripped)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", stripped):
+        word = match.group(0)
+        after = stripped[match.end() :].lstrip()[:1]
+        if word.lower() in PROMQL_WORDS or after == "(" or word in {"", ","}:
+            continue
+        names.add(word)
+    return names
+
+
+def provisioned_datasource_uids() -> set[str]:
+    uids = set()
+    for path in (GRAFANA / "provisioning" / "datasources").glob("*.yaml"):
+        uids |= set(re.findall(r"^\s+uid:\s*(\S+)\s*$", path.read_text(encoding="utf-8"), re.M))
+    return uids
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found += panel.get("panels", [])  # collapsed rows keep their panels inside
+    return found
+
+
+def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target and every templating query."""
+    found = []
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            found.append((f"panel {panel['title']!r}", target["expr"]))
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        text = query.get("query") if isinstance(query, dict) else query
+        if variable.get("type") == "query":
+            # label_values(SERIES, LABEL): the second argument is a label, not a series
+            series = re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", str(text).strip())
+            found.append((f"variable {variable['name']}", series))
+    return found
+
+
+@pytest.fixture(scope="module", params=[p.name for p in DASHBOARDS])
+def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((GRAFANA / "dashboards" / request.param).read_text("utf-8"))
+    return doc
+
+
+def test_the_four_dashboards_exist_with_unique_uids() -> None:
+    docs = [json.loads(p.read_text(encoding="utf-8")) for p in DASHBOARDS]
+    uids = [d["uid"] for d in docs]
+    assert len(uids) == len(set(uids))
+    assert set(REQUIRED) <= set(uids)
+    for doc in docs:
+        assert doc["title"].strip() and len(doc["uid"]) <= 40
+
+
+def test_one_provisioned_datasource() -> None:
+    assert provisioned_datasource_uids() == {"databus-prometheus"}
+
+
+def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["targets"], f"{panel['title']!r} has no query"
+            refs = [t["refId"] for t in panel["targets"]]
+            assert len(refs) == len(set(refs))
+
+
+def test_every_datasource_reference_resolves(dashboard: dict[str, Any]) -> None:
+    uids = provisioned_datasource_uids()
+    refs = []
+    for panel in panels(dashboard):
+        if "datasource" in panel:
+            refs.append(panel["datasource"])
+        refs += [t["datasource"] for t in panel.get("targets", []) if "datasource" in t]
+    refs += [v["datasource"] for v in dashboard["templating"]["list"] if "datasource" in v]
+    assert refs
+    for ref in refs:
+        assert ref["type"] == "prometheus" and ref["uid"] in uids, ref
+
+
+def test_queries_use_only_exported_metrics(dashboard: dict[str, Any]) -> None:
+    exported = exported_metric_names()
+    found = queries(dashboard)
+    assert found
+    for where, expr in found:
+        used = set(re.findall(r"\bdatabus_[a-z0-9_]+", expr))
+        assert series_names(expr), f"{dashboard['uid']} {where}: queries no series"
+        assert used <= exported, f"{where}: not exported: {sorted(used - exported)}"
+        unknown = series_names(expr) - exported
+        assert not unknown, f"{dashboard['uid']} {where}: unknown series {sorted(unknown)}"
+
+
+def test_template_variables_are_used(dashboard: dict[str, Any]) -> None:
+    exprs = " ".join(expr for _, expr in queries(dashboard))
+    for variable in dashboard["templating"]["list"]:
+        assert f"${variable['name']}" in exprs, variable["name"]
