@@ -1,12 +1,7 @@
-"""The ``databus`` command line.
-
-databus up [--for SECONDS]     the whole bus on embedded servers, with a live summary
-databus process                the Faust stream processor (a worker)
-databus sink ioc               the IOC store sink (Redis)
-databus simulate               the dossier simulator, publishing through the Publisher
-databus kpis                   per-unit dossier KPIs read back from the IOC store
+"""The ``databus`` command line: one Typer app; groups of commands live in their own
+modules (``catalog_cli``, ``sink_cli``, ``dlq_cli``, ``opendata_cli``, ``agency_cli``).
+``databus --help`` lists them; README.md, "Commands", explains them.
 """
-
 from __future__ import annotations
 
 import logging
@@ -28,13 +23,19 @@ from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_sig
 from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
 from bus.local_stack import detach_but_follow_parent
+from bus.opendata_cli import opendata_app
 from bus.sink_cli import sink_app
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="databus, the provincial data-sharing bus. `databus up` runs it all locally.",
+)
 app.add_typer(sink_app, name="sink")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(opendata_app, name="opendata")
 schemas_app = typer.Typer(no_args_is_help=True, help="Schemas in the registry.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
@@ -321,6 +322,18 @@ def reconcile(
         console.print(f"undecodable records skipped: {dict(counts.undecodable)}")
     if any(r.status in ("missing", "extra") for r in rows):
         raise typer.Exit(1)
+
+
+@app.command("health-receiver")
+def health_receiver(
+    port: Annotated[int, typer.Option(help="Port (0: a free one, printed)")] = 0,
+    store: Annotated[Path | None, typer.Option(help="JSON file keeping what it received")] = None,
+) -> None:
+    """A loopback stand-in for the ministry's health axis, for trials and `make run`."""
+    from sinks.health_receiver import main as receiver_main
+
+    args = ["--port", str(port), *(["--store", str(store)] if store else [])]
+    raise typer.Exit(receiver_main(args))
 
 
 @app.command()

@@ -21,7 +21,9 @@ sink_app = typer.Typer(no_args_is_help=True, help="Run a sink.")
 log = logging.getLogger("databus")
 
 
-def _run(settings: Settings, sink: Sink, *, name: str, topics: Sequence[str], group: str) -> None:
+def _run(
+    settings: Settings, sink: Sink, *, name: str, topics: Sequence[str], group: str | None = None
+) -> None:
     """Serve metrics, then consume ``topics`` into ``sink`` until Ctrl-C or SIGTERM."""
     from bus.metrics import Metrics, serve_metrics
     from sinks.runner import SinkRunner
@@ -29,7 +31,14 @@ def _run(settings: Settings, sink: Sink, *, name: str, topics: Sequence[str], gr
     metrics = Metrics()
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("%s sink: metrics on http://%s:%d/metrics", name, settings.metrics.host, port)
-    runner = SinkRunner(settings, sink, name=name, topics=topics, group=group, metrics=metrics)
+    runner = SinkRunner(
+        settings,
+        sink,
+        name=name,
+        topics=topics,
+        group=group or f"databus-sink-{name.replace('_', '-')}",
+        metrics=metrics,
+    )
     runner.run(stop_on_signals())
 
 
@@ -61,3 +70,29 @@ def sink_ioc() -> None:
         topics=[*std_topics(), ALERTS_TOPIC, QUALITY_TOPIC],
         group=settings.sink_group,
     )
+
+
+@sink_app.command("sql")
+def sink_sql() -> None:
+    """The shared repository (SQL): current state and history of every dataset."""
+    from sinks.shared_repo import SharedRepoSink
+
+    setup_logging()
+    settings = settings_or_exit()
+    _run(settings, SharedRepoSink.from_settings(settings), name="shared_repo", topics=std_topics())
+
+
+@sink_app.command("health")
+def sink_health() -> None:
+    """The ministry health axis: health datasets as FHIR R4 transaction bundles over HTTPS."""
+    from sinks.health_axis import TOPICS, HealthAxisSink
+
+    setup_logging()
+    settings = settings_or_exit()
+    if settings.health_axis.url is None:
+        console.print(
+            "[red]DATABUS_HEALTH_AXIS__URL is not set[/]: point it at the ministry's FHIR "
+            "endpoint (or at `databus health-receiver` to try it locally)."
+        )
+        raise typer.Exit(2)
+    _run(settings, HealthAxisSink(settings.health_axis), name="health_axis", topics=TOPICS)

@@ -9,18 +9,13 @@ from typing import Any
 
 import pytest
 import typer
+import yaml
 
 from bus.settings import Settings
-
-try:
-    import yaml
-except ImportError:  # PyYAML belongs in the dev extra; until then the text checks run
-    yaml = None
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-needs_yaml = pytest.mark.skipif(yaml is None, reason="PyYAML is not installed (dev extra)")
 
 BUS_SERVICES = {"init", "processor", "sink-ioc", "sink-sql", "sink-health", "simulator"}
 INFRA = {"kafka-1", "kafka-2", "kafka-3", "schema-registry", "redis", "postgres"}
@@ -29,7 +24,6 @@ MONITORING = {"prometheus", "alertmanager", "grafana"}
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_WORDS = ("PASSWORD", "SECRET", "PSEUDONYM_KEY")
 # Sink commands issue 6 adds in parallel with these files; drop this once they exist.
-PENDING_COMMANDS = {("sink", "sql"), ("sink", "health")}
 
 
 def setting_env_names(model: type[Any] = Settings, prefix: str = "DATABUS_") -> set[str]:
@@ -180,12 +174,10 @@ def test_dockerfile_installs_the_project_on_python_slim() -> None:
 # --- structure -------------------------------------------------------------------------
 
 
-@needs_yaml
 def test_the_stack_has_every_part(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) >= INFRA | MONITORING | BUS_SERVICES
 
 
-@needs_yaml
 def test_kafka_is_three_kraft_brokers_with_rf3_and_min_isr2(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -208,7 +200,6 @@ def test_kafka_is_three_kraft_brokers_with_rf3_and_min_isr2(
     assert node_ids == {"1", "2", "3"}
 
 
-@needs_yaml
 def test_depends_on_targets_exist_and_can_meet_their_condition(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -226,7 +217,6 @@ def test_depends_on_targets_exist_and_can_meet_their_condition(
                 assert condition == "service_started"
 
 
-@needs_yaml
 def test_bus_services_build_from_the_dockerfile(services: dict[str, dict[str, Any]]) -> None:
     for name in BUS_SERVICES:
         build = services[name]["build"]
@@ -238,7 +228,6 @@ def test_bus_services_build_from_the_dockerfile(services: dict[str, dict[str, An
     assert int(interpolate(str(replicas))) >= 2
 
 
-@needs_yaml
 def test_bus_commands_are_real_cli_commands(services: dict[str, dict[str, Any]]) -> None:
     init = " ".join(services["init"]["command"])
     for argv in re.findall(r"\bdatabus ((?:[a-z][a-z-]* ?)+)", init):
@@ -248,12 +237,9 @@ def test_bus_commands_are_real_cli_commands(services: dict[str, dict[str, Any]])
     for name in BUS_SERVICES - {"init"}:
         if not resolves_to_cli_command(services[name]["command"]):
             missing.append(tuple(services[name]["command"][:2]))
-    assert set(missing) <= PENDING_COMMANDS, f"not databus commands: {missing}"
-    if missing:
-        pytest.xfail(f"commands still being added (issue 6): {sorted(set(missing))}")
+    assert not missing, f"not databus commands: {missing}"
 
 
-@needs_yaml
 @pytest.mark.parametrize("name", sorted(BUS_SERVICES))
 def test_bus_service_environment_is_accepted_by_the_settings(
     name: str, services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
@@ -279,13 +265,11 @@ def test_bus_service_environment_is_accepted_by_the_settings(
         assert settings.shared_repo.url.get_secret_value().startswith("postgresql+psycopg://")
 
 
-@needs_yaml
 def test_each_sink_has_its_own_consumer_group(services: dict[str, dict[str, Any]]) -> None:
     groups = [services[s]["environment"]["DATABUS_SINK_GROUP"] for s in services if "sink-" in s]
     assert len(groups) == len(set(groups)) == 3
 
 
-@needs_yaml
 def test_bind_mounts_and_secret_files_point_into_deploy(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
@@ -309,7 +293,6 @@ def test_bind_mounts_and_secret_files_point_into_deploy(
             assert secret in compose["secrets"]
 
 
-@needs_yaml
 def test_prometheus_scrapes_the_compose_services_on_the_metrics_port(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -337,7 +320,6 @@ def test_prometheus_scrapes_the_compose_services_on_the_metrics_port(
     assert alerting == ["alertmanager:9093"]
 
 
-@needs_yaml
 def test_grafana_provisioning_points_at_the_mounted_dashboards(
     services: dict[str, dict[str, Any]],
 ) -> None:

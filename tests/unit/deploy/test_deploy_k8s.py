@@ -15,22 +15,16 @@ from typing import Any
 
 import pytest
 import typer
+import yaml
 
 from bus.settings import Settings
 from bus.topics import bus_topics
-
-try:
-    import yaml
-except ImportError:  # PyYAML belongs in the dev extra; until then the text checks run
-    yaml = None
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 README = ROOT / "deploy" / "README.md"
 NAMESPACE = "databus"
-needs_yaml = pytest.mark.skipif(yaml is None, reason="PyYAML is not installed (dev extra)")
 # Sink commands issue 6 adds in parallel with these files; drop this once they exist.
-PENDING_COMMANDS = {("sink", "sql"), ("sink", "health")}
 CLUSTER_SCOPED = {"Namespace"}
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 
@@ -182,7 +176,6 @@ def test_kustomize_builds() -> None:
 # --- structure -------------------------------------------------------------------------
 
 
-@needs_yaml
 def test_every_document_is_a_named_resource_in_the_namespace(docs: list[dict[str, Any]]) -> None:
     seen = set()
     for doc in docs:
@@ -196,7 +189,6 @@ def test_every_document_is_a_named_resource_in_the_namespace(docs: list[dict[str
             assert meta.get("namespace") == NAMESPACE, key
 
 
-@needs_yaml
 def test_workload_selectors_match_their_pod_labels(docs: list[dict[str, Any]]) -> None:
     for doc in docs:
         if doc["kind"] in {"Deployment", "StatefulSet"}:
@@ -209,7 +201,6 @@ def test_workload_selectors_match_their_pod_labels(docs: list[dict[str, Any]]) -
             }
 
 
-@needs_yaml
 def test_every_service_selects_a_workload_and_its_ports(docs: list[dict[str, Any]]) -> None:
     for service in of_kind(docs, "Service"):
         selector = service["spec"]["selector"]
@@ -231,7 +222,6 @@ def test_every_service_selects_a_workload_and_its_ports(docs: list[dict[str, Any
                 assert target in port_names, (service["metadata"]["name"], target)
 
 
-@needs_yaml
 def test_configmaps_and_secrets_referenced_exist(docs: list[dict[str, Any]]) -> None:
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
     # Strimzi's User Operator creates a Secret named after each KafkaUser (key: password).
@@ -266,18 +256,14 @@ def test_configmaps_and_secrets_referenced_exist(docs: list[dict[str, Any]]) -> 
     assert referenced > 0
 
 
-@needs_yaml
 def test_bus_containers_run_real_commands(docs: list[dict[str, Any]]) -> None:
     missing = []
     for doc, container in containers(docs):
         if is_bus(container) and not resolves_to_cli_command(container["args"]):
-            missing.append(tuple(container["args"][:2]))
-            assert tuple(container["args"][:2]) in PENDING_COMMANDS, doc["metadata"]["name"]
-    if missing:
-        pytest.xfail(f"commands still being added (issue 6): {sorted(set(missing))}")
+            missing.append((doc["metadata"]["name"], tuple(container["args"][:2])))
+    assert not missing, f"not databus commands: {missing}"
 
 
-@needs_yaml
 def test_bus_container_environment_is_accepted_by_the_settings(
     docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,7 +299,6 @@ def test_bus_container_environment_is_accepted_by_the_settings(
     assert checked >= 5
 
 
-@needs_yaml
 def test_strimzi_cluster_is_kraft_with_rf3_and_min_isr2(docs: list[dict[str, Any]]) -> None:
     (kafka,) = of_kind(docs, "Kafka")
     name = kafka["metadata"]["name"]
@@ -340,7 +325,6 @@ def test_strimzi_cluster_is_kraft_with_rf3_and_min_isr2(docs: list[dict[str, Any
         assert user["spec"]["authentication"]["type"] == "scram-sha-512"
 
 
-@needs_yaml
 def test_kafka_topics_are_the_topics_the_bus_creates(
     docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,7 +344,6 @@ def test_kafka_topics_are_the_topics_the_bus_creates(
         assert spec["config"] == expected[name].config()
 
 
-@needs_yaml
 def test_pod_monitor_scrapes_every_bus_pod_with_the_alerting_job_names(
     docs: list[dict[str, Any]],
 ) -> None:
@@ -388,7 +371,6 @@ def test_pod_monitor_scrapes_every_bus_pod_with_the_alerting_job_names(
     assert scraped == 4
 
 
-@needs_yaml
 def test_prometheus_rule_holds_the_rules_file(docs: list[dict[str, Any]]) -> None:
     assert yaml is not None
     (rule,) = of_kind(docs, "PrometheusRule")

@@ -11,20 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bus.metrics import Metrics
-
-try:
-    import yaml
-except ImportError:  # PyYAML belongs in the dev extra; until then the text checks run
-    yaml = None
 
 ROOT = Path(__file__).resolve().parents[3]
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "databus.rules.yml"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 README = ROOT / "deploy" / "README.md"
-needs_yaml = pytest.mark.skipif(yaml is None, reason="PyYAML is not installed (dev extra)")
 
 REQUIRED_ALERTS = {
     "DatabusSinkLagGrowing",  # lag growing
@@ -165,13 +160,11 @@ def test_promtool_accepts_config_and_rules() -> None:
 # --- structure -------------------------------------------------------------------------
 
 
-@needs_yaml
 def test_required_alerts_exist(rules: dict[str, Any]) -> None:
     alerts = {r["alert"] for r in all_rules(rules) if "alert" in r}
     assert alerts >= REQUIRED_ALERTS
 
 
-@needs_yaml
 def test_every_alert_has_for_severity_and_annotations(rules: dict[str, Any]) -> None:
     names = [g["name"] for g in rules["groups"]]
     assert len(names) == len(set(names))
@@ -187,7 +180,6 @@ def test_every_alert_has_for_severity_and_annotations(rules: dict[str, Any]) -> 
             assert str(rule["annotations"].get(key, "")).strip(), f"{where}: no {key}"
 
 
-@needs_yaml
 def test_worker_down_covers_the_scrape_jobs(rules: dict[str, Any]) -> None:
     assert yaml is not None
     config = yaml.safe_load((PROM / "prometheus.yml").read_text(encoding="utf-8"))
@@ -202,7 +194,6 @@ def test_worker_down_covers_the_scrape_jobs(rules: dict[str, Any]) -> None:
     )
 
 
-@needs_yaml
 def test_alertmanager_routes_and_inhibitions_resolve(rules: dict[str, Any]) -> None:
     assert yaml is not None
     config = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))
