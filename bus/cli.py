@@ -2,10 +2,12 @@
 modules (``catalog_cli``, ``sink_cli``, ``dlq_cli``, ``opendata_cli``, ``agency_cli``).
 ``databus --help`` lists them; README.md, "Commands", explains them.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -416,16 +418,39 @@ def up(
             console.print(f"  topics: {len(created)} created from the catalog")
             log_dir = stack.settings.data_dir.resolve() / "logs"
             ports: dict[str, int] = {}
+            receiver_port = free_port()
+            # Fresh secrets for this run only: nothing to configure, nothing committed.
+            bus_env = {
+                **stack.env(),
+                "DATABUS_HEALTH_AXIS__URL": f"http://127.0.0.1:{receiver_port}",
+                "DATABUS_HEALTH_AXIS__CLIENT_SECRET": secrets.token_urlsafe(24),
+                "DATABUS_HEALTH_AXIS__PSEUDONYM_KEY": secrets.token_urlsafe(24),
+                "DATABUS_ACCESS__PSEUDONYM_KEY": secrets.token_urlsafe(24),
+                # quality reports and the ledger refresh within seconds on the demo screen
+                "DATABUS_ALERTS__EVALUATE_EVERY_S": os.environ.get(
+                    "DATABUS_ALERTS__EVALUATE_EVERY_S", "5"
+                ),
+            }
+            store = stack.settings.data_dir.resolve() / "health_axis_received.json"
             plan = {
+                "health-receiver": [
+                    *("health-receiver", "--port", str(receiver_port), "--store", str(store))
+                ],
                 "processor": ["process"],
                 "sink-ioc": ["sink", "ioc"],
+                "sink-sql": ["sink", "sql"],
+                "sink-health": ["sink", "health"],
+                "share": ["share"],
+                "opendata": ["opendata", "export", "--every", "30"],
                 "simulator": [
                     *("simulate", "--days", str(days), "--rate", str(rate), "--live", "--sectors")
                 ],
             }
             for name, args in plan.items():
-                ports[name] = free_port()
-                env = {**stack.env(), "DATABUS_METRICS__PORT": str(ports[name])}
+                port = receiver_port if name == "health-receiver" else free_port()
+                if name != "health-receiver":
+                    ports[name] = port  # /metrics of the bus processes
+                env = {**bus_env, "DATABUS_METRICS__PORT": str(port)}
                 children[name] = _spawn(name, args, env, log_dir)
             console.print(f"  processes: {', '.join(children)} (logs in {log_dir})")
             try:

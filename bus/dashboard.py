@@ -19,9 +19,18 @@ from rich.console import Group
 from rich.table import Table
 
 from sinks.dossier_kpis import UnitKpis
+from sinks.ioc_ledger import read_ledger
 from sinks.ioc_store import read_unit_kpis
 
-__all__ = ["Figures", "dataset_table", "kpi_table", "render", "scrape"]
+__all__ = [
+    "Figures",
+    "dataset_table",
+    "kpi_table",
+    "ledger_table",
+    "render",
+    "scrape",
+    "sink_table",
+]
 
 
 def scrape(ports: Iterable[int], host: str = "127.0.0.1") -> dict[str, float]:
@@ -140,6 +149,55 @@ def dataset_table(totals: dict[str, float]) -> Table:
     return table
 
 
+_CIRCUIT = {0: "[green]closed[/]", 1: "[yellow]half-open[/]", 2: "[red]open[/]"}
+
+
+def sink_table(totals: dict[str, float]) -> Table:
+    """Per sink: records written, dead-lettered, retries, circuit state, held records."""
+    written = _sum_by(totals, "databus_sink_records_written_total", "sink")
+    dead = _sum_by(totals, "databus_sink_dead_lettered_total", "sink")
+    retries = _sum_by(totals, "databus_sink_retries_total", "sink")
+    circuit = _sum_by(totals, "databus_sink_circuit_state", "sink")
+    held = _sum_by(totals, "databus_sink_held_records", "sink")
+    table = Table(title="Sinks", title_justify="left")
+    table.add_column("sink", no_wrap=True)
+    for name in ("written", "sink DLQ", "retries", "circuit", "held"):
+        table.add_column(name, justify="right")
+    for sink in sorted(set(written) | set(circuit) | set(dead)):
+        table.add_row(
+            sink,
+            f"{int(written.get(sink, 0)):,}",
+            f"{int(dead.get(sink, 0)):,}",
+            f"{int(retries.get(sink, 0)):,}",
+            _CIRCUIT.get(int(circuit.get(sink, 0)), "?"),
+            f"{int(held.get(sink, 0)):,}",
+        )
+    return table
+
+
+def ledger_table(rows: Sequence[dict[str, object]]) -> Table:
+    """The delivery ledger as the IOC store holds it: per owner unit, assigned,
+    delivering and live datasets, and the mean quality score."""
+    table = Table(
+        title="Delivery ledger (IOC store)",
+        title_justify="left",
+        caption=None if rows else "waiting for the processor's first quality reports …",
+    )
+    table.add_column("owner unit", no_wrap=True)
+    for name in ("assigned", "delivering", "live", "quality"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        quality = row.get("quality")
+        table.add_row(
+            f"{row.get('name')} ({row.get('unit')})",
+            str(row.get("assigned")),
+            str(row.get("delivering")),
+            str(row.get("live")),
+            _pct(quality if isinstance(quality, float) else None),
+        )
+    return table
+
+
 def render(
     figures: Figures, totals: dict[str, float], client: redis.Redis, elapsed: float
 ) -> Group:
@@ -163,11 +221,20 @@ def render(
     pipeline.add_row("duplicates / stale dropped", f"{total('databus_events_dropped_total'):,}")
     pipeline.add_row("alerts raised", f"{int(alerts.get('RAISED', 0)):,}")
     pipeline.add_row("alerts resolved", f"{int(alerts.get('RESOLVED', 0)):,}")
-    pipeline.add_row(
-        "records written to the IOC store", f"{total('databus_sink_records_written_total'):,}"
-    )
     try:
         kpis = read_unit_kpis(client, datetime.now(UTC))
+        ledger = read_ledger(client)
     except redis.RedisError as exc:
-        return Group(pipeline, dataset_table(totals), f"[red]IOC store unreachable: {exc}[/]")
-    return Group(pipeline, dataset_table(totals), kpi_table(kpis))
+        return Group(
+            pipeline,
+            dataset_table(totals),
+            sink_table(totals),
+            f"[red]IOC store unreachable: {exc}[/]",
+        )
+    return Group(
+        pipeline,
+        dataset_table(totals),
+        sink_table(totals),
+        ledger_table(ledger),
+        kpi_table(kpis),
+    )

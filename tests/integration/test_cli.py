@@ -103,13 +103,19 @@ def test_up_runs_the_bus_and_summarizes(up_run: UpRun) -> None:
     assert re.search(r"started kafka broker at 127\.0\.0\.1:\d+", out), out
     assert re.search(r"started redis at redis://127\.0\.0\.1:\d+", out), out
     assert re.search(r"started schema registry at http://127\.0\.0\.1:\d+", out), out
-    assert "processes: processor, sink-ioc, simulator" in out
+    assert (
+        "processes: health-receiver, processor, sink-ioc, sink-sql, sink-health, share, "
+        "opendata, simulator" in out
+    ), out
 
     assert _figure(out, "events published") > 0, out
     assert _figure(out, "events standardized") > 0, out
     assert _figure(out, "events dead-lettered") > 0, out
     assert _figure(out, "alerts raised") >= 1, f"{out}\n{_logs(up_run)}"
-    assert _figure(out, "records written to the IOC store") > 0, out
+    for sink in ("ioc_store", "shared_repo", "health_axis"):
+        assert _figure(out, sink) > 0, f"{sink} wrote nothing:\n{out}"
+    assert "Delivery ledger (IOC store)" in out
+    assert re.search(r"│ Sở Y tế \(DNA\.SYT\) +│ +3 │ +[1-3] │", out), out
 
     assert "Per-unit dossier KPIs" in out
     units = set(re.findall(r"│ (DNA\.[A-Z0-9.]+) +│", out))
