@@ -58,6 +58,8 @@ def _audit(settings: Settings) -> AuditLog:
 @agency_app.command()
 def share() -> None:
     """Publish every shared dataset to its shared topic, personal fields dropped or hashed."""
+    from bus.health_checks import broker_check, registry_check
+    from bus.metrics import Metrics, serve_metrics
     from stream_processors.share_loop import ShareLoop, policy_plans
 
     setup_logging()
@@ -67,6 +69,11 @@ def share() -> None:
         loop = ShareLoop(settings, policy_plans(policy), audit=_audit(settings))
     except DatabusError as exc:
         _fail(str(exc))
+    metrics = Metrics()
+    metrics.readiness.add("broker", broker_check(settings))
+    metrics.readiness.add("schema_registry", registry_check(settings))
+    port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
+    log.info("share: metrics on http://%s:%d/metrics", settings.metrics.host, port)
     log.info("sharing %d dataset(s)", len(policy.shared))
     loop.run(stop_on_signals())
 

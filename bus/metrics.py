@@ -2,22 +2,43 @@
 
 Names follow Prometheus conventions and DESIGN.md: prefix ``databus_``, base
 units, ``_total`` counters (prometheus-client adds the suffix), bounded labels
-only — dataset, unit, stage, reason, rule, state, sink, dimension — never an event
-or citizen id. ``unit`` is an owner unit code of the reference data or "unknown".
+only — dataset, unit, stage, reason, rule, state, sink, dimension, consumer group,
+topic and partition — never an event or citizen id. ``unit`` and ``owner_unit`` are
+unit codes of the reference data and the catalog (or "unknown").
+
+``serve_metrics`` serves, on one port: ``/metrics``; ``/livez``, 200 while the process
+runs; ``/readyz``, 200 when every check of ``Metrics.readiness`` passes, else 503
+naming the failing checks and why (``bus.health_checks``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import json
+import threading
+from collections.abc import Iterable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-__all__ = ["Metrics", "serve_metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from bus.health_checks import Readiness
+
+__all__ = ["HealthServer", "Metrics", "serve_metrics", "start_health_server"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# From the publisher to the std topic: milliseconds when caught up, minutes in a backlog.
+_END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+LEDGER_STATES = ("assigned", "delivering", "live", "late")
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, readiness: Readiness | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # What /readyz checks; the process's wiring adds its checks (broker, registry, sinks).
+        self.readiness = readiness if readiness is not None else Readiness()
         r = self.registry
         self.events_consumed = Counter(
             "databus_events_consumed",
@@ -48,6 +69,21 @@ class Metrics:
             "Time to process one event in a stage.",
             ["dataset", "stage"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "databus_end_to_end_latency_seconds",
+            "From the raw record's produce time (its Kafka timestamp, set by the publisher) "
+            "to its std record (or dead letter) acknowledged by the broker, by dataset.",
+            ["dataset"],
+            buckets=_END_TO_END_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "databus_consumer_lag",
+            "Records between a consumer group's position and the high watermark, by group, "
+            "topic and partition (cached watermarks: approximate on the embedded broker).",
+            ["group", "topic", "partition"],
             registry=r,
         )
         self.alerts = Counter(
@@ -145,6 +181,21 @@ class Metrics:
             ["dataset", "unit"],
             registry=r,
         )
+        # The delivery ledger (bus.ledger), as the IOC sink last computed it.
+        self.ledger_datasets = Gauge(
+            "databus_ledger_datasets",
+            "Catalog datasets of an owner unit by ledger state: assigned, delivering "
+            "(received at least once), live (within the update obligation), late.",
+            ["owner_unit", "state"],
+            registry=r,
+        )
+        self.ledger_quality = Gauge(
+            "databus_ledger_quality",
+            "Mean overall quality in [0, 1] of an owner unit's delivering datasets; "
+            "absent while none delivers.",
+            ["owner_unit"],
+            registry=r,
+        )
         self.events_dropped = Counter(
             "databus_events_dropped",
             "Events the processor dropped without dead-lettering them, by dataset and "
@@ -154,7 +205,80 @@ class Metrics:
         )
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow client never holds the process at exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Probes every few seconds: no access log."""
+
+
+class HealthServer:
+    """``/metrics``, ``/livez`` and ``/readyz`` of one process, served on a daemon thread."""
+
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._metrics = metrics
+        self._scrape = make_wsgi_app(metrics.registry)
+        self._server = make_server(
+            host, port, self._app, server_class=_Server, handler_class=_QuietHandler
+        )
+        self.port = int(self._server.server_port)
+        self._thread = threading.Thread(
+            # The poll interval only bounds how long close() waits.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="databus-metrics",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/livez":
+            return _reply(start_response, "200 OK", b"ok\n", "text/plain; charset=utf-8")
+        if path == "/readyz":
+            results = self._metrics.readiness.run()
+            ready = all(r.ok for r in results)
+            body = {
+                "status": "ready" if ready else "not ready",
+                "failing": [r.name for r in results if not r.ok],
+                "checks": {r.name: {"ok": r.ok, "reason": r.reason} for r in results},
+            }
+            return _reply(
+                start_response,
+                "200 OK" if ready else "503 Service Unavailable",
+                json.dumps(body, ensure_ascii=False).encode() + b"\n",
+                "application/json",
+            )
+        if path in ("/", "/metrics"):
+            return self._scrape(environ, start_response)  # type: ignore[no-any-return]
+        return _reply(start_response, "404 Not Found", b"not found\n", "text/plain; charset=utf-8")
+
+
+def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) -> list[bytes]:
+    start_response(
+        status,
+        [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [body]
+
+
+def start_health_server(metrics: Metrics, host: str = "127.0.0.1", port: int = 0) -> HealthServer:
+    """Serve ``/metrics``, ``/livez`` and ``/readyz``; ``close()`` stops it."""
+    return HealthServer(metrics, host, port)
+
+
 def serve_metrics(metrics: Metrics, host: str = "127.0.0.1", port: int = 0) -> int:
-    """Serve ``/metrics`` in a daemon thread; returns the bound port (0 picks a free one)."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return int(server.server_port)
+    """Serve ``/metrics``, ``/livez`` and ``/readyz`` in a daemon thread for the life of
+    the process; returns the bound port (0 picks a free one)."""
+    return start_health_server(metrics, host, port).port

@@ -48,13 +48,18 @@ def _report_table(report: object) -> Table:
 def export(
     every: Annotated[
         float | None,
-        typer.Option(help="Export again every this many seconds (default: once, then exit)"),
+        typer.Option(min=1, help="Export again every this many seconds (default: once)"),
     ] = None,
+    scheduled: Annotated[
+        bool, typer.Option(help="Export on DATABUS_OPEN_DATA__INTERVAL_S's schedule (1 day)")
+    ] = False,
 ) -> None:
     """Export the public datasets (CSV, Parquet, DCAT-AP JSON-LD) from the shared repository."""
     from sinks.open_data import ExportReport, export_from_settings, run_schedule
 
     settings = settings_or_exit()
+    if scheduled and every is None:
+        every = settings.open_data.interval_s
 
     def job() -> ExportReport:
         with console.status("exporting public datasets from the shared repository …"):

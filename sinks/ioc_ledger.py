@@ -13,20 +13,23 @@ Keys (all in the ``{ledger}`` slot)::
     ioc:{ledger}:at           STRING epoch ms of the last computation
 
 The declared-vs-received reconciliation needs the raw topics and stays with
-``databus catalog status``.
+``databus catalog status``. Given the sink's ``Metrics``, each computation also sets
+``databus_ledger_datasets{owner_unit,state}`` and ``databus_ledger_quality{owner_unit}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import redis
 from redis.commands.core import Script
 
-from bus.ledger import build_ledger
+from bus.ledger import UnitLedger, build_ledger
+from bus.metrics import Metrics
 from schemas.catalog import DATASETS
 from sinks.ioc_codec import LUA_BYTES_LT, ScriptCall, epoch_ms, field_text, sortable
 
@@ -34,6 +37,7 @@ __all__ = [
     "LEDGER_KEY",
     "QUALITY_KEY",
     "QUALITY_LUA",
+    "export_ledger_metrics",
     "is_quality",
     "plan_quality",
     "read_ledger",
@@ -73,7 +77,26 @@ def plan_quality(script: Script, report: Mapping[str, Any]) -> ScriptCall:
     )
 
 
-def refresh_ledger(client: redis.Redis, now: datetime, unit_names: Mapping[str, str]) -> int:
+def export_ledger_metrics(metrics: Metrics, ledger: Iterable[UnitLedger]) -> None:
+    """The ledger's figures per owner unit (a bounded label: the catalog's units)."""
+    for row in ledger:
+        counts = {"assigned": row.assigned, "delivering": row.delivering}
+        counts |= {"live": row.live, "late": row.late}
+        for state, n in counts.items():
+            metrics.ledger_datasets.labels(row.unit, state).set(n)
+        if row.quality is not None:
+            metrics.ledger_quality.labels(row.unit).set(row.quality)
+        else:
+            with contextlib.suppress(KeyError):  # never exported
+                metrics.ledger_quality.remove(row.unit)
+
+
+def refresh_ledger(
+    client: redis.Redis,
+    now: datetime,
+    unit_names: Mapping[str, str],
+    metrics: Metrics | None = None,
+) -> int:
     """Recompute every owner unit's ledger row from the stored reports; returns how many."""
     stored: Mapping[Any, Any] = client.hgetall(QUALITY_KEY)
     rows = [json.loads(v) for v in stored.values()]
@@ -84,6 +107,8 @@ def refresh_ledger(client: redis.Redis, now: datetime, unit_names: Mapping[str, 
     )
     pipe.set(_AT_KEY, str(epoch_ms(now)))
     pipe.execute()
+    if metrics is not None:
+        export_ledger_metrics(metrics, ledger)
     return len(ledger)
 
 

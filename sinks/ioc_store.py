@@ -60,6 +60,7 @@ import redis
 import redis.exceptions as rex
 
 from bus.errors import SinkError
+from bus.metrics import Metrics
 from schemas.catalog import ALERTS_TOPIC, DATASETS, DOSSIERS, QUALITY_TOPIC, Dataset
 from sinks.base import Rejected, SinkRecord
 from sinks.ioc_alerts import (
@@ -130,6 +131,7 @@ class IocStoreSink:
         alert_channel: str = ALERT_CHANNEL,
         alert_dedup_ttl: timedelta = timedelta(days=7),
         tombstone_ttl: timedelta | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if alert_stream_maxlen < 1:
             raise ValueError("alert_stream_maxlen must be positive")
@@ -152,6 +154,7 @@ class IocStoreSink:
             DATASETS[d].std_topic: DATASETS[d] for d in ENTITY_DATASETS
         }
         self._closed = False
+        self._metrics = metrics  # for the ledger gauges
 
     # -- Sink -----------------------------------------------------------------
 
@@ -200,7 +203,7 @@ class IocStoreSink:
                     )
         if any(self._is_quality(r) for r in batch):
             try:
-                refresh_ledger(self._redis, datetime.now(UTC), self._unit_names)
+                refresh_ledger(self._redis, datetime.now(UTC), self._unit_names, self._metrics)
             except rex.RedisError as exc:
                 raise sink_error(exc, "ledger") from exc
         return [rejected[i] for i in sorted(rejected)]

@@ -201,6 +201,15 @@ class SinkRunner:
             finally:
                 self._sink.close()
 
+    def check_circuit(self) -> None:
+        """A readiness check: raises while the circuit in front of the destination is
+        open (half-open passes: a probe is on its way)."""
+        if self._circuit.state == "open":
+            raise SinkError(
+                f"{self._name}: circuit open, next probe in {self._circuit.probe_in():.0f} s",
+                retriable=True,
+            )
+
     @property
     def holding(self) -> bool:
         """True while a batch waits for the destination (its partitions paused)."""

@@ -26,6 +26,7 @@ from typing import Any
 import faust
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus.health_checks import broker_check, registry_check, thread_check
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topics import rule_deltas_topic, unit_stats_topic
@@ -62,6 +63,11 @@ _STEPWISE = frozenset({"aqi_station"})
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     kafka = settings.kafka
     assert kafka.bootstrap_servers is not None, "the local stack resolves the broker first"
+    # /readyz (served already): the broker, the registry, and the loop's thread alive.
+    thread: dict[str, threading.Thread] = {}
+    metrics.readiness.add("broker", broker_check(settings))
+    metrics.readiness.add("schema_registry", registry_check(settings))
+    metrics.readiness.add("batch_loop", thread_check("the batch loop", lambda: thread.get("t")))
     session_s = kafka.session_timeout_ms / 1000
     app = faust.App(
         settings.processor_group,
@@ -125,7 +131,6 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     quality_state = app.Table("quality-state", key_type=str)
 
     # ---- hosting the loop: a thread started with the worker, stopped before it ends
-    thread: dict[str, threading.Thread] = {}
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_loop() -> None:

@@ -43,8 +43,10 @@ from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -56,6 +58,7 @@ from bus.settings import Settings
 from bus.topics import changelog_topic, rule_deltas_topic, unit_stats_topic
 from producers.publisher import producer_config
 from schemas.catalog import Dataset
+from sinks.runner import partition_lag
 from stream_processors.batch_core import BatchCore, BatchOutput, RawRecord
 from stream_processors.batch_stats import STATS_GROUP, stats_key
 from stream_processors.dlq import dlq_headers
@@ -67,6 +70,7 @@ log = logging.getLogger(__name__)
 
 _MARKER_KEY = b"\x00databus-restore-marker"
 _RESTORE_TIMEOUT_S = 120.0
+_LAG_EVERY_S = 1.0
 
 
 def tune_gc_for_batches() -> None:
@@ -110,6 +114,9 @@ class BatchLoop:
         self.caught_up = False
         self.batches = 0
         self._pending: _Pending | None = None
+        self._lag_group = f"{self._group}-standardize"
+        self._lag_exported: set[tuple[str, int]] = set()
+        self._lag_at = 0.0
 
     # ---- consumer wiring
     def _consumer(self) -> Consumer:
@@ -117,7 +124,7 @@ class BatchLoop:
         return Consumer(
             {
                 **kafka.client_config(),
-                "group.id": f"{self._group}-standardize",
+                "group.id": self._lag_group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": kafka.session_timeout_ms,
@@ -142,6 +149,9 @@ class BatchLoop:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._core.drop(tp.topic, tp.partition)
+            if (tp.topic, tp.partition) in self._lag_exported:
+                self._lag_exported.discard((tp.topic, tp.partition))
+                self._metrics.consumer_lag.remove(self._lag_group, tp.topic, str(tp.partition))
 
     def _restore(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], dict[bytes, Entity]]:
         """Each partition's entities, replayed from its changelog up to a fresh marker."""
@@ -274,6 +284,51 @@ class BatchLoop:
         for (dataset, verdict), n in out.dropped.items():
             m.events_dropped.labels(dataset, verdict).inc(n)
 
+    def _observe_latency(self, msgs: list[Message]) -> None:
+        """End-to-end latency of a batch whose std records the broker just acknowledged:
+        from each raw record's Kafka timestamp (the publisher produces it with the
+        envelope's ``ts_ms``; reading it costs nothing, unlike parsing ``ce_time``)."""
+        now_ms = time.time() * 1000
+        histograms: dict[str, Any] = {}
+        for m in msgs:
+            if m.error():
+                continue
+            kind, ts_ms = m.timestamp()
+            if kind == TIMESTAMP_NOT_AVAILABLE or ts_ms <= 0:
+                continue
+            topic = m.topic() or ""
+            child = histograms.get(topic)
+            if child is None:
+                dataset = self._datasets.get(topic)
+                if dataset is None:
+                    continue
+                child = histograms[topic] = self._metrics.end_to_end_latency.labels(dataset.id)
+            child.observe(max(0.0, now_ms - ts_ms) / 1000)
+
+    def _export_lag(self, consumer: Consumer) -> None:
+        """Lag per owned partition, at most once a second: local calls only (position and
+        cached watermarks). The embedded broker (Tansu) reports the high watermark
+        approximately, so there this lag is approximate (low, never negative)."""
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_EVERY_S:
+            return
+        self._lag_at = now
+        try:
+            positions = consumer.position(consumer.assignment())
+        except (KafkaException, RuntimeError):
+            return
+        for tp in positions:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except (KafkaException, RuntimeError):
+                continue
+            lag = partition_lag(low, high, tp.offset)
+            if lag is not None:
+                self._metrics.consumer_lag.labels(self._lag_group, tp.topic, str(tp.partition)).set(
+                    lag
+                )
+                self._lag_exported.add((tp.topic, tp.partition))
+
     # ---- the loop
     def _cycle(self, consumer: Consumer, records: list[RawRecord], *, sync: bool = False) -> None:
         """Process ``records`` (may be empty) and finish the pending batch, in one flush.
@@ -362,8 +417,10 @@ class BatchLoop:
                 if records:
                     self.last_record_monotonic = time.monotonic()
                     self._cycle(consumer, records)
+                    self._observe_latency(msgs)
                 elif self._pending is not None:
                     self._cycle(consumer, [])  # idle: complete the last batch now
+                self._export_lag(consumer)
         finally:
             try:
                 self._finish_pending(consumer)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -36,7 +37,17 @@ OVERDUE_RULE = "dossier_overdue_rate"
 
 @pytest.fixture(scope="module")
 def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
-    with own_bus(tmp_path_factory.mktemp("e2e"), with_redis=True) as b:
+    # The replay sends the ~4 % invalid events again: the dead-letter share rule may then
+    # rightly raise, which is not what "a replay changes nothing" is about. Off here;
+    # it has its own tests (test_alert_rules_stats.py, test_processor_datasets.py).
+    data_dir = tmp_path_factory.mktemp("e2e")
+    default_rules = (files("stream_processors") / "alert_rules.toml").read_text()
+    head, sep, tail = default_rules.partition("[dead_letter_share]\nenabled = true")
+    assert sep, "alert_rules.toml changed: update this test"
+    rules = data_dir / "alert_rules.toml"
+    rules.write_text(head + "[dead_letter_share]\nenabled = false" + tail)
+    env = {"DATABUS_ALERTS__RULES_FILE": str(rules)}
+    with own_bus(data_dir, with_redis=True, env=env) as b:
         b.start("processor", "process")
         b.start("sink", "sink", "ioc")
         yield b
@@ -100,7 +111,8 @@ def test_dossiers_end_to_end_and_replay(
 ) -> None:
     valid = [e for e in history if e.expect_reason is None]
     invalid = [e for e in history if e.expect_reason is not None]
-    assert invalid and len(valid) > 1000, "the generated history must hold both kinds"
+    # ~1,000 valid events; how many depends on how many working days the 21 days hold
+    assert invalid and len(valid) > 800, "the generated history must hold both kinds"
 
     publish(bus, history)
     wait_until_processed(bus, len(history))

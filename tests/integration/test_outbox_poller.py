@@ -7,6 +7,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def table(engine: sa.Engine) -> Iterator[sa.Table]:
 def payloads() -> list[dict[str, Any]]:
     """48 valid dossier records (several events per dossier) in the simulator's order."""
     # days=3, units=3 at the default 2 dossiers a day yields ~25 events: raise the rate.
-    config = SimConfig(days=3, units=3, dossiers_per_unit_per_day=5.0)
+    # A fixed end (a Wednesday): "now" would put a weekend in the window on some days.
+    end = datetime(2026, 11, 18, 3, 0, tzinfo=UTC)
+    config = SimConfig(days=3, units=3, dossiers_per_unit_per_day=5.0, end=end)
     events = generate(config, load_reference())
     assert len(events) >= 48
     return [{"op": ev.op.value, "record": ev.dossier.model_dump(mode="json")} for ev in events[:48]]

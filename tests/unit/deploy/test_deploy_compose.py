@@ -333,3 +333,12 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards(
         (DEPLOY / "grafana/provisioning/datasources/databus.yaml").read_text(encoding="utf-8")
     )["datasources"]
     assert datasources[0]["url"] == "http://prometheus:9090"
+
+
+def test_bus_services_report_healthy_only_when_ready(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    port = dockerfile_env()["DATABUS_METRICS__PORT"]
+    for name in BUS_SERVICES - {"init"}:
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in test, name

@@ -376,3 +376,21 @@ def test_prometheus_rule_holds_the_rules_file(docs: list[dict[str, Any]]) -> Non
     (rule,) = of_kind(docs, "PrometheusRule")
     rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/databus.rules.yml").read_text())
     assert rule["spec"] == rules
+
+
+def test_bus_containers_probe_livez_and_readyz_on_the_metrics_port(
+    docs: list[dict[str, Any]],
+) -> None:
+    # bus.metrics.HealthServer serves both (tests/unit/bus/test_health_checks.py).
+    probed = 0
+    for doc, container in containers(docs):
+        if not is_bus(container) or doc["kind"] != "Deployment":
+            continue
+        ports = {p["name"] for p in container["ports"]}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert "metrics" in ports
+        # A check may take its full deadline (3 s) before /readyz answers.
+        assert container["readinessProbe"]["timeoutSeconds"] >= 4
+        probed += 1
+    assert probed >= 4  # the processor and the three sinks

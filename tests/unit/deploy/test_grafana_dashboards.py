@@ -153,3 +153,46 @@ def test_template_variables_are_used(dashboard: dict[str, Any]) -> None:
     exprs = " ".join(expr for _, expr in queries(dashboard))
     for variable in dashboard["templating"]["list"]:
         assert f"${variable['name']}" in exprs, variable["name"]
+
+
+def exported_label_names() -> dict[str, set[str]]:
+    """Series name -> the labels it carries (plus what Prometheus adds on scrape)."""
+    scrape = {"job", "instance"}
+    out: dict[str, set[str]] = {"up": scrape}
+    for value in vars(Metrics()).values():
+        name, labels = getattr(value, "_name", None), getattr(value, "_labelnames", None)
+        if name is None or labels is None:
+            continue
+        kind = getattr(value, "_type", "")
+        if kind == "counter":
+            suffixes = ["_total", "_created"]
+        elif kind == "histogram":
+            suffixes = ["_bucket", "_sum", "_count", "_created"]
+        else:
+            suffixes = [""]
+        for suffix in suffixes:
+            out[name + suffix] = set(labels) | scrape | ({"le"} if suffix == "_bucket" else set())
+    return out
+
+
+def selector_labels(expr: str) -> list[tuple[str, set[str]]]:
+    """(series, label names matched) of every ``series{...}`` selector."""
+    found = []
+    for match in re.finditer(r"\b([a-z_][a-z0-9_]*)\{([^}]*)\}", expr):
+        labels = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", match.group(2)))
+        found.append((match.group(1), labels))
+    return found
+
+
+def test_selector_extraction() -> None:
+    expr = 'sum(rate(a_total{sink=~"$sink", kind="x"}[5m])) / b{dataset!="y"}'
+    assert selector_labels(expr) == [("a_total", {"sink", "kind"}), ("b", {"dataset"})]
+
+
+def test_queries_select_only_labels_the_metrics_have(dashboard: dict[str, Any]) -> None:
+    labels = exported_label_names()
+    for where, expr in queries(dashboard):
+        for series, used in selector_labels(expr):
+            if series in labels:
+                unknown = used - labels[series]
+                assert not unknown, f"{dashboard['uid']} {where}: {series} has no {unknown}"

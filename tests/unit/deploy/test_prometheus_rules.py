@@ -212,3 +212,19 @@ def test_alertmanager_routes_and_inhibitions_resolve(rules: dict[str, Any]) -> N
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             assert "url" not in hook and hook["url_file"].startswith("/run/secrets/")
+
+
+def test_rules_select_only_labels_the_metrics_have() -> None:
+    scrape = {"job", "instance"}
+    labels: dict[str, set[str]] = {"up": scrape}
+    for value in vars(Metrics()).values():
+        name, names = getattr(value, "_name", None), getattr(value, "_labelnames", None)
+        if name is not None and names is not None:
+            for suffix in ("", "_total", "_bucket", "_sum", "_count"):
+                labels[name + suffix] = set(names) | scrape
+            labels[name + "_bucket"].add("le")
+    for expr in expressions(RULES.read_text(encoding="utf-8")):
+        for match in re.finditer(r"\b(databus_[a-z0-9_]+|up)\{([^}]*)\}", expr):
+            used = set(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", match.group(2)))
+            unknown = used - labels[match.group(1)]
+            assert not unknown, f"{expr}: {match.group(1)} has no {sorted(unknown)}"
