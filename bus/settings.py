@@ -7,7 +7,7 @@ An address left empty means "start the embedded server" (see ``bus.local_stack``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -47,8 +47,8 @@ class KafkaSettings(BaseModel):
     fetch_wait_max_ms: Positive = 10
     partitions: Positive = 4
     replication_factor: Positive = 1
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     # PEM CA bundle the brokers' TLS certificates chain to (SSL / SASL_SSL); empty: system CAs.

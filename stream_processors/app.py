@@ -38,6 +38,7 @@ from stream_processors.alert_rules import RULE_GROUPS, rules_from_settings
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
 from stream_processors.batch_stats import UnitStats
+from stream_processors.faust_auth import faust_credentials
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import (
     QUALITY_SCHEMA,
@@ -85,6 +86,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         producer_acks=-1,
         producer_linger=0.005,
         web_enabled=False,
+        broker_credentials=faust_credentials(kafka),
         # Tansu keeps no state between runs: the processor re-derives tables from
         # changelogs; standbys double the changelog traffic for one worker.
         table_standby_replicas=0,
