@@ -38,7 +38,7 @@ import logging
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -223,9 +223,12 @@ class Publisher:
         source_system: str,
         registry: SchemaRegistryClient | None = None,
         metrics: Metrics | None = None,
+        extra_headers: Sequence[tuple[str, bytes]] = (),
         **producer_overrides: Any,
     ) -> None:
         self._source_system = source_system
+        # added to every event's headers (e.g. the backfill mark, producers/backfill.py)
+        self._extra_headers = list(extra_headers)
         self._registry = registry or SchemaRegistryClient(settings.schema_registry.client_config())
         # The spool first: a spool in use elsewhere stops us before any connection opens.
         spool_path = settings.spool.path
@@ -354,7 +357,9 @@ class Publisher:
         return (
             key.encode(),
             prefix + body,
-            template.headers(event_id, now_ms, traceparent),
+            [*template.headers(event_id, now_ms, traceparent), *self._extra_headers]
+            if self._extra_headers
+            else template.headers(event_id, now_ms, traceparent),
             event_id,
         )
 

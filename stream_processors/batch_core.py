@@ -10,6 +10,16 @@ The entity state is changed in place while the batch is processed (later records
 of the batch must see earlier ones). Each batch keeps an undo segment until its
 outputs are all written: ``rollback`` undoes every unsettled batch (the loop then
 processes their records again), ``settle`` forgets the oldest once written.
+
+Backfilled records (header ``databus.backfill: 1``, ``databus backfill``) are history
+sent late: they are deduplicated, standardized, written to std and counted in the
+stats (their old event time makes the dataset late in the ledger), but they move no
+alert rule. The rule: an entity's ``contributions`` are always what its last *live*
+change contributed. A backfilled change records its version, event id, digest and
+offset (a later live change is compared with it) and carries the contributions over
+unchanged; an entity only backfilled in a batch sends no delta, and the redelivery of
+a backfilled record re-sends its batch's delta only when a live change in that batch
+moved the contributions (``previous != contributions``).
 """
 
 from __future__ import annotations
@@ -25,12 +35,25 @@ from stream_processors.dlq import DeadLetter
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
 from stream_processors.pipeline import DatasetPipeline
 
-__all__ = ["BatchCore", "BatchOutput", "RawRecord", "TopicPartitionKey"]
+__all__ = [
+    "BACKFILL_HEADER",
+    "BatchCore",
+    "BatchOutput",
+    "RawRecord",
+    "TopicPartitionKey",
+    "is_backfill",
+]
 
 Contributions = Callable[[str, Mapping[str, Any]], list[tuple[str, str, dict[str, Any]]]]
 Presence = Callable[[Dataset, Mapping[str, Any]], tuple[int, int, int, int]]
 TopicPartitionKey = tuple[str, int]
 UNKNOWN_UNIT = "unknown"
+BACKFILL_HEADER = "databus.backfill"
+
+
+def is_backfill(headers: list[tuple[str, bytes | None]]) -> bool:
+    """The record carries ``databus.backfill: 1``: history, not a live change."""
+    return any(name == BACKFILL_HEADER and value == b"1" for name, value in headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +85,8 @@ class BatchOutput:
     stats: dict[tuple[str, str], UnitStats] = field(default_factory=dict)
     dropped: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, verdict)
     flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, flag)
+    # Entities this batch changed by backfilled records only: they send no delta.
+    backfilled: set[tuple[str, int, bytes]] = field(default_factory=set)
 
     def unit_stats(self, dataset: str, unit: str) -> UnitStats:
         found = self.stats.get((dataset, unit))
@@ -166,7 +191,10 @@ class BatchCore:
         except BaseException:
             self.rollback()
             raise
-        for (topic, partition, _key), entity in out.entities.items():
+        for where, entity in out.entities.items():
+            topic, partition, _key = where
+            if where in out.backfilled:
+                continue  # contributions carried over unchanged: nothing to send
             if entity.previous or entity.contributions:
                 out.add_deltas(
                     entity.previous,
@@ -199,8 +227,11 @@ class BatchCore:
         verdict = classify(
             previous, event_id=event_id, version=version, digest=digest, offset=r.offset
         )
+        backfill = is_backfill(r.headers)
         if verdict is Verdict.REDELIVERY:
             assert previous is not None
+            if backfill and previous.previous == previous.contributions:
+                return  # its batch sent no delta for this entity (or a net-zero one)
             out.add_deltas(
                 previous.previous,
                 previous.contributions,
@@ -244,9 +275,16 @@ class BatchCore:
         out.std.append((ds.std_topic, key, result.value, result.headers))
         if key is None:
             return  # no entity to track: nothing to deduplicate against or contribute
-        contributions = [list(c) for c in self._contributions(ds.id, event)]
         where = (r.topic, r.partition, key)
         earlier = out.entities.get(where)
+        if backfill:
+            # History moves no rule: keep what the last live change contributed.
+            contributions = list(previous.contributions) if previous is not None else []
+            if earlier is None:
+                out.backfilled.add(where)
+        else:
+            contributions = [list(c) for c in self._contributions(ds.id, event)]
+            out.backfilled.discard(where)
         # `previous` of the stored state = the contributions before this batch: an entity
         # changed several times in a batch sends one net delta, so a redelivery after a
         # crash re-sends exactly what the lost batch would have (see entity_state.py).
