@@ -28,6 +28,7 @@ from bus.local_stack import detach_but_follow_parent
 from bus.opendata_cli import opendata_app
 from bus.ops_cli import ops_app, topics_app
 from bus.sink_cli import sink_app
+from bus.status_cli import status_app
 
 __all__ = ["app", "main"]
 
@@ -43,7 +44,8 @@ schemas_app = typer.Typer(no_args_is_help=True, help="Schemas in the registry.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(agency_app)  # share, api, acl render, audit verify, agency-token
-app.add_typer(ops_app)  # status, tail, backfill
+app.add_typer(ops_app)  # tail, backfill
+app.add_typer(status_app)  # status
 app.add_typer(topics_app, name="topics")
 log = logging.getLogger("databus")
 

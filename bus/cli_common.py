@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -15,7 +16,15 @@ from rich.markup import escape
 from bus.errors import DatabusError
 from bus.settings import Settings, load_settings
 
-__all__ = ["console", "settings_or_exit", "setup_logging", "stop_on_signals"]
+__all__ = [
+    "broker_settings_or_exit",
+    "broker_topics",
+    "console",
+    "fail",
+    "settings_or_exit",
+    "setup_logging",
+    "stop_on_signals",
+]
 
 console = Console()
 
@@ -44,3 +53,43 @@ def stop_on_signals() -> threading.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` in red and exit with ``code``."""
+    # escape: messages quote values (topics, ids) that may look like rich markup
+    console.print(f"[red]{escape(message)}[/]")
+    raise typer.Exit(code)
+
+
+def broker_settings_or_exit() -> Settings:
+    """Settings for a command that talks to the broker: exit 2 naming what is missing."""
+    try:
+        settings = load_settings()
+    except DatabusError as exc:
+        fail(f"{exc}\nFix the variable(s) above (see README, 'Settings').", 2)
+    if settings.kafka.bootstrap_servers is None:
+        fail(
+            "DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set: point it at the bus's Kafka "
+            "(ask the data team for the address).",
+            2,
+        )
+    return settings
+
+
+def broker_topics(settings: Settings, timeout: float) -> dict[str, int]:
+    """Every topic of the broker and its partition count; exit 2 when unreachable."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        fail(
+            f"cannot reach the broker at {settings.kafka.bootstrap_servers} "
+            f"in {timeout:.0f} s ({exc.args[0]}); check DATABUS_KAFKA__BOOTSTRAP_SERVERS "
+            "and that the broker runs, then try again",
+            2,
+        )
+    return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn, cast
+from typing import Annotated, Any, cast
 
 import typer
 from confluent_kafka import (
@@ -52,8 +52,10 @@ from rich.markup import escape
 from rich.progress import TaskID
 from rich.table import Table
 
+from bus.cli_common import broker_settings_or_exit as _settings
+from bus.cli_common import fail as _fail
 from bus.errors import ConfigError, DatabusError, DeliveryError
-from bus.settings import Settings, load_settings
+from bus.settings import Settings
 from schemas.catalog import DATASETS, Dataset, get_dataset
 from stream_processors.dlq import REPLAYS_TOPIC
 from stream_processors.dlq_inspect import (
@@ -83,30 +85,10 @@ _FLUSH_TIMEOUT_S = 60.0
 # ---- errors and settings ----------------------------------------------------
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    # escape: messages quote values (topics, ids) that may look like rich markup
-    console.print(f"[red]{escape(message)}[/]")
-    raise typer.Exit(code)
-
-
 def _exit_code(exc: DatabusError) -> int:
     if isinstance(exc, ConfigError):
         return 2
     return 3 if exc.retriable else 1
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except DatabusError as exc:
-        _fail(f"{exc}\nFix the variable(s) above (see README, 'Settings').", 2)
-    if settings.kafka.bootstrap_servers is None:
-        _fail(
-            "DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set: point it at the bus's Kafka "
-            "(ask the data team for the address).",
-            2,
-        )
-    return settings
 
 
 def _dataset(dataset_id: str) -> Dataset:
