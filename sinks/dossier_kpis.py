@@ -33,7 +33,7 @@ scratch, so the two can be checked against each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "contribution",
     "daily_contribution",
     "is_open_overdue",
+    "kpis_from_counts",
     "rates",
     "unit_kpis",
 ]
@@ -163,17 +164,20 @@ def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> d
         acc[2] += c.completed_on_time
         acc[3] += c.completed_late
         acc[4] += int(is_open_overdue(c, now))
-    return {
-        unit: unit_kpis(
-            unit,
-            received=acc[0],
-            completed=acc[1],
-            completed_on_time=acc[2],
-            completed_late=acc[3],
-            open_overdue=acc[4],
-        )
-        for unit, acc in sorted(sums.items())
-    }
+    return {unit: kpis_from_counts(unit, acc) for unit, acc in sorted(sums.items())}
+
+
+def kpis_from_counts(unit_code: str, counts: Sequence[int]) -> UnitKpis:
+    """``unit_kpis`` from [received, completed, on time, late, open overdue]."""
+    received, completed, on_time, late, overdue = counts
+    return unit_kpis(
+        unit_code,
+        received=received,
+        completed=completed,
+        completed_on_time=on_time,
+        completed_late=late,
+        open_overdue=overdue,
+    )
 
 
 def _day(value: datetime) -> str:
@@ -238,14 +242,7 @@ def compute_unit_day_kpis(
         UnitDayKpis(
             day=day,
             sector=sectors.get(unit, "unknown"),
-            kpis=unit_kpis(
-                unit,
-                received=acc[0],
-                completed=acc[1],
-                completed_on_time=acc[2],
-                completed_late=acc[3],
-                open_overdue=acc[4],
-            ),
+            kpis=kpis_from_counts(unit, acc),
         )
         for (unit, day), acc in sorted(counts.items())
     ]

@@ -42,6 +42,7 @@ from sinks.dossier_kpis import (
     UnitKpis,
     contribution,
     daily_contribution,
+    kpis_from_counts,
     unit_kpis,
 )
 from sinks.ioc_codec import (
@@ -320,17 +321,7 @@ def read_sector_kpis(
             (k.received, k.completed, k.completed_on_time, k.completed_late, k.open_overdue)
         ):
             acc[i] += n
-    return [
-        unit_kpis(
-            sector,
-            received=a[0],
-            completed=a[1],
-            completed_on_time=a[2],
-            completed_late=a[3],
-            open_overdue=a[4],
-        )
-        for sector, a in sorted(sums.items())
-    ]
+    return [kpis_from_counts(sector, a) for sector, a in sorted(sums.items())]
 
 
 _MEASURES = ("received", "completed", "completed_on_time", "completed_late")
@@ -368,14 +359,7 @@ def read_unit_day_kpis(
             UnitDayKpis(
                 day=day,
                 sector=sector_of.get(unit, "unknown"),
-                kpis=unit_kpis(
-                    unit,
-                    received=a[0],
-                    completed=a[1],
-                    completed_on_time=a[2],
-                    completed_late=a[3],
-                    open_overdue=a[4],
-                ),
+                kpis=kpis_from_counts(unit, a),
             )
             for day, a in sorted(days.items())
         )

@@ -23,7 +23,14 @@ from sinks.base import SinkRecord
 from stream_processors.reference import load_reference
 from stream_processors.standardizers import STANDARDIZERS, Standardized
 
-__all__ = ["SIMULATED", "SPEC", "avro_bytes", "sink_records", "std_events"]
+__all__ = [
+    "SIMULATED",
+    "SPEC",
+    "avro_bytes",
+    "raw_envelope",
+    "sink_records",
+    "std_events",
+]
 
 SPEC = SimSpec(
     days=6, per_day=40, seed=11, invalid_share=0.0, end=datetime(2025, 10, 15, 10, tzinfo=UTC)
@@ -50,7 +57,8 @@ def _round_trip(schema_path: str, value: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def _raw_envelope(rec: SimRecord) -> dict[str, Any]:
+def raw_envelope(rec: SimRecord) -> dict[str, Any]:
+    """The raw event as the publisher encodes it and AvroDeserializer decodes it."""
     dataset = get_dataset(rec.dataset_id)
     envelope = {
         "event_id": rec.event_id,
@@ -77,7 +85,7 @@ def std_events(dataset_id: str, spec: SimSpec = SPEC) -> list[dict[str, Any]]:
     standardize = STANDARDIZERS[dataset_id]
     events = []
     for rec in generate_dataset(dataset_id, spec, ref):
-        result = standardize(_raw_envelope(rec), ref, None)
+        result = standardize(raw_envelope(rec), ref, None)
         if isinstance(result, Standardized):
             events.append(_round_trip(dataset.std_schema, result.event))
     return events

@@ -15,6 +15,7 @@ from typing import Any
 
 import fastavro
 import pytest
+from std_samples import raw_envelope
 
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset
 from schemas.catalog import DATASETS, get_dataset, load_schema
@@ -37,31 +38,6 @@ PERSONAL_MARKERS = ("citizen_id", "name", "phone", "birth", "insurance")
 @cache
 def parsed(path: str) -> Any:
     return fastavro.parse_schema(json.loads(load_schema(path)))
-
-
-def decoded_envelope(rec: SimRecord) -> dict[str, Any]:
-    """The raw event as the publisher encodes it and AvroDeserializer decodes it."""
-    dataset = get_dataset(rec.dataset_id)
-    envelope = {
-        "event_id": rec.event_id,
-        "op": rec.op.value,
-        "ts_ms": rec.at + timedelta(seconds=1),
-        "source": {
-            "system": dataset.source_system,
-            "unit": dataset.owner_unit,
-            "dataset": dataset.id,
-            "ts_ms": rec.at,
-            "version": rec.version,
-        },
-        "before": None,
-        "after": rec.record.model_dump(mode="python"),
-    }
-    schema = parsed(dataset.raw_schema)
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, schema, envelope)
-    buffer.seek(0)
-    decoded: dict[str, Any] = fastavro.schemaless_reader(buffer, schema, schema)
-    return decoded
 
 
 def personal_values(rec: SimRecord) -> list[str]:
@@ -87,7 +63,7 @@ def test_simulated_records_get_exactly_their_reason(dataset_id: str) -> None:
     records = generate_dataset(dataset_id, SPEC, REF)
     outcomes: Counter[str | None] = Counter()
     for rec in records:
-        result = standardize(decoded_envelope(rec), REF, None)
+        result = standardize(raw_envelope(rec), REF, None)
         if rec.expect_reason is None:
             assert isinstance(result, Standardized), (rec.event_id, result)
             assert set(result.flags) <= QUALITY_FLAGS
@@ -117,7 +93,7 @@ def test_a_processor_clock_catches_what_the_emit_time_cannot() -> None:
         for r in generate_dataset("environment.station_readings", SPEC, REF)
         if r.expect_reason is None
     )
-    raw = decoded_envelope(rec)
+    raw = raw_envelope(rec)
     ahead = rec.at + timedelta(days=7)
     raw["ts_ms"] = ahead
     raw["after"]["reading_time"] = (ahead + timedelta(hours=7)).strftime("%Y%m%d%H%M%S")
