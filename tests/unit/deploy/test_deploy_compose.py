@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 import yaml
+from deploy_names import directly_read_env_names, resolves_to_cli_command, setting_env_names
 
 from bus.settings import Settings
 
@@ -23,30 +23,6 @@ MONITORING = {"prometheus", "alertmanager", "grafana"}
 # `${NAME:?message}`, `${NAME:-default}`, `${NAME-default}`, `${NAME}`
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 SECRET_WORDS = ("PASSWORD", "SECRET", "PSEUDONYM_KEY")
-# Sink commands issue 6 adds in parallel with these files; drop this once they exist.
-
-
-def setting_env_names(model: type[Any] = Settings, prefix: str = "DATABUS_") -> set[str]:
-    """Every environment variable the settings read: fields, nested groups joined by __."""
-    names = set()
-    for field_name, field in model.model_fields.items():
-        name = prefix + field_name.upper()
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            names |= setting_env_names(annotation, name + "__")
-        else:
-            names.add(name)
-    return names
-
-
-def directly_read_env_names() -> set[str]:
-    """DATABUS_* variables the code reads with os.environ/getenv outside the settings."""
-    pattern = re.compile(r"(?:environ\.get|getenv|environ\[)\(?\s*\"(DATABUS_[A-Z0-9_]+)\"")
-    names = set()
-    for package in ("bus", "sinks", "stream_processors", "producers", "schemas"):
-        for path in (ROOT / package).rglob("*.py"):
-            names |= set(pattern.findall(path.read_text(encoding="utf-8")))
-    return names
 
 
 def sample_value(name: str) -> str:
@@ -78,21 +54,6 @@ def dockerfile_env() -> dict[str, str]:
         if line.startswith("ENV "):
             env.update(dict(re.findall(r"([A-Z0-9_]+)=(\S+)", line)))
     return env
-
-
-def resolves_to_cli_command(argv: list[str]) -> bool:
-    """Whether ``databus ARGV...`` names a command (typer vendors its own click: duck-type)."""
-    from bus.cli import app
-
-    command: Any = typer.main.get_command(app)
-    for word in argv:
-        subcommands = getattr(command, "commands", None)
-        if word.startswith("-") or subcommands is None:
-            break
-        if word not in subcommands:
-            return False
-        command = subcommands[word]
-    return getattr(command, "commands", None) is None
 
 
 @pytest.fixture(scope="module")

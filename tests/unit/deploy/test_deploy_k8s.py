@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import typer
 import yaml
+from deploy_names import directly_read_env_names, resolves_to_cli_command, setting_env_names
 
 from bus.settings import Settings
 from bus.topics import bus_topics
@@ -24,44 +24,8 @@ ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
 README = ROOT / "deploy" / "README.md"
 NAMESPACE = "databus"
-# Sink commands issue 6 adds in parallel with these files; drop this once they exist.
 CLUSTER_SCOPED = {"Namespace"}
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
-
-
-def setting_env_names(model: type[Any] = Settings, prefix: str = "DATABUS_") -> set[str]:
-    names = set()
-    for field_name, field in model.model_fields.items():
-        name = prefix + field_name.upper()
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            names |= setting_env_names(annotation, name + "__")
-        else:
-            names.add(name)
-    return names
-
-
-def directly_read_env_names() -> set[str]:
-    pattern = re.compile(r"(?:environ\.get|getenv|environ\[)\(?\s*\"(DATABUS_[A-Z0-9_]+)\"")
-    names = set()
-    for package in ("bus", "sinks", "stream_processors", "producers", "schemas"):
-        for path in (ROOT / package).rglob("*.py"):
-            names |= set(pattern.findall(path.read_text(encoding="utf-8")))
-    return names
-
-
-def resolves_to_cli_command(argv: list[str]) -> bool:
-    from bus.cli import app
-
-    command: Any = typer.main.get_command(app)
-    for word in argv:
-        subcommands = getattr(command, "commands", None)
-        if word.startswith("-") or subcommands is None:
-            break
-        if word not in subcommands:
-            return False
-        command = subcommands[word]
-    return getattr(command, "commands", None) is None
 
 
 def generator() -> ModuleType:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy_names import exported_metric_names, series_names
 
 from bus.metrics import Metrics
 
@@ -21,45 +22,6 @@ REQUIRED = {
     "databus-delivery-ledger": "delivery ledger",
     "databus-sinks": "sinks",
 }
-PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "by", "without", "on", "ignoring",
-    "group_left", "group_right", "and", "or", "unless", "rate", "increase", "irate", "deriv",
-    "delta", "absent", "histogram_quantile", "time", "bool", "offset", "vector", "scalar",
-    "label_values", "clamp_min", "clamp_max", "le", "inf", "nan",
-}  # fmt: skip
-
-
-def exported_metric_names() -> set[str]:
-    """The series names a fresh ``Metrics()`` registry can expose, plus Prometheus's ``up``."""
-    names = {"up"}
-    for family in Metrics().registry.collect():
-        if family.type == "counter":
-            names |= {family.name + "_total", family.name + "_created"}
-        elif family.type == "histogram":
-            names |= {family.name + s for s in ("_bucket", "_sum", "_count", "_created")}
-        else:
-            names.add(family.name)
-    return names
-
-
-def series_names(expr: str) -> set[str]:
-    """Identifiers that stand for series: not functions, keywords, labels or strings."""
-    stripped = re.sub(r"\$\{?\w+\}?", "", expr)  # dashboard variables ($unit, $__interval)
-    stripped = re.sub(r'"[^"]*"', '""', stripped)
-    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)
-    stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)
-    stripped = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped
-    )
-    stripped = re.sub(r"\b\d+(?:\.\d+)?(?:ms|[smhdwy])?\b", " ", stripped)
-    names = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", stripped):
-        word = match.group(0)
-        after = stripped[match.end() :].lstrip()[:1]
-        if word.lower() in PROMQL_WORDS or after == "(" or word in {"", ","}:
-            continue
-        names.add(word)
-    return names
 
 
 def provisioned_datasource_uids() -> set[str]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_names import exported_metric_names, series_names
 
 from bus.metrics import Metrics
 
@@ -28,28 +29,9 @@ REQUIRED_ALERTS = {
     "DatabusSinkCircuitOpen",  # a sink circuit open
     "DatabusWorkerDown",  # a worker down
 }
+
+
 # Identifiers in PromQL that are not metric names.
-PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "by", "without", "on", "ignoring",
-    "group_left", "group_right", "and", "or", "unless", "rate", "increase", "irate", "deriv",
-    "delta", "absent", "histogram_quantile", "time", "bool", "offset", "vector", "scalar",
-    "label_values", "clamp_min", "clamp_max", "humanize", "le", "inf", "nan",
-}  # fmt: skip
-
-
-def exported_metric_names() -> set[str]:
-    """The series names a fresh ``Metrics()`` registry can expose, plus Prometheus's ``up``."""
-    names = {"up"}
-    for family in Metrics().registry.collect():
-        if family.type == "counter":
-            names |= {family.name + "_total", family.name + "_created"}
-        elif family.type == "histogram":
-            names |= {family.name + s for s in ("_bucket", "_sum", "_count", "_created")}
-        else:
-            names.add(family.name)
-    return names
-
-
 def recorded_names(text: str) -> set[str]:
     return set(re.findall(r"^\s*- record:\s*(\S+)", text, flags=re.MULTILINE))
 
@@ -73,25 +55,6 @@ def expressions(text: str) -> list[str]:
         else:
             found.append(rest)
     return found
-
-
-def series_names(expr: str) -> set[str]:
-    """Identifiers that stand for series: not functions, keywords, labels or strings."""
-    stripped = re.sub(r'"[^"]*"', '""', expr)  # label values
-    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # label matchers
-    stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)  # ranges
-    stripped = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped
-    )
-    stripped = re.sub(r"\b\d+(?:\.\d+)?(?:ms|[smhdwy])?\b", " ", stripped)  # numbers, durations
-    names = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", stripped):
-        word = match.group(0)
-        after = stripped[match.end() :].lstrip()[:1]
-        if word.lower() in PROMQL_WORDS or after == "(":
-            continue
-        names.add(word)
-    return names
 
 
 @pytest.fixture(scope="module")
