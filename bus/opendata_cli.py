@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from bus.audit import AuditLog
 from bus.cli_common import console, settings_or_exit, stop_on_signals
 from bus.errors import DatabusError
 
@@ -61,9 +62,23 @@ def export(
     if scheduled and every is None:
         every = settings.open_data.interval_s
 
+    audit = AuditLog(settings.access.resolved_audit_log(settings.data_dir))
+
     def job() -> ExportReport:
         with console.status("exporting public datasets from the shared repository …"):
-            return export_from_settings(settings, now=datetime.now(UTC))
+            report = export_from_settings(settings, now=datetime.now(UTC))
+        # Every export is on the audit log: what left for the portal, and its checksums.
+        audit.append(
+            actor="databus-opendata",
+            action="opendata.export",
+            object=str(report.out_dir),
+            outcome="exported",
+            detail={
+                "datasets": {d.dataset_id: d.rows for d in report.datasets},
+                "files": {f.name: f.sha256 for f in report.files},
+            },
+        )
+        return report
 
     def show(report: ExportReport) -> None:
         console.print(_report_table(report))
