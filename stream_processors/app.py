@@ -86,6 +86,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         producer_acks=-1,
         producer_linger=0.005,
         web_enabled=False,
+        # Faust's own files under the bus's data dir, not "<app id>-data" in the cwd
+        datadir=str(settings.data_dir / "faust"),
         broker_credentials=faust_credentials(kafka),
         # Tansu keeps no state between runs: the processor re-derives tables from
         # changelogs; standbys double the changelog traffic for one worker.
