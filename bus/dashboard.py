@@ -183,13 +183,13 @@ def ledger_table(rows: Sequence[dict[str, object]]) -> Table:
         title_justify="left",
         caption=None if rows else "waiting for the processor's first quality reports …",
     )
-    table.add_column("owner unit", no_wrap=True)
+    table.add_column("owner unit", no_wrap=True, max_width=34, overflow="ellipsis")
     for name in ("assigned", "delivering", "live", "quality"):
         table.add_column(name, justify="right")
     for row in rows:
         quality = row.get("quality")
         table.add_row(
-            f"{row.get('name')} ({row.get('unit')})",
+            f"{row.get('unit')} {row.get('name')}",
             str(row.get("assigned")),
             str(row.get("delivering")),
             str(row.get("live")),

@@ -115,7 +115,7 @@ def test_up_runs_the_bus_and_summarizes(up_run: UpRun) -> None:
     for sink in ("ioc_store", "shared_repo", "health_axis"):
         assert _figure(out, sink) > 0, f"{sink} wrote nothing:\n{out}"
     assert "Delivery ledger (IOC store)" in out
-    assert re.search(r"│ Sở Y tế \(DNA\.SYT\) +│ +3 │ +[1-3] │", out), out
+    assert re.search(r"│ DNA\.SYT Sở Y tế +│ +3 │ +[1-3] │", out), out
 
     assert "Per-unit dossier KPIs" in out
     units = set(re.findall(r"│ (DNA\.[A-Z0-9.]+) +│", out))

@@ -125,3 +125,21 @@ def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
     assert rows["b.y"] == ["0", "4", "1", "0", "–"]
     # Reasons summed over datasets, the commonest first.
     assert _reasons(totals) == "bad_date: 3, empty_value: 1"
+
+
+def test_ledger_table_fits_a_terminal_and_says_when_it_waits() -> None:
+    from bus.dashboard import ledger_table
+
+    rows: list[dict[str, object]] = [
+        {
+            "unit": "DNA.VPUB",
+            "name": "Văn phòng Ủy ban nhân dân tỉnh Đồng Nai",
+            "assigned": 2,
+            "delivering": 2,
+            "live": 0,
+            "quality": 0.99,
+        }
+    ]
+    text = _text(ledger_table(rows))
+    assert "DNA.VPUB" in text and "delivering" in text and "99%" in text
+    assert "waiting" in _text(ledger_table([]))
