@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from bus.agency_cli import agency_app
 from bus.catalog_cli import catalog_app
-from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
+from bus.cli_common import console, row_progress, settings_or_exit, setup_logging, stop_on_signals
 from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
 from bus.local_stack import detach_but_follow_parent
@@ -183,7 +183,6 @@ def publish(
     ] = None,
 ) -> None:
     """Publish a file's valid rows; rejected rows go to a reject file. Exit 1 if any."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from producers.file_checks import row_check_for
     from producers.file_drop import publish_file, read_rows
@@ -202,22 +201,15 @@ def publish(
         total = sum(1 for _ in read_rows(file, ds.model))
         with (
             Publisher(settings, source_system="file-drop") as publisher,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            ) as progress,
+            row_progress(f"publishing {file.name}", total) as advance,
         ):
-            task = progress.add_task(f"publishing {file.name}", total=total)
             result = publish_file(
                 publisher,
                 ds,
                 file,
                 check=row_check_for(ds),
                 reject_path=rejects,
-                on_row=lambda: progress.advance(task),
+                on_row=advance,
             )
     except (DatabusError, OSError) as exc:
         console.print(f"[red]{escape(str(exc))}[/]")

@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
@@ -21,6 +23,7 @@ __all__ = [
     "broker_topics",
     "console",
     "fail",
+    "row_progress",
     "settings_or_exit",
     "setup_logging",
     "stop_on_signals",
@@ -93,3 +96,19 @@ def broker_topics(settings: Settings, timeout: float) -> dict[str, int]:
             2,
         )
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
+
+
+@contextmanager
+def row_progress(description: str, total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar with counts and time left; yields the callable that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)

@@ -34,6 +34,7 @@ __all__ = [
     "DatasetDelivery",
     "UnitLedger",
     "build_ledger",
+    "epoch_ms",
     "latest_quality_rows",
     "read_quality_rows",
 ]
@@ -81,11 +82,15 @@ class UnitLedger:
         return out
 
 
-def _ms(value: object) -> int:
+def epoch_ms(value: object) -> int:
+    """Epoch milliseconds of a decoded timestamp (aware or UTC-naive datetime, a number,
+    or digits as text); 0 when there is none."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1000)
     if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return 0
 
@@ -95,7 +100,7 @@ def latest_quality_rows(records: Iterable[Mapping[str, Any]]) -> list[Mapping[st
     latest: dict[tuple[str, str], Mapping[str, Any]] = {}
     for rec in records:
         key = (str(rec["dataset"]), str(rec["unit_code"]))
-        if key not in latest or _ms(rec.get("ts_ms")) >= _ms(latest[key].get("ts_ms")):
+        if key not in latest or epoch_ms(rec.get("ts_ms")) >= epoch_ms(latest[key].get("ts_ms")):
             latest[key] = rec
     return list(latest.values())
 
@@ -120,8 +125,10 @@ def _delivery(
     recon: list[ReconRow],
     now_ms: int,
 ) -> DatasetDelivery:
-    sending = [r for r in rows if _ms(r.get("last_seen_ts")) > 0 or int(r.get("received") or 0)]
-    last_event_ms = max((_ms(r.get("last_event_ts")) for r in sending), default=0)
+    sending = [
+        r for r in rows if epoch_ms(r.get("last_seen_ts")) > 0 or int(r.get("received") or 0)
+    ]
+    last_event_ms = max((epoch_ms(r.get("last_event_ts")) for r in sending), default=0)
     delivering = bool(sending)
     live = delivering and is_live(ds.update, last_event_ms, now_ms)
     # Weighted by what each source unit sent: a unit with one record does not weigh
@@ -163,7 +170,7 @@ def build_ledger(
     unit_names: Mapping[str, str] | None = None,
 ) -> list[UnitLedger]:
     """One ledger row per owner unit of ``datasets``, sorted by unit code."""
-    now_ms = _ms(now)
+    now_ms = epoch_ms(now)
     rows_by_ds: dict[str, list[Mapping[str, Any]]] = {}
     for row in quality_rows:
         rows_by_ds.setdefault(str(row["dataset"]), []).append(row)

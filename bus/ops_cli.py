@@ -41,7 +41,7 @@ from rich.table import Table
 
 from bus.cli_common import broker_settings_or_exit as _settings
 from bus.cli_common import broker_topics as _topics
-from bus.cli_common import console, stop_on_signals
+from bus.cli_common import console, row_progress, stop_on_signals
 from bus.cli_common import fail as _fail
 from bus.errors import ConfigError, DatabusError
 from bus.settings import Settings
@@ -293,7 +293,6 @@ def backfill(
     Like `databus publish`, but each event carries `databus.backfill: 1` (it raises
     and resolves no alert) and its own event time (so the delivery ledger counts old
     data as late). Exit 1 on rejected rows."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from producers.backfill import BackfillPublisher, publish_backfill
     from producers.file_checks import row_check_for
@@ -323,15 +322,8 @@ def backfill(
         total = sum(1 for _ in read_rows(file, ds.model))
         with (
             BackfillPublisher(settings, source_system="backfill") as publisher,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            ) as progress,
+            row_progress(f"backfilling {file.name}", total) as advance,
         ):
-            task = progress.add_task(f"backfilling {file.name}", total=total)
             result = publish_backfill(
                 publisher,
                 ds,
@@ -340,7 +332,7 @@ def backfill(
                 as_of=fallback,
                 check=row_check_for(ds),
                 reject_path=rejects,
-                on_row=lambda: progress.advance(task),
+                on_row=advance,
             )
     except (DatabusError, OSError, ValueError) as exc:
         _fail(str(exc), 2)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bus.ledger import epoch_ms
 from schemas.catalog import Dataset
 
 __all__ = [
@@ -185,17 +186,6 @@ def dlq_counts(
     return rows
 
 
-def _ms(value: object) -> int:
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return 0
-
-
 def _text(value: object) -> str:
     return str(getattr(value, "value", value) or "")  # Avro enums may come as objects
 
@@ -208,7 +198,7 @@ def _float(value: object) -> float:
 
 
 def _alert(rec: Mapping[str, Any]) -> OpenAlert:
-    ts = _ms(rec.get("ts_ms"))
+    ts = epoch_ms(rec.get("ts_ms"))
     return OpenAlert(
         alert_id=_text(rec.get("alert_id")),
         rule=_text(rec.get("rule")),
@@ -245,7 +235,7 @@ def open_alerts_from_records(records: Iterable[Mapping[str, Any]]) -> list[OpenA
         alert_id = _text(rec.get("alert_id"))
         if not alert_id:
             continue
-        rank = (_ms(rec.get("ts_ms")), _STATE_RANK.get(_text(rec.get("state")), 0))
+        rank = (epoch_ms(rec.get("ts_ms")), _STATE_RANK.get(_text(rec.get("state")), 0))
         held = newest.get(alert_id)
         if held is None or rank >= held[:2]:
             newest[alert_id] = (*rank, rec)

@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -30,6 +38,16 @@ __all__ = [
     "SpoolSettings",
     "load_settings",
 ]
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    # a short key makes the pseudonyms of 12-digit citizen ids guessable by brute force
+    if len(value.get_secret_value()) < 16:
+        raise ValueError("must be at least 16 characters")
+    return value
+
+
+PseudonymKey = Annotated[SecretStr, AfterValidator(_long_enough)]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 Positive = Annotated[int, Field(gt=0)]
@@ -309,7 +327,7 @@ class HealthAxisSettings(BaseModel):
     rate_per_s: float = Field(default=20.0, gt=0, le=10_000, description="requests per second")
     # An event takes up to three entries (its resource, a Patient, an Organization).
     bundle_max_entries: Annotated[int, Field(ge=3, le=10_000)] = 100
-    pseudonym_key: SecretStr | None = Field(
+    pseudonym_key: PseudonymKey | None = Field(
         default=None, description="HMAC key of patient pseudonyms; at least 16 characters"
     )
 
@@ -335,14 +353,6 @@ class HealthAxisSettings(BaseModel):
     def _ca_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"CA bundle {str(value)!r} is not a readable file")
-        return value
-
-    @field_validator("pseudonym_key")
-    @classmethod
-    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            # a short key makes pseudonyms of 12-digit citizen ids guessable
-            raise ValueError("must be at least 16 characters")
         return value
 
     @model_validator(mode="after")
@@ -377,7 +387,7 @@ class AccessSettings(BaseModel):
         default=None, description="access policy TOML; empty: the packaged sample"
     )
     audit_log: Path | None = Field(default=None, description="empty: <data_dir>/audit.jsonl")
-    pseudonym_key: SecretStr | None = Field(
+    pseudonym_key: PseudonymKey | None = Field(
         default=None, description="HMAC key of shared join keys; at least 16 characters"
     )
     share_group: str = Field(default="databus-share", min_length=1)
@@ -388,13 +398,6 @@ class AccessSettings(BaseModel):
     @classmethod
     def _empty_path(cls, value: object) -> object:
         return None if value == "" else value
-
-    @field_validator("pseudonym_key")
-    @classmethod
-    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
 
     def resolved_audit_log(self, data_dir: Path) -> Path:
         return self.audit_log if self.audit_log is not None else data_dir / "audit.jsonl"

@@ -32,9 +32,9 @@ from producers.file_drop import (
     DropResult,
     RejectedRow,
     RowCheck,
+    finish_drop,
     read_rows,
     validate_rows,
-    write_rejects,
 )
 from producers.publisher import Publisher
 from schemas.catalog import Dataset
@@ -129,8 +129,4 @@ def publish_backfill(
                 published += 1
         if on_row is not None:
             on_row()
-    publisher.flush()
-    if rejects:
-        reject_path = reject_path or path.with_name(f"{path.stem}.rejects.csv")
-        write_rejects(reject_path, rejects, list(dataset.model.model_fields))
-    return DropResult(len(rows), published, rejects, reject_path if rejects else None)
+    return finish_drop(publisher, dataset, path, len(rows), published, rejects, reject_path)

@@ -34,6 +34,7 @@ __all__ = [
     "RejectedRow",
     "Row",
     "RowCheck",
+    "finish_drop",
     "publish_file",
     "read_rows",
     "template_rows",
@@ -307,6 +308,24 @@ class DropResult:
     reject_path: Path | None
 
 
+def finish_drop(
+    publisher: Publisher,
+    dataset: Dataset,
+    path: Path,
+    rows: int,
+    published: int,
+    rejects: list[RejectedRow],
+    reject_path: Path | None,
+) -> DropResult:
+    """Wait for the broker to take every published row, then write the reject file
+    (beside ``path`` unless ``reject_path`` says where) when rows were refused."""
+    publisher.flush()
+    if rejects:
+        reject_path = reject_path or path.with_name(f"{path.stem}.rejects.csv")
+        write_rejects(reject_path, rejects, list(dataset.model.model_fields))
+    return DropResult(rows, published, rejects, reject_path if rejects else None)
+
+
 def publish_file(
     publisher: Publisher,
     dataset: Dataset,
@@ -333,8 +352,4 @@ def publish_file(
             published += 1
         if on_row is not None:
             on_row()
-    publisher.flush()
-    if rejects:
-        reject_path = reject_path or path.with_name(f"{path.stem}.rejects.csv")
-        write_rejects(reject_path, rejects, list(dataset.model.model_fields))
-    return DropResult(len(rows), published, rejects, reject_path if rejects else None)
+    return finish_drop(publisher, dataset, path, len(rows), published, rejects, reject_path)
