@@ -12,6 +12,7 @@ Exit codes: 0 done; 1 the audit chain is broken; 2 bad usage, settings or policy
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import signal
 from enum import StrEnum
@@ -55,6 +56,25 @@ def _audit(settings: Settings) -> AuditLog:
     return AuditLog(settings.access.resolved_audit_log(settings.data_dir))
 
 
+def grants_of(policy: AccessPolicy) -> dict[str, dict[str, object]]:
+    """The access each agency is granted, as the audit log records it."""
+    return {
+        a.id: {"max_classification": a.max_classification, "datasets": sorted(a.datasets)}
+        for a in sorted(policy.agencies.values(), key=lambda a: a.id)
+    }
+
+
+def _audit_grants(settings: Settings, policy: AccessPolicy, actor: str) -> None:
+    """Record the grants in force when a process that enforces them starts."""
+    _audit(settings).append(
+        actor=actor,
+        action="grant.policy_in_force",
+        object=str(settings.access.policy_file or "packaged sample policy"),
+        outcome="loaded",
+        detail={"agencies": grants_of(policy), "shared": sorted(policy.shared)},
+    )
+
+
 @agency_app.command()
 def share() -> None:
     """Publish every shared dataset to its shared topic, personal fields dropped or hashed."""
@@ -75,6 +95,7 @@ def share() -> None:
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("share: metrics on http://%s:%d/metrics", settings.metrics.host, port)
     log.info("sharing %d dataset(s)", len(policy.shared))
+    _audit_grants(settings, policy, "databus-share")
     loop.run(stop_on_signals())
 
 
@@ -90,6 +111,7 @@ def api(
     settings = settings_or_exit()
     policy = _policy(settings)
     app = create_app(settings, policy, _audit(settings))
+    _audit_grants(settings, policy, "databus-api")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -126,11 +148,19 @@ def acl_render(
     from bus.acl import acl_rules, render_kafka_acls, render_strimzi
 
     settings = settings_or_exit()
-    rules = acl_rules(_policy(settings))
+    policy = _policy(settings)
+    rules = acl_rules(policy)
     if fmt is AclFormat.strimzi:
         text = render_strimzi(rules, cluster=cluster)
     else:
         text = render_kafka_acls(rules)
+    _audit(settings).append(
+        actor=getpass.getuser(),
+        action="grant.acl_render",
+        object=str(out) if out is not None else "stdout",
+        outcome="rendered",
+        detail={"format": fmt.value, "rules": len(rules), "agencies": grants_of(policy)},
+    )
     if out is None:
         print(text, end="")
     else:
@@ -162,7 +192,18 @@ def audit_verify(
 @agency_app.command("agency-token")
 def agency_token(agency: Annotated[str, typer.Argument(help="Agency id in the policy")]) -> None:
     """Print a fresh API token for an agency and the policy line holding its hash."""
+    settings = settings_or_exit()
+    if agency not in _policy(settings).agencies:
+        _fail(f"no agency {agency!r} in the access policy; add it there first")
     token = new_token()
+    # The token itself is never logged; its digest's head identifies it in the policy.
+    _audit(settings).append(
+        actor=getpass.getuser(),
+        action="grant.token_issued",
+        object=agency,
+        outcome="issued",
+        detail={"token_sha256_head": token_hash(token)[:12]},
+    )
     table = Table(show_header=False, title=f"API token for {agency}", title_justify="left")
     table.add_row("give the agency (once, securely)", token)
     table.add_row(f"put in [agencies.{agency}]", f'token_sha256 = "{token_hash(token)}"')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,3 +121,33 @@ def test_databus_audit_verify_exits_1_naming_the_line(tmp_path: Path) -> None:
     path.write_text("".join(lines), encoding="utf-8")
     broken = CliRunner().invoke(agency_app, ["audit", "verify", str(path)])
     assert broken.exit_code == 1 and "line 3" in broken.output
+
+
+def test_grants_are_audited_tokens_and_acls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from bus.access_policy import load_policy
+    from bus.agency_cli import agency_app
+
+    monkeypatch.setenv("DATABUS_DATA_DIR", str(tmp_path))
+    agency = sorted(load_policy(None).agencies)[0]
+    issued = CliRunner().invoke(agency_app, ["agency-token", agency])
+    assert issued.exit_code == 0, issued.output
+    unknown = CliRunner().invoke(agency_app, ["agency-token", "no-such-agency"])
+    assert unknown.exit_code == 2 and "no agency" in unknown.output
+    rendered = CliRunner().invoke(agency_app, ["acl", "render", "--out", str(tmp_path / "a.sh")])
+    assert rendered.exit_code == 0, rendered.output
+
+    log = tmp_path / "audit.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["action"], e["object"]) for e in entries] == [
+        ("grant.token_issued", agency),
+        ("grant.acl_render", str(tmp_path / "a.sh")),
+    ]
+    token_line = issued.output
+    # the token itself is never on the log, only the head of its digest
+    assert entries[0]["detail"]["token_sha256_head"] in token_line
+    assert agency in entries[1]["detail"]["agencies"]
+    assert verify(log).ok
