@@ -20,12 +20,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus.consumers import TP, consumer_config, next_offsets, partition_lag
 from bus.errors import CodecError, DatabusError, SinkError
 from bus.metrics import Metrics
 from bus.settings import Settings
@@ -34,11 +35,9 @@ from sinks.base import Rejected, Sink, SinkRecord
 from sinks.circuit import CIRCUIT_STATE_VALUES, Circuit, CircuitOpenError, CircuitState, backoff
 from sinks.sink_dlq import SinkDeadLetters, SinkLetter, rejected_letter, undecodable_letter
 
-__all__ = ["SinkRunner", "consumer_config", "next_offsets", "partition_lag"]
+__all__ = ["SinkRunner"]
 
 log = logging.getLogger(__name__)
-
-TP = tuple[str, int]
 
 # A commit refused because the group is rebalancing: the records were written, and
 # whoever owns the partitions next replays them into an idempotent sink.
@@ -49,37 +48,6 @@ _REBALANCING = frozenset(
         KafkaError.UNKNOWN_MEMBER_ID,
     }
 )
-
-
-def consumer_config(settings: Settings, group: str) -> dict[str, object]:
-    return {
-        **settings.kafka.client_config(),
-        "group.id": group,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "session.timeout.ms": settings.kafka.session_timeout_ms,
-        "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
-        "partition.assignment.strategy": "cooperative-sticky",
-        # Notice topics created after subscribing within seconds, not librdkafka's 5 min.
-        "topic.metadata.refresh.interval.ms": 5000,
-    }
-
-
-def next_offsets(positions: Iterable[tuple[str, int, int]]) -> dict[TP, int]:
-    """The offset to commit per partition: one past the last record seen."""
-    out: dict[TP, int] = {}
-    for topic, partition, offset in positions:
-        out[(topic, partition)] = max(out.get((topic, partition), -1), offset + 1)
-    return out
-
-
-def partition_lag(low: int, high: int, next_offset: int) -> int | None:
-    """Records between the next offset to commit and the high watermark; None while
-    the watermark is unknown (librdkafka reports -1001 before the first fetch)."""
-    if high < 0:
-        return None
-    start = next_offset if next_offset >= 0 else max(low, 0)
-    return max(0, high - start)
 
 
 def _where(msg: Message) -> tuple[str, int, int]:

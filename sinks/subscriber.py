@@ -34,11 +34,11 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from bus.access_policy import agency_group
+from bus.consumers import consumer_config, next_offsets
 from bus.errors import CodecError, ValidationError
 from bus.settings import Settings
 from schemas.catalog import get_dataset
 from schemas.codec import AvroDeserializer
-from sinks.runner import consumer_config, next_offsets
 
 __all__ = ["EventSource", "RecordContractError", "SharedEvent", "Subscriber"]
 

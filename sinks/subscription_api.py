@@ -39,11 +39,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.access_policy import AccessPolicy, Agency, agency_group
 from bus.audit import AuditLog
+from bus.consumers import next_offsets
 from bus.errors import CodecError, DeliveryError
 from bus.settings import Settings
 from schemas.catalog import DATASETS
 from schemas.codec import AvroDeserializer
-from sinks.runner import next_offsets
 
 __all__ = ["MAX_RECORDS", "create_app", "json_default", "serve"]
 

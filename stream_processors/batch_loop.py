@@ -52,13 +52,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from bus.consumers import partition_lag
 from bus.errors import DatabusError, DeliveryError
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topics import changelog_topic, rule_deltas_topic, unit_stats_topic
 from producers.publisher import producer_config
 from schemas.catalog import Dataset
-from sinks.runner import partition_lag
 from stream_processors.batch_core import BatchCore, BatchOutput, RawRecord
 from stream_processors.batch_stats import STATS_GROUP, stats_key
 from stream_processors.dlq import dlq_headers

@@ -24,11 +24,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.access_policy import AccessPolicy
 from bus.audit import AuditLog
+from bus.consumers import consumer_config, next_offsets
 from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
 from schemas.codec import AvroDeserializer, AvroSerializer
-from sinks.runner import consumer_config, next_offsets
 from stream_processors.share import SharePlan, mask_event, share_plan, shared_key
 
 __all__ = ["ShareLoop", "policy_plans"]

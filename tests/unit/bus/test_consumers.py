@@ -1,8 +1,8 @@
-"""The runner's pure helpers: what to commit, and the lag it reports."""
+"""What every batched consumer shares: the offsets to commit, and the lag it reports."""
 
 from __future__ import annotations
 
-from sinks.runner import next_offsets, partition_lag
+from bus.consumers import next_offsets, partition_lag
 
 
 def test_next_offsets_is_one_past_the_last_record_of_each_partition() -> None:

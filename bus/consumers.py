@@ -1,0 +1,44 @@
+"""What every batched consumer of the bus shares — the sink runner, the share loop, the
+processor's loop, the agencies' Subscriber and subscription API: its configuration,
+the offsets to commit after a batch, and the lag it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from bus.settings import Settings
+
+__all__ = ["TP", "consumer_config", "next_offsets", "partition_lag"]
+
+TP = tuple[str, int]
+
+
+def consumer_config(settings: Settings, group: str) -> dict[str, object]:
+    return {
+        **settings.kafka.client_config(),
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": settings.kafka.session_timeout_ms,
+        "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
+        "partition.assignment.strategy": "cooperative-sticky",
+        # Notice topics created after subscribing within seconds, not librdkafka's 5 min.
+        "topic.metadata.refresh.interval.ms": 5000,
+    }
+
+
+def next_offsets(positions: Iterable[tuple[str, int, int]]) -> dict[TP, int]:
+    """The offset to commit per partition: one past the last record seen."""
+    out: dict[TP, int] = {}
+    for topic, partition, offset in positions:
+        out[(topic, partition)] = max(out.get((topic, partition), -1), offset + 1)
+    return out
+
+
+def partition_lag(low: int, high: int, next_offset: int) -> int | None:
+    """Records between the next offset to commit and the high watermark; None while
+    the watermark is unknown (librdkafka reports -1001 before the first fetch)."""
+    if high < 0:
+        return None
+    start = next_offset if next_offset >= 0 else max(low, 0)
+    return max(0, high - start)
