@@ -47,7 +47,7 @@ from typing import Any
 
 import fastavro
 
-__all__ = ["AvroEncoder", "UnsupportedSchemaError", "compile_encoder"]
+__all__ = ["AvroEncoder", "UnsupportedSchemaError", "compile_encoder", "compile_function"]
 
 AvroEncoder = Callable[[Any], bytes]
 
@@ -218,13 +218,21 @@ def compile_encoder(schema: Any) -> AvroEncoder:
     gen.lines.append("    parts = []")
     gen.lines.append(f"    {top}(parts.append, d, '')")
     gen.lines.append("    return _join(parts)")
-    source = "\n".join(gen.lines) + "\n"
-    namespace = dict(_BASE_NAMESPACE)
-    namespace.update(gen.consts)
-    exec(compile(source, "<avro-encoder>", "exec"), namespace)
-    encode: AvroEncoder = namespace["encode"]
-    encode.__avro_source__ = source  # type: ignore[attr-defined]
+    encode: AvroEncoder = compile_function(
+        gen.lines, {**_BASE_NAMESPACE, **gen.consts}, "encode", "<avro-encoder>"
+    )
     return encode
+
+
+def compile_function(lines: list[str], namespace: dict[str, Any], name: str, filename: str) -> Any:
+    """Compile generated source lines and return the function ``name`` they define; the
+    source stays on it as ``__avro_source__`` for whoever debugs it."""
+    source = "\n".join(lines) + "\n"
+    scope = dict(namespace)
+    exec(compile(source, filename, "exec"), scope)
+    function = scope[name]
+    function.__avro_source__ = source
+    return function
 
 
 def _type_name(schema: Any) -> str:

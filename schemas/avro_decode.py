@@ -47,7 +47,7 @@ from fastavro._read_common import SchemaResolutionError
 from fastavro.logical_readers import LOGICAL_READERS
 
 from bus.errors import CodecError
-from schemas.avro_compile import UnsupportedSchemaError
+from schemas.avro_compile import UnsupportedSchemaError, compile_function
 
 __all__ = ["AvroDecoder", "UnsupportedSchemaError", "compile_decoder"]
 
@@ -223,12 +223,9 @@ def compile_decoder(writer_schema: Any, reader_schema: Any = None) -> AvroDecode
             "    return v",
         ]
     )
-    source = "\n".join(gen.lines) + "\n"
-    namespace = dict(_BASE_NAMESPACE)
-    namespace.update(gen.consts)
-    exec(compile(source, "<avro-decoder>", "exec"), namespace)
-    decode: AvroDecoder = namespace["decode"]
-    decode.__avro_source__ = source  # type: ignore[attr-defined]
+    decode: AvroDecoder = compile_function(
+        gen.lines, {**_BASE_NAMESPACE, **gen.consts}, "decode", "<avro-decoder>"
+    )
     return decode
 
 
