@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis_db import flushed_redis
 from std_samples import SIMULATED, sink_records, std_events
 
 from schemas.catalog import DATASETS
@@ -41,14 +42,8 @@ TEST_DB = 7  # apart from the other tests' database 0
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    kw = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-    client = redis.Redis(host=kw["host"], port=kw["port"], db=TEST_DB)
-    client.flushdb()
-    try:
+    with flushed_redis(redis_url, TEST_DB) as client:
         yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture

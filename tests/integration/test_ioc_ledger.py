@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis_db import flushed_redis
 
 from bus.ledger import build_ledger
 from schemas.catalog import DATASETS, QUALITY_TOPIC
@@ -24,14 +25,8 @@ TEST_DB = 9
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    kw = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-    client = redis.Redis(host=kw["host"], port=kw["port"], db=TEST_DB)
-    client.flushdb()
-    try:
+    with flushed_redis(redis_url, TEST_DB) as client:
         yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def report(dataset: str, unit: str, at: datetime, last_event: datetime) -> dict[str, Any]:

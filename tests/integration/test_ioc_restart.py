@@ -14,6 +14,7 @@ import pytest
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis_db import flushed_redis
 from std_samples import SIMULATED, sink_records, std_events
 
 from bus.errors import SinkError
@@ -91,15 +92,9 @@ def test_nothing_is_lost_across_a_redis_restart(
         client.close()
 
     # the same records written without a restart, on the session's Redis
-    kw = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-    reference = redis.Redis(host=kw["host"], port=kw["port"], db=8)
-    try:
-        reference.flushdb()
+    with flushed_redis(redis_url, 8) as reference:
         ref_sink = IocStoreSink(reference)
         ref_sink.setup()
         assert ref_sink.write(recs) == []
         assert after_restart == redis_snapshot(reference)
         assert len(after_restart) > 1000
-    finally:
-        reference.flushdb()
-        reference.close()

@@ -14,6 +14,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis_db import flushed_redis
 
 from bus.errors import SinkError
 from sinks.base import Sink, SinkRecord
@@ -41,13 +42,8 @@ PERSONAL = ("applicant_citizen_id", "applicant_name", "applicant_birth_date", "a
 
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    try:
+    with flushed_redis(redis_url) as client:
         yield client
-    finally:
-        client.flushdb()
-        client.close()
 
 
 @pytest.fixture
