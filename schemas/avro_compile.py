@@ -47,7 +47,13 @@ from typing import Any
 
 import fastavro
 
-__all__ = ["AvroEncoder", "UnsupportedSchemaError", "compile_encoder", "compile_function"]
+__all__ = [
+    "AvroEncoder",
+    "CodeWriter",
+    "UnsupportedSchemaError",
+    "compile_encoder",
+    "compile_function",
+]
 
 AvroEncoder = Callable[[Any], bytes]
 
@@ -263,22 +269,13 @@ def _collect_named(schema: Any, named: dict[str, Any]) -> None:
             _collect_named(schema["values"], named)
 
 
-class _Generator:
-    """Writes one function per schema node kind that needs one (records, unions...).
+class CodeWriter:
+    """Generated source lines and the constants they refer to by name."""
 
-    Every writer has the signature ``w(ap, v, p)``: append the encoding of ``v`` to
-    ``buf``; ``p`` is the path used in error messages. Leaf types are inlined into
-    their parent writer instead (no call per field).
-    """
-
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
+    def __init__(self) -> None:
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
-        self._writers: dict[str, str] = {}  # named type -> writer function name
         self._counter = 0
-
-    # -- helpers -------------------------------------------------------------------
 
     def _fresh(self, prefix: str) -> str:
         self._counter += 1
@@ -288,6 +285,22 @@ class _Generator:
         name = self._fresh(prefix)
         self.consts[name] = value
         return name
+
+
+class _Generator(CodeWriter):
+    """Writes one function per schema node kind that needs one (records, unions...).
+
+    Every writer has the signature ``w(ap, v, p)``: append the encoding of ``v`` to
+    ``buf``; ``p`` is the path used in error messages. Leaf types are inlined into
+    their parent writer instead (no call per field).
+    """
+
+    def __init__(self, named: dict[str, Any]) -> None:
+        super().__init__()
+        self.named = named
+        self._writers: dict[str, str] = {}  # named type -> writer function name
+
+    # -- helpers -------------------------------------------------------------------
 
     def resolve(self, schema: Any) -> Any:
         """A named reference -> its definition; a ``{"type": <complex>}`` -> the inside."""

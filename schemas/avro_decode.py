@@ -47,7 +47,7 @@ from fastavro._read_common import SchemaResolutionError
 from fastavro.logical_readers import LOGICAL_READERS
 
 from bus.errors import CodecError
-from schemas.avro_compile import UnsupportedSchemaError, compile_function
+from schemas.avro_compile import CodeWriter, UnsupportedSchemaError, compile_function
 
 __all__ = ["AvroDecoder", "UnsupportedSchemaError", "compile_decoder"]
 
@@ -246,7 +246,7 @@ def _logical(schema: Any) -> str | None:
     return None
 
 
-class _Generator:
+class _Generator(CodeWriter):
     """One function per record, array and map (per writer/reader pair); leaves inline.
 
     Every function has the signature ``f(b, i, L) -> (value, next index)``: ``b`` the
@@ -255,23 +255,12 @@ class _Generator:
     """
 
     def __init__(self, writer_named: dict[str, Any], reader_named: dict[str, Any]) -> None:
+        super().__init__()
         self.writer_named = writer_named
         self.reader_named = reader_named
         self.named = {"writer": writer_named, "reader": reader_named}
-        self.lines: list[str] = []
-        self.consts: dict[str, Any] = {}
         self._functions: dict[tuple[str, str, str, bool], str] = {}
         self._inlining: list[str] = []  # records being inlined in the current function
-        self._counter = 0
-
-    def _fresh(self, prefix: str) -> str:
-        self._counter += 1
-        return f"{prefix}{self._counter}"
-
-    def const(self, value: Any, prefix: str = "_c") -> str:
-        name = self._fresh(prefix)
-        self.consts[name] = value
-        return name
 
     # -- resolution --------------------------------------------------------------------
 
