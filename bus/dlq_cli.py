@@ -47,12 +47,11 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import TaskID
 from rich.table import Table
 
 from bus.cli_common import broker_settings_or_exit as _settings
+from bus.cli_common import console, row_progress
 from bus.cli_common import fail as _fail
 from bus.errors import ConfigError, DatabusError, DeliveryError
 from bus.settings import Settings
@@ -74,7 +73,6 @@ from stream_processors.dlq_inspect import (
 __all__ = ["dlq_app", "read_topics"]
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: list, show, replay.")
-console = Console()
 
 _IDLE_S = 0.5
 _MAX_IDLE_S = 10.0  # a partition that never reports its end (should not happen)
@@ -489,15 +487,14 @@ def _on_delivery(
     lid: str,
     delivered: dict[str, tuple[int, int]],
     failed: dict[str, str],
-    advance: Callable[[TaskID], None],
-    task: TaskID,
+    advance: Callable[[], None],
 ) -> Callable[[KafkaError | None, Message], None]:
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         if err is None:
             delivered[lid] = (msg.partition() or 0, msg.offset() or 0)
         else:
             failed[lid] = err.str()
-        advance(task)
+        advance()
 
     return on_delivery
 
@@ -508,8 +505,6 @@ def _send(
     """Send ``todo`` to the raw topic, then record each delivered one.
 
     Returns (sent and recorded, failed -> error, sent but not recorded)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from bus.topics import TopicSpec, ensure_topics
     from producers.publisher import producer_config
 
@@ -518,16 +513,9 @@ def _send(
     delivered: dict[str, tuple[int, int]] = {}
     failed: dict[str, str] = {}
     by_id = {lt.view.letter_id: lt for lt in todo}
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task(f"replaying to {ds.raw_topic}", total=len(todo))
+    with row_progress(f"replaying to {ds.raw_topic}", len(todo)) as advance:
         for lt in todo:
-            on_delivery = _on_delivery(lt.view.letter_id, delivered, failed, progress.advance, task)
+            on_delivery = _on_delivery(lt.view.letter_id, delivered, failed, advance)
             _produce(
                 producer,
                 ds.raw_topic,
