@@ -423,9 +423,13 @@ class Settings(BaseSettings):
     health_axis: HealthAxisSettings = HealthAxisSettings()
     data_dir: Path = Field(default=Path(".databus"), description="embedded servers' files")
     processor_group: str = "databus-processor"
-    # Records the processor's batched loop takes per poll: larger batches amortize
-    # per-batch flushes; smaller ones lower latency under light load.
+    # Most records the processor's batched loop takes per poll (it never waits for a
+    # batch to fill); also the most records whose state is written together.
     processor_batch_size: Positive = 500
+    # How long the loop gathers the state changes of small batches (entity changelog,
+    # rule deltas, unit stats) before writing them together: bounds the rate of
+    # aggregates reaching the alert and quality stages; alerts lag by up to this much.
+    processor_state_every_ms: Positive = 500
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()

@@ -121,6 +121,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         core,
         {t: p.dataset for t, p in pipelines.items()},
         batch_size=settings.processor_batch_size,
+        state_every_s=settings.processor_state_every_ms / 1000,
     )
 
     def topic(name: str, **kw: Any) -> faust.TopicT:

@@ -182,8 +182,18 @@ class BatchCore:
         return unit if isinstance(unit, str) and unit in self._units else UNKNOWN_UNIT
 
     def process(self, records: list[RawRecord], now_ms: int) -> BatchOutput:
-        """Raises ``RegistryError`` (retriable) after undoing the state it changed."""
+        """One batch on its own: ``process_into`` a fresh output, then ``finish`` it."""
         out = BatchOutput()
+        self.process_into(out, records, now_ms)
+        self.finish(out)
+        return out
+
+    def process_into(self, out: BatchOutput, records: list[RawRecord], now_ms: int) -> None:
+        """Add ``records`` to ``out``, which may already hold earlier batches: state
+        changes, stats and counts accumulate, so that several small batches send one
+        state (an entity changed in several of them sends one net delta). Each call
+        is one undo segment. Raises ``RegistryError`` (retriable) after undoing every
+        unsettled batch."""
         self._undo.append([])
         try:
             for record in records:
@@ -191,6 +201,9 @@ class BatchCore:
         except BaseException:
             self.rollback()
             raise
+
+    def finish(self, out: BatchOutput) -> None:
+        """Add each changed entity's net rule delta to ``out``: its state is complete."""
         for where, entity in out.entities.items():
             topic, partition, _key = where
             if where in out.backfilled:
@@ -203,7 +216,6 @@ class BatchCore:
                     src=f"{topic}:{partition}",
                     offset=entity.offset,
                 )
-        return out
 
     def _one(self, r: RawRecord, out: BatchOutput, now_ms: int) -> None:
         pipeline = self._pipelines[r.topic]

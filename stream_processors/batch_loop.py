@@ -6,22 +6,33 @@ consumer taking hundreds of records per call does the same stateless work at a
 multiple of that. Faust keeps what it is good at — tables, changelog recovery,
 timers, the worker — and receives per-batch aggregates from this loop.
 
-One batch, in an order that loses nothing and double-counts nothing:
+Records are taken as they come — a short wait for the first, then whatever else is
+already fetched — so a record waits for the work before it, never for a batch to
+fill. Each batch, in an order that loses nothing and double-counts nothing:
 
-1. ``BatchCore.process``: decode, dedup against the entity state, standardize;
-2. produce std records and dead letters, flush — every one acknowledged;
-3. produce the entity changelog, the rule deltas and the unit stats, flush;
-4. commit the input offsets.
+1. ``BatchCore.process_into``: decode, dedup against the entity state, standardize;
+2. produce its std records and dead letters at once;
+3. its state changes join a group of batches (sealed after ``state_every_s`` or
+   ``batch_size`` records); once the group is sealed and all its outputs are
+   acknowledged: produce the group's entity changelog, rule deltas and unit stats —
+   one aggregate per entity, subject and unit, so Faust's stages see a bounded rate
+   however small the batches are;
+4. once all of 3 is acknowledged, and every earlier group is committed: commit the
+   group's input offsets.
 
-Steps 3 and 4 of one batch ride on the next batch's flush (or on an idle poll), so a
-cycle costs one flush, and commits are asynchronous. A crash after 2 re-processes
-the batch: std records go out again (sinks are idempotent on entity version), the
-entity state has not changed, so nothing is counted twice. A crash after 3 re-reads
-records the changelog already holds: they are recognised as redeliveries (same
-offset) and only their rule deltas are sent again, which the rule stage drops by
-source offset. A failed write rolls the entity state of the unfinished batches back
-and processes their records again; so does a registry outage. Before partitions are
-revoked and on stop, the pending batch is finished and committed.
+The loop never blocks on the broker: while librdkafka delivers, the next records are
+consumed and processed, and the delivery reports move the work forward
+(``stream_processors.inflight`` keeps the rules). Under load every batch fills a
+group of its own.
+
+A crash after 2 re-processes the records: std records go out again (sinks are
+idempotent on entity version), the entity state has not changed, so nothing is
+counted twice. A crash after 3 re-reads records the changelog already holds: they
+are recognised as redeliveries (same offset) and only their rule deltas are sent
+again, which the rule stage drops by source offset. A failed write, or a registry
+outage, rolls back the entity state of every group in flight and processes their
+records again. Before partitions are revoked and on stop, the work in flight is
+finished and committed.
 
 Entity state lives in one changelog topic per dataset, partitioned like the raw
 topic. When partitions are assigned, the loop replays their changelog up to a
@@ -38,7 +49,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import (
@@ -63,6 +73,7 @@ from stream_processors.batch_core import BatchCore, BatchOutput, RawRecord
 from stream_processors.batch_stats import STATS_GROUP, stats_key
 from stream_processors.dlq import dlq_headers
 from stream_processors.entity_state import Entity
+from stream_processors.inflight import Group, Groups, Writes
 
 __all__ = ["BatchLoop", "tune_gc_for_batches"]
 
@@ -71,6 +82,10 @@ log = logging.getLogger(__name__)
 _MARKER_KEY = b"\x00databus-restore-marker"
 _RESTORE_TIMEOUT_S = 120.0
 _LAG_EVERY_S = 1.0
+_FIRST_RECORD_WAIT_S = 0.05  # idle: how long one consume call waits for a record
+_ACK_WAIT_S = 0.005  # work in flight, nothing new: how long to wait for reports
+_MAX_IN_FLIGHT = 8  # groups written but not committed before the loop stops taking more
+_FLUSH_TIMEOUT_S = 60.0
 
 
 def tune_gc_for_batches() -> None:
@@ -92,6 +107,7 @@ class BatchLoop:
         datasets: Mapping[str, Dataset],  # by raw topic
         *,
         batch_size: int = 500,
+        state_every_s: float = 0.1,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._settings = settings
@@ -102,18 +118,18 @@ class BatchLoop:
         self._deltas_topic = rule_deltas_topic(settings.processor_group)
         self._stats_topic = unit_stats_topic(settings.processor_group)
         self._batch_size = batch_size
+        self._state_every_s = state_every_s
         self._clock_ms = clock_ms
         self._group = settings.processor_group
         self._changelogs = {t: changelog_topic(self._group, ds.id) for t, ds in datasets.items()}
         self._producer = Producer(producer_config(settings))
-        self._failed: list[KafkaError] = []
+        self._groups = Groups()
         self.stop_event = threading.Event()
         # Read by the Faust timer (another thread): when a record was last taken, and
         # whether the last poll came back short (caught up with the input).
         self.last_record_monotonic = 0.0
         self.caught_up = False
         self.batches = 0
-        self._pending: _Pending | None = None
         self._lag_group = f"{self._group}-standardize"
         self._lag_exported: set[tuple[str, int]] = set()
         self._lag_at = 0.0
@@ -160,9 +176,18 @@ class BatchLoop:
             return out
         marker = uuid.uuid4().hex.encode()
         by_changelog = {(self._changelogs[t], p): (t, p) for t, p in wanted}
+        failed: list[KafkaError] = []
         for topic, partition in by_changelog:
-            self._producer.produce(topic, key=_MARKER_KEY, value=marker, partition=partition)
-        self._flush_checked("restore markers")
+            self._producer.produce(
+                topic,
+                key=_MARKER_KEY,
+                value=marker,
+                partition=partition,
+                on_delivery=lambda err, _m: failed.append(err) if err is not None else None,
+            )
+        remaining = self._producer.flush(_FLUSH_TIMEOUT_S)
+        if remaining or failed:
+            raise DeliveryError(f"restore markers: {remaining} unsent, errors {failed[:3]}")
         reader = Consumer(
             {
                 **self._settings.kafka.client_config(),
@@ -194,19 +219,16 @@ class BatchLoop:
         return out
 
     # ---- producing
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._failed.append(err)
-
     def _produce(
         self,
+        writes: Writes,
         topic: str,
         key: bytes | None,
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
+        kwargs: dict[str, Any] = {"on_delivery": writes.delivered}
         if headers:
             kwargs["headers"] = headers
         if partition is not None:
@@ -214,24 +236,21 @@ class BatchLoop:
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, **kwargs)
+                writes.sent()
                 return
             except BufferError:
                 self._producer.poll(0.05)  # librdkafka's queue is full: let it drain
 
-    def _flush_checked(self, what: str) -> None:
-        remaining = self._producer.flush(60.0)
-        if remaining or self._failed:
-            errors = {str(e) for e in self._failed[:5]}
-            self._failed.clear()
-            raise DeliveryError(f"{what}: {remaining} unsent, delivery errors {sorted(errors)}")
-
-    def _produce_outputs(self, out: BatchOutput) -> None:
-        """Phase 1 of a batch: std records and dead letters."""
+    def _produce_outputs(self, group: Group) -> None:
+        """Step 2, for the batch just added to ``group``: std records and dead letters."""
+        out, writes = group.out, group.outputs
         for topic, key, value, headers in out.std:
-            self._produce(topic, key, value, headers)
-        for dead in out.dead:
+            self._produce(writes, topic, key, value, headers)
+        out.std.clear()  # handed over (the dead letters stay: they are counted later)
+        for dead in out.dead[group.dead_sent :]:
             r = dead.record
             self._produce(
+                writes,
                 self._datasets[r.topic].dlq_topic,
                 r.key,
                 r.value or b"",
@@ -243,18 +262,25 @@ class BatchLoop:
                     letter=dead.letter,
                 ),
             )
+        group.dead_sent = len(out.dead)
 
-    def _produce_state(self, out: BatchOutput) -> None:
-        """Phase 2 of a batch, once its phase 1 is acknowledged: state and aggregates."""
+    def _produce_state(self, group: Group) -> None:
+        """Step 3, once the group is sealed and its outputs acknowledged: state and
+        aggregates."""
+        out, writes = group.out, group.state
         for (topic, partition, key), entity in out.entities.items():
-            self._produce(self._changelogs[topic], key, entity.to_json(), partition=partition)
-        for (group, subject), deltas in out.deltas.items():
-            payload = {"group": group, "key": subject, "deltas": deltas}
-            self._produce(self._deltas_topic, f"{group}|{subject}".encode(), _json(payload))
+            self._produce(
+                writes, self._changelogs[topic], key, entity.to_json(), partition=partition
+            )
+        for (group_name, subject), deltas in out.deltas.items():
+            payload = {"group": group_name, "key": subject, "deltas": deltas}
+            self._produce(
+                writes, self._deltas_topic, f"{group_name}|{subject}".encode(), _json(payload)
+            )
         for stats in out.stats.values():
             name = stats_key(stats.dataset, stats.unit)
             body = stats.to_json()
-            self._produce(self._stats_topic, name.encode(), _json(body))
+            self._produce(writes, self._stats_topic, name.encode(), _json(body))
             # The stats also feed the rules on delivery (silence, dead-letter share);
             # offset -1: a stats delta is applied as it comes, never filtered.
             delta = {
@@ -265,6 +291,7 @@ class BatchLoop:
                 "offset": -1,
             }
             self._produce(
+                writes,
                 self._deltas_topic,
                 f"{STATS_GROUP}|{name}".encode(),
                 _json({"group": STATS_GROUP, "key": name, "deltas": [delta]}),
@@ -284,19 +311,13 @@ class BatchLoop:
         for (dataset, verdict), n in out.dropped.items():
             m.events_dropped.labels(dataset, verdict).inc(n)
 
-    def _observe_latency(self, msgs: list[Message]) -> None:
+    def _observe_latency(self, stamps: list[tuple[str, int]]) -> None:
         """End-to-end latency of a batch whose std records the broker just acknowledged:
         from each raw record's Kafka timestamp (the publisher produces it with the
         envelope's ``ts_ms``; reading it costs nothing, unlike parsing ``ce_time``)."""
         now_ms = time.time() * 1000
         histograms: dict[str, Any] = {}
-        for m in msgs:
-            if m.error():
-                continue
-            kind, ts_ms = m.timestamp()
-            if kind == TIMESTAMP_NOT_AVAILABLE or ts_ms <= 0:
-                continue
-            topic = m.topic() or ""
+        for topic, ts_ms in stamps:
             child = histograms.get(topic)
             if child is None:
                 dataset = self._datasets.get(topic)
@@ -330,51 +351,97 @@ class BatchLoop:
                 self._lag_exported.add((tp.topic, tp.partition))
 
     # ---- the loop
-    def _cycle(self, consumer: Consumer, records: list[RawRecord], *, sync: bool = False) -> None:
-        """Process ``records`` (may be empty) and finish the pending batch, in one flush.
+    def _take(self, consumer: Consumer) -> list[Message]:
+        """The records to process next: whatever is already fetched, without waiting
+        for a batch to fill. With work in flight, never block on the consumer: wait a
+        moment for delivery reports instead."""
+        n = self._batch_size
+        if self._groups:
+            msgs = consumer.consume(n, 0)
+            if not msgs:
+                self._producer.poll(_ACK_WAIT_S)
+            return msgs
+        first = consumer.consume(1, _FIRST_RECORD_WAIT_S)
+        return first + consumer.consume(n - 1, 0) if first and n > 1 else first
 
-        The pending batch's phase 1 was acknowledged in the previous cycle, so its
-        phase 2 can go out together with this batch's phase 1. Once the flush is
-        acknowledged, the pending batch is complete: its offsets are committed. On a
-        failure, both batches' entity state is rolled back and all their records are
-        processed again as one batch (their std records may go out twice).
+    def _step(self, consumer: Consumer, msgs: list[Message]) -> None:
+        """Process ``msgs`` (may be empty) and move the work in flight forward.
+
+        On a retriable failure (a write not acknowledged, the registry down), every
+        group in flight is recalled: its entity state rolled back and its records
+        processed again, together with ``msgs``, after a backoff.
         """
+        records = [_record(m) for m in msgs if not m.error()]
+        stamps = _stamps(msgs)
+        if records:
+            self.last_record_monotonic = time.monotonic()
         delay = 0.2
         while True:
-            started = time.perf_counter()
-            pending = self._pending
-            out: BatchOutput | None = None
             try:
                 if records:
-                    out = self._core.process(records, self._clock_ms())
-                    self._produce_outputs(out)
-                if pending is not None:
-                    self._produce_state(pending.out)
-                self._flush_checked("batch outputs")
+                    started = time.perf_counter()
+                    group = self._groups.open_group(time.monotonic())
+                    self._core.process_into(group.out, records, self._clock_ms())
+                    group.records += records
+                    group.batches += 1
+                    group.stamps += stamps
+                    records = []  # in flight now: a failure recalls them from there
+                    self._produce_outputs(group)
+                    self._metrics.processing_seconds.labels("all", "batch").observe(
+                        time.perf_counter() - started
+                    )
+                self._producer.poll(0)
+                self._advance(consumer)
+                return
             except DatabusError as exc:
                 if not exc.retriable:
                     raise
-                self._core.rollback()
-                if pending is not None:
-                    records = pending.records + records
-                    self._pending = None
+                records = self._recall() + records
+                stamps = []
                 log.warning(
                     "batch of %d not written (%s); retrying in %.1f s", len(records), exc, delay
                 )
                 if self.stop_event.wait(delay):
                     raise
                 delay = min(delay * 2, 10.0)
-                continue
-            if pending is not None:
-                self._core.settle()
-                self._count(pending.out)
-                self._commit(consumer, pending.records, asynchronous=not sync)
-                self.batches += 1
-            self._pending = _Pending(records, out) if out is not None else None
-            self._metrics.processing_seconds.labels("all", "batch").observe(
-                time.perf_counter() - started
-            )
+
+    def _advance(self, consumer: Consumer, *, finishing: bool = False) -> None:
+        """Seal the open group when it is due (or ``finishing``), send the state of
+        every group ready for it, retire and commit the groups whose state is
+        acknowledged. Raises ``DeliveryError`` on a failed write."""
+        errors = self._groups.errors()
+        if errors:
+            raise DeliveryError(f"batch writes: delivery errors {sorted(set(errors))[:5]}")
+        now = time.monotonic()
+        for group in self._groups:
+            if group.stamps and group.outputs.outstanding == 0:
+                self._observe_latency(group.stamps)
+                group.stamps = []
+            if not group.sealed and (
+                finishing
+                or now - group.opened >= self._state_every_s
+                or len(group.records) >= self._batch_size
+            ):
+                group.sealed = True
+                self._core.finish(group.out)
+        for group in self._groups.ready_for_state():
+            self._produce_state(group)
+        done = self._groups.retire()
+        if not done:
             return
+        for group in done:
+            self._core.settle(group.batches)
+            self._count(group.out)
+        self.batches += len(done)
+        records = [r for g in done for r in g.records]
+        self._commit(consumer, records, asynchronous=not finishing)
+
+    def _recall(self) -> list[RawRecord]:
+        """After a failure: let every write report, undo the entity state of every
+        group not retired, and return all their records (oldest first)."""
+        self._producer.flush(_FLUSH_TIMEOUT_S)
+        self._core.rollback()
+        return self._groups.recall()
 
     def _commit(self, consumer: Consumer, records: list[RawRecord], *, asynchronous: bool) -> None:
         ends: dict[tuple[str, int], int] = {}
@@ -389,52 +456,44 @@ class BatchLoop:
         except Exception as exc:  # a rebalance took the partitions: the new owner redoes it
             log.warning("offset commit failed (%s); the batch may be processed again", exc)
 
-    def _finish_pending(self, consumer: Consumer) -> None:
-        """Write the pending batch's phase 2 and commit it (before a revoke or a stop)."""
-        if self._pending is None:
-            return
+    def _drain(self, consumer: Consumer) -> None:
+        """Finish and commit everything in flight (before a revoke or a stop)."""
         try:
-            self._cycle(consumer, [], sync=True)
+            while self._groups:
+                remaining = self._producer.flush(_FLUSH_TIMEOUT_S)
+                if remaining:
+                    raise DeliveryError(f"{remaining} writes unacknowledged")
+                self._advance(consumer, finishing=True)
         except DatabusError as exc:
-            log.warning("could not finish the last batch (%s); it will be processed again", exc)
+            log.warning("could not finish the work in flight (%s); it will be redone", exc)
             self._core.rollback()
-            self._pending = None
+            self._groups.recall()
 
     def run(self) -> None:
         """Consume, process and commit until ``stop_event`` is set."""
         consumer = self._consumer()
 
         def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
-            self._finish_pending(c)
+            self._drain(c)
             self._on_revoke(c, partitions)
 
         consumer.subscribe(list(self._datasets), on_assign=self._on_assign, on_revoke=on_revoke)
         try:
             while not self.stop_event.is_set():
-                msgs = consumer.consume(self._batch_size, 0.05)
-                self.caught_up = len(msgs) < self._batch_size
-                records = [_record(m) for m in msgs if not m.error()]
-                if records:
-                    self.last_record_monotonic = time.monotonic()
-                    self._cycle(consumer, records)
-                    self._observe_latency(msgs)
-                elif self._pending is not None:
-                    self._cycle(consumer, [])  # idle: complete the last batch now
+                if len(self._groups) >= _MAX_IN_FLIGHT:
+                    self._producer.poll(_ACK_WAIT_S)  # the broker is behind: let it catch up
+                    msgs: list[Message] = []
+                else:
+                    msgs = self._take(consumer)
+                    self.caught_up = len(msgs) < self._batch_size
+                self._step(consumer, msgs)
                 self._export_lag(consumer)
         finally:
             try:
-                self._finish_pending(consumer)
+                self._drain(consumer)
             finally:
                 consumer.close()
                 self._producer.flush(30.0)
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A batch whose std records and dead letters are written; its state is not yet."""
-
-    records: list[RawRecord]
-    out: BatchOutput
 
 
 def _record(m: Message) -> RawRecord:
@@ -446,6 +505,17 @@ def _record(m: Message) -> RawRecord:
         m.value(),
         cast(list[tuple[str, bytes | None]], list(m.headers() or [])),
     )
+
+
+def _stamps(msgs: list[Message]) -> list[tuple[str, int]]:
+    stamps: list[tuple[str, int]] = []
+    for m in msgs:
+        if m.error():
+            continue
+        kind, ts_ms = m.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0:
+            stamps.append((m.topic() or "", ts_ms))
+    return stamps
 
 
 def _json(value: Any) -> bytes:

@@ -21,6 +21,7 @@ from bus_processes import read_topic
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus.errors import RegistryError
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topics import (
@@ -74,12 +75,42 @@ def ends(settings: Settings, topic: str) -> dict[int, int]:
     return last
 
 
+class FlakyRegistry:
+    """A standardizer that finds the registry down for a while: the ``fail_at``-th
+    call raises, and so does every call for the next ``down_s`` seconds."""
+
+    def __init__(self, fail_at: int, down_s: float) -> None:
+        self.calls = 0
+        self.failures = 0
+        self._fail_at = fail_at
+        self._down_s = down_s
+        self._down_until: float | None = None
+
+    def __call__(
+        self, raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
+    ) -> Standardized | Rejected:
+        self.calls += 1
+        if self.calls == self._fail_at:
+            self._down_until = time.monotonic() + self._down_s
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            self.failures += 1
+            raise RegistryError("registry unreachable (test)", retriable=True)
+        return _dossier(raw, ref, now)
+
+
 class Runner:
     """One loop in a thread, as the Faust worker hosts it."""
 
-    def __init__(self, settings: Settings, registry: SchemaRegistryClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: SchemaRegistryClient,
+        *,
+        standardizer: Callable[..., Standardized | Rejected] = _dossier,
+        batch_size: int = 200,
+    ) -> None:
         ref = load_reference()
-        pipeline = DatasetPipeline(DOSSIERS, registry, ref, standardizer=_dossier)
+        pipeline = DatasetPipeline(DOSSIERS, registry, ref, standardizer=standardizer)
         self.core = BatchCore(
             {DOSSIERS.raw_topic: pipeline},
             frozenset(ref.receiving_units),
@@ -92,7 +123,7 @@ class Runner:
             self.metrics,
             self.core,
             {DOSSIERS.raw_topic: DOSSIERS},
-            batch_size=200,
+            batch_size=batch_size,
         )
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
@@ -135,6 +166,42 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
     yield s
 
 
+def start_group_at(settings: Settings, raw_start: dict[int, int]) -> None:
+    """The loop's group starts at these raw offsets, not at other tests' records."""
+    probe = Consumer(
+        {**settings.kafka.client_config(), "group.id": f"{settings.processor_group}-standardize"}
+    )
+    probe.commit(
+        offsets=[TopicPartition(DOSSIERS.raw_topic, p, o) for p, o in raw_start.items()]
+        + [
+            TopicPartition(DOSSIERS.raw_topic, p, 0)
+            for p in range(settings.kafka.partitions)
+            if p not in raw_start
+        ],
+        asynchronous=False,
+    )
+    probe.close()
+
+
+def net_status_deltas(settings: Settings) -> dict[str, int]:
+    """Per unit, the sum of the signs of the test rule's deltas."""
+    net: dict[str, int] = {}
+    for m in read_topic(settings, rule_deltas_topic(settings.processor_group)):
+        body = json.loads(m.value())
+        if body["group"] != "test_status":
+            continue
+        for d in body["deltas"]:
+            net[body["key"]] = net.get(body["key"], 0) + d["sign"]
+    return net
+
+
+def dossiers_per_unit(events: list[SimEvent]) -> dict[str, int]:
+    truth: dict[str, set[str]] = {}
+    for e in events:
+        truth.setdefault(e.dossier.receiving_unit_code, set()).add(e.dossier.dossier_id)
+    return {unit: len(ids) for unit, ids in truth.items()}
+
+
 def publish(settings: Settings, events: list[SimEvent], repeat_ids: bool = False) -> None:
     with Publisher(settings, source_system="loop-test") as pub:
         for ev in events:
@@ -160,20 +227,7 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     valid = [e for e in events if e.expect_reason is None]
     invalid = [e for e in events if e.expect_reason is not None]
     assert valid and invalid
-    # The group starts at the topic's current end, not at other tests' records.
-    probe = Consumer(
-        {**settings.kafka.client_config(), "group.id": f"{settings.processor_group}-standardize"}
-    )
-    probe.commit(
-        offsets=[TopicPartition(DOSSIERS.raw_topic, p, o) for p, o in raw_start.items()]
-        + [
-            TopicPartition(DOSSIERS.raw_topic, p, 0)
-            for p in range(settings.kafka.partitions)
-            if p not in raw_start
-        ],
-        asynchronous=False,
-    )
-    probe.close()
+    start_group_at(settings, raw_start)
 
     half = len(events) // 2
     publish(settings, events[:half])
@@ -210,17 +264,41 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
 
     # Rule deltas: per unit, the sum of signs equals the number of dossiers (each
     # dossier's latest status counts once), whatever order and replays happened.
-    net: dict[str, int] = {}
-    for m in read_topic(settings, rule_deltas_topic(settings.processor_group)):
-        body = json.loads(m.value())
-        if body["group"] != "test_status":
-            continue
-        for d in body["deltas"]:
-            net[body["key"]] = net.get(body["key"], 0) + d["sign"]
-    truth: dict[str, set[str]] = {}
-    for e in valid:
-        truth.setdefault(e.dossier.receiving_unit_code, set()).add(e.dossier.dossier_id)
-    assert net == {unit: len(ids) for unit, ids in truth.items()}
+    assert net_status_deltas(settings) == dossiers_per_unit(valid)
+
+
+def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Small batches (10 records) make several groups be in flight when the registry
+    goes down for a second: all of them are recalled, rolled back and processed again.
+    Std records may repeat (at least once); state, counts and rule deltas may not."""
+    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    std_start = ends(settings, DOSSIERS.std_topic)
+    start_group_at(settings, ends(settings, DOSSIERS.raw_topic))
+    events = generate(
+        SimConfig(days=4, units=4, dossiers_per_unit_per_day=4.0, seed=29, bad_share=0.0),
+        load_reference(),
+    )
+    valid = [e for e in events if e.expect_reason is None]
+    publish(settings, events)
+    flaky = FlakyRegistry(fail_at=len(events) // 2, down_s=1.0)
+    runner = Runner(settings, registry, standardizer=flaky, batch_size=10)
+    try:
+        runner.wait_batches(lambda: runner.consumed() >= len(events))
+    finally:
+        runner.stop()
+    assert flaky.failures > 0, "the outage happened"
+    retried = [
+        int(r.args[0])
+        for r in caplog.records
+        if r.msg.startswith("batch of") and isinstance(r.args, tuple)
+    ]
+    assert max(retried) > 10, f"earlier batches in flight were recalled too: {retried}"
+    std = read_topic(settings, DOSSIERS.std_topic, std_start)
+    assert {dict(m.headers())["ce_id"].decode() for m in std} == {e.event_id for e in valid}
+    assert runner.consumed() == len(events), "each record counted once"
+    assert net_status_deltas(settings) == dossiers_per_unit(valid)
 
 
 def test_a_broken_record_does_not_stop_the_loop(settings: Settings) -> None:
