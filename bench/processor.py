@@ -1,20 +1,34 @@
-"""Processor throughput per worker vs a plain confluent-kafka loop, and latency at a fixed load.
+"""Processor throughput per worker vs plain confluent-kafka loops, and latency at a fixed load.
 
 In one run, against the same embedded broker and the same raw dossier records:
 
-- baseline: a plain confluent-kafka loop — consume a batch, Avro decode, a small
-  transform (NFC of one text field), Avro encode, idempotent produce, flush, commit;
+- two baselines, one plain confluent-kafka loop — consume a batch, Avro decode, a small
+  transform (NFC of one text field), Avro encode, idempotent produce, flush, commit —
+  run twice: with our compiled codec (``schemas.codec``; the ratio's denominator) and
+  with confluent-kafka's stock Avro serializers (fastavro-based, what a plain loop gets
+  by default);
 - the processor's batched loop (``stream_processors.batch_loop``) doing the real
   work: decode, dedup against entity state, full standardization, encode, std/DLQ
   produce, entity changelog, rule deltas and quality stats, flush, commit;
 - end-to-end latency at a fixed offered load: records published at ``--rate``/s to a
   real ``databus process`` worker (its own process); latency = std record read back −
-  the record's ``ce_time`` (publish time), after a warm-up.
+  the record's ``ce_time`` (publish time), after a warm-up; and, as its baseline, plain
+  300-byte records produced and consumed at the same rate with no processing.
 
-Both loops run on this process's one core, one after the other. Read the ratio;
-machines here are shared and noisy.
+The first second of a brand-new idempotent producer is excluded from both latency
+samples, the same way: its first records wait for InitProducerId and metadata (~0.5 s
+here, against ~15 ms once warm), which says nothing about steady-state latency. Each
+latency run first sends ``--rate`` warm-up records (one second's worth) through the
+producer it measures, waits until the reader has seen them, and only then sends the
+timed records. Both readers drain what is there instead of waiting for a full batch.
+The embedded broker's fetches slow down as its in-memory topics grow, so the p99 of
+each successive second is printed too.
+
+Both throughput loops run on this process's one core, one after the other. Read the
+ratios; machines here are shared and noisy.
 
     .venv/bin/python bench/processor.py [--events 40000] [--rate 2000] [--seconds 15]
+        [--skip-latency] [--skip-throughput]
 """
 
 from __future__ import annotations
@@ -27,17 +41,22 @@ import tempfile
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import avro as stock_avro
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bus.local_stack import LocalStack
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
 from bus.topics import TopicSpec, bus_topics, ensure_topics
-from producers.dossier_simulator import SimConfig, generate, publish_events
+from producers.dossier_simulator import SimConfig, SimEvent, generate, publish_events
 from producers.publisher import Publisher, producer_config
 from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
@@ -47,6 +66,14 @@ from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
 from stream_processors.reference import load_reference
+
+# A latency sample: (send time, seconds from send until the reader had the record).
+Sample = tuple[float, float]
+# A plain loop's codec: decode a raw value, encode a record for the out topic.
+Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
+
+OURS = "plain loop, our compiled Avro codec"
+STOCK = "plain loop, confluent-kafka's stock Avro serializers (fastavro)"
 
 
 def consumer(settings: Settings, group: str) -> Consumer:
@@ -62,12 +89,68 @@ def consumer(settings: Settings, group: str) -> Consumer:
     )
 
 
-def plain_loop(settings: Settings, registry: SchemaRegistryClient, n: int, group: str) -> float:
-    """events/s of the baseline, from its first record to its last commit."""
-    decode = AvroDeserializer(registry, load_schema(DOSSIERS.raw_schema))
-    out_topic = "bench.plain.std.v1"
+def drain(c: Consumer, n: int = 500, wait: float = 0.05) -> list[Message]:
+    """Up to ``n`` messages: waits ``wait`` s for the first, then takes what is there.
+
+    ``consume(n, timeout)`` blocks until ``n`` messages or the timeout; a latency reader
+    using it would add up to the timeout to every record of a slow trickle.
+    """
+    first: list[Message] = c.consume(1, wait)
+    if first:
+        first.extend(c.consume(n - 1, 0))
+    return first
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling a reader thread's count
+    return done()
+
+
+# ---- throughput ---------------------------------------------------------------
+
+
+def our_codec(registry: SchemaRegistryClient, out_topic: str) -> Codec:
+    schema = load_schema(DOSSIERS.raw_schema)
+    decode = AvroDeserializer(registry, schema)
+    encode = AvroSerializer(registry, value_subject(out_topic), schema)
+    return decode, encode
+
+
+def stock_codec(registry: SchemaRegistryClient, out_topic: str) -> Codec:
+    """confluent-kafka's own serializers; the writer registers ``<out_topic>-value``."""
+    schema = load_schema(DOSSIERS.raw_schema)  # the schema's JSON text
+    de = stock_avro.AvroDeserializer(registry, schema)
+    ser = stock_avro.AvroSerializer(registry, schema)
+    raw_ctx = SerializationContext(DOSSIERS.raw_topic, MessageField.VALUE)
+    out_ctx = SerializationContext(out_topic, MessageField.VALUE)
+
+    def decode(value: bytes) -> Any:
+        return de(value, raw_ctx)
+
+    def encode(record: Any) -> bytes:
+        out = ser(record, out_ctx)
+        assert out is not None
+        return out
+
+    return decode, encode
+
+
+CodecFactory = Callable[[SchemaRegistryClient, str], Codec]
+
+
+def plain_loop(
+    settings: Settings,
+    registry: SchemaRegistryClient,
+    n: int,
+    group: str,
+    codec: CodecFactory,
+    out_topic: str,
+) -> float:
+    """events/s of a baseline, from its first record to its last commit."""
     ensure_topics(settings, [TopicSpec(out_topic, settings.kafka.partitions)])
-    encode = AvroSerializer(registry, value_subject(out_topic), load_schema(DOSSIERS.raw_schema))
+    decode, encode = codec(registry, out_topic)
     producer = Producer(producer_config(settings))
     c = consumer(settings, group)
     c.subscribe([DOSSIERS.raw_topic])
@@ -154,48 +237,100 @@ def _commit_at_end(settings: Settings, group: str) -> None:
     starter.close()
 
 
-def broker_latency(settings: Settings, rate: float, seconds: float) -> list[float]:
+@dataclass(frozen=True)
+class Throughput:
+    ours: float
+    stock: float
+    loop: float
+
+
+def throughput(
+    settings: Settings, registry: SchemaRegistryClient, events: list[SimEvent]
+) -> Throughput:
+    """Both plain loops and the batch loop over the same ``events``, each from its own group."""
+    n = len(events)
+    stamp = time.monotonic_ns()
+    ours_group, stock_group = f"bench-plain-ours-{stamp}", f"bench-plain-stock-{stamp}"
+    loop_group = f"bench-loop-{stamp}"
+    for group in (ours_group, stock_group, f"{loop_group}-standardize"):
+        _commit_at_end(settings, group)
+    with Publisher(settings, source_system="bench") as pub:
+        publish_events(pub, events)
+    ours = plain_loop(settings, registry, n, ours_group, our_codec, "bench.plain.std.v1")
+    stock = plain_loop(settings, registry, n, stock_group, stock_codec, "bench.plain.stock.v1")
+    return Throughput(ours, stock, batch_loop(settings, registry, n, loop_group))
+
+
+# ---- latency ------------------------------------------------------------------
+
+
+def warmup_count(rate: float) -> int:
+    """Warm-up records per measured producer: one second of the offered load."""
+    return max(1, int(rate))
+
+
+def produce_paced(producer: Producer, topic: str, prefix: bytes, n: int, rate: float) -> None:
+    """``n`` 300-byte records keyed ``<prefix><i>`` at ``rate``/s, then flush."""
+    started = time.monotonic()
+    for i in range(n):
+        producer.produce(topic, key=prefix + str(i).encode(), value=b"x" * 300)
+        producer.poll(0)
+        ahead = (i + 1) / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)  # pacing the offered load
+    producer.flush()
+
+
+def broker_latency(settings: Settings, rate: float, seconds: float) -> list[Sample]:
     """Baseline: seconds from produce to consume of 300-byte records at ``rate``/s with
-    no processing at all — what the broker and the clients themselves take."""
+    no processing at all — what the broker and the clients themselves take. Warm-up
+    records (key ``w…``) go first from the same producer; only timed ones (``t…``) count."""
     topic = f"bench.latency.baseline.{time.monotonic_ns()}"
     ensure_topics(settings, [TopicSpec(topic, settings.kafka.partitions)])
     c = consumer(settings, f"bench-lat-base-{time.monotonic_ns()}")
     c.subscribe([topic])
     while not c.assignment():
         c.consume(1, 0.2)  # until the group has assigned the partitions
-    lat: list[float] = []
-    n = int(rate * seconds)
+    lat: list[Sample] = []
+    seen = {"warmup": 0}
+    n, warm = int(rate * seconds), warmup_count(rate)
     stop = threading.Event()
 
     def read() -> None:
         while not stop.is_set():
-            for m in c.consume(500, 0.05):
-                if not m.error():
-                    lat.append(time.time() - m.timestamp()[1] / 1000)
+            batch = drain(c)
+            now = time.time()
+            for m in batch:
+                if m.error():
+                    continue
+                if m.key().startswith(b"w"):
+                    seen["warmup"] += 1
+                else:
+                    sent = m.timestamp()[1] / 1000
+                    lat.append((sent, now - sent))
 
     t = threading.Thread(target=read, daemon=True)
     t.start()
-    producer = Producer(producer_config(settings, **{"linger.ms": 1}))
-    started = time.monotonic()
-    for i in range(n):
-        producer.produce(topic, key=str(i).encode(), value=b"x" * 300)
-        producer.poll(0)
-        ahead = (i + 1) / rate - (time.monotonic() - started)
-        if ahead > 0:
-            time.sleep(ahead)  # pacing the offered load
-    producer.flush()
-    deadline = time.monotonic() + 30
-    while len(lat) < n and time.monotonic() < deadline:
-        time.sleep(0.1)  # polling the reader's count
-    stop.set()
-    t.join()
-    c.close()
+    try:
+        producer = Producer(producer_config(settings, **{"linger.ms": 1}))
+        produce_paced(producer, topic, b"w", warm, rate)
+        wait_until(lambda: seen["warmup"] >= warm, 60)
+        produce_paced(producer, topic, b"t", n, rate)
+        wait_until(lambda: len(lat) >= n, 30)
+    finally:
+        stop.set()
+        t.join()
+        c.close()
     return lat
 
 
-def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float) -> list[float]:
+def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float) -> list[Sample]:
     """Seconds from publish (ce_time) to the std record being readable, at ``rate``/s,
-    through a real ``databus process`` worker (its own process, as in production)."""
+    through a real ``databus process`` worker (its own process, as in production).
+
+    Two warm-ups before the clock starts: one for the worker (group join, restore), from
+    its own Publisher; one for the measured Publisher (InitProducerId, metadata), whose
+    records are told apart from the timed ones by their ``ce_id`` (the event id)."""
     group = f"bench-lat-{time.monotonic_ns()}"
     _commit_at_end(settings, f"{group}-standardize")
     s = settings.model_copy(update={"processor_group": group})
@@ -213,38 +348,42 @@ def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float
     )
     events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=21), load_reference())
     valid = [e for e in events if e.expect_reason is None]
-    warmup, events = valid[:200], valid[200 : 200 + int(rate * seconds)]
-    lat: list[float] = []
-    seen = {"warmup": 0}
+    warm = warmup_count(rate)
+    worker_warmup, pub_warmup = valid[:200], valid[200 : 200 + warm]
+    events = valid[200 + warm : 200 + warm + int(rate * seconds)]
+    warm_ids = {e.event_id.encode() for e in pub_warmup}
+    lat: list[Sample] = []
+    seen = {"worker": 0, "publisher": 0}
     stop = threading.Event()
 
     def read() -> None:
         while not stop.is_set():
-            for m in reader.consume(500, 0.1):
+            batch = drain(reader)
+            now = time.time()
+            for m in batch:
                 if m.error():
                     continue
                 headers = dict(m.headers() or [])
                 source = headers["ce_source"]
                 if source.startswith(b"/databus/bench-warmup/"):
-                    seen["warmup"] += 1
+                    seen["worker"] += 1
+                elif headers["ce_id"] in warm_ids:
+                    seen["publisher"] += 1
                 elif source.startswith(b"/databus/bench-latency/"):
                     sent = datetime.fromisoformat(headers["ce_time"].decode()).timestamp()
-                    lat.append(time.time() - sent)
+                    lat.append((sent, now - sent))
 
     t = threading.Thread(target=read, daemon=True)
     t.start()
     try:
-        # Warm-up: the worker joins its groups and restores before the clock starts.
         with Publisher(settings, source_system="bench-warmup") as pub:
-            publish_events(pub, warmup, rate=100)
-        deadline = time.monotonic() + 120
-        while seen["warmup"] < len(warmup) and time.monotonic() < deadline:
-            time.sleep(0.1)  # polling the reader's count
+            publish_events(pub, worker_warmup, rate=100)
+        wait_until(lambda: seen["worker"] >= len(worker_warmup), 120)
         with Publisher(settings, source_system="bench-latency", **{"linger.ms": 1}) as pub:
+            publish_events(pub, pub_warmup, rate=rate)
+            wait_until(lambda: seen["publisher"] >= len(pub_warmup), 60)
             publish_events(pub, events, rate=rate)
-        deadline = time.monotonic() + 60
-        while len(lat) < len(events) and time.monotonic() < deadline:
-            time.sleep(0.1)  # polling the reader's count
+        wait_until(lambda: len(lat) >= len(events), 60)
     finally:
         stop.set()
         t.join()
@@ -254,16 +393,86 @@ def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float
     return lat
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Latency quantiles in seconds, and the p99 of each successive second of sends."""
+
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    p99_by_second: list[float]
+
+
+def quantile(values: list[float], pct: int) -> float:
+    if len(values) < 2:
+        return max(values)
+    return statistics.quantiles(values, n=100)[pct - 1]
+
+
+def summarize(sample: list[Sample]) -> Summary | None:
+    if not sample:
+        return None
+    first = min(sent for sent, _ in sample)
+    by_second: dict[int, list[float]] = {}
+    for sent, lat in sample:
+        by_second.setdefault(int(sent - first), []).append(lat)
+    values = [lat for _, lat in sample]
+    return Summary(
+        n=len(values),
+        p50=quantile(values, 50),
+        p90=quantile(values, 90),
+        p99=quantile(values, 99),
+        max=max(values),
+        p99_by_second=[quantile(by_second[k], 99) for k in sorted(by_second)],
+    )
+
+
+# ---- report -------------------------------------------------------------------
+
+
+def print_throughput(events: list[SimEvent], r: Throughput) -> None:
+    invalid = sum(1 for e in events if e.expect_reason)
+    print(f"events: {len(events)} dossier events ({invalid} invalid by design), one core each")
+    print("plain loop: consume, decode, NFC of one field, encode, produce, flush, commit")
+    print(f"{'':<66}{'events/s':>10}{'÷ ours':>8}{'÷ stock':>8}")
+    label = "processor batch loop (dedup, standardize, DLQ, state)"
+    for name, rate in ((OURS, r.ours), (STOCK, r.stock), (label, r.loop)):
+        print(f"{name:<66}{rate:>10,.0f}{rate / r.ours:>8.2f}{rate / r.stock:>8.2f}")
+
+
+def print_latency(rate: float, rows: list[tuple[str, list[Sample]]]) -> None:
+    head = f"latency at {rate:,.0f} events/s offered, first second excluded"
+    print(f"{head:<66}{'n':>7}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}")
+    for label, sample in rows:
+        s = summarize(sample)
+        if s is None:
+            print(f"{label:<66}{0:>7}  (no records read back)")
+            continue
+        ms = [round(v * 1000) for v in (s.p50, s.p90, s.p99, s.max)]
+        print(f"{label:<66}{s.n:>7}" + "".join(f"{v:>8}" for v in ms))
+        print(f"    p99 ms by second: {[round(v * 1000) for v in s.p99_by_second]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--skip-latency", action="store_true", help="throughput only")
+    ap.add_argument("--skip-throughput", action="store_true", help="latency only")
     args = ap.parse_args()
-    events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=5), load_reference())
-    events = events[: args.events]
-    tune_gc_for_batches()  # as the processor process does; both loops run under it
-    n = len(events)
+    if args.skip_latency and args.skip_throughput:
+        ap.error("--skip-latency and --skip-throughput together leave nothing to run")
+    events: list[SimEvent] = []
+    if not args.skip_throughput:
+        ref = load_reference()
+        events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=5), ref)
+        events = events[: args.events]
+    tune_gc_for_batches()  # as the processor process does; every loop runs under it
+    lat_rows: list[tuple[str, list[Sample]]] = []
+    result: Throughput | None = None
     with tempfile.TemporaryDirectory() as tmp:
         requested = load_settings(
             data_dir=Path(tmp),
@@ -275,33 +484,21 @@ def main() -> None:
             s = stack.settings
             ensure_topics(s, bus_topics(s))
             registry = SchemaRegistryClient(s.schema_registry.client_config())
-            # Latency first, on small topics: the embedded broker's fetches slow down as
-            # its in-memory topics grow, which a real Kafka's do not.
-            base_lat = broker_latency(s, args.rate, args.seconds)
-            lat = latency(s, stack.env(), args.rate, args.seconds)
-            plain_group = f"bench-plain-{time.monotonic_ns()}"
-            loop_group = f"bench-loop-{time.monotonic_ns()}"
-            _commit_at_end(s, plain_group)
-            _commit_at_end(s, f"{loop_group}-standardize")
-            with Publisher(s, source_system="bench") as pub:
-                publish_events(pub, events)
-            plain = plain_loop(s, registry, n, plain_group)
-            loop_rate = batch_loop(s, registry, n, loop_group)
-    invalid = sum(1 for e in events if e.expect_reason)
-    print(f"events: {n} dossier events ({invalid} invalid by design), one core each")
-    print(f"{'':<58}{'events/s':>10}{'ratio':>8}")
-    print(
-        f"{'plain confluent-kafka loop (decode, NFC, encode, produce)':<58}{plain:>10,.0f}{1:>8.2f}"
-    )
-    label = "processor batch loop (dedup, standardize, DLQ, state)"
-    print(f"{label:<58}{loop_rate:>10,.0f}{loop_rate / plain:>8.2f}")
-    print(f"latency at {args.rate:,.0f} events/s offered{'':<14}{'p50 ms':>10}{'p99 ms':>8}")
-    for label, sample in (
-        ("plain produce → consume (baseline)", base_lat),
-        ("publish → std through a processor worker", lat),
-    ):
-        q = statistics.quantiles(sample, n=100)
-        print(f"{label:<58}{q[49] * 1000:>10.0f}{q[98] * 1000:>8.0f}")
+            if not args.skip_latency:
+                # Latency first, on small topics: the embedded broker's fetches slow down
+                # as its in-memory topics grow, which a real Kafka's do not.
+                base = broker_latency(s, args.rate, args.seconds)
+                worker = latency(s, stack.env(), args.rate, args.seconds)
+                lat_rows = [
+                    ("plain produce → consume (baseline)", base),
+                    ("publish → std through a processor worker", worker),
+                ]
+            if not args.skip_throughput:
+                result = throughput(s, registry, events)
+    if result is not None:
+        print_throughput(events, result)
+    if lat_rows:
+        print_latency(args.rate, lat_rows)
 
 
 if __name__ == "__main__":
