@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PACKAGES := bus producers schemas sinks stream_processors
 
 .PHONY: install run test test-slow test-all lint bench clean
 
@@ -22,6 +23,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	@# Byte-compile the project once: the tests start many `databus` processes, and
+	@# where PYTHONDONTWRITEBYTECODE is set each would compile every module again.
+	$(BIN)/python -m compileall -q $(PACKAGES) > /dev/null
 	$(BIN)/python -m pytest -m "not slow" tests
 
 ## slow fault-injection and soak tests

@@ -47,11 +47,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry import avro as stock_avro
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from bus.consumers import take
 from bus.local_stack import LocalStack
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
@@ -87,18 +88,6 @@ def consumer(settings: Settings, group: str) -> Consumer:
             "fetch.wait.max.ms": 10,
         }
     )
-
-
-def drain(c: Consumer, n: int = 500, wait: float = 0.05) -> list[Message]:
-    """Up to ``n`` messages: waits ``wait`` s for the first, then takes what is there.
-
-    ``consume(n, timeout)`` blocks until ``n`` messages or the timeout; a latency reader
-    using it would add up to the timeout to every record of a slow trickle.
-    """
-    first: list[Message] = c.consume(1, wait)
-    if first:
-        first.extend(c.consume(n - 1, 0))
-    return first
 
 
 def wait_until(done: Callable[[], bool], timeout: float) -> bool:
@@ -308,7 +297,7 @@ def broker_latency(settings: Settings, rate: float, seconds: float) -> list[Samp
 
     def read() -> None:
         while not stop.is_set():
-            batch = drain(c)
+            batch = take(c, 500, 0.05)
             now = time.time()
             for m in batch:
                 if m.error():
@@ -368,7 +357,7 @@ def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float
 
     def read() -> None:
         while not stop.is_set():
-            batch = drain(reader)
+            batch = take(reader, 500, 0.05)
             now = time.time()
             for m in batch:
                 if m.error():

@@ -1,14 +1,17 @@
 """What every batched consumer of the bus shares — the sink runner, the share loop, the
 processor's loop, the agencies' Subscriber and subscription API: its configuration,
-the offsets to commit after a batch, and the lag it reports."""
+the offsets to commit after a batch, the lag it reports, and how to take records
+without waiting for a batch to fill."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from confluent_kafka import Consumer, Message
+
 from bus.settings import Settings
 
-__all__ = ["TP", "consumer_config", "next_offsets", "partition_lag"]
+__all__ = ["TP", "consumer_config", "next_offsets", "partition_lag", "take"]
 
 TP = tuple[str, int]
 
@@ -42,3 +45,14 @@ def partition_lag(low: int, high: int, next_offset: int) -> int | None:
         return None
     start = next_offset if next_offset >= 0 else max(low, 0)
     return max(0, high - start)
+
+
+def take(consumer: Consumer, n: int, wait: float) -> list[Message]:
+    """Up to ``n`` records (or partition events): wait at most ``wait`` seconds for the
+    first, then take whatever else is already fetched. confluent-kafka's own
+    ``consume(n, wait)`` waits until it has ``n`` or the time is up, which adds the whole
+    wait to every read that finds fewer — at a trickle, and at every end of a topic."""
+    first: list[Message] = consumer.consume(1, wait)
+    if not first or n <= 1:
+        return first
+    return first + consumer.consume(n - 1, 0)

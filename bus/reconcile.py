@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus.consumers import take
 from bus.errors import CodecError, ConfigError, DeliveryError
 from bus.settings import Settings
 from schemas.catalog import DATASETS, load_schema
@@ -146,7 +147,7 @@ def read_from_start(settings: Settings, topic: str, timeout: float) -> Iterator[
         while eof != parts:
             if time.monotonic() > deadline:
                 raise DeliveryError(f"reading {topic} did not reach its end in {timeout:.0f} s")
-            for msg in consumer.consume(500, 1.0):
+            for msg in take(consumer, 500, 1.0):
                 err = msg.error()
                 if err is None:
                     yield msg

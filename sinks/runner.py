@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.consumers import TP, consumer_config, next_offsets, partition_lag
+from bus.consumers import TP, consumer_config, next_offsets, partition_lag, take
 from bus.errors import CodecError, DatabusError, SinkError
 from bus.metrics import Metrics
 from bus.settings import Settings
@@ -192,7 +192,7 @@ class SinkRunner:
         try:
             if self._held is not None:
                 return self._poll_held(timeout)
-            messages = self._consumer.consume(self._batch_size, timeout)
+            messages = take(self._consumer, self._batch_size, timeout)
             good = []
             for msg in messages:
                 err = msg.error()

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from bus.access_policy import agency_group
-from bus.consumers import consumer_config, next_offsets
+from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ValidationError
 from bus.settings import Settings
 from schemas.catalog import get_dataset
@@ -140,7 +140,7 @@ class Subscriber(Generic[T]):
             self._consumer.subscribe([self.topic])
             self._subscribed = True
         messages = []
-        for msg in self._consumer.consume(self._batch_size, timeout):
+        for msg in take(self._consumer, self._batch_size, timeout):
             err = msg.error()
             if err is None:
                 messages.append(msg)

@@ -62,7 +62,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from bus.consumers import partition_lag
+from bus.consumers import partition_lag, take
 from bus.errors import DatabusError, DeliveryError
 from bus.metrics import Metrics
 from bus.settings import Settings
@@ -203,7 +203,7 @@ class BatchLoop:
             while pending:
                 if time.monotonic() > deadline:
                     raise DeliveryError(f"restoring entity state timed out: {sorted(pending)}")
-                for msg in reader.consume(1000, 0.5):
+                for msg in take(reader, 1000, 0.5):
                     if msg.error():
                         continue
                     where = (msg.topic() or "", msg.partition() or 0)
@@ -361,8 +361,7 @@ class BatchLoop:
             if not msgs:
                 self._producer.poll(_ACK_WAIT_S)
             return msgs
-        first = consumer.consume(1, _FIRST_RECORD_WAIT_S)
-        return first + consumer.consume(n - 1, 0) if first and n > 1 else first
+        return take(consumer, n, _FIRST_RECORD_WAIT_S)
 
     def _step(self, consumer: Consumer, msgs: list[Message]) -> None:
         """Process ``msgs`` (may be empty) and move the work in flight forward.

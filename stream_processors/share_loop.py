@@ -24,7 +24,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.access_policy import AccessPolicy
 from bus.audit import AuditLog
-from bus.consumers import consumer_config, next_offsets
+from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
 from bus.settings import Settings
 from bus.topics import TopicSpec, ensure_topics
@@ -116,7 +116,7 @@ class ShareLoop:
         """Consume, mask, publish and commit one batch; returns the records published."""
         self.start()
         messages = []
-        for msg in self._consumer.consume(self._batch_size, timeout):
+        for msg in take(self._consumer, self._batch_size, timeout):
             err = msg.error()
             if err is None:
                 messages.append(msg)

@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bus.consumers import take
 from bus.dashboard import scrape
 from bus.local_stack import LocalStack, free_port
 from bus.settings import Settings, load_settings
@@ -77,7 +78,7 @@ def read_topic(settings: Settings, topic: str, since: dict[int, int] | None = No
     consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in parts])
     records, eof = [], set()
     while len(eof) < len(parts):
-        for msg in consumer.consume(500, 1.0):
+        for msg in take(consumer, 500, 1.0):
             if msg.error():
                 eof.add(msg.partition())
             else:

@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus.consumers import take
 from bus.settings import Settings
 from bus.topics import bus_topics, ensure_topics
 from producers.publisher import Publisher
@@ -45,7 +46,7 @@ def test_every_dataset_publishes_and_decodes(stack_settings: Settings) -> None:
         seen: set[str] = set()
         eof: set[int] = set()
         while len(eof) < len(parts):
-            for msg in consumer.consume(500, 1.0):
+            for msg in take(consumer, 500, 1.0):
                 if msg.error():
                     eof.add(msg.partition())
                 else:

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bus.consumers import take
 from bus.reconcile import DECLARATIONS_TOPIC, ReconRow, count_topics, reconcile
 from bus.settings import Settings
 from bus.topics import TopicSpec, bus_topics, ensure_topics
@@ -40,7 +41,7 @@ def raw_values(settings: Settings, topic: str, event_ids: set[str]) -> dict[str,
     found: dict[str, bytes] = {}
     eof: set[int] = set()
     while len(eof) < len(parts):
-        for msg in consumer.consume(500, 1.0):
+        for msg in take(consumer, 500, 1.0):
             if msg.error():
                 eof.add(msg.partition() or 0)
                 continue
