@@ -107,7 +107,7 @@ class BatchLoop:
         datasets: Mapping[str, Dataset],  # by raw topic
         *,
         batch_size: int = 500,
-        state_every_s: float = 0.1,
+        state_every_s: float = 0.5,  # DATABUS_PROCESSOR_STATE_EVERY_MS
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._settings = settings
