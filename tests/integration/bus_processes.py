@@ -45,6 +45,17 @@ class Bus:
             [sys.executable, "-m", "bus", *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a `databus` command against this bus, as an operator would, and wait."""
+        return subprocess.run(
+            [sys.executable, "-m", "bus", *args],
+            env={**self.env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
     def metric(self, name: str, sample: str) -> float:
         proc = self.procs[name]
         if proc.poll() is not None:

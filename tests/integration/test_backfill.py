@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,17 +74,6 @@ def history(unit: str, now: datetime) -> list[dict[str, str]]:
     return rows
 
 
-def on_bus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        env={**bus.env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def alerts(bus: Bus) -> list[dict[str, Any]]:
     client = SchemaRegistryClient(bus.settings.schema_registry.client_config())
     decode = AvroDeserializer(client)
@@ -101,10 +88,9 @@ def test_backfilled_history_raises_no_alert_and_counts_as_late(bus: Bus, tmp_pat
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    refused = on_bus(bus, "backfill", str(path), "--dataset", DOSSIERS.id)
+    refused = bus.cli("backfill", str(path), "--dataset", DOSSIERS.id)
     assert refused.returncode == 2 and "--time-field" in refused.stdout  # no event time given
-    out = on_bus(
-        bus,
+    out = bus.cli(
         "backfill",
         str(path),
         "--dataset",
@@ -138,7 +124,7 @@ def test_backfilled_history_raises_no_alert_and_counts_as_late(bus: Bus, tmp_pat
         ),
         timeout=120,
     )
-    status = on_bus(bus, "catalog", "status", "--json", "--days", "1")
+    status = bus.cli("catalog", "status", "--json", "--days", "1")
     assert status.returncode == 0, status.stdout + status.stderr
     doc = json.loads(status.stdout)
     row = next(d for u in doc["units"] for d in u["datasets"] if d["dataset"] == DOSSIERS.id)

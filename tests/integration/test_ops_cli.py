@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -45,17 +44,6 @@ def databus_env(settings: Settings, cwd: Path, *args: str) -> subprocess.Complet
         *args,
         DATABUS_KAFKA__BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers or "",
         DATABUS_SCHEMA_REGISTRY__URL=settings.schema_registry.url or "",
-    )
-
-
-def on_bus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
-        env={**bus.env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 
@@ -178,7 +166,7 @@ def expected_dlq(bus: Bus) -> dict[str, int]:
 def test_status_shows_the_processor_and_the_dead_letters(
     bus: Bus, expected_dlq: dict[str, int]
 ) -> None:
-    out = on_bus(bus, "status", "--json", "--timeout", "20")
+    out = bus.cli("status", "--json", "--timeout", "20")
     assert out.returncode == 0, out.stdout + out.stderr
     doc: dict[str, Any] = json.loads(out.stdout)
     groups = {g["group"]: g for g in doc["groups"]}
@@ -194,7 +182,7 @@ def test_status_shows_the_processor_and_the_dead_letters(
     assert sum(dlq.values()) == doc["dlq_total"] == sum(expected_dlq.values())
     assert doc["alerts_from"] == "alerts.v1"  # no IOC store in this bus
     # The same, for people: tables.
-    table = on_bus(bus, "status", "--timeout", "20")
+    table = bus.cli("status", "--timeout", "20")
     assert table.returncode == 0, table.stdout + table.stderr
     assert f"dead letters: {sum(expected_dlq.values())}" in table.stdout
     assert f"{bus.settings.processor_group}-standardize" in table.stdout
@@ -205,7 +193,7 @@ def test_tail_masks_the_citizen_id_and_the_name(
     bus: Bus, expected_dlq: dict[str, int], stage: str
 ) -> None:
     topic = DOSSIERS.topic(stage)
-    out = on_bus(bus, "tail", topic, "--from-beginning", "--no-follow", "--limit", "50")
+    out = bus.cli("tail", topic, "--from-beginning", "--no-follow", "--limit", "50")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     ours = [d for d in lines if str(d["key"]).startswith("HS-OPS-")]
@@ -215,6 +203,6 @@ def test_tail_masks_the_citizen_id_and_the_name(
         assert d["value"]["after"]["applicant_name"] == "***"
         assert d["value"]["after"]["applicant_citizen_id"].startswith("***42")
         assert d["value"]["after"]["procedure_name"] == "Đăng ký khai sinh"
-    limited = on_bus(bus, "tail", topic, "--from-beginning", "--limit", "2", "--table")
+    limited = bus.cli("tail", topic, "--from-beginning", "--limit", "2", "--table")
     assert limited.returncode == 0, limited.stdout + limited.stderr
     assert "2 record(s)" in limited.stdout and NAME not in limited.stdout
