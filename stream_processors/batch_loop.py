@@ -86,6 +86,7 @@ _FIRST_RECORD_WAIT_S = 0.05  # idle: how long one consume call waits for a recor
 _ACK_WAIT_S = 0.005  # work in flight, nothing new: how long to wait for reports
 _MAX_IN_FLIGHT = 8  # groups written but not committed before the loop stops taking more
 _FLUSH_TIMEOUT_S = 60.0
+_FETCH_WAIT_MS = 50
 
 
 def tune_gc_for_batches() -> None:
@@ -122,7 +123,7 @@ class BatchLoop:
         self._clock_ms = clock_ms
         self._group = settings.processor_group
         self._changelogs = {t: changelog_topic(self._group, ds.id) for t, ds in datasets.items()}
-        self._producer = Producer(producer_config(settings))
+        self._producer = Producer(producer_config(settings, **{"linger.ms": 1}))
         self._groups = Groups()
         self.stop_event = threading.Event()
         # Read by the Faust timer (another thread): when a record was last taken, and
@@ -144,7 +145,11 @@ class BatchLoop:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": kafka.session_timeout_ms,
-                "fetch.wait.max.ms": 10,
+                # The broker answers a fetch as soon as it has records: a longer wait
+                # costs no latency, only fewer empty fetches. Against the embedded
+                # broker, 50 ms instead of 10 took the p99 at 2,000 events/s from
+                # 109–186 ms to 88–134 ms (bench/processor.py, six runs each).
+                "fetch.wait.max.ms": _FETCH_WAIT_MS,
                 "max.poll.interval.ms": 600_000,
             }
         )
