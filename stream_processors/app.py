@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import faust
+import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.health_checks import broker_check, registry_check, thread_check
@@ -180,7 +181,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def rules_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             name = (event.key or b"").decode()
-            message = json.loads(event.value)
+            message = orjson.loads(event.value)
             held = rule_state.get(name) or {"hw": {}, "state": None, "watermark_ms": 0}
             group = str(message.get("group") or held.get("group") or "")
             if group not in RULE_GROUPS:
@@ -232,7 +233,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def quality_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             name = (event.key or b"").decode()
-            stats = UnitStats.from_json(json.loads(event.value))
+            stats = UnitStats.from_json(orjson.loads(event.value))
             quality_state[name] = apply_stats(quality_state.get(name), stats)
             metrics.events_consumed.labels(stats.dataset, "quality").inc(stats.received)
 

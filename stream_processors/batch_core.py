@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.catalog import Dataset
 from stream_processors.batch_stats import UnitStats
@@ -51,13 +51,17 @@ UNKNOWN_UNIT = "unknown"
 BACKFILL_HEADER = "databus.backfill"
 
 
+_BACKFILL = (BACKFILL_HEADER, b"1")
+
+
 def is_backfill(headers: list[tuple[str, bytes | None]]) -> bool:
     """The record carries ``databus.backfill: 1``: history, not a live change."""
-    return any(name == BACKFILL_HEADER and value == b"1" for name, value in headers)
+    return _BACKFILL in headers  # a list of (name, value) tuples: compared in C
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(NamedTuple):
+    """One consumed record (a tuple: made for every record, it must be cheap)."""
+
     topic: str
     partition: int
     offset: int

@@ -43,7 +43,6 @@ reports them approximately).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import threading
 import time
@@ -51,6 +50,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
     TIMESTAMP_NOT_AVAILABLE,
@@ -375,8 +375,7 @@ class BatchLoop:
         group in flight is recalled: its entity state rolled back and its records
         processed again, together with ``msgs``, after a backoff.
         """
-        records = [_record(m) for m in msgs if not m.error()]
-        stamps = _stamps(msgs)
+        records, stamps = _records(msgs)
         if records:
             self.last_record_monotonic = time.monotonic()
         delay = 0.2
@@ -500,27 +499,31 @@ class BatchLoop:
                 self._producer.flush(30.0)
 
 
-def _record(m: Message) -> RawRecord:
-    return RawRecord(
-        m.topic() or "",
-        m.partition() or 0,
-        m.offset() or 0,
-        m.key(),
-        m.value(),
-        cast(list[tuple[str, bytes | None]], list(m.headers() or [])),
-    )
-
-
-def _stamps(msgs: list[Message]) -> list[tuple[str, int]]:
+def _records(msgs: list[Message]) -> tuple[list[RawRecord], list[tuple[str, int]]]:
+    """The records of ``msgs`` (errors left out) and their topics' Kafka timestamps."""
+    records: list[RawRecord] = []
     stamps: list[tuple[str, int]] = []
     for m in msgs:
         if m.error():
             continue
+        topic = m.topic() or ""
+        headers = m.headers()
+        records.append(
+            RawRecord(
+                topic,
+                m.partition() or 0,
+                m.offset() or 0,
+                m.key(),
+                m.value(),
+                cast(list[tuple[str, bytes | None]], headers) if headers else [],
+            )
+        )
         kind, ts_ms = m.timestamp()
         if kind != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0:
-            stamps.append((m.topic() or "", ts_ms))
-    return stamps
+            stamps.append((topic, ts_ms))
+    return records, stamps
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, as ``json.dumps`` writes it (non-str keys as strings)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)

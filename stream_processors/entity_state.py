@@ -26,10 +26,11 @@ is processed as new.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 __all__ = ["Entity", "Verdict", "classify", "content_digest"]
 
@@ -57,7 +58,8 @@ class Entity:
     event_ms: int = field(default=0, compare=False)  # source time; not persisted
 
     def to_json(self) -> bytes:
-        return json.dumps(
+        """One changelog record (orjson: written for every changed entity)."""
+        return orjson.dumps(
             [
                 self.version,
                 self.event_id,
@@ -66,12 +68,12 @@ class Entity:
                 self.contributions,
                 self.previous,
             ],
-            separators=(",", ":"),
-        ).encode()
+            option=orjson.OPT_NON_STR_KEYS,
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> Entity:
-        version, event_id, digest, offset, contributions, previous = json.loads(data)
+        version, event_id, digest, offset, contributions, previous = orjson.loads(data)
         return cls(int(version), str(event_id), str(digest), int(offset), contributions, previous)
 
 
