@@ -51,13 +51,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry import avro as stock_avro
 from confluent_kafka.serialization import MessageField, SerializationContext
+from prometheus_client.parser import text_string_to_metric_families
 
 from bus.consumers import take
-from bus.local_stack import LocalStack
+from bus.local_stack import LocalStack, free_port
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
 from bus.topics import TopicSpec, bus_topics, ensure_topics
@@ -266,22 +268,98 @@ def _commit_at_end(settings: Settings, group: str) -> None:
 
 
 @dataclass(frozen=True)
+class WorkerRun:
+    """A real ``databus process`` worker over pre-published records: how fast its loop
+    takes them, and how far behind the loop its Faust stages (alert rules, quality)
+    finish folding what the loop sent them."""
+
+    rate: float  # records/s taken by the loop, first to last
+    quality_behind_s: float  # quality agent had every record's stats, after the loop
+    rules_behind_s: float  # rules agent applied its last delta, after the loop
+    deltas: int  # rule deltas the rules agent applied
+
+
+def _scrape(port: int) -> dict[tuple[str, str], float]:
+    """``databus_events_consumed_total`` of a worker, by (dataset or rule group, stage)."""
+    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "databus_events_consumed_total":
+                found[(sample.labels["dataset"], sample.labels["stage"])] = sample.value
+    return found
+
+
+_SCRAPE_EVERY_S = 0.1
+_RULES_SETTLED_S = 3.0  # no rule delta applied for this long: the rules agent is done
+
+
+def worker_run(env: dict[str, str], n: int, group: str) -> WorkerRun:
+    """Start a worker on ``group`` (committed at the records' start beforehand), scrape
+    its counters every 0.1 s until the loop has taken ``n`` records and the agents are
+    done, and stop it."""
+    port = free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bus", "process"],
+        env={**env, "DATABUS_PROCESSOR_GROUP": group, "DATABUS_METRICS__PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = taken = quality_done = rules_moved = 0.0
+    rules = 0.0
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(_SCRAPE_EVERY_S)  # polling another process's counters
+            try:
+                counts = _scrape(port)
+            except httpx.HTTPError:
+                continue  # not serving yet
+            now = time.monotonic()
+            raw = counts.get((DOSSIERS.id, "raw"), 0.0)
+            if raw and not first:
+                first = now
+            if raw >= n and not taken:
+                taken = now
+            if counts.get((DOSSIERS.id, "quality"), 0.0) >= n and not quality_done:
+                quality_done = now
+            applied = sum(v for (_, stage), v in counts.items() if stage == "rules")
+            if applied > rules:
+                rules, rules_moved = applied, now
+            if taken and quality_done and now - max(rules_moved, taken) > _RULES_SETTLED_S:
+                break
+        else:
+            raise RuntimeError(f"worker did not finish {n} records in 300 s")
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    # The counters move once per scrape: the loop's span is known to ±0.1 s.
+    return WorkerRun(
+        rate=n / max(taken - first, _SCRAPE_EVERY_S),
+        quality_behind_s=max(0.0, quality_done - taken),
+        rules_behind_s=max(0.0, rules_moved - taken),
+        deltas=int(rules),
+    )
+
+
+@dataclass(frozen=True)
 class Throughput:
     runs: dict[str, list[float]]  # events/s of each run, by kind
+    worker: WorkerRun
 
     def mean(self, kind: str) -> float:
         return statistics.fmean(self.runs[kind])
 
 
-SAME, LOOP = "same", "loop"
+SAME, LOOP, WORKER = "same", "loop", "worker"
 # Each kind's runs sit at the same mean position: the embedded broker slows down as its
 # in-memory topics grow, so a kind run only early (or late) would look faster (slower).
-ORDER = [SAME, LOOP, "ours", "stock", "ours", LOOP, SAME]
+ORDER = [SAME, LOOP, "ours", "stock", WORKER, "stock", "ours", LOOP, SAME]
 _PLAIN_OUT = {"ours": "bench.plain.std.v1", "stock": "bench.plain.stock.v1"}
 
 
 def throughput(
-    settings: Settings, registry: SchemaRegistryClient, events: list[SimEvent]
+    settings: Settings, env: dict[str, str], registry: SchemaRegistryClient, events: list[SimEvent]
 ) -> Throughput:
     """The plain loops and the batch loop over the same ``events``, each run from a group
     of its own, in ``ORDER``."""
@@ -290,7 +368,7 @@ def throughput(
     groups = [f"bench-{kind}-{i}-{stamp}" for i, kind in enumerate(ORDER)]
     ensure_topics(settings, [TopicSpec(t, settings.kafka.partitions) for t in _PLAIN_OUT.values()])
     for kind, group in zip(ORDER, groups, strict=True):
-        _commit_at_end(settings, f"{group}-standardize" if kind == LOOP else group)
+        _commit_at_end(settings, f"{group}-standardize" if kind in (LOOP, WORKER) else group)
     with Publisher(settings, source_system="bench") as pub:
         publish_events(pub, events)
     works: dict[str, WorkFactory] = {
@@ -299,14 +377,19 @@ def throughput(
         "stock": small_transform(stock_codec, _PLAIN_OUT["stock"]),
     }
     runs: dict[str, list[float]] = {kind: [] for kind in ORDER}
+    worker: WorkerRun | None = None
     for kind, group in zip(ORDER, groups, strict=True):
         if kind == LOOP:
             rate = batch_loop(settings, registry, n, group)
+        elif kind == WORKER:
+            worker = worker_run(env, n, group)
+            rate = worker.rate
         else:
             rate = plain_loop(settings, registry, n, group, works[kind])
         runs[kind].append(rate)
         print(f"  {kind:<6} {rate:>10,.0f} events/s", file=sys.stderr, flush=True)
-    return Throughput(runs)
+    assert worker is not None
+    return Throughput(runs, worker)
 
 
 # ---- latency ------------------------------------------------------------------
@@ -485,6 +568,7 @@ LABELS = {
     "ours": "plain loop, small transform, our compiled Avro codec",
     "stock": "plain loop, small transform, stock serializers (fastavro)",
     LOOP: "processor batch loop (same work + dedup, state, quality, alerts)",
+    WORKER: "a databus process worker: the loop hosted in Faust, with its agents",
 }
 
 
@@ -495,11 +579,17 @@ def print_throughput(events: list[SimEvent], r: Throughput) -> None:
     print(f"runs in the order {', '.join(ORDER)}; events/s is the mean of a kind's runs")
     cols = "".join(f"{h:>9}" for h in ("÷ same", "÷ ours", "÷ stock"))
     print(f"{'':<70}{'events/s':>10}{cols}  runs")
-    for kind in (SAME, "ours", "stock", LOOP):
+    for kind in (SAME, "ours", "stock", LOOP, WORKER):
         rate = r.mean(kind)
         ratios = "".join(f"{rate / r.mean(k):>9.2f}" for k in (SAME, "ours", "stock"))
         each = ", ".join(f"{x:,.0f}" for x in r.runs[kind])
         print(f"{LABELS[kind]:<70}{rate:>10,.0f}{ratios}  {each}")
+    w = r.worker
+    print(
+        f"worker's Faust stages after its loop took the last record: quality stats all "
+        f"folded +{w.quality_behind_s:.1f} s, last of {w.deltas:,} rule deltas applied "
+        f"+{w.rules_behind_s:.1f} s (counters scraped every {_SCRAPE_EVERY_S} s)"
+    )
 
 
 def print_latency(rate: float, rows: list[tuple[str, list[Sample]]]) -> None:
@@ -554,7 +644,7 @@ def main() -> None:
                     ("publish → std through a processor worker", worker),
                 ]
             if not args.skip_throughput:
-                result = throughput(s, registry, events)
+                result = throughput(s, stack.env(), registry, events)
     if result is not None:
         print_throughput(events, result)
     if lat_rows:

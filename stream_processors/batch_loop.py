@@ -85,6 +85,11 @@ _LAG_EVERY_S = 1.0
 _FIRST_RECORD_WAIT_S = 0.05  # idle: how long one consume call waits for a record
 _ACK_WAIT_S = 0.005  # work in flight, nothing new: how long to wait for reports
 _MAX_IN_FLIGHT = 8  # groups written but not committed before the loop stops taking more
+# A group is sealed by time (``state_every_s``); this many batches' worth of records
+# seals it earlier, which bounds what a failure recalls. Not one batch: under load the
+# Faust stages would then get a message per alert subject per batch — with a table
+# write each, they cost the worker a quarter of its rate (bench/processor.py).
+_GROUP_MAX_BATCHES = 20
 _FLUSH_TIMEOUT_S = 60.0
 _FETCH_WAIT_MS = 50
 
@@ -423,7 +428,7 @@ class BatchLoop:
             if not group.sealed and (
                 finishing
                 or now - group.opened >= self._state_every_s
-                or len(group.records) >= self._batch_size
+                or len(group.records) >= self._batch_size * _GROUP_MAX_BATCHES
             ):
                 group.sealed = True
                 self._core.finish(group.out)
