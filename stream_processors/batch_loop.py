@@ -12,18 +12,17 @@ fill. Each batch, in an order that loses nothing and double-counts nothing:
 
 1. ``BatchCore.process_into``: decode, dedup against the entity state, standardize;
 2. produce its std records and dead letters at once;
-3. its state changes join a group of batches (sealed after ``state_every_s`` or
-   ``batch_size`` records); once the group is sealed and all its outputs are
+3. its state changes join a group of batches (sealed after ``state_every_s``, or at
+   ``_GROUP_MAX_BATCHES`` batches' worth of records); once the group is sealed and all its outputs are
    acknowledged: produce the group's entity changelog, rule deltas and unit stats —
    one aggregate per entity, subject and unit, so Faust's stages see a bounded rate
-   however small the batches are;
+   however small the batches are and however fast records come;
 4. once all of 3 is acknowledged, and every earlier group is committed: commit the
    group's input offsets.
 
 The loop never blocks on the broker: while librdkafka delivers, the next records are
 consumed and processed, and the delivery reports move the work forward
-(``stream_processors.inflight`` keeps the rules). Under load every batch fills a
-group of its own.
+(``stream_processors.inflight`` keeps the rules).
 
 A crash after 2 re-processes the records: std records go out again (sinks are
 idempotent on entity version), the entity state has not changed, so nothing is

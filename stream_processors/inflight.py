@@ -9,7 +9,7 @@ Records are processed in small batches as they arrive, and each batch's **output
 sees. The batches are gathered into **groups** that share one **state** write —
 entity changelog, rule deltas, unit stats — so the stateful stages receive a bounded
 number of aggregates however small the batches get. A group is sealed when it is old
-enough or big enough; under load every batch fills a group of its own.
+enough or (rarely: many batches' worth) big enough.
 
 - A group's state goes out only once the group is sealed and every one of its outputs
   is acknowledged. A changelog entry for a record whose std record was lost would
