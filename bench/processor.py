@@ -455,9 +455,25 @@ def broker_latency(settings: Settings, rate: float, seconds: float) -> list[Samp
     return lat
 
 
-def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float) -> list[Sample]:
+def _inside(port: int) -> dict[float, float]:
+    """The worker's own ``databus_end_to_end_latency_seconds`` histogram for dossiers
+    (raw record's timestamp → std acknowledged): cumulative count by bucket bound."""
+    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "databus_end_to_end_latency_seconds_bucket"
+        and sample.labels.get("dataset") == DOSSIERS.id
+    }
+
+
+def latency(
+    settings: Settings, env: dict[str, str], rate: float, seconds: float
+) -> tuple[list[Sample], dict[float, float]]:
     """Seconds from publish (ce_time) to the std record being readable, at ``rate``/s,
-    through a real ``databus process`` worker (its own process, as in production).
+    through a real ``databus process`` worker (its own process, as in production); and
+    the worker's own histogram of the timed records (cumulative counts by bound).
 
     Two warm-ups before the clock starts: one for the worker (group join, restore), from
     its own Publisher; one for the measured Publisher (InitProducerId, metadata), whose
@@ -471,9 +487,10 @@ def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float
     reader.assign([TopicPartition(DOSSIERS.std_topic, p, 0) for p in parts])
     while reader.consume(1000, 0.5):  # start the reader at the std topic's current end
         pass
+    port = free_port()
     worker = subprocess.Popen(
         [sys.executable, "-m", "bus", "process"],
-        env={**env, "DATABUS_PROCESSOR_GROUP": group},
+        env={**env, "DATABUS_PROCESSOR_GROUP": group, "DATABUS_METRICS__PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -513,15 +530,17 @@ def latency(settings: Settings, env: dict[str, str], rate: float, seconds: float
         with Publisher(settings, source_system="bench-latency", **{"linger.ms": 1}) as pub:
             publish_events(pub, pub_warmup, rate=rate)
             wait_until(lambda: seen["publisher"] >= len(pub_warmup), 60)
+            before = _inside(port)
             publish_events(pub, events, rate=rate)
         wait_until(lambda: len(lat) >= len(events), 60)
+        inside = {le: n - before.get(le, 0.0) for le, n in _inside(port).items()}
     finally:
         stop.set()
         t.join()
         reader.close()
         worker.terminate()
         worker.wait(60)
-    return lat
+    return lat, inside
 
 
 @dataclass(frozen=True)
@@ -592,6 +611,17 @@ def print_throughput(events: list[SimEvent], r: Throughput) -> None:
     )
 
 
+def print_inside(inside: dict[float, float]) -> None:
+    total = inside.get(float("inf"), 0.0)
+    if not total:
+        print("    inside the worker: no records in its histogram")
+        return
+    shares = ", ".join(
+        f"≤{le * 1000:.0f} ms {inside[le] / total:.1%}" for le in (0.01, 0.025, 0.05, 0.1, 0.25)
+    )
+    print(f"    inside the worker (raw record's timestamp → std acknowledged): {shares}")
+
+
 def print_latency(rate: float, rows: list[tuple[str, list[Sample]]]) -> None:
     head = f"latency at {rate:,.0f} events/s offered, first second excluded"
     print(f"{head:<66}{'n':>7}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}")
@@ -622,6 +652,7 @@ def main() -> None:
         events = events[: args.events]
     tune_gc_for_batches()  # as the processor process does; every loop runs under it
     lat_rows: list[tuple[str, list[Sample]]] = []
+    inside: dict[float, float] = {}
     result: Throughput | None = None
     with tempfile.TemporaryDirectory() as tmp:
         requested = load_settings(
@@ -638,7 +669,7 @@ def main() -> None:
                 # Latency first, on small topics: the embedded broker's fetches slow down
                 # as its in-memory topics grow, which a real Kafka's do not.
                 base = broker_latency(s, args.rate, args.seconds)
-                worker = latency(s, stack.env(), args.rate, args.seconds)
+                worker, inside = latency(s, stack.env(), args.rate, args.seconds)
                 lat_rows = [
                     ("plain produce → consume (baseline)", base),
                     ("publish → std through a processor worker", worker),
@@ -649,6 +680,7 @@ def main() -> None:
         print_throughput(events, result)
     if lat_rows:
         print_latency(args.rate, lat_rows)
+        print_inside(inside)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ fill. Each batch, in an order that loses nothing and double-counts nothing:
 1. ``BatchCore.process_into``: decode, dedup against the entity state, standardize;
 2. produce its std records and dead letters at once;
 3. its state changes join a group of batches (sealed after ``state_every_s``, or at
-   ``_GROUP_MAX_BATCHES`` batches' worth of records); once the group is sealed and all its outputs are
-   acknowledged: produce the group's entity changelog, rule deltas and unit stats —
-   one aggregate per entity, subject and unit, so Faust's stages see a bounded rate
-   however small the batches are and however fast records come;
+   ``_GROUP_MAX_BATCHES`` batches' worth of records); once the group is sealed and
+   all its outputs are acknowledged: produce the group's entity changelog, rule
+   deltas and unit stats — one aggregate per entity, subject and unit, so Faust's
+   stages see a bounded rate however small the batches are and however fast records
+   come;
 4. once all of 3 is acknowledged, and every earlier group is committed: commit the
    group's input offsets.
 
@@ -250,9 +251,10 @@ class BatchLoop:
             except BufferError:
                 self._producer.poll(0.05)  # librdkafka's queue is full: let it drain
 
-    def _produce_outputs(self, group: Group) -> None:
-        """Step 2, for the batch just added to ``group``: std records and dead letters."""
-        out, writes = group.out, group.outputs
+    def _produce_outputs(self, group: Group, writes: Writes) -> None:
+        """Step 2, for the batch just added to ``group``: std records and dead letters,
+        counted in ``writes`` (the batch's own, within the group's)."""
+        out = group.out
         for topic, key, value, headers in out.std:
             self._produce(writes, topic, key, value, headers)
         out.std.clear()  # handed over (the dead letters stay: they are counted later)
@@ -391,9 +393,10 @@ class BatchLoop:
                     self._core.process_into(group.out, records, self._clock_ms())
                     group.records += records
                     group.batches += 1
-                    group.stamps += stamps
+                    batch = Writes(parent=group.outputs)
+                    group.pending.append((batch, stamps))
                     records = []  # in flight now: a failure recalls them from there
-                    self._produce_outputs(group)
+                    self._produce_outputs(group, batch)
                     self._metrics.processing_seconds.labels("all", "batch").observe(
                         time.perf_counter() - started
                     )
@@ -421,9 +424,11 @@ class BatchLoop:
             raise DeliveryError(f"batch writes: delivery errors {sorted(set(errors))[:5]}")
         now = time.monotonic()
         for group in self._groups:
-            if group.stamps and group.outputs.outstanding == 0:
-                self._observe_latency(group.stamps)
-                group.stamps = []
+            if group.pending:
+                for writes, stamps in group.pending:
+                    if writes.outstanding == 0:
+                        self._observe_latency(stamps)
+                group.pending = [p for p in group.pending if p[0].outstanding]
             if not group.sealed and (
                 finishing
                 or now - group.opened >= self._state_every_s

@@ -40,20 +40,26 @@ __all__ = ["Group", "Groups", "Writes"]
 
 @dataclass(eq=False, slots=True)
 class Writes:
-    """Writes handed to the producer, counted down by their delivery reports."""
+    """Writes handed to the producer, counted down by their delivery reports; a
+    ``parent`` (a batch's writes counted in its group's too) sees the same."""
 
     outstanding: int = 0
     errors: list[str] = field(default_factory=list)
+    parent: Writes | None = None
 
     def sent(self) -> None:
         """One more write handed to the producer (called after ``produce`` took it)."""
         self.outstanding += 1
+        if self.parent is not None:
+            self.parent.sent()
 
     def delivered(self, err: Any, _msg: Any) -> None:
         """librdkafka's delivery report for one of these writes."""
         self.outstanding -= 1
         if err is not None:
             self.errors.append(str(err))
+        if self.parent is not None:
+            self.parent.delivered(err, _msg)
 
     @property
     def acknowledged(self) -> bool:
@@ -70,8 +76,10 @@ class Group:
     batches: int = 0  # BatchCore undo segments
     outputs: Writes = field(default_factory=Writes)
     state: Writes = field(default_factory=Writes)
-    # (raw topic, Kafka timestamp ms) of records whose outputs are not yet acknowledged
-    stamps: list[tuple[str, int]] = field(default_factory=list)
+    # Batches whose outputs are not all acknowledged yet: their writes (counted in
+    # ``outputs`` too) and their records' (raw topic, Kafka timestamp ms), so that the
+    # end-to-end latency is observed when each batch is written, not its whole group.
+    pending: list[tuple[Writes, list[tuple[str, int]]]] = field(default_factory=list)
     std_sent: int = 0  # out.std[:std_sent] and out.dead[:dead_sent] are handed over
     dead_sent: int = 0
     sealed: bool = False

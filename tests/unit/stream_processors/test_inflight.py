@@ -84,3 +84,20 @@ def test_recall_returns_every_record_in_order_and_empties() -> None:
     add(groups, 3, seal=False)
     assert [r.offset for r in groups.recall()] == [1, 2, 3]
     assert len(groups) == 0
+
+
+def test_a_batch_is_acknowledged_on_its_own_and_counts_in_its_group() -> None:
+    groups = Groups()
+    group = add(groups, 1, 2, 3)
+    first, second = Writes(parent=group.outputs), Writes(parent=group.outputs)
+    written(first, 2)
+    written(second, 1)
+    assert group.outputs.outstanding == 3
+    first.delivered(None, None)
+    first.delivered(None, None)
+    assert first.acknowledged, "the first batch is written: its latency can be observed"
+    assert not group.outputs.acknowledged, "the group waits for the second batch"
+    second.delivered("Broker: message too large", None)
+    assert not second.acknowledged
+    assert group.outputs.outstanding == 0
+    assert groups.errors() == ["Broker: message too large"], "a batch's failure is its group's"
