@@ -294,10 +294,8 @@ _SCRAPE_EVERY_S = 0.1
 _RULES_SETTLED_S = 3.0  # no rule delta applied for this long: the rules agent is done
 
 
-def worker_run(env: dict[str, str], n: int, group: str) -> WorkerRun:
-    """Start a worker on ``group`` (committed at the records' start beforehand), scrape
-    its counters every 0.1 s until the loop has taken ``n`` records and the agents are
-    done, and stop it."""
+def start_worker(env: dict[str, str], group: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A ``databus process`` worker on ``group``, and the port of its metrics."""
     port = free_port()
     worker = subprocess.Popen(
         [sys.executable, "-m", "bus", "process"],
@@ -305,6 +303,14 @@ def worker_run(env: dict[str, str], n: int, group: str) -> WorkerRun:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return worker, port
+
+
+def worker_run(env: dict[str, str], n: int, group: str) -> WorkerRun:
+    """Start a worker on ``group`` (committed at the records' start beforehand), scrape
+    its counters every 0.1 s until the loop has taken ``n`` records and the agents are
+    done, and stop it."""
+    worker, port = start_worker(env, group)
     first = taken = quality_done = rules_moved = 0.0
     rules = 0.0
     deadline = time.monotonic() + 300
@@ -486,13 +492,7 @@ def latency(
     reader.assign([TopicPartition(DOSSIERS.std_topic, p, 0) for p in parts])
     while reader.consume(1000, 0.5):  # start the reader at the std topic's current end
         pass
-    port = free_port()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "bus", "process"],
-        env={**env, "DATABUS_PROCESSOR_GROUP": group, "DATABUS_METRICS__PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker, port = start_worker(env, group)
     events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=21), load_reference())
     valid = [e for e in events if e.expect_reason is None]
     warm = warmup_count(rate)
