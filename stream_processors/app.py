@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -51,6 +52,7 @@ from stream_processors.quality import (
     scores,
 )
 from stream_processors.reference import load_reference
+from stream_processors.working_days import warm_up
 
 __all__ = ["create_app"]
 
@@ -109,6 +111,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         pipeline.register()
     _ = alert_encoder.schema_id, quality_encoder.schema_id
 
+    warm_up(datetime.now(UTC).date())  # before the loop runs, not at the first evaluation
     tune_gc_for_batches()
     core = BatchCore(
         pipelines,

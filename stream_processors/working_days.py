@@ -14,13 +14,22 @@ from functools import cache
 
 import holidays
 
-__all__ = ["add_working_days", "is_working_day", "working_days_between"]
+__all__ = ["add_working_days", "is_working_day", "warm_up", "working_days_between"]
 
 
 @cache
 def _calendar() -> holidays.HolidayBase:
     # Built once per process; the package fills in years lazily as they are asked for.
     return holidays.country_holidays("VN")
+
+
+def warm_up(around: date) -> None:
+    """Build the calendar and the years around ``around`` now. The package imports its
+    country module and computes a year on first use; in the processor that first use is
+    an alert evaluation, which would hold the GIL (from the batch loop) while it lasts."""
+    calendar = _calendar()
+    for year in range(around.year - 1, around.year + 2):
+        _ = date(year, 1, 1) in calendar  # populates the year
 
 
 def is_working_day(day: date) -> bool:

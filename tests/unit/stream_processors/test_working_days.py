@@ -7,8 +7,10 @@ from datetime import date
 import pytest
 
 from stream_processors.working_days import (
+    _calendar,
     add_working_days,
     is_working_day,
+    warm_up,
     working_days_between,
 )
 
@@ -50,3 +52,10 @@ def test_negative_counts_go_backwards() -> None:
 def test_between_inverts_add(start: date, n: int) -> None:
     assert working_days_between(start, add_working_days(start, n)) == n
     assert working_days_between(add_working_days(start, n), start) == -n
+
+
+def test_warm_up_fills_the_years_around_a_day() -> None:
+    warm_up(date(2031, 6, 1))
+    calendar = _calendar()
+    assert {2030, 2031, 2032} <= set(calendar.years)
+    assert not is_working_day(date(2031, 9, 2)), "National Day, from the warmed year"
