@@ -306,11 +306,55 @@ def start_worker(env: dict[str, str], group: str) -> tuple[subprocess.Popen[byte
     return worker, port
 
 
-def worker_run(env: dict[str, str], n: int, group: str) -> WorkerRun:
-    """Start a worker on ``group`` (committed at the records' start beforehand), scrape
-    its counters every 0.1 s until the loop has taken ``n`` records and the agents are
-    done, and stop it."""
+# Raw records as consumed: (key, value, headers), to be produced again unchanged.
+Copy = tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]
+_WORKER_SETTLE_S = 3.0  # after /readyz: Faust finishes starting (agents, tables, timers)
+
+
+def read_back(settings: Settings, group: str, n: int) -> list[Copy]:
+    """The ``n`` raw records after ``group``'s committed offsets (set before publishing)."""
+    c = consumer(settings, group)
+    c.subscribe([DOSSIERS.raw_topic])
+    copies: list[Copy] = []
+    while len(copies) < n:
+        for m in take(c, 1000, 1.0):
+            if not m.error():
+                headers = cast(list[tuple[str, bytes | None]], m.headers() or [])
+                copies.append((m.key(), m.value(), headers))
+    c.close()
+    return copies
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def worker_run(
+    settings: Settings, env: dict[str, str], copies: list[Copy], group: str
+) -> WorkerRun:
+    """Steady state, not start-up: start a worker on ``group`` (at the raw topic's end),
+    wait until it is ready and settled, then produce ``copies`` of the run's records at
+    once (a plain producer of pre-encoded records, several times the worker's rate);
+    scrape its counters every 0.1 s until the loop has taken them all and the agents
+    are done, and stop it."""
+    n = len(copies)
+    _commit_at_end(settings, f"{group}-standardize")
     worker, port = start_worker(env, group)
+    try:
+        if not wait_until(lambda: _ready(port), 120):
+            raise RuntimeError("the worker did not become ready in 120 s")
+        time.sleep(_WORKER_SETTLE_S)  # let the worker's start-up finish before timing it
+        producer = Producer(producer_config(settings))
+        for key, value, headers in copies:
+            producer.produce(DOSSIERS.raw_topic, key=key, value=value, headers=headers)
+            producer.poll(0)
+        producer.flush()
+    except BaseException:
+        worker.terminate()
+        raise
     first = taken = quality_done = rules_moved = 0.0
     rules = 0.0
     deadline = time.monotonic() + 300
@@ -373,10 +417,14 @@ def throughput(
     stamp = time.monotonic_ns()
     groups = [f"bench-{kind}-{i}-{stamp}" for i, kind in enumerate(ORDER)]
     ensure_topics(settings, [TopicSpec(t, settings.kafka.partitions) for t in _PLAIN_OUT.values()])
+    copier = f"bench-copy-{stamp}"
     for kind, group in zip(ORDER, groups, strict=True):
-        _commit_at_end(settings, f"{group}-standardize" if kind in (LOOP, WORKER) else group)
+        if kind != WORKER:  # a worker starts at the topic's end and gets copies
+            _commit_at_end(settings, f"{group}-standardize" if kind == LOOP else group)
+    _commit_at_end(settings, copier)
     with Publisher(settings, source_system="bench") as pub:
         publish_events(pub, events)
+    copies = read_back(settings, copier, n)
     works: dict[str, WorkFactory] = {
         SAME: same_work,
         "ours": small_transform(our_codec, _PLAIN_OUT["ours"]),
@@ -388,7 +436,7 @@ def throughput(
         if kind == LOOP:
             rate = batch_loop(settings, registry, n, group)
         elif kind == WORKER:
-            workers.append(worker_run(env, n, group))
+            workers.append(worker_run(settings, env, copies, group))
             rate = workers[-1].rate
         else:
             rate = plain_loop(settings, registry, n, group, works[kind])
