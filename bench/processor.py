@@ -14,6 +14,10 @@ In one run, against the same embedded broker and the same raw dossier records:
 - the processor's batched loop (``stream_processors.batch_loop``) doing the real
   work: decode, dedup against entity state, full standardization, encode, std/DLQ
   produce, entity changelog, rule deltas and quality stats, flush, commit;
+- a real ``databus process`` worker (Faust, the loop, the rules and quality agents),
+  twice, at steady state: started at the raw topic's end, ready and settled, then
+  given copies of the same records at once; its rate from its scraped counters, and
+  how long after its loop the agents finished folding what the loop sent them;
 - end-to-end latency at a fixed offered load: records published at ``--rate``/s to a
   real ``databus process`` worker (its own process); latency = std record read back −
   the record's ``ce_time`` (publish time), after a warm-up; and, as its baseline, plain
