@@ -128,8 +128,6 @@ class BatchLoop:
         self._clock_ms = clock_ms
         self._group = settings.processor_group
         self._changelogs = {t: changelog_topic(self._group, ds.id) for t, ds in datasets.items()}
-        # The bus's 5 ms linger: 1 ms was tried for latency and gave a worse p99 at
-        # 2,000 events/s (more produce requests for the embedded broker to answer).
         # The bus's 5 ms linger. 1 ms, tried for latency, gave no better p99 at 2,000
         # events/s (123–199 ms against 104–172 ms, three runs each, bench/processor.py).
         self._producer = Producer(producer_config(settings))
@@ -429,10 +427,13 @@ class BatchLoop:
         now = time.monotonic()
         for group in self._groups:
             if group.pending:
-                for writes, stamps in group.pending:
-                    if writes.outstanding == 0:
-                        self._observe_latency(stamps)
-                group.pending = [p for p in group.pending if p[0].outstanding]
+                waiting = []
+                for batch in group.pending:
+                    if batch[0].outstanding:
+                        waiting.append(batch)
+                    else:
+                        self._observe_latency(batch[1])
+                group.pending = waiting
             if not group.sealed and (
                 finishing
                 or now - group.opened >= self._state_every_s
