@@ -87,8 +87,8 @@ _ACK_WAIT_S = 0.005  # work in flight, nothing new: how long to wait for reports
 _MAX_IN_FLIGHT = 8  # groups written but not committed before the loop stops taking more
 # A group is sealed by time (``state_every_s``); this many batches' worth of records
 # seals it earlier, which bounds what a failure recalls. Not one batch: under load the
-# Faust stages would then get a message per alert subject per batch — with a table
-# write each, they cost the worker a quarter of its rate (bench/processor.py).
+# Faust stages would then get a message per alert subject per batch, with a table
+# write each (16,727 rule deltas for 30,000 dossier events instead of ~10,500).
 _GROUP_MAX_BATCHES = 20
 _FLUSH_TIMEOUT_S = 60.0
 _FETCH_WAIT_MS = 50
