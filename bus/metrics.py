@@ -71,6 +71,19 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.processor_last_batch = Gauge(
+            "databus_processor_last_batch_timestamp_seconds",
+            "Wall-clock time the processor's loop last processed a batch of raw records "
+            "(0 until it has); with lag above zero, a value that stops moving is a stuck loop.",
+            registry=r,
+        )
+        self.processor_assigned = Gauge(
+            "databus_processor_assigned_timestamp_seconds",
+            "Wall-clock time the processor's loop was last given partitions, once their "
+            "entity state was restored (0 until then): a value that keeps moving is a "
+            "group that keeps rebalancing.",
+            registry=r,
+        )
         self.end_to_end_latency = Histogram(
             "databus_end_to_end_latency_seconds",
             "From the raw record's produce time (its Kafka timestamp, set by the publisher) "

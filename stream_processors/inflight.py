@@ -47,11 +47,12 @@ class Writes:
     errors: list[str] = field(default_factory=list)
     parent: Writes | None = None
 
-    def sent(self) -> None:
-        """One more write handed to the producer (called after ``produce`` took it)."""
-        self.outstanding += 1
+    def sent(self, n: int = 1) -> None:
+        """``n`` more writes handed to the producer (counted after ``produce`` took
+        them, before any delivery report can run)."""
+        self.outstanding += n
         if self.parent is not None:
-            self.parent.sent()
+            self.parent.sent(n)
 
     def delivered(self, err: Any, _msg: Any) -> None:
         """librdkafka's delivery report for one of these writes."""

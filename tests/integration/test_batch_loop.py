@@ -241,6 +241,12 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     publish(settings, events)
     second.wait_batches(lambda: second.consumed() >= len(events) * 2 - half)
     second.stop()
+    # The loop's own stamps: given partitions (state restored), then its last batch.
+    stamp = second.metrics.registry.get_sample_value
+    assigned = stamp("databus_processor_assigned_timestamp_seconds") or 0.0
+    last_batch = stamp("databus_processor_last_batch_timestamp_seconds") or 0.0
+    assert 0 < assigned <= last_batch <= time.time()
+    assert second.loop.processed == len(events) * 2 - half
 
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
     dlq = read_topic(settings, DOSSIERS.dlq_topic, dlq_start)
