@@ -299,7 +299,7 @@ class BatchCore:
             if earlier is None:
                 out.backfilled.add(where)
         else:
-            contributions = [list(c) for c in self._contributions(ds.id, event)]
+            contributions = self._contributions(ds.id, event)
             out.backfilled.discard(where)
         # `previous` of the stored state = the contributions before this batch: an entity
         # changed several times in a batch sends one net delta, so a redelivery after a

@@ -34,7 +34,9 @@ import orjson
 
 __all__ = ["Entity", "Verdict", "classify", "content_digest"]
 
-Contribution = list[Any]  # [group, subject key, payload]
+# (group, subject key, payload): tuples as ``alert_facts.contributions`` makes them, and
+# as ``Entity.from_json`` restores them, so that a restored state compares equal.
+Contribution = tuple[str, str, dict[str, Any]]
 
 
 class Verdict(StrEnum):
@@ -74,7 +76,14 @@ class Entity:
     @classmethod
     def from_json(cls, data: bytes) -> Entity:
         version, event_id, digest, offset, contributions, previous = orjson.loads(data)
-        return cls(int(version), str(event_id), str(digest), int(offset), contributions, previous)
+        return cls(
+            int(version),
+            str(event_id),
+            str(digest),
+            int(offset),
+            [(str(g), str(k), p) for g, k, p in contributions],
+            [(str(g), str(k), p) for g, k, p in previous],
+        )
 
 
 def _skip_varint(data: bytes, i: int) -> int:

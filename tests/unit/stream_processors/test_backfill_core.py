@@ -151,12 +151,14 @@ def run(c: BatchCore, *records: RawRecord) -> BatchOutput:
     return out
 
 
-def _payload(status: str, completed: datetime | None, due: datetime) -> list[Any]:
+def _payload(
+    status: str, completed: datetime | None, due: datetime
+) -> list[tuple[str, str, dict[str, Any]]]:
     rec = record(0, version=1, status=status, completed=completed, due=due)
     raw = StubPipeline().decode(rec.value)
     out = StubPipeline().standardize(cast(dict[str, Any], raw))
     assert isinstance(out, Output)
-    return [list(c) for c in contributions(DOSSIERS.id, out.event)]
+    return contributions(DOSSIERS.id, out.event)
 
 
 DUE = NOW - timedelta(days=5)

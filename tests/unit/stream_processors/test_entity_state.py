@@ -109,5 +109,5 @@ def test_every_raw_envelope_starts_with_the_fields_the_digest_skips() -> None:
 
 
 def test_entity_round_trips_through_its_changelog_form() -> None:
-    entity = Entity(7, "e7", "abc", 12, [["g", "k", {"n": 1}]], [["g", "k", {"n": 0}]])
+    entity = Entity(7, "e7", "abc", 12, [("g", "k", {"n": 1})], [("g", "k", {"n": 0})])
     assert Entity.from_json(entity.to_json()) == entity
