@@ -29,14 +29,16 @@ here, against ~15 ms once warm), which says nothing about steady-state latency. 
 latency run first sends ``--rate`` warm-up records (one second's worth) through the
 producer it measures, waits until the reader has seen them, and only then sends the
 timed records. Both readers drain what is there instead of waiting for a full batch.
-The embedded broker's fetches slow down as its in-memory topics grow, so the p99 of
-each successive second is printed too.
+The embedded broker's writes slow down as its in-memory topics grow (each produce
+request rewrites the partition's offset map), so the p99 of each successive second is
+printed too, with the broker's CPU in that second. The producers of both latency runs
+use the bus's producer settings (5 ms linger), as a source system's Publisher does.
 
 Both throughput loops run on this process's one core, one after the other. Read the
 ratios; machines here are shared and noisy.
 
     .venv/bin/python bench/processor.py [--events 40000] [--rate 2000] [--seconds 15]
-        [--skip-latency] [--skip-throughput]
+        [--linger-ms MS] [--skip-latency] [--skip-throughput]
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import psutil
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry import avro as stock_avro
@@ -453,7 +456,18 @@ def produce_paced(producer: Producer, topic: str, prefix: bytes, n: int, rate: f
     producer.flush()
 
 
-def broker_latency(settings: Settings, rate: float, seconds: float) -> list[Sample]:
+def _linger(linger_ms: float | None) -> dict[str, Any]:
+    """Producer overrides for a latency run: none, or another ``linger.ms``. The bus's
+    5 ms is the default: 1 ms, which this benchmark used until 2026-12-05, sends the
+    embedded broker a produce request every millisecond or so, and each one rewrites
+    the partition's offset map — it took the broker to 100–120 % CPU and the baseline's
+    p99 from 17 to 48–80 ms."""
+    return {} if linger_ms is None else {"linger.ms": linger_ms}
+
+
+def broker_latency(
+    settings: Settings, rate: float, seconds: float, linger_ms: float | None
+) -> list[Sample]:
     """Baseline: seconds from produce to consume of 300-byte records at ``rate``/s with
     no processing at all — what the broker and the clients themselves take. Warm-up
     records (key ``w…``) go first from the same producer; only timed ones (``t…``) count."""
@@ -484,7 +498,7 @@ def broker_latency(settings: Settings, rate: float, seconds: float) -> list[Samp
     t = threading.Thread(target=read, daemon=True)
     t.start()
     try:
-        producer = Producer(producer_config(settings, **{"linger.ms": 1}))
+        producer = Producer(producer_config(settings, **_linger(linger_ms)))
         produce_paced(producer, topic, b"w", warm, rate)
         wait_until(lambda: seen["warmup"] >= warm, 60)
         produce_paced(producer, topic, b"t", n, rate)
@@ -507,7 +521,11 @@ def _inside(port: int) -> dict[float, float]:
 
 
 def latency(
-    settings: Settings, env: dict[str, str], rate: float, seconds: float
+    settings: Settings,
+    env: dict[str, str],
+    rate: float,
+    seconds: float,
+    linger_ms: float | None,
 ) -> tuple[list[Sample], dict[float, float]]:
     """Seconds from publish (ce_time) to the std record being readable, at ``rate``/s,
     through a real ``databus process`` worker (its own process, as in production); and
@@ -559,7 +577,7 @@ def latency(
         with Publisher(settings, source_system="bench-warmup") as pub:
             publish_events(pub, worker_warmup, rate=100)
         wait_until(lambda: seen["worker"] >= len(worker_warmup), 120)
-        with Publisher(settings, source_system="bench-latency", **{"linger.ms": 1}) as pub:
+        with Publisher(settings, source_system="bench-latency", **_linger(linger_ms)) as pub:
             publish_events(pub, pub_warmup, rate=rate)
             wait_until(lambda: seen["publisher"] >= len(pub_warmup), 60)
             before = _inside(port)
@@ -573,6 +591,49 @@ def latency(
         worker.terminate()
         worker.wait(60)
     return lat, inside
+
+
+class CpuSampler:
+    """The CPU a process uses (the embedded broker's), sampled every second on a thread
+    of its own: (wall time, CPU seconds so far)."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _cpu(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.points.append((time.time(), self._cpu()))
+            except psutil.Error:
+                return  # the process is gone
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def percent_by_second(self, start: float, seconds: int) -> list[int]:
+        """CPU % over each second from ``start`` (between the samples around it)."""
+        out: list[int] = []
+        for k in range(seconds):
+            before = [p for p in self.points if p[0] <= start + k]
+            after = [p for p in self.points if p[0] >= start + k + 1]
+            if not before or not after:
+                break
+            (t0, c0), (t1, c1) = before[-1], after[0]
+            out.append(round(100 * (c1 - c0) / (t1 - t0)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -657,7 +718,9 @@ def print_inside(inside: dict[float, float]) -> None:
     print(f"    inside the worker (raw record's timestamp → std acknowledged): {shares}")
 
 
-def print_latency(rate: float, rows: list[tuple[str, list[Sample]]]) -> None:
+def print_latency(
+    rate: float, rows: list[tuple[str, list[Sample]]], broker: CpuSampler | None
+) -> None:
     head = f"latency at {rate:,.0f} events/s offered, first second excluded"
     print(f"{head:<66}{'n':>7}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}")
     for label, sample in rows:
@@ -668,6 +731,10 @@ def print_latency(rate: float, rows: list[tuple[str, list[Sample]]]) -> None:
         ms = [round(v * 1000) for v in (s.p50, s.p90, s.p99, s.max)]
         print(f"{label:<66}{s.n:>7}" + "".join(f"{v:>8}" for v in ms))
         print(f"    p99 ms by second: {[round(v * 1000) for v in s.p99_by_second]}")
+        if broker is not None:
+            start = min(sent for sent, _ in sample)
+            cpu = broker.percent_by_second(start, len(s.p99_by_second))
+            print(f"    broker CPU % by second: {cpu}")
 
 
 def main() -> None:
@@ -675,6 +742,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--rate", type=float, default=2000.0)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument(
+        "--linger-ms",
+        type=float,
+        default=None,
+        help="linger of the latency runs' producers (the baseline's and the publisher's; "
+        "default: the bus's, 5 ms)",
+    )
     ap.add_argument("--skip-latency", action="store_true", help="throughput only")
     ap.add_argument("--skip-throughput", action="store_true", help="latency only")
     args = ap.parse_args()
@@ -689,6 +763,7 @@ def main() -> None:
     lat_rows: list[tuple[str, list[Sample]]] = []
     inside: dict[float, float] = {}
     result: Throughput | None = None
+    broker: CpuSampler | None = None
     with tempfile.TemporaryDirectory() as tmp:
         requested = load_settings(
             data_dir=Path(tmp),
@@ -703,8 +778,13 @@ def main() -> None:
             if not args.skip_latency:
                 # Latency first, on small topics: the embedded broker's fetches slow down
                 # as its in-memory topics grow, which a real Kafka's do not.
-                base = broker_latency(s, args.rate, args.seconds)
-                worker, inside = latency(s, stack.env(), args.rate, args.seconds)
+                # The broker's CPU alongside: its per-produce cost grows with the topics.
+                assert stack.broker is not None, "the local stack started the broker"
+                with CpuSampler(stack.broker.popen.pid) as broker:
+                    base = broker_latency(s, args.rate, args.seconds, args.linger_ms)
+                    worker, inside = latency(
+                        s, stack.env(), args.rate, args.seconds, args.linger_ms
+                    )
                 lat_rows = [
                     ("plain produce → consume (baseline)", base),
                     ("publish → std through a processor worker", worker),
@@ -714,7 +794,7 @@ def main() -> None:
     if result is not None:
         print_throughput(events, result)
     if lat_rows:
-        print_latency(args.rate, lat_rows)
+        print_latency(args.rate, lat_rows, broker)
         print_inside(inside)
 
 

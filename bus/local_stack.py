@@ -224,6 +224,7 @@ class LocalStack:
         self._exit = ExitStack()
         self.settings = settings
         self.started: list[str] = []
+        self.broker: ManagedProcess | None = None  # the embedded broker, when started
 
     def __enter__(self) -> Self:
         try:
@@ -249,6 +250,7 @@ class LocalStack:
         if kafka.bootstrap_servers is None:
             proc, bootstrap = start_broker(data_dir)
             self._exit.callback(proc.stop)
+            self.broker = proc
             self.started.append(f"kafka broker at {bootstrap}")
             kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
         if redis_s.url is None:
