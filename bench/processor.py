@@ -402,10 +402,15 @@ _PLAIN_OUT = {"ours": "bench.plain.std.v1", "stock": "bench.plain.stock.v1"}
 
 
 def throughput(
-    settings: Settings, env: dict[str, str], registry: SchemaRegistryClient, events: list[SimEvent]
+    settings: Settings,
+    env: dict[str, str],
+    registry: SchemaRegistryClient,
+    events: list[SimEvent],
+    broker: psutil.Process,
 ) -> Throughput:
     """Every kind over the same ``events``, each run from a group of its own committed
-    at their start before they are published, in ``ORDER``."""
+    at their start before they are published, in ``ORDER``; with the CPU the broker
+    spent during each run (start-up and tear-down included)."""
     n = len(events)
     stamp = time.monotonic_ns()
     groups = [f"bench-{kind}-{i}-{stamp}" for i, kind in enumerate(ORDER)]
@@ -424,6 +429,7 @@ def throughput(
     runs: dict[str, list[float]] = {kind: [] for kind in ORDER}
     workers: list[WorkerRun] = []
     for kind, group in zip(ORDER, groups, strict=True):
+        cpu = broker.cpu_times()
         if kind == LOOP:
             rate = batch_loop(settings, registry, n, group)
         elif kind == WORKER:
@@ -432,7 +438,13 @@ def throughput(
         else:
             rate = plain_loop(settings, registry, n, group, works[kind])
         runs[kind].append(rate)
-        print(f"  {kind:<6} {rate:>10,.0f} events/s", file=sys.stderr, flush=True)
+        after = broker.cpu_times()
+        spent = after.user + after.system - cpu.user - cpu.system
+        print(
+            f"  {kind:<6} {rate:>10,.0f} events/s   broker CPU {spent:5.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return Throughput(runs, workers)
 
 
@@ -790,7 +802,9 @@ def main() -> None:
                     ("publish → std through a processor worker", worker),
                 ]
             if not args.skip_throughput:
-                result = throughput(s, stack.env(), registry, events)
+                assert stack.broker is not None, "the local stack started the broker"
+                broker_process = psutil.Process(stack.broker.popen.pid)
+                result = throughput(s, stack.env(), registry, events, broker_process)
     if result is not None:
         print_throughput(events, result)
     if lat_rows:
