@@ -429,7 +429,7 @@ def throughput(
     runs: dict[str, list[float]] = {kind: [] for kind in ORDER}
     workers: list[WorkerRun] = []
     for kind, group in zip(ORDER, groups, strict=True):
-        cpu = broker.cpu_times()
+        cpu = cpu_seconds(broker)
         if kind == LOOP:
             rate = batch_loop(settings, registry, n, group)
         elif kind == WORKER:
@@ -438,8 +438,7 @@ def throughput(
         else:
             rate = plain_loop(settings, registry, n, group, works[kind])
         runs[kind].append(rate)
-        after = broker.cpu_times()
-        spent = after.user + after.system - cpu.user - cpu.system
+        spent = cpu_seconds(broker) - cpu
         print(
             f"  {kind:<6} {rate:>10,.0f} events/s   broker CPU {spent:5.1f} s",
             file=sys.stderr,
@@ -605,24 +604,26 @@ def latency(
     return lat, inside
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU seconds (user + system) ``process`` has used so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 class CpuSampler:
     """The CPU a process uses (the embedded broker's), sampled every second on a thread
     of its own: (wall time, CPU seconds so far)."""
 
-    def __init__(self, pid: int) -> None:
-        self._process = psutil.Process(pid)
+    def __init__(self, process: psutil.Process) -> None:
+        self._process = process
         self.points: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _cpu(self) -> float:
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.points.append((time.time(), self._cpu()))
+                self.points.append((time.time(), cpu_seconds(self._process)))
             except psutil.Error:
                 return  # the process is gone
             self._stop.wait(1.0)
@@ -787,12 +788,13 @@ def main() -> None:
             s = stack.settings
             ensure_topics(s, bus_topics(s))
             registry = SchemaRegistryClient(s.schema_registry.client_config())
+            assert stack.broker is not None, "the local stack started the broker"
+            broker_process = psutil.Process(stack.broker.popen.pid)
             if not args.skip_latency:
                 # Latency first, on small topics: the embedded broker's fetches slow down
                 # as its in-memory topics grow, which a real Kafka's do not.
                 # The broker's CPU alongside: its per-produce cost grows with the topics.
-                assert stack.broker is not None, "the local stack started the broker"
-                with CpuSampler(stack.broker.popen.pid) as broker:
+                with CpuSampler(broker_process) as broker:
                     base = broker_latency(s, args.rate, args.seconds, args.linger_ms)
                     worker, inside = latency(
                         s, stack.env(), args.rate, args.seconds, args.linger_ms
@@ -802,8 +804,6 @@ def main() -> None:
                     ("publish → std through a processor worker", worker),
                 ]
             if not args.skip_throughput:
-                assert stack.broker is not None, "the local stack started the broker"
-                broker_process = psutil.Process(stack.broker.popen.pid)
                 result = throughput(s, stack.env(), registry, events, broker_process)
     if result is not None:
         print_throughput(events, result)

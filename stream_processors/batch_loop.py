@@ -92,6 +92,7 @@ _MAX_IN_FLIGHT = 8  # groups written but not committed before the loop stops tak
 _GROUP_MAX_BATCHES = 20
 _FLUSH_TIMEOUT_S = 60.0
 _FETCH_WAIT_MS = 50
+_ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the partitioner decides
 
 
 def tune_gc_for_batches() -> None:
@@ -244,16 +245,14 @@ class BatchLoop:
         key: bytes | None,
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
+        partition: int = _ANY_PARTITION,
     ) -> None:
-        kwargs: dict[str, Any] = {"on_delivery": writes.delivered}
-        if headers:
-            kwargs["headers"] = headers
-        if partition is not None:
-            kwargs["partition"] = partition
+        """One write, counted in ``writes`` (called once per std record: no per-call
+        keyword dict). A full librdkafka queue is waited out, not dropped."""
+        produce: Callable[..., None] = self._producer.produce
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, **kwargs)
+                produce(topic, value, key, partition, on_delivery=writes.delivered, headers=headers)
                 writes.sent()
                 return
             except BufferError:
@@ -263,22 +262,8 @@ class BatchLoop:
         """Step 2, for the batch just added to ``group``: std records and dead letters,
         counted in ``writes`` (the batch's own, within the group's)."""
         out = group.out
-        # The hot path, once per std record: producer calls without ``_produce``'s
-        # per-call keyword dict, counted in one go. A full queue waits for reports,
-        # so what was handed over is counted before them.
-        produce: Callable[..., None] = self._producer.produce
-        delivered, handed = writes.delivered, 0
         for topic, key, value, headers in out.std:
-            while True:
-                try:
-                    produce(topic, value, key, headers=headers, on_delivery=delivered)
-                    break
-                except BufferError:
-                    writes.sent(handed)
-                    handed = 0
-                    self._producer.poll(0.05)  # librdkafka's queue is full: let it drain
-            handed += 1
-        writes.sent(handed)
+            self._produce(writes, topic, key, value, headers)
         out.std.clear()  # handed over (the dead letters stay: they are counted later)
         for dead in out.dead[group.dead_sent :]:
             r = dead.record
