@@ -33,7 +33,7 @@ from schemas.catalog import Dataset
 from stream_processors.batch_stats import UnitStats
 from stream_processors.dlq import DeadLetter
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
-from stream_processors.pipeline import DatasetPipeline
+from stream_processors.pipeline import DatasetPipeline, Output
 
 __all__ = [
     "BACKFILL_HEADER",
@@ -68,6 +68,17 @@ class RawRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+
+
+class Taken(NamedTuple):
+    """What the first pass reads of a decoded record: deduplication's inputs."""
+
+    raw: dict[str, Any]
+    source: Mapping[str, Any]
+    event_id: str
+    version: int
+    digest: str
+    key: bytes | None
 
 
 @dataclass(slots=True)
@@ -197,11 +208,21 @@ class BatchCore:
         changes, stats and counts accumulate, so that several small batches send one
         state (an entity changed in several of them sends one net delta). Each call
         is one undo segment. Raises ``RegistryError`` (retriable) after undoing every
-        unsettled batch."""
+        unsettled batch.
+
+        In three passes over the batch rather than one per record: decode every
+        record, standardize every record that is new against the state before the
+        batch, then decide and account record by record, in order (a record sees the
+        earlier ones' state changes). Each pass keeps its own code and data hot in
+        the CPU caches; one record at a time through all the stages was ~20 % slower
+        (``bench/processor.py``). The last pass standardizes what the second skipped
+        if it turns out new after all."""
         self._undo.append([])
         try:
-            for record in records:
-                self._one(record, out, now_ms)
+            taken = [self._take(r) for r in records]
+            results = [self._standardize_if_new(r, t) for r, t in zip(records, taken, strict=True)]
+            for r, t, result in zip(records, taken, results, strict=True):
+                self._one(r, t, result, out, now_ms)
         except BaseException:
             self.rollback()
             raise
@@ -221,28 +242,62 @@ class BatchCore:
                     offset=entity.offset,
                 )
 
-    def _one(self, r: RawRecord, out: BatchOutput, now_ms: int) -> None:
+    def _take(self, r: RawRecord) -> Taken | DeadLetter:
+        """Pass 1: decode ``r`` and read what deduplication needs."""
+        raw = self._pipelines[r.topic].decode(r.value)
+        if isinstance(raw, DeadLetter):
+            return raw
+        source = raw.get("source") or {}
+        return Taken(
+            raw,
+            source,
+            str(raw.get("event_id")),
+            int(source.get("version") or 0),
+            content_digest(r.value or b""),
+            r.key or _record_key(self._pipelines[r.topic].dataset, raw),
+        )
+
+    def _verdict(
+        self, r: RawRecord, t: Taken
+    ) -> tuple[dict[bytes, Entity], Entity | None, Verdict]:
+        table = self._entities.setdefault((r.topic, r.partition), {})
+        previous = table.get(t.key) if t.key is not None else None
+        verdict = classify(
+            previous, event_id=t.event_id, version=t.version, digest=t.digest, offset=r.offset
+        )
+        return table, previous, verdict
+
+    def _standardize_if_new(
+        self, r: RawRecord, t: Taken | DeadLetter
+    ) -> Output | DeadLetter | None:
+        """Pass 2: the standardized record, if ``r`` is new against the state before
+        the batch (None: not standardized)."""
+        if isinstance(t, DeadLetter) or self._verdict(r, t)[2] is not Verdict.NEW:
+            return None
+        return self._pipelines[r.topic].standardize(t.raw, r.headers)
+
+    def _one(
+        self,
+        r: RawRecord,
+        t: Taken | DeadLetter,
+        result: Output | DeadLetter | None,
+        out: BatchOutput,
+        now_ms: int,
+    ) -> None:
+        """Pass 3: decide what ``r`` is against the state so far, and account for it."""
         pipeline = self._pipelines[r.topic]
         ds = pipeline.dataset
-        raw = pipeline.decode(r.value)
-        if isinstance(raw, DeadLetter):
+        if isinstance(t, DeadLetter):
             stats = out.unit_stats(ds.id, self._unit(unit_from_headers(r.headers)))
             stats.received += 1
             stats.dead_lettered += 1
             stats.last_seen_ms = now_ms
-            out.dead.append(DeadOut(r, ds.id, raw))
+            out.dead.append(DeadOut(r, ds.id, t))
             return
-        source = raw.get("source") or {}
+        source = t.source
         stats = out.unit_stats(ds.id, self._unit(source.get("unit")))
-        event_id = str(raw.get("event_id"))
-        version = int(source.get("version") or 0)
-        digest = content_digest(r.value or b"")
-        key = r.key or _record_key(ds, raw)
-        table = self._entities.setdefault((r.topic, r.partition), {})
-        previous = table.get(key) if key is not None else None
-        verdict = classify(
-            previous, event_id=event_id, version=version, digest=digest, offset=r.offset
-        )
+        event_id, version, digest, key = t.event_id, t.version, t.digest, t.key
+        table, previous, verdict = self._verdict(r, t)
         backfill = is_backfill(r.headers)
         if verdict is Verdict.REDELIVERY:
             assert previous is not None
@@ -270,7 +325,8 @@ class BatchCore:
                 stats.stale += 1
             out.dropped[(ds.id, verdict.value)] = out.dropped.get((ds.id, verdict.value), 0) + 1
             return
-        result = pipeline.standardize(raw, r.headers)
+        if result is None:  # not new before the batch, new after an earlier record of it
+            result = pipeline.standardize(t.raw, r.headers)
         if isinstance(result, DeadLetter):
             stats.dead_lettered += 1
             out.dead.append(DeadOut(r, ds.id, result))
@@ -288,7 +344,7 @@ class BatchCore:
             stats.expected_checked += ec
         for flag in result.flags:
             out.flags[(ds.id, flag)] = out.flags.get((ds.id, flag), 0) + 1
-        out.std.append((ds.std_topic, key, result.value, result.headers))
+        out.std.append((pipeline.std_topic, key, result.value, result.headers))
         if key is None:
             return  # no entity to track: nothing to deduplicate against or contribute
         where = (r.topic, r.partition, key)

@@ -102,6 +102,7 @@ class DatasetPipeline:
         self._reference = reference
         self._clock = clock
         self._ce_type = f"vn.gov.databus.{dataset.id}.std."
+        self.std_topic = dataset.std_topic  # a property that formats: read once
 
     def register(self) -> None:
         """Register the output schema now, so start-up fails early if it cannot."""

@@ -52,9 +52,10 @@ def _schema() -> Any:
 
 
 class StubPipeline:
-    """DatasetPipeline's three members BatchCore uses, without a registry."""
+    """DatasetPipeline's members BatchCore uses, without a registry."""
 
     dataset = DOSSIERS
+    std_topic = DOSSIERS.std_topic
 
     def __init__(self) -> None:
         self._ref = load_reference()
@@ -97,6 +98,7 @@ def record(
     at: datetime = NOW - timedelta(days=6),
     backfill: bool = False,
     dossier_id: str = "HS-BF-1",
+    event_id: str | None = None,
 ) -> RawRecord:
     after = {
         "dossier_id": dossier_id,
@@ -116,7 +118,7 @@ def record(
         "completed_at": _local(completed) if completed else None,
     }
     envelope = {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or str(uuid.uuid4()),
         "op": "r",
         "ts_ms": NOW,
         "source": {
