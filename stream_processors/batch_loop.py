@@ -139,10 +139,12 @@ class BatchLoop:
         self.last_record_monotonic = 0.0
         self.caught_up = False
         self.batches = 0  # groups retired
-        # Records processed (once each, a recalled batch again) and when the last batch
-        # was: the benchmark reads these instead of the metrics registry.
+        # Records processed (once each, a recalled batch again), when the last batch was
+        # and when partitions were last assigned (state restored): the benchmark reads
+        # these instead of the metrics registry.
         self.processed = 0
         self.last_batch_monotonic = 0.0
+        self.assigned_monotonic = 0.0
         self._lag_group = f"{self._group}-standardize"
         self._lag_exported: set[tuple[str, int]] = set()
         self._lag_at = 0.0
@@ -174,6 +176,7 @@ class BatchLoop:
             self._core.load(topic, partition, entities)
         if wanted:
             self._metrics.processor_assigned.set(time.time())
+            self.assigned_monotonic = time.monotonic()
         log.info(
             "assigned %d partitions; %d entities restored in %.1f s",
             len(wanted),

@@ -247,6 +247,7 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     last_batch = stamp("databus_processor_last_batch_timestamp_seconds") or 0.0
     assert 0 < assigned <= last_batch <= time.time()
     assert second.loop.processed == len(events) * 2 - half
+    assert 0 < second.loop.assigned_monotonic <= second.loop.last_batch_monotonic
 
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
     dlq = read_topic(settings, DOSSIERS.dlq_topic, dlq_start)
