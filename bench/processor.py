@@ -78,8 +78,8 @@ from producers.publisher import Publisher, producer_config
 from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
 from stream_processors.alert_facts import contributions
-from stream_processors.batch_core import BatchCore
-from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
+from stream_processors.batch_core import BatchCore, BatchOutput
+from stream_processors.batch_loop import BatchLoop, raw_records, tune_gc_for_batches
 from stream_processors.dlq import DeadLetter, dlq_headers
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
@@ -215,22 +215,21 @@ def plain_loop(
     return n / elapsed
 
 
-def make_loop(settings: Settings, registry: SchemaRegistryClient, group: str) -> BatchLoop:
-    s = settings.model_copy(update={"processor_group": group})
-    ensure_topics(s, bus_topics(s))
+def make_core(registry: SchemaRegistryClient) -> BatchCore:
+    """The processor's core for the dossier topic, as ``databus process`` builds it."""
     ref = load_reference()
-    core = BatchCore(
+    return BatchCore(
         {DOSSIERS.raw_topic: DatasetPipeline(DOSSIERS, registry, ref)},
         frozenset(ref.receiving_units),
         contributions=contributions,
         presence=field_presence,
     )
-    return BatchLoop(
-        s,
-        Metrics(),
-        core,
-        {DOSSIERS.raw_topic: DOSSIERS},
-    )
+
+
+def make_loop(settings: Settings, registry: SchemaRegistryClient, group: str) -> BatchLoop:
+    s = settings.model_copy(update={"processor_group": group})
+    ensure_topics(s, bus_topics(s))
+    return BatchLoop(s, Metrics(), make_core(registry), {DOSSIERS.raw_topic: DOSSIERS})
 
 
 def batch_loop(settings: Settings, registry: SchemaRegistryClient, n: int, group: str) -> float:
@@ -270,6 +269,60 @@ def _commit_at_end(settings: Settings, group: str) -> None:
         asynchronous=False,
     )
     starter.close()
+
+
+@dataclass(frozen=True)
+class CpuOnly:
+    """CPU per record of the same-work loop's work and of the processor's core over
+    the same consumed records, in this process, with no broker in between."""
+
+    same_us: list[float]
+    core_us: list[float]
+
+    def ratio(self) -> float:
+        return statistics.median(self.same_us) / statistics.median(self.core_us)
+
+
+_CPU_PASSES = 5
+_GROUP_BATCHES = 20  # batches per state group, as the loop under load (_GROUP_MAX_BATCHES)
+
+
+def cpu_only(settings: Settings, registry: SchemaRegistryClient, n: int, group: str) -> CpuOnly:
+    """Read the run's ``n`` records once, then pass over them in alternation: the
+    same-work loop's per-record work without its produce (decode, standardize,
+    encode), and the processor's core as the loop drives it (records of a batch of
+    500, ``process_into``, a state group finished every 20 batches) without its
+    writes. The ratio is what dedup, entity state, alert contributions, presence
+    counts and stats cost on top, free of the broker's round trips and noise."""
+    c = consumer(settings, group)
+    c.subscribe([DOSSIERS.raw_topic])
+    msgs: list[Message] = []
+    while len(msgs) < n:
+        msgs += [m for m in c.consume(500, 1.0) if not m.error()]
+    c.close()
+    batches = [msgs[i : i + 500] for i in range(0, len(msgs), 500)]
+    pipeline = DatasetPipeline(DOSSIERS, registry, load_reference())
+    same_us: list[float] = []
+    core_us: list[float] = []
+    for _ in range(_CPU_PASSES + 1):  # the first pass warms caches up: not counted
+        started = time.perf_counter()
+        for m in msgs:
+            raw = pipeline.decode(m.value())
+            if not isinstance(raw, DeadLetter):
+                pipeline.standardize(raw, cast(list[tuple[str, bytes | None]], m.headers() or []))
+        same_us.append((time.perf_counter() - started) / len(msgs) * 1e6)
+        core = make_core(registry)
+        started = time.perf_counter()
+        out = BatchOutput()
+        for i, batch in enumerate(batches, 1):
+            core.process_into(out, raw_records(batch)[0], int(time.time() * 1000))
+            out.std.clear()
+            if i % _GROUP_BATCHES == 0 or i == len(batches):
+                core.finish(out)
+                core.settle(core.unsettled)
+                out = BatchOutput()
+        core_us.append((time.perf_counter() - started) / len(msgs) * 1e6)
+    return CpuOnly(same_us[1:], core_us[1:])
 
 
 @dataclass(frozen=True)
@@ -389,6 +442,7 @@ def worker_run(settings: Settings, env: dict[str, str], n: int, group: str, log:
 class Throughput:
     runs: dict[str, list[float]]  # events/s of each run, by kind
     workers: list[WorkerRun]
+    cpu: CpuOnly
 
     def mean(self, kind: str) -> float:
         return statistics.fmean(self.runs[kind])
@@ -417,6 +471,8 @@ def throughput(
     ensure_topics(settings, [TopicSpec(t, settings.kafka.partitions) for t in _PLAIN_OUT.values()])
     for kind, group in zip(ORDER, groups, strict=True):
         _commit_at_end(settings, f"{group}-standardize" if kind in (LOOP, WORKER) else group)
+    cpu_group = f"bench-cpu-{stamp}"
+    _commit_at_end(settings, cpu_group)
     with Publisher(settings, source_system="bench") as pub:
         publish_events(pub, events)
     logs = settings.data_dir / "logs"
@@ -444,7 +500,7 @@ def throughput(
             file=sys.stderr,
             flush=True,
         )
-    return Throughput(runs, workers)
+    return Throughput(runs, workers, cpu_only(settings, registry, n, cpu_group))
 
 
 # ---- latency ------------------------------------------------------------------
@@ -718,6 +774,14 @@ def print_throughput(events: list[SimEvent], r: Throughput) -> None:
             f"    quality stats all folded +{w.quality_behind_s:.1f} s, last of "
             f"{w.deltas:,} rule deltas applied +{w.rules_behind_s:.1f} s"
         )
+    same, core = (statistics.median(x) for x in (r.cpu.same_us, r.cpu.core_us))
+    print(
+        f"CPU per record, no broker ({len(r.cpu.same_us)} alternating passes over the same "
+        f"records, medians): same work {same:.1f} µs, processor core {core:.1f} µs, "
+        f"same ÷ core {r.cpu.ratio():.2f}"
+    )
+    print(f"    same work µs: {[round(x, 1) for x in r.cpu.same_us]}")
+    print(f"    core µs:      {[round(x, 1) for x in r.cpu.core_us]}")
 
 
 def print_inside(inside: dict[float, float]) -> None:

@@ -75,7 +75,7 @@ from stream_processors.dlq import dlq_headers
 from stream_processors.entity_state import Entity
 from stream_processors.inflight import Group, Groups, Writes
 
-__all__ = ["BatchLoop", "tune_gc_for_batches"]
+__all__ = ["BatchLoop", "raw_records", "tune_gc_for_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ class BatchLoop:
         group in flight is recalled: its entity state rolled back and its records
         processed again, together with ``msgs``, after a backoff.
         """
-        records, stamps = _records(msgs)
+        records, stamps = raw_records(msgs)
         if records:
             self.last_record_monotonic = time.monotonic()
         delay = 0.2
@@ -524,7 +524,7 @@ class BatchLoop:
                 self._producer.flush(30.0)
 
 
-def _records(msgs: list[Message]) -> tuple[list[RawRecord], list[tuple[str, int]]]:
+def raw_records(msgs: list[Message]) -> tuple[list[RawRecord], list[tuple[str, int]]]:
     """The records of ``msgs`` (errors left out) and their topics' Kafka timestamps."""
     records: list[RawRecord] = []
     stamps: list[tuple[str, int]] = []
