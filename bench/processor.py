@@ -18,6 +18,10 @@ In one run, against the same embedded broker and the same raw dossier records:
   twice, over the same records: timed from its loop's first assignment to its own
   stamp of its last batch processed, and how long after its loop the agents finished
   folding what the loop sent them;
+- CPU per record without the broker: the same-work loop's work (decode, standardize,
+  encode) and the processor's core (``BatchCore`` as the loop drives it) over the
+  same consumed records, five passes in alternation in this process — the ratio that
+  does not depend on how long the broker's round trips take on a given machine;
 - end-to-end latency at a fixed offered load: records published at ``--rate``/s to a
   real ``databus process`` worker (its own process); latency = std record read back −
   the record's ``ce_time`` (publish time), after a warm-up; and, as its baseline, plain
