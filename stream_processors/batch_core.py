@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from schemas.catalog import Dataset
+from stream_processors.alert_facts import Contribution
 from stream_processors.batch_stats import UnitStats
 from stream_processors.dlq import DeadLetter
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
@@ -44,7 +45,7 @@ __all__ = [
     "is_backfill",
 ]
 
-Contributions = Callable[[str, Mapping[str, Any]], list[tuple[str, str, dict[str, Any]]]]
+Contributions = Callable[[str, Mapping[str, Any]], list[Contribution]]
 Presence = Callable[[Dataset, Mapping[str, Any]], tuple[int, int, int, int]]
 TopicPartitionKey = tuple[str, int]
 UNKNOWN_UNIT = "unknown"
@@ -244,7 +245,8 @@ class BatchCore:
 
     def _take(self, r: RawRecord) -> Taken | DeadLetter:
         """Pass 1: decode ``r`` and read what deduplication needs."""
-        raw = self._pipelines[r.topic].decode(r.value)
+        pipeline = self._pipelines[r.topic]
+        raw = pipeline.decode(r.value)
         if isinstance(raw, DeadLetter):
             return raw
         source = raw.get("source") or {}
@@ -254,7 +256,7 @@ class BatchCore:
             str(raw.get("event_id")),
             int(source.get("version") or 0),
             content_digest(r.value or b""),
-            r.key or _record_key(self._pipelines[r.topic].dataset, raw),
+            r.key or _record_key(pipeline.dataset, raw),
         )
 
     def _verdict(

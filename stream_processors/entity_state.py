@@ -28,15 +28,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 import orjson
 
-__all__ = ["Entity", "Verdict", "classify", "content_digest"]
+from stream_processors.alert_facts import Contribution
 
-# (group, subject key, payload): tuples as ``alert_facts.contributions`` makes them, and
-# as ``Entity.from_json`` restores them, so that a restored state compares equal.
-Contribution = tuple[str, str, dict[str, Any]]
+__all__ = ["Entity", "Verdict", "classify", "content_digest"]
 
 
 class Verdict(StrEnum):
@@ -53,6 +50,8 @@ class Entity:
     event_id: str
     digest: str
     offset: int
+    # Tuples as ``alert_facts.contributions`` makes them, and as ``from_json`` restores
+    # them, so that a restored state compares equal.
     contributions: list[Contribution] = field(default_factory=list)
     # The contributions before the batch that produced this state: one net delta per
     # entity per batch (previous → contributions) is what a redelivery re-sends.
