@@ -3,25 +3,45 @@
 It takes what the destination refused for good and what the sink could not decode:
 the original key, bytes and headers plus the processor DLQ's error headers
 (stage ``sink:<name>``), so ``databus dlq`` and operators read both alike.
+
+A letter too large for the topic itself (the producer or the broker refuses it as
+``MSG_SIZE_TOO_LARGE``) is sent again without the bytes: no value, no original
+headers, the error headers plus ``databus.errors.original.size`` (bytes) and
+``databus.errors.original.sha256`` (hex digest of the value), so the record can be
+found again at its coordinates (topic, partition, offset) and checked against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from bus.errors import CodecError, DeliveryError
 from bus.settings import Settings
 from bus.topics import ensure_topics, sink_dlq_spec, sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
-from stream_processors.dlq import DeadLetter, dlq_headers
+from stream_processors.dlq import HEADER_PREFIX, DeadLetter, dlq_headers
 from stream_processors.pipeline import codec_letter
 
-__all__ = ["SinkDeadLetters", "SinkLetter", "rejected_letter", "undecodable_letter"]
+__all__ = [
+    "SinkDeadLetters",
+    "SinkLetter",
+    "digest_headers",
+    "rejected_letter",
+    "undecodable_letter",
+]
+
+log = logging.getLogger(__name__)
+
+# a digest letter's texts are cut to this, so it always fits
+_DIGEST_TEXT_MAX = 1000
+_DIGEST_KEY_MAX = 1024
 
 _REJECTED_VI = {
     "http_4xx": "đích từ chối bản ghi (HTTP 4xx), gửi lại sẽ không khác",
@@ -59,6 +79,28 @@ def undecodable_letter(sink_name: str, exc: CodecError) -> DeadLetter:
     return dataclasses.replace(codec_letter(exc), stage=sink_stage(sink_name))
 
 
+def digest_headers(item: SinkLetter) -> list[tuple[str, bytes]]:
+    """The headers of a letter sent without its bytes: where the record is, why it
+    was refused, and its size and SHA-256 (the original headers are left out too)."""
+    rec = item.record
+    letter = dataclasses.replace(
+        item.letter,
+        message=(
+            f"payload omitted ({len(rec.raw)} bytes, too large for the dead-letter topic): "
+            f"{item.letter.message}"
+        )[:_DIGEST_TEXT_MAX],
+        field=item.letter.field[:_DIGEST_TEXT_MAX],
+    )
+    headers = dlq_headers(
+        (), topic=rec.topic, partition=rec.partition, offset=rec.offset, letter=letter
+    )
+    return [
+        *headers,
+        (HEADER_PREFIX + "original.size", str(len(rec.raw)).encode()),
+        (HEADER_PREFIX + "original.sha256", hashlib.sha256(rec.raw).hexdigest().encode()),
+    ]
+
+
 class SinkDeadLetters:
     """An idempotent producer to one sink's dead-letter topic."""
 
@@ -81,20 +123,64 @@ class SinkDeadLetters:
     def ensure_topic(self) -> None:
         ensure_topics(self._settings, [sink_dlq_spec(self._settings, self._sink_name)])
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._failed.append(err)
-
     def send(self, letters: Sequence[SinkLetter], timeout: float = 30.0) -> None:
-        """Produce ``letters`` and wait until the broker acknowledged every one;
-        raises a retriable ``DeliveryError`` otherwise."""
+        """Produce ``letters`` and wait until the broker acknowledged every one (a
+        letter too large for the topic as its digest); raises a retriable
+        ``DeliveryError`` otherwise."""
         producer = self._producer
         if producer is None:
             raise DeliveryError(f"{self.topic}: the dead-letter producer is closed")
         self._failed.clear()
+        too_large: list[SinkLetter] = []
         for item in letters:
-            rec = item.record
-            headers: list[tuple[str, str | bytes | None]] = [
+            if not self._produce(producer, item, too_large, digest=False):
+                too_large.append(item)
+        self._wait(producer, timeout)
+        while too_large:
+            # refused by the producer or the broker for its size: the digest instead
+            retry, too_large = too_large, []
+            for item in retry:
+                rec = item.record
+                log.warning(
+                    "%s: letter for %s[%d]@%d too large (%d bytes): sent as its digest",
+                    self.topic,
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    len(rec.raw),
+                )
+                if not self._produce(producer, item, too_large, digest=True):
+                    raise DeliveryError(f"{self.topic}: even the digest letter is too large")
+            self._wait(producer, timeout)
+            if too_large:
+                raise DeliveryError(f"{self.topic}: the broker refused a digest letter")
+
+    def _produce(
+        self,
+        producer: Producer,
+        item: SinkLetter,
+        too_large: list[SinkLetter],
+        *,
+        digest: bool,
+    ) -> bool:
+        """Queue one letter; False when the producer refuses it for its size."""
+        rec = item.record
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                return
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not digest:
+                too_large.append(item)
+            else:
+                self._failed.append(err)
+
+        if digest:
+            value: bytes | None = None
+            key = rec.key if rec.key is not None and len(rec.key) <= _DIGEST_KEY_MAX else None
+            headers: list[tuple[str, str | bytes | None]] = [*digest_headers(item)]
+        else:
+            value, key = rec.raw, rec.key
+            headers = [
                 *dlq_headers(
                     rec.headers,
                     topic=rec.topic,
@@ -103,18 +189,21 @@ class SinkDeadLetters:
                     letter=item.letter,
                 )
             ]
-            while True:
-                try:
-                    producer.produce(
-                        self.topic,
-                        value=rec.raw,
-                        key=rec.key,
-                        headers=headers,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)  # librdkafka's queue is full: let it drain
+        while True:
+            try:
+                producer.produce(
+                    self.topic, value=value, key=key, headers=headers, on_delivery=delivered
+                )
+                return True
+            except BufferError:
+                producer.poll(0.05)  # librdkafka's queue is full: let it drain
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    return False
+                raise DeliveryError(f"{self.topic}: produce failed: {err}") from exc
+
+    def _wait(self, producer: Producer, timeout: float) -> None:
         remaining = producer.flush(timeout)
         if remaining or self._failed:
             errors = sorted({str(e) for e in self._failed[:5]})
