@@ -168,6 +168,14 @@ class Metrics:
             ["sink", "topic", "partition"],
             registry=r,
         )
+        self.sink_store_rebuilds = Counter(
+            "databus_sink_store_rebuilds",
+            "Times a sink found its store empty or behind its committed offsets and "
+            "replayed from Kafka, by sink and reason (store_empty, store_behind, "
+            "store_replaced, requested).",
+            ["sink", "reason"],
+            registry=r,
+        )
         self.last_event_timestamp = Gauge(
             "databus_last_event_timestamp_seconds",
             "Source time of the newest event seen, by dataset and stage.",

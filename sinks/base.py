@@ -18,15 +18,21 @@ Two kinds of failure, kept apart:
 
 ``write`` raising ``SinkError(retriable=False)`` means the sink itself is broken
 (misconfigured, closed): the runner stops rather than dead-letter a whole stream.
+
+A sink whose destination can lose data on its own (a cache-like store restarted
+empty, restored from an old snapshot, replaced by a new replica) also implements
+:class:`TracksOffsets`: it stores, with the data, the offsets it has applied; the
+runner compares them with the group's committed offsets on every assignment and
+every few seconds, and replays from Kafka what the destination lacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Rejected", "Sink", "SinkRecord"]
+__all__ = ["Applied", "Rejected", "Sink", "SinkRecord", "TracksOffsets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +79,23 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release what the sink holds; it takes no batches afterwards."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a destination says it holds: its identity (None when it holds nothing
+    of ours) and, per (topic, partition), the next offset it has yet to apply."""
+
+    store_id: str | None
+    offsets: Mapping[tuple[str, int], int]
+
+
+@runtime_checkable
+class TracksOffsets(Protocol):
+    def applied(self) -> Applied:
+        """Read the destination's identity and applied offsets; raise a retriable
+        ``SinkError`` when it is unavailable."""
+
+    def mark_applied(self, ends: Mapping[tuple[str, int], int]) -> None:
+        """Record offsets the runner consumed without handing them to ``write``
+        (records that did not decode and went to the dead-letter topic)."""

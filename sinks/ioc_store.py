@@ -30,6 +30,7 @@ whole table)::
     ioc:{geo:D}:points | :v            GEO    located members of D | their guard
     ioc:{alerts}:stream | :open | :seen:ID    alerts (capped stream, open, dedup)
     ioc:{ledger}:quality | :units      HASH   quality reports | delivery ledger rows
+    ioc:{offsets}:applied | :store     HASH   Kafka offsets applied | the store's id
     channel ioc:alerts                 PUBLISH every newly appended alert
 
 Idempotence: every state change is one Lua script with a version guard
@@ -37,6 +38,12 @@ Idempotence: every state change is one Lua script with a version guard
 ``event_id``), which removes the entity's old KPI contribution and adds the new one
 in the same step; deletes leave a versioned tombstone, so an older event replayed
 later cannot resurrect the entity. Replays and any delivery order converge.
+
+Healing: each batch's pipeline ends with the Kafka offsets it applied
+(``ioc_offsets``); the runner compares them with the group's committed offsets
+and replays from Kafka whatever a store that lost data, came back from an older
+snapshot or is a new replica lacks (``sinks.replay``, runbook
+``docs/runbooks/ioc-store.md``).
 
 Personal fields (catalog ``personal_fields``) never reach Redis: dossiers copy an
 allowlist, other datasets their std schema's fields minus the personal ones.
@@ -59,10 +66,11 @@ from typing import Any
 import redis
 import redis.exceptions as rex
 
+from bus.consumers import TP, next_offsets
 from bus.errors import SinkError
 from bus.metrics import Metrics
 from schemas.catalog import ALERTS_TOPIC, DATASETS, DOSSIERS, QUALITY_TOPIC, Dataset
-from sinks.base import Rejected, SinkRecord
+from sinks.base import Applied, Rejected, SinkRecord
 from sinks.ioc_alerts import (
     ALERT_CHANNEL,
     ALERT_LUA,
@@ -86,6 +94,7 @@ from sinks.ioc_dossiers import (
 from sinks.ioc_entities import ENTITY_DATASETS, ENTITY_LUA, plan_entity
 from sinks.ioc_geo import GEO_LUA, plan_geo
 from sinks.ioc_ledger import QUALITY_LUA, is_quality, plan_quality, refresh_ledger
+from sinks.ioc_offsets import OFFSETS_LUA, plan_offsets, read_applied
 from stream_processors.reference import load_reference
 
 __all__ = [
@@ -149,6 +158,7 @@ class IocStoreSink:
         self._entity_script = redis_client.register_script(ENTITY_LUA)
         self._geo_script = redis_client.register_script(GEO_LUA)
         self._quality_script = redis_client.register_script(QUALITY_LUA)
+        self._offsets_script = redis_client.register_script(OFFSETS_LUA)
         self._unit_names = {u.code: u.name for u in load_reference().receiving_units.values()}
         self._by_topic: dict[str, Dataset] = {
             DATASETS[d].std_topic: DATASETS[d] for d in ENTITY_DATASETS
@@ -183,17 +193,27 @@ class IocStoreSink:
                     type(exc).__name__,
                 )
         calls = [(i, call) for i, cs in plans for call in cs]
-        if calls:
+        # last in the pipeline: the store's offsets are never ahead of its data
+        offsets = plan_offsets(
+            self._offsets_script, next_offsets((r.topic, r.partition, r.offset) for r in batch)
+        )
+        if batch:
             try:
-                results = self._execute(calls, units)
+                results = self._execute([*calls, (-1, offsets)], units)
                 if any(isinstance(r, rex.NoScriptError) for r in results):
                     # Redis restarted or SCRIPT FLUSH ran: load and resend the
                     # batch, which the version guards make safe.
                     self._load_scripts()
-                    results = self._execute(calls, units)
+                    results = self._execute([*calls, (-1, offsets)], units)
             except rex.RedisError as exc:
                 raise sink_error(exc, "write") from exc
-            for (i, _call), result in zip(calls, results[1 if units else 0 :], strict=True):
+            first = 1 if units else 0
+            if isinstance(results[-1], rex.ResponseError):
+                raise SinkError(
+                    f"ioc_store: Redis refused the offsets script: {type(results[-1]).__name__}",
+                    retriable=True,
+                )
+            for (i, _call), result in zip(calls, results[first:-1], strict=True):
                 if isinstance(result, rex.ResponseError) and i not in rejected:
                     if isinstance(result, rex.NoScriptError):
                         raise SinkError("ioc_store: scripts vanished twice", retriable=True)
@@ -213,6 +233,28 @@ class IocStoreSink:
 
     def close(self) -> None:
         self._closed = True
+
+    # -- TracksOffsets ----------------------------------------------------------
+
+    def applied(self) -> Applied:
+        try:
+            return read_applied(self._redis)
+        except rex.RedisError as exc:
+            raise sink_error(exc, "reading the applied offsets") from exc
+
+    def mark_applied(self, ends: Mapping[TP, int]) -> None:
+        if not ends:
+            return
+        call = plan_offsets(self._offsets_script, ends)
+        try:
+            results = self._execute([(-1, call)], set())
+            if isinstance(results[-1], rex.NoScriptError):
+                self._load_scripts()
+                results = self._execute([(-1, call)], set())
+        except rex.RedisError as exc:
+            raise sink_error(exc, "marking offsets") from exc
+        if isinstance(results[-1], rex.ResponseError):
+            raise SinkError("ioc_store: Redis refused the offsets script", retriable=True)
 
     # -- planning -------------------------------------------------------------
 
@@ -275,6 +317,7 @@ class IocStoreSink:
             self._entity_script,
             self._geo_script,
             self._quality_script,
+            self._offsets_script,
         ):
             self._redis.script_load(script.script)
 

@@ -68,6 +68,9 @@ def registry_url(stack_settings: Settings) -> str:
     return stack_settings.schema_registry.url
 
 
+_STORE_ID_KEY = b"ioc:{offsets}:store"
+
+
 def _redis_content(client: redis.Redis) -> dict[bytes, object]:
     """Every key's logical content. DUMP bytes are not stable: a hash's internal
     order changes with incremental rehashing even when nothing was written."""
@@ -79,11 +82,15 @@ def _redis_content(client: redis.Redis) -> dict[bytes, object]:
         b"list": lambda k: client.lrange(k, 0, -1),
         b"stream": lambda k: client.xrange(k),
     }
-    return {
+    content: dict[bytes, object] = {
         key: (kind, readers[kind](key), client.pttl(key) > 0)
         for key in sorted(client.scan_iter(count=1000))
         if (kind := client.type(key)) in readers
     }
+    # the IOC store's identity is random per store: compare that it is there
+    if _STORE_ID_KEY in content:
+        content[_STORE_ID_KEY] = "present"
+    return content
 
 
 @pytest.fixture(scope="session")
