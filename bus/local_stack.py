@@ -183,34 +183,45 @@ def redis_binary() -> str:
     return str(path)
 
 
-def start_redis(data_dir: Path) -> tuple[ManagedProcess, str]:
-    """Start ``redis-server`` with persistence off (the IOC store is rebuilt from Kafka)."""
+def start_redis(
+    data_dir: Path, port: int | None = None, *, persist: bool = True
+) -> tuple[ManagedProcess, str]:
+    """Start ``redis-server`` on ``data_dir/redis``; returns the process and its URL.
+
+    ``persist`` (default): the data survives a restart — the append-only file,
+    fsync'd every second, plus RDB snapshots; the directory and the files Redis
+    creates are owner-only. A second lost on a crash, or a store lost entirely, is
+    replayed from Kafka by the IOC sink (``docs/runbooks/ioc-store.md``).
+    ``port``: listen there instead of a free port, e.g. to restart Redis where its
+    clients expect it.
+    """
     import redis
 
-    port = free_port()
+    port = port or free_port()
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    proc = ManagedProcess(
-        "redis",
-        [
-            redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(redis_dir),
-        ],
-        data_dir / "logs" / "redis.log",
-    )
+    redis_dir.chmod(0o700)
+    if persist:
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        durability += ["--save", "900 1 300 100 60 10000"]
+    else:
+        durability = ["--save", "", "--appendonly", "no"]
+    argv = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", *durability]
+    argv += ["--dir", str(redis_dir)]
+    # the child inherits the umask: every file Redis writes is owner-only
+    old_umask = os.umask(0o077)
+    try:
+        proc = ManagedProcess("redis", argv, data_dir / "logs" / "redis.log")
+    finally:
+        os.umask(old_umask)
     url = f"redis://127.0.0.1:{port}/0"
 
     def ready() -> bool:
-        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        # a persistent Redis answers LOADING while it reads its files
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        except redis.exceptions.BusyLoadingError:
+            return False
 
     _wait_until(proc, lambda: _port_open("127.0.0.1", port) and ready())
     return proc, url
