@@ -4,11 +4,17 @@ Each sink is its own process and consumer group, so a destination that is down
 pauses only its own partitions: the other sinks keep writing. Each serves
 ``/metrics``, ``/livez`` and ``/readyz`` (broker, registry, its destination, its
 circuit) on ``DATABUS_METRICS__PORT``.
+
+``databus sink ioc --rebuild`` replays the std, alert and quality topics from their
+start into the IOC store, with a progress bar per topic, and exits when it has
+reached the ends the topics had when it started (runbook:
+``docs/runbooks/ioc-store.md``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,8 +25,12 @@ from bus.settings import Settings
 from sinks.base import Sink
 
 if TYPE_CHECKING:
+    import redis
+
     from bus.health_checks import Check
     from bus.metrics import Metrics
+
+TP = tuple[str, int]
 
 __all__ = ["sink_app"]
 
@@ -73,8 +83,18 @@ def std_topics(datasets: Sequence[str] | None = None) -> list[str]:
 
 
 @sink_app.command("ioc")
-def sink_ioc() -> None:
-    """The IOC store (Redis): latest state of every dataset, KPIs, alerts, geo index."""
+def sink_ioc(
+    rebuild: bool = typer.Option(
+        False,
+        "--rebuild",
+        help="Replay every std, alert and quality topic from its start into the store, "
+        "show progress per topic, and exit once caught up.",
+    ),
+) -> None:
+    """The IOC store (Redis): latest state of every dataset, KPIs, alerts, geo index.
+
+    It heals by itself: a store that comes back empty or behind (lost its data,
+    restored from an old snapshot, a new replica) is replayed from Kafka."""
     import redis
 
     from bus.health_checks import redis_check
@@ -89,14 +109,125 @@ def sink_ioc() -> None:
         raise typer.Exit(2)
     client = redis.Redis.from_url(settings.redis.url)
     metrics = Metrics()
+    topics = [*std_topics(), ALERTS_TOPIC, QUALITY_TOPIC]
+    if rebuild:
+        _rebuild_ioc(settings, client, metrics, topics)
+        return
     _run(
         settings,
         IocStoreSink(client, metrics=metrics),
         name="ioc_store",
-        topics=[*std_topics(), ALERTS_TOPIC, QUALITY_TOPIC],
+        topics=topics,
         group=settings.sink_group,
         metrics=metrics,
         checks={"redis": redis_check(settings.redis.url)},
+    )
+
+
+def _watermarks(settings: Settings, topics: Sequence[str]) -> dict[TP, tuple[int, int]]:
+    """(low, high) of every partition of the existing ``topics``."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from bus.cli_common import fail
+
+    probe = Consumer({**settings.kafka.client_config(), "group.id": "databus-rebuild-probe"})
+    try:
+        meta = probe.list_topics(timeout=10)
+        out: dict[TP, tuple[int, int]] = {}
+        for topic in topics:
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None:
+                continue
+            for partition in found.partitions:
+                low, high = probe.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10
+                )
+                out[(topic, partition)] = (max(low, 0), max(high, 0))
+        return out
+    except KafkaException as exc:
+        fail(
+            f"cannot reach the broker at {settings.kafka.bootstrap_servers} ({exc.args[0]}); "
+            "check DATABUS_KAFKA__BOOTSTRAP_SERVERS",
+            2,
+        )
+    finally:
+        probe.close()
+
+
+def _rebuild_ioc(
+    settings: Settings, client: redis.Redis, metrics: Metrics, topics: Sequence[str]
+) -> None:
+    """Forget the store's applied offsets (an ioc sink running on it replays too),
+    then replay every topic from its start up to the ends it has now."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from sinks.ioc_offsets import forget_applied
+    from sinks.ioc_store import IocStoreSink
+    from sinks.runner import SinkRunner
+
+    started = time.monotonic()
+    ends = _watermarks(settings, topics)
+    forget_applied(client)
+    if not ends:
+        console.print("nothing to replay: none of the topics exists yet")
+        return
+    runner = SinkRunner(
+        settings,
+        IocStoreSink(client, metrics=metrics),
+        name="ioc_store",
+        topics=topics,
+        group=settings.sink_group,
+        metrics=metrics,
+        rewind_all=True,
+    )
+    by_topic: dict[str, list[TP]] = {}
+    for tp in ends:
+        by_topic.setdefault(tp[0], []).append(tp)
+    stop = stop_on_signals()
+    log.info("ioc store: rebuilding from %d topics, %d partitions", len(by_topic), len(ends))
+
+    def replayed(tp: TP, positions: Mapping[TP, int]) -> int:
+        low, high = ends[tp]
+        return max(0, min(positions.get(tp, low), high) - low)
+
+    def caught_up(owned: set[TP], positions: Mapping[TP, int]) -> bool:
+        """Every partition this process owns has reached its end at the start (the
+        others, if any, belong to another member of the group, which replays them)."""
+        return bool(owned) and all(
+            positions.get(tp, -1) >= ends[tp][1]
+            for tp in owned
+            if tp in ends and ends[tp][1] > ends[tp][0]
+        )
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {
+            topic: progress.add_task(topic, total=sum(ends[tp][1] - ends[tp][0] for tp in tps))
+            for topic, tps in sorted(by_topic.items())
+        }
+        try:
+            while not stop.is_set():
+                runner.poll_once(0.5)
+                positions, owned = runner.positions(), set(runner.assigned())
+                for topic, tps in by_topic.items():
+                    progress.update(
+                        tasks[topic], completed=sum(replayed(tp, positions) for tp in tps)
+                    )
+                if caught_up(owned, positions):
+                    break
+        finally:
+            runner.close()
+    if stop.is_set():
+        console.print("[yellow]rebuild interrupted[/]: the ioc sink replays the rest when it runs")
+        raise typer.Exit(1)
+    console.print(
+        f"ioc store rebuilt: {runner.records_written} records replayed from "
+        f"{len(by_topic)} topics in {time.monotonic() - started:.1f} s"
     )
 
 

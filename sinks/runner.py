@@ -12,6 +12,13 @@ tenacity's backoff times, behind a circuit breaker.
 Records the destination refuses for good, and records that do not decode, go to
 the sink's dead-letter topic; that write is acknowledged before any offset of
 their batch is committed.
+
+A sink that tracks the offsets its destination applied (``TracksOffsets``, the IOC
+store) is checked on every assignment and every ``store_check_s`` seconds: where
+the destination is behind the group's committed offsets (it lost its data, came
+back from an older snapshot, is a new replica), the partitions are rewound to what
+it holds and replayed; every rebuild is logged and counted
+(``databus_sink_store_rebuilds_total{sink,reason}``).
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from bus.errors import CodecError, DatabusError, SinkError
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.codec import AvroDeserializer
-from sinks.base import Rejected, Sink, SinkRecord
+from sinks.base import Rejected, Sink, SinkRecord, TracksOffsets
 from sinks.circuit import CIRCUIT_STATE_VALUES, Circuit, CircuitOpenError, CircuitState, backoff
+from sinks.replay import FROM_START, Rewind, rewind_plan
 from sinks.sink_dlq import SinkDeadLetters, SinkLetter, rejected_letter, undecodable_letter
 
 __all__ = ["SinkRunner"]
@@ -109,7 +117,12 @@ class SinkRunner:
         registry: SchemaRegistryClient | None = None,
         batch_size: int | None = None,
         dead_letters: SinkDeadLetters | None = None,
+        store_check_s: float = 5.0,
+        rewind_all: bool = False,
     ) -> None:
+        """``store_check_s``: how often a sink that tracks offsets is compared with
+        the committed offsets (besides every assignment); ``rewind_all``: replay
+        every assigned partition from its start (``databus sink ioc --rebuild``)."""
         conf = settings.sink
         self._sink = sink
         self._name = name
@@ -133,6 +146,12 @@ class SinkRunner:
         self._next: dict[TP, int] = {}
         self.records_written = 0
         self._started = False
+        self._tracker = sink if isinstance(sink, TracksOffsets) else None
+        self._store_check_s = store_check_s
+        self._rewind_all = rewind_all
+        self._check_at = 0.0
+        self._known_store: str | None = None
+        self.rebuilds = 0
 
     # ---- lifecycle
     def start(self) -> None:
@@ -178,6 +197,13 @@ class SinkRunner:
                 retriable=True,
             )
 
+    def positions(self) -> dict[TP, int]:
+        """Per owned partition, the next offset to commit (negative: from the start)."""
+        return dict(self._next)
+
+    def assigned(self) -> list[TP]:
+        return [(tp.topic, tp.partition) for tp in self._consumer_assignment()]
+
     @property
     def holding(self) -> bool:
         """True while a batch waits for the destination (its partitions paused)."""
@@ -192,6 +218,8 @@ class SinkRunner:
         try:
             if self._held is not None:
                 return self._poll_held(timeout)
+            if self._tracker is not None and time.monotonic() >= self._check_at:
+                self._check_store()
             messages = take(self._consumer, self._batch_size, timeout)
             good = []
             for msg in messages:
@@ -253,6 +281,9 @@ class SinkRunner:
                 batch.letters += [
                     SinkLetter(r.record, rejected_letter(self._name, r)) for r in rejected
                 ]
+            if self._tracker is not None and any(x.kind == "undecodable" for x in batch.letters):
+                # the destination never saw these: tell it they are behind us
+                self._tracker.mark_applied(next_offsets(_where(m) for m in batch.messages))
             batch.written = True
         if batch.letters and not batch.dead_lettered:
             # A retry after a partial failure may send some letters twice: at-least-once.
@@ -391,8 +422,97 @@ class SinkRunner:
         except RuntimeError:  # closed
             return []
 
+    # ---- a destination that lost data: rewind and replay
+    def _check_store(self) -> None:
+        """Between batches (everything consumed is written and committed): rewind the
+        owned partitions the destination lacks."""
+        self._check_at = time.monotonic() + self._store_check_s
+        owned = set(self.assigned())
+        expected = {tp: n for tp, n in self._next.items() if tp in owned}
+        rewind = self._plan(expected)
+        if rewind is None:
+            return
+        for (topic, partition), offset in rewind.seek.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner checks
+                log.warning("%s: could not rewind %s[%d]: %s", self._name, topic, partition, exc)
+                continue
+            self._next[(topic, partition)] = offset
+
+    def _plan(self, expected: dict[TP, int], *, everything: bool = False) -> Rewind | None:
+        """The rewind the destination needs (all of ``expected`` from the start when
+        ``everything``); counted and logged. None when the destination cannot be read
+        now: the next check tries again."""
+        assert self._tracker is not None
+        if everything:
+            rewind: Rewind | None = Rewind("requested", dict.fromkeys(expected, FROM_START), 0)
+        else:
+            try:
+                applied = self._tracker.applied()
+            except DatabusError as exc:
+                if not exc.retriable:
+                    raise
+                log.warning("%s: cannot read the store's offsets (%s)", self._name, exc)
+                self._check_at = 0.0
+                return None
+            rewind = rewind_plan(applied, expected, self._known_store)
+            if applied.store_id is not None and applied.store_id != self._known_store:
+                if self._known_store is not None:
+                    log.warning("%s: the store's identity changed", self._name)
+                self._known_store = applied.store_id
+        if rewind is None or not rewind.seek:
+            return None
+        self.rebuilds += 1
+        self._metrics.sink_store_rebuilds.labels(self._name, rewind.reason).inc()
+        from_start = sum(1 for o in rewind.seek.values() if o == FROM_START)
+        log.warning(
+            "%s: rebuilding the store (%s): replaying %d partition(s) from Kafka, "
+            "%d of them from their start, %d record(s) known behind",
+            self._name,
+            rewind.reason,
+            len(rewind.seek),
+            from_start,
+            rewind.records,
+        )
+        return rewind
+
+    def _rewind_assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> bool:
+        """On assignment: start from the committed offsets, or from what the
+        destination holds where it is behind. True when an offset was changed."""
+        try:
+            committed = consumer.committed(partitions, timeout=10.0)
+        except KafkaException as exc:
+            log.warning("%s: committed offsets unavailable (%s)", self._name, exc)
+            self._check_at = 0.0
+            return False
+        expected: dict[TP, int] = {}
+        for tp in committed:
+            if tp.offset >= 0:
+                expected[(tp.topic, tp.partition)] = tp.offset
+                self._next[(tp.topic, tp.partition)] = tp.offset
+        if self._rewind_all:
+            expected = {(tp.topic, tp.partition): max(tp.offset, 1) for tp in committed}
+        rewind = self._plan(expected, everything=self._rewind_all)
+        self._check_at = time.monotonic() + self._store_check_s
+        if rewind is None:
+            return False
+        for tp in partitions:
+            target = rewind.seek.get((tp.topic, tp.partition))
+            if target is not None:
+                tp.offset = target
+                self._next[(tp.topic, tp.partition)] = target
+        return True
+
     # ---- rebalance callbacks (run inside poll/consume/close)
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        rewound = (
+            self._tracker is not None
+            and bool(partitions)
+            and self._rewind_assigned(consumer, partitions)
+        )
+        if rewound and self._held is None:
+            consumer.incremental_assign(partitions)
         if self._held is not None and partitions:
             # New partitions must wait behind the held batch like the others.
             consumer.incremental_assign(partitions)

@@ -1,0 +1,289 @@
+"""The IOC store heals: its embedded Redis keeps its data across restarts, and a store
+that comes back empty or behind is rebuilt from Kafka by the sink itself.
+
+Real parts only: the session's embedded broker and registry, and a redis-server of
+the test's own (``start_redis``, persistent, in the test's data directory) that the
+test wipes, stops, and restores from a copy of its files. Every record the test
+produced is std / alert Avro on topics of the test's own.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from std_samples import SIMULATED, std_events
+from test_ioc_store import NOW, UNITS, generated_events, make_alert
+
+from bus.local_stack import ManagedProcess, start_redis
+from bus.metrics import Metrics
+from bus.settings import Settings, SinkSettings
+from bus.topics import TopicSpec, ensure_topics
+from schemas.catalog import ALERTS_SCHEMA, DOSSIERS, get_dataset, load_schema, value_subject
+from schemas.codec import AvroSerializer
+from sinks.ioc_offsets import read_applied
+from sinks.ioc_store import IocStoreSink, read_unit_kpis
+from sinks.runner import SinkRunner
+
+pytestmark = pytest.mark.integration
+
+TP = tuple[str, int]
+DEADLINE_S = 90.0
+FAST = SinkSettings(
+    backoff_initial_s=0.02, backoff_max_s=0.2, breaker_fail_max=2, breaker_reset_timeout_s=0.1
+)
+# a few sector datasets (entities, KPI sums, geo) beside the dossiers (unit KPIs)
+SECTORS = SIMULATED[:6]
+
+
+@dataclass
+class Feed:
+    """The test's topics, and the ends of every partition it produced to."""
+
+    settings: Settings
+    registry: SchemaRegistryClient
+    tag: str
+    topics: dict[str, str] = field(default_factory=dict)  # dataset -> topic
+    ends: dict[TP, int] = field(default_factory=dict)
+
+    def topic(self, name: str, partitions: int) -> str:
+        topic = f"test.iocrb{self.tag}.{name}.std.v1"
+        if name not in self.topics:
+            ensure_topics(self.settings, [TopicSpec(topic, partitions)])
+            self.topics[name] = topic
+        return topic
+
+    def produce(self, name: str, schema_path: str, values: list[dict[str, Any]], n: int) -> None:
+        """Spread ``values`` over ``n`` partitions (one: in order)."""
+        topic = self.topic(name, n)
+        encode = AvroSerializer(self.registry, value_subject(topic), load_schema(schema_path))
+        producer = Producer({**self.settings.kafka.client_config(), "enable.idempotence": True})
+        errors: list[object] = []
+
+        def acked(err: object, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+                return
+            tp = (msg.topic(), msg.partition())
+            self.ends[tp] = max(self.ends.get(tp, 0), msg.offset() + 1)
+
+        for i, value in enumerate(values):
+            producer.produce(topic, encode(value), partition=i % n, on_delivery=acked)
+        assert producer.flush(30) == 0
+        assert not errors
+
+    def wave(self, seed: int) -> None:
+        """Sector events, dossier lifecycles and alerts: a wave of changes."""
+        for dataset_id in SECTORS:
+            ds = get_dataset(dataset_id)
+            assert ds.std_schema is not None
+            events = std_events(dataset_id)
+            rng = random.Random(seed)
+            self.produce(dataset_id, ds.std_schema, rng.sample(events, len(events) // 3), 2)
+        assert DOSSIERS.std_schema is not None
+        dossiers = generated_events(seed=seed, n=60)
+        self.produce("dossiers", DOSSIERS.std_schema, dossiers, 2)
+        alerts = [
+            make_alert(state, seed * 100 + i, alert_id=f"A{seed}-{i // 3}")
+            for i, state in enumerate(["RAISED", "UPDATED", "RESOLVED"] * 4)
+        ]
+        self.produce("alerts", ALERTS_SCHEMA, alerts, 1)
+
+
+@pytest.fixture
+def feed(stack_settings: Settings, registry_url: str) -> Feed:
+    return Feed(stack_settings, SchemaRegistryClient({"url": registry_url}), uuid.uuid4().hex[:8])
+
+
+class Store:
+    """The test's own persistent redis-server, restartable on the same port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: ManagedProcess | None = None
+        self.port: int | None = None
+        self.client: redis.Redis | None = None
+
+    def start(self) -> redis.Redis:
+        self.proc, url = start_redis(self.data_dir, self.port)
+        self.port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
+        if self.client is None:
+            self.client = redis.Redis.from_url(url)
+        return self.client
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.stop()
+        self.proc = None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "data")
+    s.start()
+    try:
+        yield s
+    finally:
+        if s.proc is not None:
+            s.stop()
+        if s.client is not None:
+            s.client.close()
+
+
+@pytest.fixture
+def make_runner(
+    feed: Feed, registry_url: str
+) -> Iterator[Callable[[redis.Redis, Metrics], SinkRunner]]:
+    made: list[SinkRunner] = []
+    group = f"test-iocrb-{feed.tag}"
+
+    def make(client: redis.Redis, metrics: Metrics) -> SinkRunner:
+        runner = SinkRunner(
+            feed.settings.model_copy(update={"sink": FAST}),
+            IocStoreSink(client),
+            name="ioc_store",
+            topics=sorted(feed.topics.values()),
+            group=group,
+            metrics=metrics,
+            registry=SchemaRegistryClient({"url": registry_url}),
+            store_check_s=0.2,
+        )
+        made.append(runner)
+        return runner
+
+    yield make
+    for runner in made:
+        runner.close()
+
+
+def drive(runner: SinkRunner, done: Callable[[], bool]) -> None:
+    """Poll until ``done`` (each poll waits on the broker; no sleeps)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        assert time.monotonic() < deadline, "the sink did not get there in time"
+        runner.poll_once(timeout=0.2)
+
+
+def caught_up(runner: SinkRunner, client: redis.Redis, ends: dict[TP, int]) -> Callable[[], bool]:
+    def done() -> bool:
+        try:
+            applied = read_applied(client).offsets
+        except redis.exceptions.ConnectionError:
+            return False
+        positions = runner.positions()
+        return all(applied.get(tp, 0) >= n and positions.get(tp, 0) >= n for tp, n in ends.items())
+
+    return done
+
+
+def content(client: redis.Redis, snapshot: Callable[[redis.Redis], dict[bytes, object]]) -> Any:
+    """The store's logical content; stream entries without their ids (``XADD *`` gives
+    a rebuilt stream new ids for the same entries in the same order)."""
+    out = snapshot(client)
+    for key, value in out.items():
+        if isinstance(value, tuple) and value[0] == b"stream":
+            out[key] = (value[0], [fields for _id, fields in value[1]], value[2])
+    return out
+
+
+def rebuilds(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "databus_sink_store_rebuilds_total", {"sink": "ioc_store", "reason": reason}
+    )
+    return value or 0.0
+
+
+Snapshot = Callable[[redis.Redis], dict[bytes, object]]
+
+
+def test_the_embedded_redis_keeps_its_data_across_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+    client = store.start()
+    try:
+        client.hset("ioc:{D:00}:e:k1", mapping={"status": "open"})
+        store.stop()
+        assert client.connection_pool is not None
+        client.connection_pool.disconnect()
+        store.start()
+        assert client.hgetall("ioc:{D:00}:e:k1") == {b"status": b"open"}
+        redis_dir = tmp_path / "data" / "redis"
+        assert stat.S_IMODE(redis_dir.stat().st_mode) == 0o700
+        files = [p for p in redis_dir.iterdir() if p.is_file()]
+        assert any(p.name.endswith(".aof") for p in files)
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path.name
+    finally:
+        store.stop()
+        client.close()
+
+
+def test_a_store_wiped_while_the_sink_runs_is_rebuilt_by_the_sink(
+    feed: Feed,
+    store: Store,
+    make_runner: Callable[[redis.Redis, Metrics], SinkRunner],
+    redis_snapshot: Snapshot,
+) -> None:
+    feed.wave(seed=1)
+    client = store.client
+    assert client is not None
+    metrics = Metrics()
+    runner = make_runner(client, metrics)
+    drive(runner, caught_up(runner, client, feed.ends))
+    before = content(client, redis_snapshot)
+    kpis = read_unit_kpis(client, NOW)
+    assert len(kpis) == len(UNITS)
+    assert rebuilds(metrics, "store_empty") == 0
+
+    client.flushall()  # the store lost everything (a restart without its data)
+    drive(runner, lambda: runner.rebuilds >= 1)
+    drive(runner, caught_up(runner, client, feed.ends))
+
+    assert content(client, redis_snapshot) == before
+    assert read_unit_kpis(client, NOW) == kpis
+    assert rebuilds(metrics, "store_empty") == 1
+
+
+def test_a_store_restored_from_an_older_snapshot_is_brought_up_to_date(
+    feed: Feed,
+    store: Store,
+    make_runner: Callable[[redis.Redis, Metrics], SinkRunner],
+    redis_snapshot: Snapshot,
+    tmp_path: Path,
+) -> None:
+    feed.wave(seed=2)
+    client = store.client
+    assert client is not None
+    metrics = Metrics()
+    runner = make_runner(client, metrics)
+    drive(runner, caught_up(runner, client, feed.ends))
+
+    # the operator's backup at time T: the files of a cleanly stopped Redis
+    store.stop()
+    backup = tmp_path / "backup"
+    shutil.copytree(store.data_dir / "redis", backup)
+    store.start()
+    feed.wave(seed=3)  # more changes after T
+    drive(runner, caught_up(runner, client, feed.ends))
+    current = content(client, redis_snapshot)
+
+    store.stop()
+    shutil.rmtree(store.data_dir / "redis")
+    shutil.copytree(backup, store.data_dir / "redis")
+    store.start()
+    assert content(client, redis_snapshot) != current  # the store is back at T
+
+    drive(runner, lambda: runner.rebuilds >= 1)
+    drive(runner, caught_up(runner, client, feed.ends))
+    assert content(client, redis_snapshot) == current
+    assert rebuilds(metrics, "store_behind") == 1
