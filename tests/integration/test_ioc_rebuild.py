@@ -23,14 +23,22 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from databus_cli import run_databus
 from std_samples import SIMULATED, std_events
 from test_ioc_store import NOW, UNITS, generated_events, make_alert
 
-from bus.local_stack import ManagedProcess, start_redis
+from bus.local_stack import LocalStack, ManagedProcess, start_redis
 from bus.metrics import Metrics
-from bus.settings import Settings, SinkSettings
+from bus.settings import Settings, SinkSettings, load_settings
 from bus.topics import TopicSpec, ensure_topics
-from schemas.catalog import ALERTS_SCHEMA, DOSSIERS, get_dataset, load_schema, value_subject
+from schemas.catalog import (
+    ALERTS_SCHEMA,
+    ALERTS_TOPIC,
+    DOSSIERS,
+    get_dataset,
+    load_schema,
+    value_subject,
+)
 from schemas.codec import AvroSerializer
 from sinks.ioc_offsets import read_applied
 from sinks.ioc_store import IocStoreSink, read_unit_kpis
@@ -56,9 +64,12 @@ class Feed:
     tag: str
     topics: dict[str, str] = field(default_factory=dict)  # dataset -> topic
     ends: dict[TP, int] = field(default_factory=dict)
+    real_topics: bool = False  # the catalog's own topics (a stack of the test's own)
 
     def topic(self, name: str, partitions: int) -> str:
         topic = f"test.iocrb{self.tag}.{name}.std.v1"
+        if self.real_topics:
+            topic = ALERTS_TOPIC if name == "alerts" else get_dataset(name).std_topic
         if name not in self.topics:
             ensure_topics(self.settings, [TopicSpec(topic, partitions)])
             self.topics[name] = topic
@@ -93,7 +104,7 @@ class Feed:
             self.produce(dataset_id, ds.std_schema, rng.sample(events, len(events) // 3), 2)
         assert DOSSIERS.std_schema is not None
         dossiers = generated_events(seed=seed, n=60)
-        self.produce("dossiers", DOSSIERS.std_schema, dossiers, 2)
+        self.produce(DOSSIERS.id, DOSSIERS.std_schema, dossiers, 2)
         alerts = [
             make_alert(state, seed * 100 + i, alert_id=f"A{seed}-{i // 3}")
             for i, state in enumerate(["RAISED", "UPDATED", "RESOLVED"] * 4)
@@ -254,6 +265,7 @@ def test_a_store_wiped_while_the_sink_runs_is_rebuilt_by_the_sink(
     assert rebuilds(metrics, "store_empty") == 1
 
 
+@pytest.mark.slow  # two waves and three Redis restarts: about a minute
 def test_a_store_restored_from_an_older_snapshot_is_brought_up_to_date(
     feed: Feed,
     store: Store,
@@ -287,3 +299,35 @@ def test_a_store_restored_from_an_older_snapshot_is_brought_up_to_date(
     drive(runner, caught_up(runner, client, feed.ends))
     assert content(client, redis_snapshot) == current
     assert rebuilds(metrics, "store_behind") == 1
+
+
+def test_databus_sink_ioc_rebuild_replays_everything_and_exits_when_caught_up(
+    tmp_path: Path, redis_snapshot: Snapshot
+) -> None:
+    # a stack of its own, as `databus up` starts it: the catalog's topics hold only
+    # what this test produced
+    with LocalStack(load_settings(data_dir=tmp_path / "stack")) as stack:
+        settings = stack.settings
+        assert settings.schema_registry.url is not None and settings.redis.url is not None
+        feed = Feed(settings, SchemaRegistryClient({"url": settings.schema_registry.url}), "")
+        feed.real_topics = True
+        feed.wave(seed=4)
+        env = {k: v for k, v in stack.env().items() if k.startswith("DATABUS_")}
+        client = redis.Redis.from_url(settings.redis.url)
+        try:
+            first = run_databus(tmp_path, "sink", "ioc", "--rebuild", timeout=180, **env)
+            assert first.returncode == 0, first.stdout + first.stderr
+            total = sum(feed.ends.values())
+            assert f"ioc store rebuilt: {total} records replayed" in first.stdout
+            assert ALERTS_TOPIC in first.stdout  # one progress row per topic
+            applied = read_applied(client).offsets
+            assert all(applied.get(tp, 0) >= n for tp, n in feed.ends.items())
+            built = content(client, redis_snapshot)
+            assert len(built) > 100
+
+            client.flushall()
+            again = run_databus(tmp_path, "sink", "ioc", "--rebuild", timeout=180, **env)
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert content(client, redis_snapshot) == built
+        finally:
+            client.close()
