@@ -104,7 +104,9 @@ def digest_headers(item: SinkLetter) -> list[tuple[str, bytes]]:
 class SinkDeadLetters:
     """An idempotent producer to one sink's dead-letter topic."""
 
-    def __init__(self, settings: Settings, sink_name: str) -> None:
+    def __init__(self, settings: Settings, sink_name: str, *, max_bytes: int | None = None) -> None:
+        """``max_bytes``: the producer's ``message.max.bytes`` (default librdkafka's,
+        1 MB, the broker's default too); a larger letter is sent as its digest."""
         self._settings = settings
         self._sink_name = sink_name
         self.topic = sink_dlq_topic(sink_name)
@@ -116,6 +118,7 @@ class SinkDeadLetters:
                 # Same partition for a key as Java clients and Faust would pick.
                 "partitioner": "murmur2_random",
                 "linger.ms": 5,
+                **({} if max_bytes is None else {"message.max.bytes": max_bytes}),
             }
         )
         self._failed: list[KafkaError] = []

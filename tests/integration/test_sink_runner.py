@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 import uuid
@@ -678,3 +679,37 @@ def test_a_registry_outage_holds_the_batch_until_it_decodes(
     assert sample(metrics, "databus_sink_failures_total", sink="recording", kind="retriable") == 3
     assert sample(metrics, "databus_sink_retries_total", sink="recording") == 3
     assert sample(metrics, "databus_sink_failures_total", sink="recording", kind="undecodable") == 0
+
+
+def test_a_refused_record_too_large_for_the_dlq_goes_as_its_digest_and_the_sink_goes_on(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    serialize = AvroSerializer(registry, value_subject(topic), SCHEMA)
+    big = serialize({"id": "x" * 300_000, "value": 0})
+    small = [(i % PARTITIONS, serialize({"id": f"r{i}", "value": i})) for i in range(1, 6)]
+    acked = produce(stack_settings, topic, [(0, big), *small])
+    name = f"digest{uuid.uuid4().hex[:8]}"
+    # the dead-letter topic takes 100 kB here: the refused 300 kB record does not fit
+    dlq = SinkDeadLetters(stack_settings, name, max_bytes=100_000)
+    sink = RecordingSink(refuse=lambda rec: rec.value["value"] == 0)
+    metrics = Metrics()
+    runner = make_runner(
+        stack_settings, sink, topic, group, registry, runners, metrics, name=name, dead_letters=dlq
+    )
+
+    drive(runner, lambda: committed(stack_settings, group, topic) == ends(acked))
+
+    [at] = [w for w, v in acked.items() if v == big]
+    [letter] = read_topic(stack_settings, sink_dlq_topic(name), 1)
+    assert letter.value == b""  # no bytes: their size and digest instead
+    assert letter.headers[f"{ERR}original.size"] == str(len(big)).encode()
+    assert letter.headers[f"{ERR}original.sha256"] == hashlib.sha256(big).hexdigest().encode()
+    coordinates = (f"{ERR}topic", f"{ERR}partition", f"{ERR}offset")
+    assert tuple(letter.headers[h].decode() for h in coordinates) == tuple(map(str, at))
+    assert letter.headers[f"{ERR}reason"] == b"http_4xx"
+    assert runner.records_written == 5
+    assert Counter(where(rec) for rec in sink.records) == Counter({w: 1 for w in acked if w != at})

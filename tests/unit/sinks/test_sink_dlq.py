@@ -76,3 +76,21 @@ def test_sink_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DATABUS_SINK__BREAKER_FAIL_MAX", "7")
     sink = Settings().sink
     assert (sink.backoff_max_s, sink.breaker_fail_max) == (2.5, 7)
+
+
+def test_a_digest_letter_carries_coordinates_size_and_sha256_but_no_bytes() -> None:
+    import hashlib
+
+    from sinks.sink_dlq import SinkLetter, digest_headers
+
+    raw = b"x" * 2_000_000
+    big = SinkRecord("land.parcels.std.v1", 1, 7, b"k", {}, raw, (("h", b"y" * 500_000),))
+    letter = rejected_letter("shared_repo", Rejected(big, "db_rejected", "m" * 5000))
+    headers = dict(digest_headers(SinkLetter(big, letter)))
+    assert headers[HEADER_PREFIX + "topic"] == b"land.parcels.std.v1"
+    assert (headers[HEADER_PREFIX + "partition"], headers[HEADER_PREFIX + "offset"]) == (b"1", b"7")
+    assert headers[HEADER_PREFIX + "reason"] == b"db_rejected"
+    assert headers[HEADER_PREFIX + "original.size"] == b"2000000"
+    assert headers[HEADER_PREFIX + "original.sha256"] == hashlib.sha256(raw).hexdigest().encode()
+    assert "h" not in headers  # the original headers are left out too
+    assert sum(len(k) + len(v) for k, v in headers.items()) < 5000
