@@ -18,6 +18,9 @@ Two kinds of failure, kept apart:
 
 ``write`` raising ``SinkError(retriable=False)`` means the sink itself is broken
 (misconfigured, closed): the runner stops rather than dead-letter a whole stream.
+``write`` raising anything else (a record the sink's code cannot handle) makes the
+runner halve the batch until it finds the records that raise, and dead-letter them
+as ``sink_crashed``; when every record raises, the sink is broken and the runner stops.
 
 A sink whose destination can lose data on its own (a cache-like store restarted
 empty, restored from an old snapshot, replaced by a new replica) also implements

@@ -120,7 +120,7 @@ ALERT_TOPIC = ALERTS_TOPIC
 
 _MS = timedelta(milliseconds=1)
 # what a malformed value raises while planned (missing key, wrong type, naive time)
-_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError)
 
 
 class IocStoreSink:

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -324,15 +325,75 @@ class SinkRunner:
     def _write(self, batch: list[SinkRecord]) -> list[Rejected]:
         started = time.perf_counter()
         try:
-            # Sinks written before write() returned rejections return None.
-            rejected = list(self._sink.write(batch) or ())
-            self._sink.flush()
+            rejected = self._write_isolating(batch)
         except SinkError as exc:
             if exc.retriable:
                 self._metrics.sink_failures.labels(self._name, "retriable").inc()
             raise
         self._metrics.sink_batch_seconds.labels(self._name).observe(time.perf_counter() - started)
         return rejected
+
+    def _write_once(self, batch: Sequence[SinkRecord]) -> list[Rejected]:
+        # Sinks written before write() returned rejections return None.
+        rejected = list(self._sink.write(batch) or ())
+        self._sink.flush()
+        return rejected
+
+    def _write_isolating(self, batch: list[SinkRecord]) -> list[Rejected]:
+        """Write; when the sink raises something that is not the project's error (a
+        record its code cannot handle), find the records that make it raise by
+        halving the batch, and return them as ``sink_crashed``. When every record
+        makes it raise, the sink itself is broken: the error goes up."""
+        try:
+            return self._write_once(batch)
+        except DatabusError:
+            raise
+        except Exception as exc:
+            # where, not the message: it may quote a record's values
+            tb = traceback.extract_tb(exc.__traceback__)[-1:]
+            log.error(
+                "%s: the sink raised %s at %s on a batch of %d; isolating the records",
+                self._name,
+                type(exc).__name__,
+                ", ".join(f"{f.filename}:{f.lineno}" for f in tb),
+                len(batch),
+            )
+            # one record alone: no telling a record the sink cannot handle from a
+            # broken sink; the batch comes again, with others, after the restart
+            if len(batch) == 1 or len(rejected := self._bisect(batch)) == len(batch):
+                raise SinkError(
+                    f"{self._name}: the sink raises on every record ({type(exc).__name__})",
+                    retriable=False,
+                ) from exc
+            return rejected
+
+    def _bisect(self, batch: Sequence[SinkRecord]) -> list[Rejected]:
+        try:
+            return self._write_once(batch)
+        except DatabusError:
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                (record,) = batch
+                log.error(
+                    "%s: %s[%d]@%d makes the sink raise %s: dead-lettered",
+                    self._name,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(exc).__name__,
+                )
+                # the class only: an exception's text may quote the record's values
+                return [
+                    Rejected(
+                        record,
+                        "sink_crashed",
+                        f"the sink raised {type(exc).__name__} on this record",
+                        type(exc).__name__,
+                    )
+                ]
+            half = len(batch) // 2
+            return self._bisect(batch[:half]) + self._bisect(batch[half:])
 
     def _commit(self, messages: list[Message]) -> None:
         ends = next_offsets(_where(m) for m in messages)

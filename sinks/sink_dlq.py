@@ -47,6 +47,7 @@ _REJECTED_VI = {
     "http_4xx": "đích từ chối bản ghi (HTTP 4xx), gửi lại sẽ không khác",
     "db_rejected": "cơ sở dữ liệu từ chối bản ghi",
     "malformed": "bản ghi sai định dạng với đích nhận",
+    "sink_crashed": "bản ghi làm sink gặp lỗi không xử lý được",
 }
 _REJECTED_VI_DEFAULT = "đích nhận từ chối bản ghi vĩnh viễn"
 

@@ -713,3 +713,63 @@ def test_a_refused_record_too_large_for_the_dlq_goes_as_its_digest_and_the_sink_
     assert letter.headers[f"{ERR}reason"] == b"http_4xx"
     assert runner.records_written == 5
     assert Counter(where(rec) for rec in sink.records) == Counter({w: 1 for w in acked if w != at})
+
+
+class CrashingSink(RecordingSink):
+    """Raises a foreign exception on any batch holding a record ``crash`` picks, as a
+    sink's own code would on a record it cannot handle."""
+
+    def __init__(self, crash: Callable[[SinkRecord], bool]) -> None:
+        super().__init__()
+        self.crash = crash
+
+    def write(self, batch: Sequence[SinkRecord]) -> list[Rejected]:
+        if any(self.crash(rec) for rec in batch):
+            self.attempts.append(list(batch))
+            raise ValueError("cannot handle this record")
+        return super().write(batch)
+
+
+def test_a_record_that_makes_the_sink_raise_is_isolated_and_the_sink_goes_on(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    acked = produce(stack_settings, topic, readings(registry, topic, 12))
+    name = f"crashing{uuid.uuid4().hex[:8]}"
+    sink = CrashingSink(crash=lambda rec: rec.value["value"] in (3, 8))
+    metrics = Metrics()
+    runner = make_runner(stack_settings, sink, topic, group, registry, runners, metrics, name=name)
+
+    drive(runner, lambda: committed(stack_settings, group, topic) == ends(acked))
+
+    letters = read_topic(stack_settings, sink_dlq_topic(name), 2)
+    assert {letter.key for letter in letters} == {b"k3", b"k8"}
+    for letter in letters:
+        assert letter.headers[f"{ERR}reason"] == b"sink_crashed"
+        assert letter.headers[f"{ERR}exception.class.name"] == b"ValueError"
+        assert b"cannot handle" not in letter.headers[f"{ERR}exception.message"]
+    assert sorted(rec.value["value"] for rec in sink.records) == [
+        i for i in range(12) if i not in (3, 8)
+    ]
+    labels = {"sink": name, "dataset": topic.rsplit(".", 2)[0], "reason": "sink_crashed"}
+    assert sample(metrics, "databus_sink_dead_lettered_total", **labels) == 2
+
+
+def test_a_sink_that_raises_on_every_record_stops_instead_of_dead_lettering_the_stream(
+    stack_settings: Settings,
+    registry: SchemaRegistryClient,
+    topic: str,
+    group: str,
+    runners: list[SinkRunner],
+) -> None:
+    produce(stack_settings, topic, readings(registry, topic, 6))
+    sink = CrashingSink(crash=lambda rec: True)
+    runner = make_runner(stack_settings, sink, topic, group, registry, runners)
+
+    with pytest.raises(SinkError) as info:
+        drive(runner, lambda: False)
+    assert info.value.retriable is False
+    assert committed(stack_settings, group, topic) == {(topic, p): -1001 for p in range(PARTITIONS)}
