@@ -99,6 +99,15 @@ class TracksOffsets(Protocol):
         """Read the destination's identity and applied offsets; raise a retriable
         ``SinkError`` when it is unavailable."""
 
+    def expect_from(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Before a write: where each partition's batch continues from (when known).
+        The destination records the batch's offsets only where it holds everything
+        before; where it does not (wiped, restored, replaced meanwhile), ``behind``
+        says so and the runner's check rewinds."""
+
+    def behind(self) -> bool:
+        """True when the last write found the destination lacking records before it."""
+
     def mark_applied(self, ends: Mapping[tuple[str, int], int]) -> None:
         """Record offsets the runner consumed without handing them to ``write``
         (records that did not decode and went to the dead-letter topic)."""

@@ -165,6 +165,8 @@ class IocStoreSink:
         }
         self._closed = False
         self._metrics = metrics  # for the ledger gauges
+        self._from: dict[TP, int] = {}
+        self._behind = False
 
     # -- Sink -----------------------------------------------------------------
 
@@ -195,7 +197,9 @@ class IocStoreSink:
         calls = [(i, call) for i, cs in plans for call in cs]
         # last in the pipeline: the store's offsets are never ahead of its data
         offsets = plan_offsets(
-            self._offsets_script, next_offsets((r.topic, r.partition, r.offset) for r in batch)
+            self._offsets_script,
+            next_offsets((r.topic, r.partition, r.offset) for r in batch),
+            self._from,
         )
         if batch:
             try:
@@ -208,11 +212,7 @@ class IocStoreSink:
             except rex.RedisError as exc:
                 raise sink_error(exc, "write") from exc
             first = 1 if units else 0
-            if isinstance(results[-1], rex.ResponseError):
-                raise SinkError(
-                    f"ioc_store: Redis refused the offsets script: {type(results[-1]).__name__}",
-                    retriable=True,
-                )
+            self._note_gaps(results[-1])
             for (i, _call), result in zip(calls, results[first:-1], strict=True):
                 if isinstance(result, rex.ResponseError) and i not in rejected:
                     if isinstance(result, rex.NoScriptError):
@@ -242,10 +242,26 @@ class IocStoreSink:
         except rex.RedisError as exc:
             raise sink_error(exc, "reading the applied offsets") from exc
 
+    def expect_from(self, positions: Mapping[TP, int]) -> None:
+        self._from = dict(positions)
+
+    def behind(self) -> bool:
+        return self._behind
+
+    def _note_gaps(self, result: Any) -> None:
+        if isinstance(result, rex.ResponseError):
+            raise SinkError(
+                f"ioc_store: Redis refused the offsets script: {type(result).__name__}",
+                retriable=True,
+            )
+        self._behind = bool(int(result))
+        if self._behind:
+            log.warning("ioc_store: the store lacks records before this batch (%s)", result)
+
     def mark_applied(self, ends: Mapping[TP, int]) -> None:
         if not ends:
             return
-        call = plan_offsets(self._offsets_script, ends)
+        call = plan_offsets(self._offsets_script, ends, self._from)
         try:
             results = self._execute([(-1, call)], set())
             if isinstance(results[-1], rex.NoScriptError):
@@ -253,8 +269,7 @@ class IocStoreSink:
                 results = self._execute([(-1, call)], set())
         except rex.RedisError as exc:
             raise sink_error(exc, "marking offsets") from exc
-        if isinstance(results[-1], rex.ResponseError):
-            raise SinkError("ioc_store: Redis refused the offsets script", retriable=True)
+        self._note_gaps(results[-1])
 
     # -- planning -------------------------------------------------------------
 

@@ -54,7 +54,7 @@ def rewind_plan(
     if not seek:
         return None
     reason: RewindReason
-    if applied.store_id is None and not applied.offsets:
+    if not applied.offsets:
         reason = "store_empty"
     elif known_store is not None and applied.store_id != known_store:
         reason = "store_replaced"

@@ -145,6 +145,10 @@ class SinkRunner:
         self._held: _Batch | None = None
         # Per owned partition: the next offset to commit, for the lag gauge.
         self._next: dict[TP, int] = {}
+        # Per owned partition, where the next batch continues from, when known (the
+        # committed offset, the end of the last batch, a rewind): the destination of a
+        # sink that tracks offsets records none where it lacks what came before.
+        self._from: dict[TP, int] = {}
         self.records_written = 0
         self._started = False
         self._tracker = sink if isinstance(sink, TracksOffsets) else None
@@ -277,6 +281,10 @@ class SinkRunner:
             batch.records, batch.letters = self._decoded(batch.messages)
         records = batch.records
         if not batch.written:
+            tracker = self._tracker
+            if tracker is not None:
+                tps = {_tp(m) for m in batch.messages}
+                tracker.expect_from({tp: n for tp, n in self._from.items() if tp in tps})
             if records:
                 rejected = self._circuit.call(lambda: self._write(records))
                 batch.letters += [
@@ -285,6 +293,8 @@ class SinkRunner:
             if self._tracker is not None and any(x.kind == "undecodable" for x in batch.letters):
                 # the destination never saw these: tell it they are behind us
                 self._tracker.mark_applied(next_offsets(_where(m) for m in batch.messages))
+            if tracker is not None and tracker.behind():
+                self._check_at = 0.0  # the destination lacks records before this batch
             batch.written = True
         if batch.letters and not batch.dead_lettered:
             # A retry after a partial failure may send some letters twice: at-least-once.
@@ -407,6 +417,7 @@ class SinkRunner:
             log.warning("%s: commit refused in a rebalance (%s), replay expected", self._name, err)
             return
         self._next.update(ends)
+        self._from.update(ends)
 
     def _count(self, batch: _Batch) -> int:
         m, name = self._metrics, self._name
@@ -500,6 +511,7 @@ class SinkRunner:
                 log.warning("%s: could not rewind %s[%d]: %s", self._name, topic, partition, exc)
                 continue
             self._next[(topic, partition)] = offset
+            self._from[(topic, partition)] = offset
 
     def _plan(self, expected: dict[TP, int], *, everything: bool = False) -> Rewind | None:
         """The rewind the destination needs (all of ``expected`` from the start when
@@ -552,6 +564,7 @@ class SinkRunner:
             if tp.offset >= 0:
                 expected[(tp.topic, tp.partition)] = tp.offset
                 self._next[(tp.topic, tp.partition)] = tp.offset
+                self._from[(tp.topic, tp.partition)] = tp.offset
         if self._rewind_all:
             expected = {(tp.topic, tp.partition): max(tp.offset, 1) for tp in committed}
         rewind = self._plan(expected, everything=self._rewind_all)
@@ -563,6 +576,7 @@ class SinkRunner:
             if target is not None:
                 tp.offset = target
                 self._next[(tp.topic, tp.partition)] = target
+                self._from[(tp.topic, tp.partition)] = target
         return True
 
     # ---- rebalance callbacks (run inside poll/consume/close)
@@ -588,6 +602,7 @@ class SinkRunner:
         if self._held is not None:
             self._held.drop(revoked)
         for topic, partition in revoked:
+            self._from.pop((topic, partition), None)
             if self._next.pop((topic, partition), None) is not None:
                 self._remove_lag(topic, partition)
 

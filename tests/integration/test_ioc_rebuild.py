@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -152,23 +152,28 @@ def store(tmp_path: Path) -> Iterator[Store]:
             s.client.close()
 
 
-@pytest.fixture
-def make_runner(
-    feed: Feed, registry_url: str
-) -> Iterator[Callable[[redis.Redis, Metrics], SinkRunner]]:
-    made: list[SinkRunner] = []
-    group = f"test-iocrb-{feed.tag}"
+class MakeRunner(Protocol):
+    def __call__(
+        self, client: redis.Redis, metrics: Metrics, store_check_s: float = ..., group: str = ...
+    ) -> SinkRunner: ...
 
-    def make(client: redis.Redis, metrics: Metrics) -> SinkRunner:
+
+@pytest.fixture
+def make_runner(feed: Feed, registry_url: str) -> Iterator[MakeRunner]:
+    made: list[SinkRunner] = []
+
+    def make(
+        client: redis.Redis, metrics: Metrics, store_check_s: float = 0.2, group: str = "a"
+    ) -> SinkRunner:
         runner = SinkRunner(
             feed.settings.model_copy(update={"sink": FAST}),
             IocStoreSink(client),
             name="ioc_store",
             topics=sorted(feed.topics.values()),
-            group=group,
+            group=f"test-iocrb-{feed.tag}-{group}",
             metrics=metrics,
             registry=SchemaRegistryClient({"url": registry_url}),
-            store_check_s=0.2,
+            store_check_s=store_check_s,
         )
         made.append(runner)
         return runner
@@ -242,7 +247,7 @@ def test_the_embedded_redis_keeps_its_data_across_a_restart(tmp_path: Path) -> N
 def test_a_store_wiped_while_the_sink_runs_is_rebuilt_by_the_sink(
     feed: Feed,
     store: Store,
-    make_runner: Callable[[redis.Redis, Metrics], SinkRunner],
+    make_runner: MakeRunner,
     redis_snapshot: Snapshot,
 ) -> None:
     feed.wave(seed=1)
@@ -269,7 +274,7 @@ def test_a_store_wiped_while_the_sink_runs_is_rebuilt_by_the_sink(
 def test_a_store_restored_from_an_older_snapshot_is_brought_up_to_date(
     feed: Feed,
     store: Store,
-    make_runner: Callable[[redis.Redis, Metrics], SinkRunner],
+    make_runner: MakeRunner,
     redis_snapshot: Snapshot,
     tmp_path: Path,
 ) -> None:
@@ -331,3 +336,30 @@ def test_databus_sink_ioc_rebuild_replays_everything_and_exits_when_caught_up(
             assert content(client, redis_snapshot) == built
         finally:
             client.close()
+
+
+def test_a_store_wiped_between_batches_is_noticed_by_the_next_write(
+    feed: Feed, store: Store, make_runner: MakeRunner, redis_snapshot: Snapshot
+) -> None:
+    feed.wave(seed=5)
+    client = store.client
+    assert client is not None and store.port is not None
+    metrics = Metrics()
+    # no periodic check: only the write path can notice
+    runner = make_runner(client, metrics, store_check_s=3600)
+    drive(runner, caught_up(runner, client, feed.ends))
+
+    client.flushall()
+    feed.wave(seed=6)  # the next batches land on the wiped store
+    drive(runner, lambda: runner.rebuilds >= 1)
+    drive(runner, caught_up(runner, client, feed.ends))
+    assert rebuilds(metrics, "store_empty") == 1
+
+    # the same topics into a fresh store (another database, another group)
+    reference = redis.Redis(port=store.port, db=3)
+    try:
+        other = make_runner(reference, Metrics(), group="reference")
+        drive(other, caught_up(other, reference, feed.ends))
+        assert content(client, redis_snapshot) == content(reference, redis_snapshot)
+    finally:
+        reference.close()

@@ -41,3 +41,10 @@ def test_another_store_behind_is_named_as_replaced() -> None:
     plan = rewind_plan(Applied("s2", {A: 3}), {A: 10}, known_store="s1")
     assert plan is not None
     assert plan.reason == "store_replaced"
+
+
+def test_a_store_wiped_and_written_since_is_still_empty_of_offsets() -> None:
+    # the first write after the wipe set a new identity but recorded no offsets
+    plan = rewind_plan(Applied("s2", {}), {A: 10}, known_store="s1")
+    assert plan is not None
+    assert plan.reason == "store_empty"
