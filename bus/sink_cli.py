@@ -187,8 +187,8 @@ def _rebuild_ioc(
     log.info("ioc store: rebuilding from %d topics, %d partitions", len(by_topic), len(ends))
 
     def replayed(tp: TP, positions: Mapping[TP, int]) -> int:
-        low, high = ends[tp]
-        return max(0, min(positions.get(tp, low), high) - low)
+        low, _high = ends[tp]
+        return max(0, positions.get(tp, low) - low)
 
     def caught_up(owned: set[TP], positions: Mapping[TP, int]) -> bool:
         """Every partition this process owns has reached its end at the start (the
@@ -211,15 +211,19 @@ def _rebuild_ioc(
             for topic, tps in sorted(by_topic.items())
         }
         try:
+            reached = False
             while not stop.is_set():
-                runner.poll_once(0.5)
+                got = runner.poll_once(0.5)
                 positions, owned = runner.positions(), set(runner.assigned())
                 for topic, tps in by_topic.items():
-                    progress.update(
-                        tasks[topic], completed=sum(replayed(tp, positions) for tp in tps)
-                    )
-                if caught_up(owned, positions):
+                    done = sum(replayed(tp, positions) for tp in tps)
+                    total = progress.tasks[tasks[topic]].total or 0
+                    progress.update(tasks[topic], completed=done, total=max(total, done))
+                # past the ends, one poll that finds nothing more: the embedded
+                # broker reports a partition's end as its last batch's first record
+                if reached and got == 0 and not runner.holding:
                     break
+                reached = caught_up(owned, positions)
         finally:
             runner.close()
     if stop.is_set():

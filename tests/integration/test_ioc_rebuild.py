@@ -324,7 +324,12 @@ def test_databus_sink_ioc_rebuild_replays_everything_and_exits_when_caught_up(
             assert first.returncode == 0, first.stdout + first.stderr
             total = sum(feed.ends.values())
             assert f"ioc store rebuilt: {total} records replayed" in first.stdout
-            assert ALERTS_TOPIC in first.stdout  # one progress row per topic
+            alerts = feed.ends[(ALERTS_TOPIC, 0)]
+            # one progress row per topic: records replayed of its total
+            assert any(
+                line.startswith(ALERTS_TOPIC) and f"{alerts}/{alerts}" in line
+                for line in first.stdout.splitlines()
+            ), first.stdout
             applied = read_applied(client).offsets
             assert all(applied.get(tp, 0) >= n for tp, n in feed.ends.items())
             built = content(client, redis_snapshot)
