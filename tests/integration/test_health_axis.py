@@ -444,3 +444,19 @@ def test_closed_sink_takes_no_batches(sink: HealthAxisSink, records: list[SinkRe
     with pytest.raises(SinkError, match="closed") as raised:
         sink.write(records[:1])
     assert not raised.value.retriable
+
+
+def test_an_entry_the_axis_finds_too_large_is_rejected_alone(
+    receiver: HealthReceiver, sink: HealthAxisSink, records: list[SinkRecord]
+) -> None:
+    # 413 for the transaction holding it, the entry not named: halved down to it
+    encounters = [r for r in records if r.topic == "health.encounters.std.v1"]
+    refused = {_entity_value(encounters[5])}
+    receiver.reject(refused, status=413, locate=False)
+    rejected, failures = write_like_runner(sink, records)
+    assert failures == 0
+    expected = [r for r in records if _entity_value(r) in refused]
+    assert sorted(r.record.offset for r in rejected) == sorted(r.offset for r in expected)
+    assert all(r.reason == "http_4xx" and r.message.startswith("HTTP 413") for r in rejected)
+    missing = {entity_key(r.value) for r in expected}
+    assert_each_once(receiver, [r for r in records if entity_key(r.value) not in missing])
