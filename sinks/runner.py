@@ -290,9 +290,10 @@ class SinkRunner:
                 batch.letters += [
                     SinkLetter(r.record, rejected_letter(self._name, r)) for r in rejected
                 ]
-            if self._tracker is not None and any(x.kind == "undecodable" for x in batch.letters):
-                # the destination never saw these: tell it they are behind us
-                self._tracker.mark_applied(next_offsets(_where(m) for m in batch.messages))
+            if tracker is not None and batch.letters:
+                # records the destination never took (undecodable, or that made the
+                # sink raise): dead-lettered, so behind us for the store too
+                tracker.mark_applied(next_offsets(_where(m) for m in batch.messages))
             if tracker is not None and tracker.behind():
                 self._check_at = 0.0  # the destination lacks records before this batch
             batch.written = True

@@ -40,6 +40,8 @@ from schemas.catalog import (
     value_subject,
 )
 from schemas.codec import AvroSerializer
+from sinks.base import SinkRecord
+from sinks.ioc_codec import ScriptCall
 from sinks.ioc_offsets import read_applied
 from sinks.ioc_store import IocStoreSink, read_unit_kpis
 from sinks.runner import SinkRunner
@@ -368,3 +370,48 @@ def test_a_store_wiped_between_batches_is_noticed_by_the_next_write(
         assert content(client, redis_snapshot) == content(reference, redis_snapshot)
     finally:
         reference.close()
+
+
+class FussySink(IocStoreSink):
+    """Raises a foreign exception on one alert, as a bug in a sink would."""
+
+    def __init__(self, client: redis.Redis, poison: Callable[[dict[str, Any]], bool]) -> None:
+        super().__init__(client)
+        self.poison = poison
+
+    def plan(self, record: SinkRecord, units: set[str]) -> list[ScriptCall]:
+        if self.poison(record.value):
+            raise RuntimeError("cannot store this")
+        return super().plan(record, units)
+
+
+def test_a_record_that_makes_the_ioc_sink_raise_counts_as_applied(
+    feed: Feed, store: Store, registry_url: str
+) -> None:
+    feed.wave(seed=8)
+    client = store.client
+    assert client is not None
+    # the last alert of its partition: nothing after it would raise the offset
+    sink = FussySink(client, lambda v: v.get("alert_id") == "A8-3" and v["state"] == "RESOLVED")
+    metrics = Metrics()
+    runner = SinkRunner(
+        feed.settings.model_copy(update={"sink": FAST}),
+        sink,
+        name="ioc_store",
+        topics=sorted(feed.topics.values()),
+        group=f"test-iocrb-{feed.tag}-fussy",
+        metrics=metrics,
+        registry=SchemaRegistryClient({"url": registry_url}),
+        store_check_s=0.2,
+    )
+    try:
+        drive(runner, caught_up(runner, client, feed.ends))
+        assert runner.rebuilds == 0
+        labels = {"sink": "ioc_store", "reason": "sink_crashed"}
+        dead = metrics.registry.get_sample_value(
+            "databus_sink_dead_lettered_total",
+            {**labels, "dataset": f"test.iocrb{feed.tag}.alerts"},
+        )
+        assert dead == 1
+    finally:
+        runner.close()
