@@ -94,30 +94,35 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.keep = keep
 
-    def _open_locked(self) -> int:
-        """The current file, opened and exclusively locked (reopened if another writer
-        rotated it while this one waited for the lock)."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass  # renamed between open and stat: take the new file
-            except BaseException:
-                os.close(fd)
-                raise
+    def _lock(self) -> int:
+        """An exclusive ``flock`` on ``<name>.lock``, a file that is never rotated, so a
+        writer that waited for the lock always appends to the current file."""
+        fd = os.open(self.path.with_name(f"{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
 
     def _rotate(self) -> None:
-        """Shift ``.N`` to ``.N+1`` (dropping the oldest) and the file to ``.1``; the
-        caller holds the lock of the file being renamed."""
+        """Shift ``.N`` to ``.N+1`` (dropping the oldest) and the file to ``.1``."""
         for i in range(self.keep - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{i}")
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    def _previous_head(self) -> bytes:
+        """The last line of ``<name>.1``, which an empty current file continues."""
+        try:
+            fd = os.open(self.path.with_name(f"{self.path.name}.1"), os.O_RDONLY)
+        except FileNotFoundError:
+            return b""
+        try:
+            return _last_line(fd)
+        finally:
+            os.close(fd)
 
     def append(
         self,
@@ -130,39 +135,49 @@ class AuditLog:
         at: datetime | None = None,
     ) -> dict[str, Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = self._open_locked()
+        lock = self._lock()
         try:
-            last = _last_line(fd)
-            if last:
-                previous = json.loads(last)
-                prev, seq = str(previous["hash"]), int(previous["seq"]) + 1
-            else:
-                prev, seq = GENESIS, 1
-            when = (at or datetime.now(UTC)).isoformat(timespec="milliseconds")
-            lines = []
-            if self.max_bytes is not None and os.fstat(fd).st_size >= self.max_bytes:
-                self._rotate()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                when = (at or datetime.now(UTC)).isoformat(timespec="milliseconds")
+                last = _last_line(fd)
+                continued = not last
+                full = self.max_bytes is not None and os.fstat(fd).st_size >= self.max_bytes
+                if last and full:
+                    self._rotate()
+                    os.close(fd)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                    continued = True
+                if continued:  # a new file after a rotation (or a crash during one)
+                    last = self._previous_head()
+                if last:
+                    previous = json.loads(last)
+                    prev, seq = str(previous["hash"]), int(previous["seq"]) + 1
+                else:
+                    prev, seq = GENESIS, 1
+                lines = []
+                if continued and last:
+                    marker = _entry(
+                        seq,
+                        when,
+                        "databus",
+                        ROTATED,
+                        f"{self.path.name}.1",
+                        "rotated",
+                        {"max_bytes": self.max_bytes},
+                        prev,
+                    )
+                    lines.append(marker)
+                    prev, seq = marker["hash"], seq + 1
+                entry = _entry(seq, when, actor, action, object, outcome, dict(detail or {}), prev)
+                lines.append(entry)
+                os.write(fd, "".join(canonical(e) + "\n" for e in lines).encode("utf-8"))
+                os.fsync(fd)
+                return entry
+            finally:
                 os.close(fd)
-                fd = self._open_locked()  # the new, empty file
-                marker = _entry(
-                    seq,
-                    when,
-                    "databus",
-                    ROTATED,
-                    f"{self.path.name}.1",
-                    "rotated",
-                    {"max_bytes": self.max_bytes, "previous_head": prev},
-                    prev,
-                )
-                lines.append(marker)
-                prev, seq = marker["hash"], seq + 1
-            entry = _entry(seq, when, actor, action, object, outcome, dict(detail or {}), prev)
-            lines.append(entry)
-            os.write(fd, "".join(canonical(e) + "\n" for e in lines).encode("utf-8"))
-            os.fsync(fd)
-            return entry
         finally:
-            os.close(fd)  # releases the lock
+            os.close(lock)  # releases the lock
 
 
 def _entry(
