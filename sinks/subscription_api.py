@@ -124,7 +124,8 @@ class RateLimits:
         if bucket.put(item):
             return None
         wait = bucket.waiting(item)
-        wait_ms = wait if isinstance(wait, int) and wait >= 0 else self._rate.interval
+        window_ms = self._rate.interval
+        wait_ms = min(wait, window_ms) if isinstance(wait, int) and wait >= 0 else window_ms
         return max(1, math.ceil(wait_ms / 1000))
 
 

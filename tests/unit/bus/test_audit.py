@@ -243,3 +243,27 @@ def test_databus_audit_verify_checks_the_rotated_files(tmp_path: Path) -> None:
     rotated.write_text(rotated.read_text().replace("granted", "grantee", 1))
     broken = CliRunner().invoke(agency_app, ["audit", "verify", str(path)])
     assert broken.exit_code == 1 and "audit.jsonl.1 broken" in broken.output, broken.output
+
+
+def test_an_issued_token_carries_its_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from typer.testing import CliRunner
+
+    from bus.access_policy import load_policy
+    from bus.agency_cli import agency_app
+
+    monkeypatch.setenv("DATABUS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABUS_ACCESS__TOKEN_TTL_DAYS", "30")
+    agency = sorted(load_policy(None).agencies)[0]
+    for args in ([], ["--days", "7"]):
+        issued = CliRunner().invoke(agency_app, ["agency-token", agency, *args])
+        assert issued.exit_code == 0, issued.output
+        assert "token_expires = " in issued.output
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    for entry, days in zip(entries, (30, 7), strict=True):
+        expires = datetime.fromisoformat(entry["detail"]["expires"])
+        left = expires - datetime.now(UTC)
+        assert timedelta(days=days) - timedelta(minutes=5) < left <= timedelta(days=days)
