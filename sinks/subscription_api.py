@@ -14,12 +14,13 @@ says nothing about what exists) gets 403. The policy file is re-read when it cha
 Abuse limits, in this order: requests per sliding window from one peer address, then
 with one agency's token; over either, 429 with ``Retry-After`` (seconds).
 
-Audit: every 403 and every read that returned records is one line. Refusals that can
-come in floods — 401, 429, a token in the URL, and 400/404/405 answered to an agency —
-go through ``RefusalTally``: the first of each (who, what, why) in an interval is
+Audit: every read that returned records is one line. Refusals that can
+come in floods — 401, 429, a token in the URL, 403, and 400/404/405 answered to an
+agency — go through ``RefusalTally``: the first of each (who, what, why) in an interval is
 written at once, the rest as one line with their count when the interval ends. No line
 holds the caller's path: the route template (``/datasets/{dataset}/records``, or
-``(no route)``) and, for an agency's 400/404/405, the head of the path's SHA-256.
+``(no route)``) and, for an agency's 400/404/405, the head of the path's SHA-256; a 403
+names a catalog dataset, any other id only by its digest's head.
 
 Offsets: each (agency, dataset) has its own consumer group,
 ``agency.<agency>.api.<dataset>``, separate from the agency's ``Subscriber`` group. The
@@ -97,6 +98,12 @@ TOKEN_PARAMS = frozenset(
     }
 )
 NO_ROUTE = "(no route)"
+UNKNOWN_DATASET = "(unknown dataset)"
+
+
+def _digest_head(text: str) -> str:
+    """What the audit log keeps of a caller's string: the head of its SHA-256."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 class RateLimits:
@@ -134,7 +141,7 @@ class Refusal(NamedTuple):
 
     actor: str  # agency id or "anonymous"
     action: str  # api.authenticate | api.rate_limit | api.request
-    route: str  # route template or NO_ROUTE, never the raw path
+    route: str  # route template, NO_ROUTE or a catalog dataset id; never the raw path
     reason: str  # one of a fixed set of phrases
     status: int
     address: str = ""
@@ -462,7 +469,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
     if response.status in _AUDITED_STATUSES:
-        digest = hashlib.sha256(request.path.encode("utf-8", "replace")).hexdigest()[:16]
+        digest = _digest_head(request.path)
         why = f"answered {response.status}"
         await state.refused(
             Refusal(agency.id, "api.request", route, why, response.status),
@@ -497,13 +504,12 @@ async def _records(request: web.Request) -> web.Response:
     agency = request[_AGENCY]
     dataset_id = request.match_info["dataset"]
     if not request[_POLICY].may_read(agency.id, dataset_id):
-        await state.record(
-            actor=agency.id,
-            action="api.read",
-            object=dataset_id,
-            outcome="denied",
-            detail={"reason": "outside the agency's access policy"},
-        )
+        # a catalog id is named; anything else the caller typed is not stored, its digest is
+        known = dataset_id in DATASETS
+        extra = {} if known else {"dataset_sha256_head": _digest_head(dataset_id)}
+        why = "outside the agency's access policy"
+        target = dataset_id if known else UNKNOWN_DATASET
+        await state.refused(Refusal(agency.id, "api.read", target, why, 403), **extra)
         return _json(
             {"error": "forbidden", "message": f"{dataset_id} is not in your access policy"}, 403
         )
