@@ -23,7 +23,6 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from bus.access_policy import AccessPolicy, PolicyFile, load_policy, new_token, token_hash
 from bus.audit import GENESIS, AuditLog, verify_rotated
@@ -230,10 +229,12 @@ def agency_token(
         outcome="issued",
         detail={"token_sha256_head": token_hash(token)[:12], "expires": expires_toml},
     )
-    table = Table(show_header=False, title=f"API token for {agency}", title_justify="left")
-    table.add_row("give the agency (once, securely)", token)
-    table.add_row(
-        f"put in [agencies.{agency}]",
-        f'token_sha256 = "{token_hash(token)}"\ntoken_expires = {expires_toml}',
+    # plain print: a terminal's width must not wrap or cut what is copied
+    console.print(f"[bold]API token for {escape(agency)}[/]: give the agency (once, securely)")
+    print(token)
+    console.print(
+        f"[bold]Put in {escape(f'[agencies.{agency}]')}[/] of the access policy "
+        "(over the old lines: the old token stops working without a restart)"
     )
-    console.print(table)
+    print(f'token_sha256 = "{token_hash(token)}"')
+    print(f"token_expires = {expires_toml}")

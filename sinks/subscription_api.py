@@ -52,6 +52,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pyrate_limiter import InMemoryBucket, Rate, RateItem
@@ -180,7 +181,11 @@ class RefusalTally:
 def _route(request: web.BaseRequest) -> str:
     if not isinstance(request, web.Request):
         return NO_ROUTE
-    resource = request.match_info.route.resource
+    try:
+        match_info = request.match_info
+    except AssertionError:  # a request refused before routing (bad request line)
+        return NO_ROUTE
+    resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else NO_ROUTE
 
 
@@ -583,8 +588,32 @@ def create_app(
     return app
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refuses with the raw request line, which may
+    hold a token in its query string: keep the peer and the error's kind only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = record.msg + " refused (%s)"
+            record.args = (
+                *(record.args if isinstance(record.args, tuple) else ()),
+                type(exc).__name__,
+            )
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_SERVER_LOG = logging.getLogger("aiohttp.server")
+
+
 def make_runner(app: web.Application) -> web.AppRunner:
-    """The runner ``serve`` uses: access log without paths or query strings."""
+    """The runner ``serve`` uses: access log without paths or query strings, and no raw
+    request line in the log of a request the HTTP parser refused."""
+    if not any(isinstance(f, _MalformedRequests) for f in _SERVER_LOG.filters):
+        _SERVER_LOG.addFilter(_MalformedRequests())
     return web.AppRunner(app, access_log_class=AccessLog)
 
 

@@ -436,11 +436,24 @@ def test_a_token_in_the_query_string_is_refused_and_never_logged(
                         body = await resp.json()
                         assert body["error"] == "token_in_url"
                         assert "Authorization" in body["message"]
+            # a request line the HTTP parser refuses, token and all: 400, nothing logged
+            assert session._base_url is not None
+            reader, writer = await asyncio.open_connection(
+                session._base_url.host, session._base_url.port
+            )
+            line = f"GET /datasets?token={token}\x7f HTTP/1.1\r\nHost: api\r\n\r\n"
+            writer.write(line.encode("latin-1"))
+            await writer.drain()
+            assert b" 400 " in await reader.readline()
+            writer.close()
+            await writer.wait_closed()
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(scenario())
     assert any("/datasets" in r.getMessage() and " 400 " in r.getMessage() for r in caplog.records)
     assert token not in caplog.text
+    server = [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"]
+    assert server and all("refused (" in m and r"\x7f" not in m for m in server)
     text = audit.path.read_text(encoding="utf-8")
     assert token not in text and token_hash(token) not in text
     refused = [e for e in _entries(audit.path) if e["action"] == "api.authenticate"]
