@@ -14,6 +14,7 @@ The policy is a TOML file (the packaged sample is ``schemas/data/access_policy.t
     max_classification = "internal"      # public | internal: the highest it may read
     datasets = ["feedback.reports", "education.schools"]
     token_sha256 = "<hex sha256 of its API token>"   # optional: no API access without it
+    token_expires = 2026-03-01T00:00:00Z # required with token_sha256: refused from then on
     principal = "agency-so-tai-chinh"    # optional: its Kafka user, default agency-<id>
 
 Rules enforced here, so that a bad policy stops the bus instead of leaking data:
@@ -24,21 +25,29 @@ Rules enforced here, so that a bad policy stops the bus instead of leaking data:
 
 API tokens are random secrets handed to each agency; the policy keeps only their
 SHA-256 (``token_hash``). A high-entropy token needs no slow hash, and comparing
-digests with ``hmac.compare_digest`` keeps the check constant-time.
+digests with ``hmac.compare_digest`` keeps the check constant-time. Every token has an
+expiry (``token_expires``, an offset date-time); ``databus agency-token`` prints both lines.
+
+``PolicyFile`` re-reads the file when it changes (checked at most every ``check_s``), so
+a token removed, replaced or expired early takes effect in a running API; a file that no
+longer parses leaves the previous policy in force and is reported.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from bus.errors import ConfigError
@@ -48,6 +57,7 @@ __all__ = [
     "POLICY_FILE",
     "AccessPolicy",
     "Agency",
+    "PolicyFile",
     "ShareRule",
     "agency_group",
     "load_policy",
@@ -64,6 +74,8 @@ _RANK = {name: i for i, name in enumerate(CLASSIFICATIONS)}
 _AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _PRINCIPAL = re.compile(r"^[a-z0-9][a-z0-9.-]{0,252}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+log = logging.getLogger(__name__)
 
 
 def token_hash(token: str) -> str:
@@ -103,11 +115,15 @@ class Agency:
     datasets: tuple[str, ...]
     principal: str
     token_sha256: str | None = None
+    token_expires: datetime | None = None  # aware; set whenever token_sha256 is
 
     def token_matches(self, token: str) -> bool:
         if self.token_sha256 is None:
             return False
         return hmac.compare_digest(token_hash(token), self.token_sha256)
+
+    def token_expired(self, now: datetime) -> bool:
+        return self.token_expires is not None and now >= self.token_expires
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,13 @@ class AccessPolicy:
 
     def shared_datasets(self, catalog: Mapping[str, Dataset] = DATASETS) -> list[Dataset]:
         return [catalog[ds] for ds in sorted(self.shared)]
+
+    def grants(self) -> dict[str, dict[str, object]]:
+        """The access each agency is granted, as the audit log records it."""
+        return {
+            a.id: {"max_classification": a.max_classification, "datasets": sorted(a.datasets)}
+            for a in sorted(self.agencies.values(), key=lambda a: a.id)
+        }
 
 
 # ---- reading and checking a policy file -------------------------------------------
@@ -177,7 +200,11 @@ def _agency(
 ) -> Agency:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    _only(where, table, {"name", "max_classification", "datasets", "token_sha256", "principal"})
+    _only(
+        where,
+        table,
+        {"name", "max_classification", "datasets", "token_sha256", "token_expires", "principal"},
+    )
     if not _AGENCY_ID.match(agency_id):
         raise ConfigError(f"{where}: the agency id must match {_AGENCY_ID.pattern}")
     name = table.get("name", agency_id)
@@ -198,10 +225,34 @@ def _agency(
     token = table.get("token_sha256") or None
     if token is not None and (not isinstance(token, str) or not _SHA256_HEX.match(token)):
         raise ConfigError(f"{where}.token_sha256: must be 64 lowercase hex digits")
+    expires = _expiry(f"{where}.token_expires", table.get("token_expires"))
+    if token is not None and expires is None:
+        raise ConfigError(
+            f"{where}.token_expires: required with token_sha256 "
+            "(`databus agency-token` prints both lines)"
+        )
     principal = table.get("principal", f"agency-{agency_id}")
     if not isinstance(principal, str) or not _PRINCIPAL.match(principal):
         raise ConfigError(f"{where}.principal: must match {_PRINCIPAL.pattern}")
-    return Agency(agency_id, name, clearance, datasets, principal, token)
+    return Agency(agency_id, name, clearance, datasets, principal, token, expires)
+
+
+def _expiry(where: str, value: object) -> datetime | None:
+    """A TOML offset date-time (or its ISO 8601 string); a bare date means its midnight UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not an ISO 8601 date-time: {value!r}") from exc
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time(), tzinfo=UTC)
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ConfigError(
+            f"{where}: must be a date-time with its offset, e.g. 2026-03-01T00:00:00Z"
+        )
+    return value
 
 
 def parse_policy(
@@ -244,3 +295,62 @@ def load_policy(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     return parse_policy(document, str(source), catalog)
+
+
+class PolicyFile:
+    """The policy in force, re-read from its file when the file changes.
+
+    ``current()`` looks at the file's inode, size and mtime at most every ``check_s``
+    seconds; when they changed it reloads. A file that is missing or no longer valid
+    leaves the previous policy in force and is logged (``error`` keeps the reason);
+    ``generation`` counts both outcomes so a caller can audit each change once.
+    ``path=None`` is the packaged sample, or ``loaded`` (tests): neither ever changes.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        check_s: float = 2.0,
+        catalog: Mapping[str, Dataset] = DATASETS,
+        loaded: AccessPolicy | None = None,
+    ) -> None:
+        self.path = path
+        self.check_s = check_s
+        self._catalog = catalog
+        self._signature = self._stat()
+        self._policy = loaded if loaded is not None and path is None else load_policy(path, catalog)
+        self._checked = monotonic()
+        self.generation = 0
+        self.error: str | None = None
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> AccessPolicy:
+        if self.path is None:
+            return self._policy
+        now = monotonic()
+        if now - self._checked < self.check_s:
+            return self._policy
+        self._checked = now
+        signature = self._stat()
+        if signature == self._signature:
+            return self._policy
+        self._signature = signature
+        self.generation += 1
+        try:
+            self._policy = load_policy(self.path, self._catalog)
+        except ConfigError as exc:
+            self.error = str(exc)
+            log.error("access policy not reloaded, the previous one stays in force: %s", exc)
+        else:
+            self.error = None
+            log.info("access policy reloaded from %s", self.path)
+        return self._policy

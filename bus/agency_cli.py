@@ -3,8 +3,9 @@
 databus share                              mask the shared datasets onto their shared topics
 databus api [--host H] [--port P]          the subscription API for agencies (HTTP)
 databus acl render [--format F] [--out F]  Kafka ACLs from the access policy (kafka-acls|strimzi)
-databus audit verify [PATH]                check the audit log's hash chain
-databus agency-token AGENCY                a fresh API token and the policy line holding its hash
+databus audit verify [PATH]                check the audit log's hash chain (rotated files too)
+databus agency-token AGENCY [--days N]     a fresh API token and the policy lines holding its
+                                           hash and expiry (default DATABUS_ACCESS__TOKEN_TTL_DAYS)
 
 Exit codes: 0 done; 1 the audit chain is broken; 2 bad usage, settings or policy.
 """
@@ -15,16 +16,16 @@ import asyncio
 import getpass
 import logging
 import signal
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from bus.access_policy import AccessPolicy, load_policy, new_token, token_hash
-from bus.audit import AuditLog, verify
+from bus.access_policy import AccessPolicy, PolicyFile, load_policy, new_token, token_hash
+from bus.audit import GENESIS, AuditLog, verify_rotated
 from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
 from bus.errors import ConfigError, DatabusError
 from bus.settings import Settings
@@ -53,15 +54,17 @@ def _policy(settings: Settings) -> AccessPolicy:
 
 
 def _audit(settings: Settings) -> AuditLog:
-    return AuditLog(settings.access.resolved_audit_log(settings.data_dir))
+    access = settings.access
+    return AuditLog(
+        access.resolved_audit_log(settings.data_dir),
+        max_bytes=access.audit_max_bytes,
+        keep=access.audit_keep_files,
+    )
 
 
 def grants_of(policy: AccessPolicy) -> dict[str, dict[str, object]]:
     """The access each agency is granted, as the audit log records it."""
-    return {
-        a.id: {"max_classification": a.max_classification, "datasets": sorted(a.datasets)}
-        for a in sorted(policy.agencies.values(), key=lambda a: a.id)
-    }
+    return policy.grants()
 
 
 def _audit_grants(settings: Settings, policy: AccessPolicy, actor: str) -> None:
@@ -109,9 +112,12 @@ def api(
 
     setup_logging()
     settings = settings_or_exit()
-    policy = _policy(settings)
-    app = create_app(settings, policy, _audit(settings))
-    _audit_grants(settings, policy, "databus-api")
+    try:
+        source = PolicyFile(settings.access.policy_file, check_s=settings.access.policy_check_s)
+    except ConfigError as exc:
+        _fail(f"{exc}\nFix the access policy (see bus/access_policy.py for its format).")
+    app = create_app(settings, source, _audit(settings))
+    _audit_grants(settings, source.current(), "databus-api")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -174,27 +180,46 @@ def audit_verify(
         Path | None, typer.Argument(help="Audit log (default: DATABUS_ACCESS__AUDIT_LOG)")
     ] = None,
 ) -> None:
-    """Check the hash chain of the audit log; name the first line that was changed."""
+    """Check the hash chain of the audit log and its rotated files (``PATH.1`` ..., oldest
+    first, as one chain); name the first line that was changed."""
     if path is None:
         path = _audit(settings_or_exit()).path
     if not path.is_file():
         _fail(f"no audit log at {path}")
-    result = verify(path)
-    if not result.ok:
-        console.print(
-            f"[red]✗ broken at line {result.broken_line}[/]: {escape(result.reason or '')}\n"
-            f"  {result.lines - 1} line(s) before it verify; head of the good part {result.head}"
-        )
-        raise typer.Exit(1)
-    console.print(f"[green]✓[/] {result.lines} line(s) verify; head {result.head}")
+    results = verify_rotated(path)
+    for file, result in results:
+        if not result.ok:
+            console.print(
+                f"[red]✗ {escape(file.name)} broken at line {result.broken_line}[/]: "
+                f"{escape(result.reason or '')}\n"
+                f"  {result.lines - 1} line(s) before it verify; "
+                f"head of the good part {result.head}"
+            )
+            raise typer.Exit(1)
+    lines = sum(result.lines for _, result in results)
+    head = results[-1][1].head
+    first = results[0][1]
+    since = "" if first.starts_after == GENESIS else f" (continuing {first.starts_after})"
+    files = f" in {len(results)} files" if len(results) > 1 else ""
+    console.print(f"[green]✓[/] {lines} line(s){files} verify{since}; head {head}")
 
 
 @agency_app.command("agency-token")
-def agency_token(agency: Annotated[str, typer.Argument(help="Agency id in the policy")]) -> None:
-    """Print a fresh API token for an agency and the policy line holding its hash."""
+def agency_token(
+    agency: Annotated[str, typer.Argument(help="Agency id in the policy")],
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, max=3660, help="Days the token is valid (default: settings)"),
+    ] = None,
+) -> None:
+    """Print a fresh API token for an agency and the policy lines holding its hash and
+    expiry. Pasting them over the old ones revokes the old token (no restart needed)."""
     settings = settings_or_exit()
     if agency not in _policy(settings).agencies:
         _fail(f"no agency {agency!r} in the access policy; add it there first")
+    lifetime = timedelta(days=days if days is not None else settings.access.token_ttl_days)
+    expires = (datetime.now(UTC) + lifetime).replace(microsecond=0)
+    expires_toml = expires.isoformat().replace("+00:00", "Z")
     token = new_token()
     # The token itself is never logged; its digest's head identifies it in the policy.
     _audit(settings).append(
@@ -202,9 +227,14 @@ def agency_token(agency: Annotated[str, typer.Argument(help="Agency id in the po
         action="grant.token_issued",
         object=agency,
         outcome="issued",
-        detail={"token_sha256_head": token_hash(token)[:12]},
+        detail={"token_sha256_head": token_hash(token)[:12], "expires": expires_toml},
     )
-    table = Table(show_header=False, title=f"API token for {agency}", title_justify="left")
-    table.add_row("give the agency (once, securely)", token)
-    table.add_row(f"put in [agencies.{agency}]", f'token_sha256 = "{token_hash(token)}"')
-    console.print(table)
+    # plain print: a terminal's width must not wrap or cut what is copied
+    console.print(f"[bold]API token for {escape(agency)}[/]: give the agency (once, securely)")
+    print(token)
+    console.print(
+        f"[bold]Put in {escape(f'[agencies.{agency}]')}[/] of the access policy "
+        "(over the old lines: the old token stops working without a restart)"
+    )
+    print(f'token_sha256 = "{token_hash(token)}"')
+    print(f"token_expires = {expires_toml}")

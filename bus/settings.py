@@ -393,6 +393,21 @@ class AccessSettings(BaseModel):
     share_group: str = Field(default="databus-share", min_length=1)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8088, ge=0, le=65535, description="0 picks a free port")
+    # Abuse limits of the subscription API (sinks/subscription_api.py): requests per
+    # window from one peer address and with one agency's token; over them, 429.
+    api_rate_per_address: Positive = 600
+    api_rate_per_token: Positive = 300
+    api_rate_window_s: float = Field(default=60.0, gt=0, le=86400)
+    # Repeated refusals (401, 429, ...) of one address or agency: the first is audited at
+    # once, the rest as one line with their count per interval.
+    api_refusal_audit_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    # How often the API looks at the policy file for changes (new, revoked tokens).
+    policy_check_s: float = Field(default=2.0, ge=0, le=3600)
+    # Lifetime of a token `databus agency-token` issues.
+    token_ttl_days: Positive = 90
+    # The audit log rotates at this size, keeping this many rotated files.
+    audit_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    audit_keep_files: Positive = 10
 
     @field_validator("policy_file", "audit_log", mode="before")
     @classmethod

@@ -4,10 +4,23 @@
     GET /datasets/{id}/records?max=N    its next records of that dataset (JSON), 1..1000
 
 Every request carries ``Authorization: Bearer <token>``; the policy holds each agency's
-token as a SHA-256 digest, compared in constant time. A missing or unknown token gets
-401; a dataset outside the agency's policy (unknown ids included, so the answer says
-nothing about what exists) gets 403. Both refusals, and every read that returned
-records, are written to the audit log.
+token as a SHA-256 digest, compared in constant time. A missing, unknown or expired
+token gets 401; a token in the query string 400 (it would sit in proxies' and browsers'
+logs; it is never looked up nor logged here, and the access log carries no query
+string); a dataset outside the agency's policy (unknown ids included, so the answer
+says nothing about what exists) gets 403. The policy file is re-read when it changes
+(``PolicyFile``), so a revoked or replaced token is refused without a restart.
+
+Abuse limits, in this order: requests per sliding window from one peer address, then
+with one agency's token; over either, 429 with ``Retry-After`` (seconds).
+
+Audit: every read that returned records is one line. Refusals that can
+come in floods — 401, 429, a token in the URL, 403, and 400/404/405 answered to an
+agency — go through ``RefusalTally``: the first of each (who, what, why) in an interval is
+written at once, the rest as one line with their count when the interval ends. No line
+holds the caller's path: the route template (``/datasets/{dataset}/records``, or
+``(no route)``) and, for an agency's 400/404/405, the head of the path's SHA-256; a 403
+names a catalog dataset, any other id only by its digest's head.
 
 Offsets: each (agency, dataset) has its own consumer group,
 ``agency.<agency>.api.<dataset>``, separate from the agency's ``Subscriber`` group. The
@@ -24,20 +37,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import json
 import logging
+import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import date, datetime
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from pyrate_limiter import InMemoryBucket, Rate, RateItem
 
-from bus.access_policy import AccessPolicy, Agency, agency_group
+from bus.access_policy import AccessPolicy, Agency, PolicyFile, agency_group
 from bus.audit import AuditLog
 from bus.consumers import next_offsets
 from bus.errors import CodecError, DeliveryError
@@ -45,11 +65,143 @@ from bus.settings import Settings
 from schemas.catalog import DATASETS
 from schemas.codec import AvroDeserializer
 
-__all__ = ["MAX_RECORDS", "create_app", "json_default", "serve"]
+__all__ = [
+    "MAX_RECORDS",
+    "TOKEN_PARAMS",
+    "AccessLog",
+    "RateLimits",
+    "Refusal",
+    "RefusalTally",
+    "create_app",
+    "json_default",
+    "make_runner",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000
+# Query parameters that carry a credential: refused, never looked up.
+TOKEN_PARAMS = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "api_token",
+        "apikey",
+        "auth",
+        "authorization",
+        "bearer",
+        "jwt",
+        "key",
+        "password",
+        "secret",
+        "token",
+    }
+)
+NO_ROUTE = "(no route)"
+UNKNOWN_DATASET = "(unknown dataset)"
+
+
+def _digest_head(text: str) -> str:
+    """What the audit log keeps of a caller's string: the head of its SHA-256."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+class RateLimits:
+    """At most ``limit`` requests per sliding ``window_s`` per key (a pyrate-limiter
+    bucket per key). The ``max_keys`` most recently seen keys are kept, so a caller
+    spreading over many addresses costs bounded memory."""
+
+    def __init__(self, limit: int, window_s: float, max_keys: int = 10_000) -> None:
+        self._rate = Rate(limit, max(1, round(window_s * 1000)))
+        self._buckets: OrderedDict[str, InMemoryBucket] = OrderedDict()
+        self._max_keys = max_keys
+
+    def retry_after(self, key: str) -> int | None:
+        """Admit one request of ``key``: None, or the seconds until it would be admitted."""
+        now = time.monotonic_ns() // 1_000_000
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = InMemoryBucket([self._rate])
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket.leak(now)  # drop what left the window: a bucket holds <= limit items
+        item = RateItem(key, now)
+        if bucket.put(item):
+            return None
+        wait = bucket.waiting(item)
+        window_ms = self._rate.interval
+        wait_ms = min(wait, window_ms) if isinstance(wait, int) and wait >= 0 else window_ms
+        return max(1, math.ceil(wait_ms / 1000))
+
+
+class Refusal(NamedTuple):
+    """What a tallied refusal is counted by; ``address`` only for anonymous callers."""
+
+    actor: str  # agency id or "anonymous"
+    action: str  # api.authenticate | api.rate_limit | api.request
+    route: str  # route template, NO_ROUTE or a catalog dataset id; never the raw path
+    reason: str  # one of a fixed set of phrases
+    status: int
+    address: str = ""
+
+
+class RefusalTally:
+    """Refusals counted per key and interval, so a flood costs a few audit lines.
+
+    ``note`` says whether a refusal is its key's first in the current interval (audit it
+    now); ``due`` ends an interval that is over and returns each key's further refusals.
+    Past ``max_keys`` keys in one interval, new ones are counted under address ``*``.
+    """
+
+    def __init__(self, interval_s: float, max_keys: int = 1000) -> None:
+        self.interval_s = interval_s
+        self._max_keys = max_keys
+        self._counts: dict[Refusal, int] = {}
+        self._started = time.monotonic()
+
+    def note(self, refusal: Refusal) -> bool:
+        if refusal not in self._counts and len(self._counts) >= self._max_keys:
+            refusal = refusal._replace(address="*")
+        seen = self._counts.get(refusal, 0)
+        self._counts[refusal] = seen + 1
+        return seen == 0
+
+    def due(self, now: float, *, force: bool = False) -> list[tuple[Refusal, int]]:
+        if not force and now - self._started < self.interval_s:
+            return []
+        repeats = [(r, n - 1) for r, n in self._counts.items() if n > 1]
+        self._counts.clear()
+        self._started = now
+        return repeats
+
+
+def _route(request: web.BaseRequest) -> str:
+    if not isinstance(request, web.Request):
+        return NO_ROUTE
+    try:
+        match_info = request.match_info
+    except AssertionError:  # a request refused before routing (bad request line)
+        return NO_ROUTE
+    resource = match_info.route.resource if match_info is not None else None
+    return resource.canonical if resource is not None else NO_ROUTE
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request with the route template, never the path or query string (a
+    token put in a URL must reach no log)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.3fs",
+            request.remote,
+            request.method,
+            _route(request),
+            response.status,
+            time,
+        )
 
 
 def json_default(value: object) -> object:
@@ -159,7 +311,7 @@ class _State:
     def __init__(
         self,
         settings: Settings,
-        policy: AccessPolicy,
+        policy: PolicyFile,
         audit: AuditLog,
         registry: SchemaRegistryClient | None,
         topics: Mapping[str, str] | None,
@@ -167,7 +319,12 @@ class _State:
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self.policy_generation = policy.generation
         self.audit = audit
+        access = settings.access
+        self.per_address = RateLimits(access.api_rate_per_address, access.api_rate_window_s)
+        self.per_token = RateLimits(access.api_rate_per_token, access.api_rate_window_s)
+        self.tally = RefusalTally(access.api_refusal_audit_interval_s)
         self.topics = dict(topics or {})
         self.wait_s = wait_s
         client = registry or SchemaRegistryClient(settings.schema_registry.client_config())
@@ -187,9 +344,46 @@ class _State:
     async def record(self, **entry: Any) -> None:
         await asyncio.to_thread(lambda: self.audit.append(**entry))
 
+    async def refused(self, refusal: Refusal, **detail: object) -> None:
+        """Count a refusal; audit it if it is its key's first of the interval."""
+        if self.tally.note(refusal):
+            await self.record(**_refusal_entry(refusal, {**detail, "count": 1}))
+
+    async def flush_refusals(self, *, force: bool = False) -> None:
+        repeats = self.tally.due(time.monotonic(), force=force)
+        for refusal, count in repeats:
+            detail = {"count": count, "repeats_within_s": self.tally.interval_s}
+            await self.record(**_refusal_entry(refusal, detail))
+
+    async def current_policy(self) -> AccessPolicy:
+        policy = self.policy.current()
+        if self.policy.generation != self.policy_generation:
+            self.policy_generation = self.policy.generation
+            error = self.policy.error
+            await self.record(
+                actor="databus-api",
+                action="grant.policy_reloaded",
+                object=str(self.policy.path),
+                outcome="kept previous" if error else "loaded",
+                detail={"error": error} if error else {"agencies": policy.grants()},
+            )
+        return policy
+
+
+def _refusal_entry(refusal: Refusal, detail: Mapping[str, object]) -> dict[str, Any]:
+    where = {"address": refusal.address} if refusal.address else {}
+    return {
+        "actor": refusal.actor,
+        "action": refusal.action,
+        "object": refusal.route,
+        "outcome": "denied",
+        "detail": {"reason": refusal.reason, "status": refusal.status, **where, **detail},
+    }
+
 
 _STATE = web.AppKey("subscription_state", _State)
 _AGENCY = web.RequestKey("agency", Agency)
+_POLICY = web.RequestKey("policy", AccessPolicy)
 
 
 def _state(request: web.Request) -> _State:
@@ -204,26 +398,90 @@ def _bearer(request: web.Request) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _too_many(retry_after: int, whose: str) -> web.Response:
+    return _json(
+        {
+            "error": "too_many_requests",
+            "message": f"request rate of this {whose} over its limit; retry after {retry_after} s",
+        },
+        429,
+        **{"Retry-After": str(retry_after)},
+    )
+
+
+def _unauthorized(error: str, message: str, *, token_sent: bool = True) -> web.Response:
+    challenge = 'Bearer realm="databus"' + (', error="invalid_token"' if token_sent else "")
+    return _json({"error": error, "message": message}, 401, **{"WWW-Authenticate": challenge})
+
+
+_AUDITED_STATUSES = frozenset({400, 404, 405})
+
+
 @web.middleware
-async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Rate limits, token checks and the audit of refusals, before any handler runs."""
     state = _state(request)
-    token = _bearer(request)
-    agency = state.policy.agency_for_token(token) if token else None
-    if agency is None:
-        await state.record(
-            actor="anonymous",
-            action="api.authenticate",
-            object=request.path,
-            outcome="denied",
-            detail={"reason": "no token" if token is None else "unknown token"},
-        )
+    address = request.remote or "unknown"
+    route = _route(request)
+    wait = state.per_address.retry_after(address)
+    if wait is not None:
+        why = "address over its request rate"
+        await state.refused(Refusal("anonymous", "api.rate_limit", route, why, 429, address))
+        return _too_many(wait, "address")
+    if any(name.lower() in TOKEN_PARAMS for name in request.query):
+        why = "credential in the query string"
+        await state.refused(Refusal("anonymous", "api.authenticate", route, why, 400, address))
         return _json(
-            {"error": "unauthorized", "message": "send Authorization: Bearer <your agency token>"},
-            401,
-            **{"WWW-Authenticate": 'Bearer realm="databus"'},
+            {
+                "error": "token_in_url",
+                "message": "send the token in the header Authorization: Bearer <token>, "
+                "never in the URL; a token that was in a URL may be in logs on its way: "
+                "ask the bus operator for a new one",
+            },
+            400,
         )
+    policy = await state.current_policy()
+    token = _bearer(request)
+    agency = policy.agency_for_token(token) if token else None
+    if agency is None:
+        why = "no token" if token is None else "unknown token"
+        await state.refused(Refusal("anonymous", "api.authenticate", route, why, 401, address))
+        return _unauthorized(
+            "unauthorized",
+            "send Authorization: Bearer <your agency token>",
+            token_sent=token is not None,
+        )
+    if agency.token_expired(datetime.now(UTC)):
+        expired = agency.token_expires.isoformat() if agency.token_expires else "?"
+        await state.refused(Refusal(agency.id, "api.authenticate", route, "token expired", 401))
+        return _unauthorized(
+            "token_expired",
+            f"this token expired at {expired}; ask the bus operator for a new one",
+        )
+    wait = state.per_token.retry_after(agency.id)
+    if wait is not None:
+        why = "token over its request rate"
+        await state.refused(Refusal(agency.id, "api.rate_limit", route, why, 429))
+        return _too_many(wait, "token")
     request[_AGENCY] = agency
-    return await handler(request)
+    request[_POLICY] = policy
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status not in _AUDITED_STATUSES:
+            raise
+        response = _json({"error": exc.reason.lower().replace(" ", "_")}, exc.status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    if response.status in _AUDITED_STATUSES:
+        digest = _digest_head(request.path)
+        why = f"answered {response.status}"
+        await state.refused(
+            Refusal(agency.id, "api.request", route, why, response.status),
+            method=request.method[:16],
+            path_sha256_head=digest,
+        )
+    return response
 
 
 async def _datasets(request: web.Request) -> web.Response:
@@ -250,14 +508,13 @@ async def _records(request: web.Request) -> web.Response:
     state = _state(request)
     agency = request[_AGENCY]
     dataset_id = request.match_info["dataset"]
-    if not state.policy.may_read(agency.id, dataset_id):
-        await state.record(
-            actor=agency.id,
-            action="api.read",
-            object=dataset_id,
-            outcome="denied",
-            detail={"reason": "outside the agency's access policy"},
-        )
+    if not request[_POLICY].may_read(agency.id, dataset_id):
+        # a catalog id is named; anything else the caller typed is not stored, its digest is
+        known = dataset_id in DATASETS
+        extra = {} if known else {"dataset_sha256_head": _digest_head(dataset_id)}
+        why = "outside the agency's access policy"
+        target = dataset_id if known else UNKNOWN_DATASET
+        await state.refused(Refusal(agency.id, "api.read", target, why, 403), **extra)
         return _json(
             {"error": "forbidden", "message": f"{dataset_id} is not in your access policy"}, 403
         )
@@ -293,31 +550,76 @@ def _last_offsets(records: list[dict[str, Any]]) -> dict[str, int]:
 
 def create_app(
     settings: Settings,
-    policy: AccessPolicy,
+    policy: AccessPolicy | PolicyFile,
     audit: AuditLog,
     *,
     registry: SchemaRegistryClient | None = None,
     topics: Mapping[str, str] | None = None,
     wait_s: float = 1.0,
 ) -> web.Application:
-    """The API; ``topics`` maps dataset ids to other shared topics (tests)."""
-    app = web.Application(middlewares=[_authenticate])
-    state = _State(settings, policy, audit, registry, topics, wait_s)
+    """The API; ``policy`` a ``PolicyFile`` to follow changes of the file, a fixed
+    ``AccessPolicy`` otherwise; ``topics`` maps dataset ids to other shared topics (tests)."""
+    app = web.Application(middlewares=[_guard])
+    source = policy if isinstance(policy, PolicyFile) else PolicyFile(loaded=policy)
+    state = _State(settings, source, audit, registry, topics, wait_s)
     app[_STATE] = state
     app.router.add_get("/datasets", _datasets)
     app.router.add_get("/datasets/{dataset}/records", _records)
+
+    async def flush_refusals(_app: web.Application) -> AsyncIterator[None]:
+        async def every_interval() -> None:
+            while True:
+                await asyncio.sleep(min(1.0, state.tally.interval_s))
+                await state.flush_refusals()
+
+        task = asyncio.create_task(every_interval())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await state.flush_refusals(force=True)
 
     async def close_readers(_app: web.Application) -> None:
         for reader in state.readers.values():
             await asyncio.to_thread(reader.close)
 
+    app.cleanup_ctx.append(flush_refusals)
     app.on_cleanup.append(close_readers)
     return app
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refuses with the raw request line, which may
+    hold a token in its query string: keep the peer and the error's kind only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = record.msg + " refused (%s)"
+            record.args = (
+                *(record.args if isinstance(record.args, tuple) else ()),
+                type(exc).__name__,
+            )
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_SERVER_LOG = logging.getLogger("aiohttp.server")
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner ``serve`` uses: access log without paths or query strings, and no raw
+    request line in the log of a request the HTTP parser refused."""
+    if not any(isinstance(f, _MalformedRequests) for f in _SERVER_LOG.filters):
+        _SERVER_LOG.addFilter(_MalformedRequests())
+    return web.AppRunner(app, access_log_class=AccessLog)
+
+
 async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``app`` until ``stop`` is set."""
-    runner = web.AppRunner(app)
+    runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

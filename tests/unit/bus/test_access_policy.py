@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bus.access_policy import (
+    PolicyFile,
     agency_group,
     load_policy,
     new_token,
@@ -17,6 +22,8 @@ from bus.access_policy import (
 from bus.errors import ConfigError
 from bus.settings import load_settings
 from schemas.catalog import DATASETS
+
+_LATER = "2099-01-01T00:00:00Z"
 
 
 def _doc(**agency: Any) -> dict[str, Any]:
@@ -71,7 +78,10 @@ def test_a_bad_share_rule_stops(document: dict[str, Any], message: str) -> None:
         ({"max_classification": "restricted"}, "must be one of public, internal"),
         ({"max_classification": "public"}, "above the agency's max_classification"),
         ({"datasets": ["land.parcels"]}, "is not shared"),
-        ({"token_sha256": "abc"}, "64 lowercase hex"),
+        ({"token_sha256": "abc", "token_expires": "2030-01-01T00:00:00Z"}, "64 lowercase hex"),
+        ({"token_sha256": "a" * 64}, "token_expires: required with token_sha256"),
+        ({"token_sha256": "a" * 64, "token_expires": "soon"}, "not an ISO 8601"),
+        ({"token_sha256": "a" * 64, "token_expires": "2030-01-01T00:00"}, "with its offset"),
         ({"principal": "Bad Name"}, "principal"),
     ],
 )
@@ -89,7 +99,7 @@ def test_a_bad_agency_id_stops() -> None:
 
 def test_tokens_are_kept_hashed_and_matched() -> None:
     token = new_token()
-    policy = parse_policy(_doc(token_sha256=token_hash(token)))
+    policy = parse_policy(_doc(token_sha256=token_hash(token), token_expires=_LATER))
     found = policy.agency_for_token(token)
     assert found is not None and found.id == "so-a"
     assert policy.agency_for_token(token + "x") is None
@@ -98,11 +108,68 @@ def test_tokens_are_kept_hashed_and_matched() -> None:
 
 
 def test_two_agencies_cannot_share_a_token() -> None:
-    doc = _doc(token_sha256=token_hash("t" * 40))
+    doc = _doc(token_sha256=token_hash("t" * 40), token_expires=_LATER)
     doc["agencies"]["so-b"] = dict(doc["agencies"]["so-a"])
     doc["agencies"]["so-b"]["principal"] = "agency-so-b"
     with pytest.raises(ConfigError, match="share one API token"):
         parse_policy(doc)
+
+
+def test_a_token_expires_at_its_time() -> None:
+    expires = datetime(2030, 1, 1, 7, tzinfo=UTC)
+    agency = parse_policy(_doc(token_sha256="a" * 64, token_expires=expires)).agencies["so-a"]
+    assert agency.token_expires == expires
+    assert not agency.token_expired(expires - timedelta(seconds=1))
+    assert agency.token_expired(expires)
+    # a bare date is its midnight UTC; a string is ISO 8601 with an offset
+    by_date = parse_policy(_doc(token_sha256="a" * 64, token_expires=date(2030, 1, 2)))
+    assert by_date.agencies["so-a"].token_expires == datetime(2030, 1, 2, tzinfo=UTC)
+    by_text = parse_policy(_doc(token_sha256="a" * 64, token_expires="2030-01-01T09:00:00+07:00"))
+    assert by_text.agencies["so-a"].token_expires == datetime(2030, 1, 1, 2, tzinfo=UTC)
+
+
+def _write_policy(path: Path, token: str | None) -> None:
+    line = f'token_sha256 = "{token_hash(token)}"\ntoken_expires = {_LATER}\n' if token else ""
+    text = (
+        '[shared."feedback.reports"]\n'
+        "[agencies.so-a]\n"
+        'max_classification = "internal"\n'
+        'datasets = ["feedback.reports"]\n' + line
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _until(condition: Any, deadline_s: float = 10.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_policy_file_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    _write_policy(path, "first-token-0123456789")
+    source = PolicyFile(path, check_s=0.05)
+    assert source.current().agency_for_token("first-token-0123456789") is not None
+    assert source.generation == 0
+
+    _write_policy(path, None)  # the token revoked
+    _until(lambda: source.current().agency_for_token("first-token-0123456789") is None)
+    assert source.generation == 1 and source.error is None
+
+    # a broken file leaves the last good policy in force, and says why
+    broken = path.with_suffix(".broken")
+    broken.write_text("[agencies.so-a\n", encoding="utf-8")
+    os.replace(broken, path)
+    _until(lambda: source.current() is not None and source.generation == 2)
+    assert source.error is not None and "not valid TOML" in source.error
+    assert "so-a" in source.current().agencies
+
+    _write_policy(path, "second-token-0123456789")
+    _until(lambda: source.current().agency_for_token("second-token-0123456789") is not None)
+    assert source.error is None
 
 
 def test_names_of_groups_and_principals() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from datetime import UTC, datetime
@@ -151,3 +152,118 @@ def test_grants_are_audited_tokens_and_acls(
     assert entries[0]["detail"]["token_sha256_head"] in token_line
     assert agency in entries[1]["detail"]["agencies"]
     assert verify(log).ok
+
+
+def _rotating(path: Path, entries: int, max_bytes: int = 2048, keep: int = 3) -> AuditLog:
+    log = AuditLog(path, max_bytes=max_bytes, keep=keep)
+    for i in range(entries):
+        log.append(
+            actor="agency-a", action="api.read", object="t", outcome="granted", detail={"i": i}
+        )
+    return log
+
+
+def test_a_rotating_log_stays_bounded_and_one_chain(tmp_path: Path) -> None:
+    from bus.audit import ROTATED, rotated_files, verify_rotated
+
+    path = tmp_path / "audit.jsonl"
+    _rotating(path, 300)
+    kept = rotated_files(path, 10)
+    assert [p.name for p in kept] == ["audit.jsonl.3", "audit.jsonl.2", "audit.jsonl.1"]
+    line_max = max(len(line) for p in [*kept, path] for line in p.read_bytes().splitlines())
+    for p in [*kept, path]:
+        assert p.stat().st_size < 2048 + 2 * (line_max + 1)
+    results = verify_rotated(path)
+    assert [r.ok for _, r in results] == [True] * 4
+    # each newer file starts with the rotation entry carrying on its predecessor's head
+    for (_, older), (newer, _) in itertools.pairwise(results):
+        first = json.loads(newer.read_text().splitlines()[0])
+        assert first["action"] == ROTATED and first["prev"] == older.head
+    # the oldest kept file continues a chain whose start aged out: it says so
+    assert results[0][1].starts_after != GENESIS
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["detail"] == {"i": 299} and results[-1][1].head == last["hash"]
+
+
+def test_a_changed_or_missing_rotated_file_is_found(tmp_path: Path) -> None:
+    from bus.audit import verify_rotated
+
+    path = tmp_path / "audit.jsonl"
+    _rotating(path, 300)
+    middle = path.with_name("audit.jsonl.2")
+    lines = middle.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace('"i":', '"j":', 1)
+    middle.write_text("".join(lines))
+    results = verify_rotated(path)
+    assert results[-1][0] == middle and results[-1][1].broken_line == 4
+
+    _rotating(tmp_path / "b.jsonl", 300)
+    path.with_name("b.jsonl.2").unlink()  # a file taken out of the middle
+    results = verify_rotated(tmp_path / "b.jsonl")
+    assert results[-1][0].name == "b.jsonl.1" and results[-1][1].broken_line == 1
+    assert "prev does not match" in (results[-1][1].reason or "")
+
+
+def test_concurrent_writers_rotating_keep_one_chain(tmp_path: Path) -> None:
+    from bus.audit import verify_rotated
+
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=4096, keep=50)
+
+    def write(worker: int) -> None:
+        for i in range(50):
+            log.append(actor=f"w{worker}", action="share.publish", object="t", outcome=str(i))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = verify_rotated(log.path, keep=50)
+    assert len(results) > 2 and all(r.ok for _, r in results)
+    entries = [
+        json.loads(line)
+        for p, _ in results
+        for line in p.read_text().splitlines()
+        if '"share.publish"' in line
+    ]
+    assert len(entries) == 200
+    assert sorted(e["seq"] for e in entries) == [e["seq"] for e in entries]
+
+
+def test_databus_audit_verify_checks_the_rotated_files(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bus.agency_cli import agency_app
+
+    path = tmp_path / "audit.jsonl"
+    _rotating(path, 100)
+    ok = CliRunner().invoke(agency_app, ["audit", "verify", str(path)])
+    assert ok.exit_code == 0 and "in 4 files verify" in ok.output, ok.output
+    rotated = path.with_name("audit.jsonl.1")
+    rotated.write_text(rotated.read_text().replace("granted", "grantee", 1))
+    broken = CliRunner().invoke(agency_app, ["audit", "verify", str(path)])
+    assert broken.exit_code == 1 and "audit.jsonl.1 broken" in broken.output, broken.output
+
+
+def test_an_issued_token_carries_its_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from typer.testing import CliRunner
+
+    from bus.access_policy import load_policy
+    from bus.agency_cli import agency_app
+
+    monkeypatch.setenv("DATABUS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABUS_ACCESS__TOKEN_TTL_DAYS", "30")
+    agency = sorted(load_policy(None).agencies)[0]
+    for args in ([], ["--days", "7"]):
+        issued = CliRunner().invoke(agency_app, ["agency-token", agency, *args])
+        assert issued.exit_code == 0, issued.output
+        assert "token_expires = " in issued.output
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    for entry, days in zip(entries, (30, 7), strict=True):
+        expires = datetime.fromisoformat(entry["detail"]["expires"])
+        left = expires - datetime.now(UTC)
+        assert timedelta(days=days) - timedelta(minutes=5) < left <= timedelta(days=days)
