@@ -175,18 +175,19 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         t.start()
 
     def _run_loop() -> None:
-        reason: BaseException
+        returned = False
         try:
             loop.run()
-        except BaseException as exc:
-            log.exception("the batch loop stopped on an error; the worker exits")
-            reason = exc
-        else:
-            if stopping.is_set() or loop.stop_event.is_set():
-                return
-            reason = DatabusError("the batch loop returned without being stopped")
-            log.error("%s; the worker exits", reason)
-        _exit_soon(reason)
+            returned = True
+        finally:
+            # Not ``except``: an error a librdkafka callback raised comes out of
+            # ``consume`` as a bare KafkaError, which no except clause matches.
+            if not returned:
+                log.error("the batch loop stopped on an error; the worker exits")
+                _exit_soon(DatabusError("the batch loop stopped on an error"))
+            elif not (stopping.is_set() or loop.stop_event.is_set()):
+                log.error("the batch loop returned without being stopped; the worker exits")
+                _exit_soon(DatabusError("the batch loop returned without being stopped"))
 
     def _exit_soon(reason: BaseException) -> None:
         """Crash the worker (it shuts down and exits non-zero); exit at once if it has

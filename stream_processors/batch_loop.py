@@ -85,7 +85,7 @@ from stream_processors.dlq import DeadLetter, dlq_headers, omitted_dlq_headers
 from stream_processors.entity_state import Entity
 from stream_processors.inflight import Group, Groups, Writes
 
-__all__ = ["BatchLoop", "raw_records", "tune_gc_for_batches"]
+__all__ = ["BatchLoop", "RestoreWatch", "raw_records", "tune_gc_for_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,40 @@ def tune_gc_for_batches() -> None:
     gc.collect()
     gc.freeze()  # what start-up built (reference data, schemas) is never garbage
     gc.set_threshold(50_000, 20, 100)
+
+
+class RestoreWatch:
+    """A restore's progress: stalled when no record came for ``stall_s``; a progress
+    line due every ``log_every_s``. No total deadline."""
+
+    def __init__(
+        self,
+        stall_s: float,
+        log_every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stall_s = stall_s
+        self._log_every_s = log_every_s
+        self._clock = clock
+        self.started = self._progressed = self._logged = clock()
+        self.read = 0
+
+    def progress(self, records: int = 1) -> None:
+        self.read += records
+        self._progressed = self._clock()
+
+    def stalled(self) -> bool:
+        return self._clock() - self._progressed > self.stall_s
+
+    def log_due(self) -> bool:
+        now = self._clock()
+        if now - self._logged < self._log_every_s:
+            return False
+        self._logged = now
+        return True
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
 
 
 class BatchLoop:
@@ -168,6 +202,7 @@ class BatchLoop:
         self.last_batch_monotonic = 0.0
         self.assigned_monotonic = 0.0
         self._lag_group = f"{self._group}-standardize"
+        self.restore_log_every_s = _RESTORE_PROGRESS_EVERY_S
         self._lag_exported: set[tuple[str, int]] = set()
         self._lag_at = 0.0
 
@@ -248,33 +283,30 @@ class BatchLoop:
         pending = set(by_changelog)
         # No total timeout (a big state takes as long as it takes): only a restore that
         # reads nothing for DATABUS_PROCESSOR_RESTORE_STALL_S fails.
-        stall_s = float(self._settings.processor_restore_stall_s)
-        started = progressed = logged = time.monotonic()
-        read = 0
+        watch = RestoreWatch(
+            float(self._settings.processor_restore_stall_s), self.restore_log_every_s
+        )
         try:
             while pending:
-                now = time.monotonic()
-                if now - progressed > stall_s:
+                if watch.stalled():
                     raise DeliveryError(
-                        f"restoring entity state made no progress for {stall_s:g} s "
-                        f"(DATABUS_PROCESSOR_RESTORE_STALL_S) after {read:,} records; "
+                        f"restoring entity state made no progress for {watch.stall_s:g} s "
+                        f"(DATABUS_PROCESSOR_RESTORE_STALL_S) after {watch.read:,} records; "
                         f"waiting for {sorted(pending)}"
                     )
-                if now - logged >= _RESTORE_PROGRESS_EVERY_S:
-                    logged = now
+                if watch.log_due():
                     log.info(
                         "restoring entity state: %d records read in %.0f s, "
                         "%d of %d changelog partitions done",
-                        read,
-                        now - started,
+                        watch.read,
+                        watch.elapsed(),
                         len(by_changelog) - len(pending),
                         len(by_changelog),
                     )
                 for msg in take(reader, 1000, 0.5):
-                    progressed = time.monotonic()
-                    read += 1
                     if msg.error():
                         continue
+                    watch.progress()
                     where = (msg.topic() or "", msg.partition() or 0)
                     key = msg.key() or b""
                     if key == _MARKER_KEY:
@@ -624,6 +656,7 @@ class BatchLoop:
             self._on_revoke(c, partitions)
 
         consumer.subscribe(list(self._datasets), on_assign=self._on_assign, on_revoke=on_revoke)
+        stopped = False
         try:
             while not self.stop_event.is_set():
                 if len(self._groups) >= _MAX_IN_FLIGHT:
@@ -634,12 +667,14 @@ class BatchLoop:
                     self.caught_up = len(msgs) < self._batch_size
                 self._step(consumer, msgs)
                 self._export_lag(consumer)
-        except BaseException:
-            # Nothing in flight is trusted: commit none of it, record none of its state.
-            self._core.rollback()
-            self._groups.recall()
-            raise
+            stopped = True
         finally:
+            # Not ``except``: an error a librdkafka callback raised comes out of
+            # ``consume`` as a bare KafkaError, which no except clause matches.
+            if not stopped:
+                # Nothing in flight is trusted: commit none of it, record none of its state.
+                self._core.rollback()
+                self._groups.recall()
             try:
                 self._drain(consumer)
             finally:
