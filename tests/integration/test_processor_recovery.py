@@ -53,7 +53,11 @@ def test_kills_and_rebalances_never_stop_a_worker_in_table_recovery(bus: Bus) ->
     history = generate(
         SimConfig(days=14, units=6, dossiers_per_unit_per_day=2.0, seed=23), load_reference()
     )
-    parts = [history[i :: ROUNDS + 1] for i in range(ROUNDS + 1)]
+    # Consecutive parts, each published in history order: a dossier's later versions
+    # never come before its earlier ones (they would be stale).
+    size = -(-len(history) // (ROUNDS + 1))
+    parts = [history[i : i + size] for i in range(0, len(history), size)]
+    assert len(parts) == ROUNDS + 1
     bus.start("worker-a", "process")
     victim = "worker-b0"
     bus.start(victim, "process")
@@ -61,7 +65,7 @@ def test_kills_and_rebalances_never_stop_a_worker_in_table_recovery(bus: Bus) ->
     for round_, part in enumerate(parts):
         valid |= {e.event_id for e in part if e.expect_reason is None}
         with Publisher(bus.settings, source_system="recovery-test") as pub:
-            publish_events(pub, sorted(part, key=lambda e: e.at))
+            publish_events(pub, part)
         wait_for(
             f"round {round_}: the valid events so far on std",
             lambda: std_ids(bus) >= valid,  # noqa: B023
