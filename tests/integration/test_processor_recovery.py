@@ -7,7 +7,8 @@ changelogs each time. The embedded broker reports high watermarks approximately,
 Faust's consistency check ("persisted offset … is higher than the last offset in that
 topic (highwater)") used to stop a worker here; the processor turns the check off.
 Checked: the first worker lives through every round, every replacement becomes ready,
-no log names ``ConsistencyError``, and every valid event reaches the std topic.
+no log names ``ConsistencyError``, and every valid event reaches the std topic. (With
+the check on, the first worker crashed on ``ConsistencyError`` in the first round.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
 from stream_processors.reference import load_reference
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Five rounds of publishing, a kill and a rebalance: ~4 minutes on a quiet machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROUNDS = 4
 
