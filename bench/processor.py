@@ -321,6 +321,7 @@ def cpu_only(settings: Settings, registry: SchemaRegistryClient, n: int, group: 
         for i, batch in enumerate(batches, 1):
             core.process_into(out, raw_records(batch)[0], int(time.time() * 1000))
             out.std.clear()
+            out.std_from.clear()
             if i % _GROUP_BATCHES == 0 or i == len(batches):
                 core.finish(out)
                 core.settle(core.unsettled)

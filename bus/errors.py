@@ -8,6 +8,7 @@ guessing from exception classes.
     ├── ConfigError                  a setting is missing or invalid (start-up stops)
     ├── ValidationError              a record does not satisfy its contract
     │   └── PublishValidationError   a model handed to the Publisher is invalid
+    │       └── RecordTooLargeError  an encoded event is over DATABUS_KAFKA__MESSAGE_MAX_BYTES
     ├── CodecError                   bytes are not a valid event for the dataset
     ├── RegistryError                the schema registry failed (retriable unless 4xx)
     │   ├── IncompatibleSchemaError  a registration breaks the compatibility level
@@ -27,6 +28,7 @@ __all__ = [
     "DeliveryError",
     "IncompatibleSchemaError",
     "PublishValidationError",
+    "RecordTooLargeError",
     "RegistryError",
     "RegistryRequestError",
     "SinkError",
@@ -57,6 +59,10 @@ class ValidationError(DatabusError):
 
 class PublishValidationError(ValidationError):
     """A model handed to the Publisher failed validation; nothing was sent."""
+
+
+class RecordTooLargeError(PublishValidationError):
+    """An encoded event is larger than the producers' limit; nothing was sent."""
 
 
 class CodecError(DatabusError):

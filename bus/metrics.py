@@ -7,7 +7,8 @@ topic and partition — never an event or citizen id. ``unit`` and ``owner_unit`
 unit codes of the reference data and the catalog (or "unknown").
 
 ``serve_metrics`` serves, on one port: ``/metrics``; ``/livez``, 200 while the process
-runs; ``/readyz``, 200 when every check of ``Metrics.readiness`` passes, else 503
+runs and every check of ``Metrics.liveness`` passes (an essential thread alive), else
+503 naming them; ``/readyz``, 200 when every check of ``Metrics.readiness`` passes, else 503
 naming the failing checks and why (``bus.health_checks``).
 """
 
@@ -39,6 +40,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         # What /readyz checks; the process's wiring adds its checks (broker, registry, sinks).
         self.readiness = readiness if readiness is not None else Readiness()
+        # What /livez checks: cheap, local, failing only when the process cannot work
+        # any more (an essential thread stopped) and should be restarted.
+        self.liveness = Readiness(ttl_s=0.0)
         r = self.registry
         self.events_consumed = Counter(
             "databus_events_consumed",
@@ -262,6 +266,10 @@ class HealthServer:
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/livez":
+            failing = [r for r in self._metrics.liveness.run() if not r.ok]
+            if failing:
+                text = "".join(f"{r.name}: {r.reason}\n" for r in failing).encode()
+                return _reply(start_response, "503 Service Unavailable", text, "text/plain")
             return _reply(start_response, "200 OK", b"ok\n", "text/plain; charset=utf-8")
         if path == "/readyz":
             results = self._metrics.readiness.run()

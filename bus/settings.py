@@ -71,6 +71,10 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = None
     # PEM CA bundle the brokers' TLS certificates chain to (SSL / SASL_SSL); empty: system CAs.
     ssl_ca_location: Path | None = None
+    # Largest record a bus producer sends (key, value and headers): librdkafka's and the
+    # broker's default. The Publisher refuses a larger event before sending it; the
+    # processor dead-letters a record whose output would be larger (record_too_large).
+    message_max_bytes: Annotated[int, Field(ge=1000, le=99_000_000)] = 1_000_000
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -445,6 +449,9 @@ class Settings(BaseSettings):
     # rule deltas, unit stats) before writing them together: bounds the rate of
     # aggregates reaching the alert and quality stages; alerts lag by up to this much.
     processor_state_every_ms: Positive = 500
+    # Restoring the entity state on assignment fails only when the changelogs yield no
+    # record for this long (no total timeout: a big state takes as long as it takes).
+    processor_restore_stall_s: Positive = 60
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()

@@ -57,7 +57,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from bus.errors import DeliveryError, PublishValidationError
+from bus.errors import DeliveryError, PublishValidationError, RecordTooLargeError
 from bus.metrics import Metrics
 from bus.settings import Settings
 from producers.headers import HeaderTemplate, new_ids, new_traceparent
@@ -66,7 +66,7 @@ from schemas.catalog import DATASETS, Dataset, load_schema, value_subject
 from schemas.codec import AvroSerializer, frame, unframe
 from schemas.models import Op
 
-__all__ = ["AsyncPublisher", "Change", "Publisher", "producer_config"]
+__all__ = ["AsyncPublisher", "Change", "Publisher", "producer_config", "record_size"]
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,26 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # murmur2_random puts a key on the same partition whoever writes it.
         "partitioner": "murmur2_random",
         "linger.ms": 5,
+        # The largest record sent (DATABUS_KAFKA__MESSAGE_MAX_BYTES, the broker's default)
+        "message.max.bytes": settings.kafka.message_max_bytes,
     }
     conf.update(overrides)
     return conf
+
+
+# librdkafka's bound on a v2 record's framing (length, attributes, deltas, counts).
+_RECORD_OVERHEAD = 64
+
+
+def record_size(
+    key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, str | bytes | None]]
+) -> int:
+    """An upper bound of what librdkafka counts against ``message.max.bytes``: key,
+    value and headers, each with its length prefix, plus the record's framing."""
+    size = _RECORD_OVERHEAD + len(key or b"") + len(value or b"")
+    for name, header in headers:
+        size += 10 + len(name.encode()) + len(header or b"")
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,11 +246,13 @@ class Publisher:
         self._source_system = source_system
         # added to every event's headers (e.g. the backfill mark, producers/backfill.py)
         self._extra_headers = list(extra_headers)
+        self._header_slack = 4096 + record_size(None, None, self._extra_headers)
         self._registry = registry or SchemaRegistryClient(settings.schema_registry.client_config())
         # The spool first: a spool in use elsewhere stops us before any connection opens.
         spool_path = settings.spool.path
         spool = Spool(spool_path, settings.spool.max_bytes) if spool_path is not None else None
         self._producer_conf = producer_config(settings, **producer_overrides)
+        self._max_bytes = int(self._producer_conf["message.max.bytes"])
         if spool is None:
             # Without a spool every report goes to one bound method; with one, each
             # record carries its own callback (it must know its spool row).
@@ -354,14 +373,21 @@ class Publisher:
         if prefix is None:
             prefix = coder.prefix = frame(coder.serializer.schema_id, b"")
         key = str(state[coder.key_field]) if coder.key_field is not None else dataset.key_of(state)
-        return (
-            key.encode(),
-            prefix + body,
+        encoded_key, value = key.encode(), prefix + body
+        headers = (
             [*template.headers(event_id, now_ms, traceparent), *self._extra_headers]
             if self._extra_headers
-            else template.headers(event_id, now_ms, traceparent),
-            event_id,
+            else template.headers(event_id, now_ms, traceparent)
         )
+        # Headers are a few hundred bytes: the exact bound only near the limit.
+        if len(value) + len(encoded_key) + self._header_slack > self._max_bytes:
+            size = record_size(encoded_key, value, headers)
+            if size > self._max_bytes:
+                raise RecordTooLargeError(
+                    f"{dataset.id}: the encoded event is {size:,} bytes, over the limit of "
+                    f"{self._max_bytes:,} (DATABUS_KAFKA__MESSAGE_MAX_BYTES); nothing was sent"
+                )
+        return encoded_key, value, headers, event_id
 
     def publish(
         self,
@@ -410,7 +436,7 @@ class Publisher:
                     )
                 )
             except PublishValidationError as exc:
-                raise PublishValidationError(
+                raise type(exc)(
                     f"change {index} of the batch: {exc}; nothing of the batch was sent"
                 ) from None
         if not encoded:

@@ -12,6 +12,15 @@ The loop does the per-event work outside Faust's stream machinery (see
 and runs the stateful stages on per-batch aggregates with changelogged tables, so
 a worker that dies is replaced and its state recovers. Agents are wiring only:
 the rules, lifecycle and quality scores are pure functions.
+
+A worker that cannot work exits: when the batch loop's thread stops (an error it does
+not retry), ``/livez`` fails at once and the process exits non-zero — by crashing the
+Faust worker, and if that has not ended the process within ``_EXIT_GRACE_S``, at once —
+so that Kubernetes, systemd or ``databus up`` restart it. Faust's table recovery skips
+its consistency check (``recovery_consistency_check``): the embedded broker reports
+high watermarks approximately, so a table's persisted offset can be above the reported
+end of its changelog, which is not an inconsistency there (the batch loop's entity
+state reads up to a marker instead).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -28,7 +38,8 @@ import faust
 import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.health_checks import broker_check, registry_check, thread_check
+from bus.errors import DatabusError
+from bus.health_checks import CheckFailed, broker_check, registry_check, thread_check
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topics import rule_deltas_topic, unit_stats_topic
@@ -62,6 +73,10 @@ _TICK = "__tick__"
 # Groups whose rules depend on the sequence of readings (N consecutive), not on counts
 # over a window: evaluated after each delta rather than once per batch.
 _STEPWISE = frozenset({"aqi_station"})
+# After the batch loop stopped on an error: how long the worker may take to crash and
+# shut down cleanly before the process exits at once.
+_EXIT_GRACE_S = 10.0
+_EXIT_CODE = 70  # EX_SOFTWARE
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -72,6 +87,15 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     metrics.readiness.add("broker", broker_check(settings))
     metrics.readiness.add("schema_registry", registry_check(settings))
     metrics.readiness.add("batch_loop", thread_check("the batch loop", lambda: thread.get("t")))
+    stopping = threading.Event()  # a shutdown asked for: the loop's end is expected
+    failed = threading.Event()  # the loop stopped on its own: the process exits
+
+    def loop_alive() -> None:
+        t = thread.get("t")
+        if failed.is_set() or (t is not None and not t.is_alive() and not stopping.is_set()):
+            raise CheckFailed("the batch loop stopped; the process is exiting")
+
+    metrics.liveness.add("batch_loop", loop_alive)
     session_s = kafka.session_timeout_ms / 1000
     app = faust.App(
         settings.processor_group,
@@ -95,6 +119,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         # Tansu keeps no state between runs: the processor re-derives tables from
         # changelogs; standbys double the changelog traffic for one worker.
         table_standby_replicas=0,
+        # Tansu's approximate high watermarks: see the module docstring.
+        recovery_consistency_check=False,
+        producer_max_request_size=kafka.message_max_bytes,
     )
     registry = SchemaRegistryClient(settings.schema_registry.client_config())
     reference = load_reference()
@@ -148,13 +175,38 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         t.start()
 
     def _run_loop() -> None:
+        returned = False
         try:
             loop.run()
-        except Exception:
-            log.exception("the batch loop stopped on an error; stopping the worker")
-            app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.stop()))
+            returned = True
+        finally:
+            # Not ``except``: an error a librdkafka callback raised comes out of
+            # ``consume`` as a bare KafkaError, which no except clause matches.
+            if not returned:
+                log.error("the batch loop stopped on an error; the worker exits")
+                _exit_soon(DatabusError("the batch loop stopped on an error"))
+            elif not (stopping.is_set() or loop.stop_event.is_set()):
+                log.error("the batch loop returned without being stopped; the worker exits")
+                _exit_soon(DatabusError("the batch loop returned without being stopped"))
+
+    def _exit_soon(reason: BaseException) -> None:
+        """Crash the worker (it shuts down and exits non-zero); exit at once if it has
+        not within ``_EXIT_GRACE_S``."""
+
+        failed.set()
+
+        def hard_exit() -> None:
+            log.critical("the worker did not exit within %g s; exiting now", _EXIT_GRACE_S)
+            logging.shutdown()
+            os._exit(_EXIT_CODE)
+
+        timer = threading.Timer(_EXIT_GRACE_S, hard_exit)
+        timer.daemon = True
+        timer.start()
+        app.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(app.crash(reason)))
 
     def stop_loop(_sender: Any, /, *_args: Any, signal: Any, **_kw: Any) -> None:
+        stopping.set()
         loop.stop_event.set()
         t = thread.get("t")
         if t is not None:

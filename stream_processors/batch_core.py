@@ -94,6 +94,7 @@ class BatchOutput:
     std: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = field(
         default_factory=list
     )
+    std_from: list[RawRecord] = field(default_factory=list)  # the record of each std[i]
     dead: list[DeadOut] = field(default_factory=list)
     # (raw topic, partition, entity key) -> its newest state in this batch
     entities: dict[tuple[str, int, bytes], Entity] = field(default_factory=dict)
@@ -164,6 +165,9 @@ class BatchCore:
         self._presence = presence
         self._entities: dict[TopicPartitionKey, dict[bytes, Entity]] = {}
         self._undo: list[list[tuple[dict[bytes, Entity], bytes, Entity | None]]] = []
+        # Records whose output the broker refused for good, by (topic, partition,
+        # offset): the loop fills it, and they are dead-lettered when processed again.
+        self.refused: dict[tuple[str, int, int], DeadLetter] = {}
 
     # ---- partition ownership
     def load(self, topic: str, partition: int, entities: dict[bytes, Entity]) -> None:
@@ -245,6 +249,8 @@ class BatchCore:
 
     def _take(self, r: RawRecord) -> Taken | DeadLetter:
         """Pass 1: decode ``r`` and read what deduplication needs."""
+        if self.refused and (r.topic, r.partition, r.offset) in self.refused:
+            return self.refused[(r.topic, r.partition, r.offset)]
         pipeline = self._pipelines[r.topic]
         raw = pipeline.decode(r.value)
         if isinstance(raw, DeadLetter):
@@ -347,6 +353,7 @@ class BatchCore:
         for flag in result.flags:
             out.flags[(ds.id, flag)] = out.flags.get((ds.id, flag), 0) + 1
         out.std.append((pipeline.std_topic, key, result.value, result.headers))
+        out.std_from.append(r)
         if key is None:
             return  # no entity to track: nothing to deduplicate against or contribute
         where = (r.topic, r.partition, key)

@@ -25,6 +25,15 @@ The loop never blocks on the broker: while librdkafka delivers, the next records
 consumed and processed, and the delivery reports move the work forward
 (``stream_processors.inflight`` keeps the rules).
 
+A record whose output the broker refuses for good — too large
+(``MSG_SIZE_TOO_LARGE``, locally or from the broker) or invalid — is dead-lettered
+instead (reason ``record_too_large`` or ``record_refused``): the refusal is noted by its
+coordinates, the work in flight is recalled as after any failed write, and the record,
+processed again, becomes a dead letter and never enters the entity state. A dead letter
+that is itself too large is written without the original bytes: its coordinates, size
+and SHA-256 instead. Nothing is committed past a record before its output is
+acknowledged; an unexpected error stops the loop without committing the work in flight.
+
 A crash after 2 re-processes the records: std records go out again (sinks are
 idempotent on entity version), the entity state has not changed, so nothing is
 counted twice. A crash after 3 re-reads records the changelog already holds: they
@@ -43,6 +52,7 @@ reports them approximately).
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 import time
@@ -71,16 +81,16 @@ from producers.publisher import producer_config
 from schemas.catalog import Dataset
 from stream_processors.batch_core import BatchCore, BatchOutput, RawRecord
 from stream_processors.batch_stats import STATS_GROUP, stats_key
-from stream_processors.dlq import dlq_headers
+from stream_processors.dlq import DeadLetter, dlq_headers, omitted_dlq_headers
 from stream_processors.entity_state import Entity
 from stream_processors.inflight import Group, Groups, Writes
 
-__all__ = ["BatchLoop", "raw_records", "tune_gc_for_batches"]
+__all__ = ["BatchLoop", "RestoreWatch", "raw_records", "tune_gc_for_batches"]
 
 log = logging.getLogger(__name__)
 
 _MARKER_KEY = b"\x00databus-restore-marker"
-_RESTORE_TIMEOUT_S = 120.0
+_RESTORE_PROGRESS_EVERY_S = 10.0  # how often a long restore logs how far it is
 _LAG_EVERY_S = 1.0
 _FIRST_RECORD_WAIT_S = 0.05  # idle: how long one consume call waits for a record
 _ACK_WAIT_S = 0.005  # work in flight, nothing new: how long to wait for reports
@@ -91,8 +101,17 @@ _MAX_IN_FLIGHT = 8  # groups written but not committed before the loop stops tak
 # write each (16,727 rule deltas for 30,000 dossier events instead of ~10,500).
 _GROUP_MAX_BATCHES = 20
 _FLUSH_TIMEOUT_S = 60.0
+_KEPT_KEY_BYTES = 1024  # a digest-only dead letter keeps the original key up to this size
 _FETCH_WAIT_MS = 50
 _ANY_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the partitioner decides
+# Refusals of one record that a retry cannot overcome: the record is dead-lettered.
+_TOO_LARGE = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,  # librdkafka's message.max.bytes, or the broker's
+        KafkaError.RECORD_LIST_TOO_LARGE,
+    }
+)
+_REFUSED = _TOO_LARGE | {KafkaError.INVALID_RECORD, KafkaError.POLICY_VIOLATION}
 
 
 def tune_gc_for_batches() -> None:
@@ -103,6 +122,40 @@ def tune_gc_for_batches() -> None:
     gc.collect()
     gc.freeze()  # what start-up built (reference data, schemas) is never garbage
     gc.set_threshold(50_000, 20, 100)
+
+
+class RestoreWatch:
+    """A restore's progress: stalled when no record came for ``stall_s``; a progress
+    line due every ``log_every_s``. No total deadline."""
+
+    def __init__(
+        self,
+        stall_s: float,
+        log_every_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stall_s = stall_s
+        self._log_every_s = log_every_s
+        self._clock = clock
+        self.started = self._progressed = self._logged = clock()
+        self.read = 0
+
+    def progress(self, records: int = 1) -> None:
+        self.read += records
+        self._progressed = self._clock()
+
+    def stalled(self) -> bool:
+        return self._clock() - self._progressed > self.stall_s
+
+    def log_due(self) -> bool:
+        now = self._clock()
+        if now - self._logged < self._log_every_s:
+            return False
+        self._logged = now
+        return True
+
+    def elapsed(self) -> float:
+        return self._clock() - self.started
 
 
 class BatchLoop:
@@ -132,7 +185,10 @@ class BatchLoop:
         # The bus's 5 ms linger. 1 ms, tried for latency, gave no better p99 at 2,000
         # events/s (123–199 ms against 104–172 ms, three runs each, bench/processor.py).
         self._producer = Producer(producer_config(settings))
+        self._max_bytes = settings.kafka.message_max_bytes
         self._groups = Groups()
+        # Records whose full dead letter was refused (too large): written digest-only.
+        self._digest_only: set[tuple[str, int, int]] = set()
         self.stop_event = threading.Event()
         # Read by the Faust timer (another thread): when a record was last taken, and
         # whether the last poll came back short (caught up with the input).
@@ -146,6 +202,7 @@ class BatchLoop:
         self.last_batch_monotonic = 0.0
         self.assigned_monotonic = 0.0
         self._lag_group = f"{self._group}-standardize"
+        self.restore_log_every_s = _RESTORE_PROGRESS_EVERY_S
         self._lag_exported: set[tuple[str, int]] = set()
         self._lag_at = 0.0
 
@@ -185,6 +242,10 @@ class BatchLoop:
         )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        for where in [w for w in self._core.refused if w[:2] in revoked]:
+            del self._core.refused[where]
+        self._digest_only = {w for w in self._digest_only if w[:2] not in revoked}
         for tp in partitions:
             self._core.drop(tp.topic, tp.partition)
             if (tp.topic, tp.partition) in self._lag_exported:
@@ -220,14 +281,32 @@ class BatchLoop:
         )
         reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in by_changelog])
         pending = set(by_changelog)
-        deadline = time.monotonic() + _RESTORE_TIMEOUT_S
+        # No total timeout (a big state takes as long as it takes): only a restore that
+        # reads nothing for DATABUS_PROCESSOR_RESTORE_STALL_S fails.
+        watch = RestoreWatch(
+            float(self._settings.processor_restore_stall_s), self.restore_log_every_s
+        )
         try:
             while pending:
-                if time.monotonic() > deadline:
-                    raise DeliveryError(f"restoring entity state timed out: {sorted(pending)}")
+                if watch.stalled():
+                    raise DeliveryError(
+                        f"restoring entity state made no progress for {watch.stall_s:g} s "
+                        f"(DATABUS_PROCESSOR_RESTORE_STALL_S) after {watch.read:,} records; "
+                        f"waiting for {sorted(pending)}"
+                    )
+                if watch.log_due():
+                    log.info(
+                        "restoring entity state: %d records read in %.0f s, "
+                        "%d of %d changelog partitions done",
+                        watch.read,
+                        watch.elapsed(),
+                        len(by_changelog) - len(pending),
+                        len(by_changelog),
+                    )
                 for msg in take(reader, 1000, 0.5):
                     if msg.error():
                         continue
+                    watch.progress()
                     where = (msg.topic() or "", msg.partition() or 0)
                     key = msg.key() or b""
                     if key == _MARKER_KEY:
@@ -249,39 +328,106 @@ class BatchLoop:
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
         partition: int = _ANY_PARTITION,
+        source: RawRecord | None = None,
+        dead: bool = False,
     ) -> None:
         """One write, counted in ``writes`` (called once per std record: no per-call
-        keyword dict). A full librdkafka queue is waited out, not dropped."""
+        keyword dict). A full librdkafka queue is waited out, not dropped.
+
+        ``source``: the record this output stands for (``dead``: as a dead letter); a
+        permanent refusal of the write, now or in its delivery report, is noted
+        against it (``_refuse``) and fails the write, so the work is recalled."""
         produce: Callable[..., None] = self._producer.produce
+        on_delivery: Callable[[KafkaError | None, Message], None] = writes.delivered
+        if source is not None:
+
+            def on_delivery(err: KafkaError | None, msg: Message) -> None:
+                if err is not None and err.code() in _REFUSED:
+                    self._refuse(source, err, len(value), dead)
+                writes.delivered(err, msg)
+
         while True:
             try:
-                produce(topic, value, key, partition, on_delivery=writes.delivered, headers=headers)
+                produce(topic, value, key, partition, on_delivery=on_delivery, headers=headers)
                 writes.sent()
                 return
             except BufferError:
                 self._producer.poll(0.05)  # librdkafka's queue is full: let it drain
+            except KafkaException as exc:
+                err = exc.args[0]
+                if source is not None and err.code() in _REFUSED:
+                    self._refuse(source, err, len(value), dead)
+                    raise DeliveryError(f"{topic}: refused a record ({err.name()})") from exc
+                raise DeliveryError(
+                    f"{topic}: could not produce ({err.name()}: {err.str()})",
+                    retriable=err.retriable(),
+                ) from exc
+
+    def _refuse(self, r: RawRecord, err: KafkaError, size: int, dead: bool) -> None:
+        """The broker refused ``r``'s output for good: processed again, ``r`` becomes a
+        dead letter (or, if its dead letter was refused, one without its bytes)."""
+        where = (r.topic, r.partition, r.offset)
+        if dead:
+            self._digest_only.add(where)
+        elif where not in self._core.refused:
+            self._core.refused[where] = _refusal(err, size, self._max_bytes)
+        log.warning(
+            "%s[%d]@%d: its %s was refused for good (%s, %d bytes); dead-lettering it",
+            r.topic,
+            r.partition,
+            r.offset,
+            "dead letter" if dead else "standardized record",
+            err.name(),
+            size,
+        )
 
     def _produce_outputs(self, group: Group, writes: Writes) -> None:
         """Step 2, for the batch just added to ``group``: std records and dead letters,
         counted in ``writes`` (the batch's own, within the group's)."""
         out = group.out
-        for topic, key, value, headers in out.std:
-            self._produce(writes, topic, key, value, headers)
+        produce = self._produce
+        for (topic, key, value, headers), source in zip(out.std, out.std_from, strict=True):
+            produce(writes, topic, key, value, headers, _ANY_PARTITION, source)
         out.std.clear()  # handed over (the dead letters stay: they are counted later)
+        out.std_from.clear()
         for dead in out.dead[group.dead_sent :]:
             r = dead.record
-            self._produce(
+            if (r.topic, r.partition, r.offset) in self._digest_only:
+                value = r.value or b""
+                key, value, headers = (
+                    r.key if r.key is None or len(r.key) <= _KEPT_KEY_BYTES else None,
+                    b"",
+                    omitted_dlq_headers(
+                        r.headers,
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        letter=dead.letter,
+                        size=len(value),
+                        sha256=hashlib.sha256(value).hexdigest(),
+                    ),
+                )
+            else:
+                key, value, headers = (
+                    r.key,
+                    r.value or b"",
+                    dlq_headers(
+                        r.headers,
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        letter=dead.letter,
+                    ),
+                )
+            produce(
                 writes,
                 self._datasets[r.topic].dlq_topic,
-                r.key,
-                r.value or b"",
-                dlq_headers(
-                    r.headers,
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    letter=dead.letter,
-                ),
+                key,
+                value,
+                headers,
+                _ANY_PARTITION,
+                r,
+                True,
             )
         group.dead_sent = len(out.dead)
 
@@ -460,6 +606,10 @@ class BatchLoop:
         for group in done:
             self._core.settle(group.batches)
             self._count(group.out)
+        if self._core.refused or self._digest_only:
+            for where in [(r.topic, r.partition, r.offset) for g in done for r in g.records]:
+                self._core.refused.pop(where, None)
+                self._digest_only.discard(where)
         self.batches += len(done)
         records = [r for g in done for r in g.records]
         self._commit(consumer, records, asynchronous=not finishing)
@@ -506,6 +656,7 @@ class BatchLoop:
             self._on_revoke(c, partitions)
 
         consumer.subscribe(list(self._datasets), on_assign=self._on_assign, on_revoke=on_revoke)
+        stopped = False
         try:
             while not self.stop_event.is_set():
                 if len(self._groups) >= _MAX_IN_FLIGHT:
@@ -516,7 +667,14 @@ class BatchLoop:
                     self.caught_up = len(msgs) < self._batch_size
                 self._step(consumer, msgs)
                 self._export_lag(consumer)
+            stopped = True
         finally:
+            # Not ``except``: an error a librdkafka callback raised comes out of
+            # ``consume`` as a bare KafkaError, which no except clause matches.
+            if not stopped:
+                # Nothing in flight is trusted: commit none of it, record none of its state.
+                self._core.rollback()
+                self._groups.recall()
             try:
                 self._drain(consumer)
             finally:
@@ -547,6 +705,28 @@ def raw_records(msgs: list[Message]) -> tuple[list[RawRecord], list[tuple[str, i
         if kind != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0:
             stamps.append((topic, ts_ms))
     return records, stamps
+
+
+def _refusal(err: KafkaError, size: int, limit: int) -> DeadLetter:
+    """The dead letter of a record whose standardized output the broker refused."""
+    if err.code() in _TOO_LARGE:
+        return DeadLetter(
+            stage="produce",
+            reason="record_too_large",
+            exception_class=err.name(),
+            message=(
+                f"the standardized record is {size:,} bytes, over the limit of {limit:,} "
+                "(DATABUS_KAFKA__MESSAGE_MAX_BYTES) or the broker's"
+            ),
+            message_vi="bản ghi sau chuẩn hoá vượt quá kích thước tối đa cho phép",
+        )
+    return DeadLetter(
+        stage="produce",
+        reason="record_refused",
+        exception_class=err.name(),
+        message=f"the broker refused the standardized record for good: {err.str()}",
+        message_vi="máy chủ Kafka từ chối vĩnh viễn bản ghi sau chuẩn hoá",
+    )
 
 
 def _json(value: Any) -> bytes:

@@ -2,6 +2,11 @@
 
 Operators and ``databus dlq`` read these headers to see where a record came
 from and why it was refused, in English and Vietnamese.
+
+A dead letter too large to write itself (the record was over the broker's limit) is
+written without the original bytes (``omitted_dlq_headers``): an empty value, the
+original's coordinates, size (``databus.errors.original.size``) and SHA-256
+(``databus.errors.original.sha256``), and only the original's short headers.
 """
 
 from __future__ import annotations
@@ -9,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["HEADER_PREFIX", "REPLAYS_TOPIC", "REPLAY_HEADER", "DeadLetter", "dlq_headers"]
+__all__ = [
+    "HEADER_PREFIX",
+    "ORIGINAL_SHA256_HEADER",
+    "ORIGINAL_SIZE_HEADER",
+    "REPLAYS_TOPIC",
+    "REPLAY_HEADER",
+    "DeadLetter",
+    "dlq_headers",
+    "omitted_dlq_headers",
+]
 
 HEADER_PREFIX = "databus.errors."
 # Set by `databus dlq replay` on a re-published record: "<dlq topic>:<partition>:<offset>".
@@ -18,6 +32,11 @@ REPLAY_HEADER = "databus.replay.of"
 # What `databus dlq replay` has re-published, one record per letter (key = the
 # REPLAY_HEADER value), so a second replay of the same letter sends nothing.
 REPLAYS_TOPIC = "control.dlq_replays.v1"
+# Set on a dead letter written without the original bytes: their size and digest.
+ORIGINAL_SIZE_HEADER = HEADER_PREFIX + "original.size"
+ORIGINAL_SHA256_HEADER = HEADER_PREFIX + "original.sha256"
+_KEPT_HEADER_BYTES = 256  # a digest-only dead letter keeps original headers up to this size
+_KEPT_HEADERS = 32
 
 
 @dataclass(frozen=True)
@@ -54,3 +73,26 @@ def dlq_headers(
         "exception.message.vi": letter.message_vi,
     }
     return kept + [(HEADER_PREFIX + k, v.encode()) for k, v in context.items()]
+
+
+def omitted_dlq_headers(
+    original: Iterable[tuple[str, bytes | None]],
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    letter: DeadLetter,
+    size: int,
+    sha256: str,
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter written without the original bytes: the original's
+    short headers (``ce_id`` and the like), the error context, its size and digest."""
+    short = [(k, v) for k, v in original if len(k) + len(v or b"") <= _KEPT_HEADER_BYTES]
+    headers = dlq_headers(
+        short[:_KEPT_HEADERS], topic=topic, partition=partition, offset=offset, letter=letter
+    )
+    return [
+        *headers,
+        (ORIGINAL_SIZE_HEADER, str(size).encode()),
+        (ORIGINAL_SHA256_HEADER, sha256.encode()),
+    ]

@@ -205,3 +205,17 @@ def test_serve_metrics_keeps_its_signature() -> None:
     port = serve_metrics(metrics, "127.0.0.1", 0)
     assert get(port, "/livez") == (200, "ok\n")
     assert get(port, "/readyz")[0] == 200
+
+
+def test_livez_fails_naming_a_stopped_essential_thread(
+    server: HealthServer, metrics: Metrics
+) -> None:
+    done = threading.Event()
+    worker = threading.Thread(target=done.wait, daemon=True)
+    metrics.liveness.add("batch_loop", thread_check("the batch loop", lambda: worker))
+    worker.start()
+    assert get(server.port, "/livez") == (200, "ok\n")
+    done.set()
+    worker.join(5)
+    # No cache: the probe after the thread stopped already fails.
+    assert get(server.port, "/livez") == (503, "batch_loop: the batch loop stopped\n")

@@ -1,0 +1,96 @@
+"""The Publisher refuses an event over DATABUS_KAFKA__MESSAGE_MAX_BYTES before sending it.
+
+Built as in ``test_publisher_encode``: a closed port (librdkafka connects lazily), a
+registry nobody answers, the schema id set by hand. The limit is lowered to 1,000 bytes
+so that a model within its own field bounds goes over it.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from bus.errors import PublishValidationError, RecordTooLargeError
+from bus.settings import load_settings
+from producers.publisher import Change, Publisher, producer_config, record_size
+from schemas.catalog import DOSSIERS
+from schemas.codec import frame
+from schemas.models import Channel, Dossier, DossierStatus, Op
+
+LIMIT = 1_000
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def publisher() -> Iterator[Publisher]:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    settings = load_settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{_closed_port()}", "message_max_bytes": LIMIT},
+        schema_registry={"url": url},
+    )
+    registry = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
+    pub = Publisher(settings, source_system="unit", registry=registry)
+    pub._coder(DOSSIERS).prefix = frame(42, b"")  # as if registered
+    yield pub
+    pub.close(timeout=1)
+    registry.__exit__()
+
+
+def dossier(name: str = "Đăng ký khai sinh") -> Dossier:
+    return Dossier(
+        dossier_id="HS-UNIT-1",
+        dossier_code="000.00.12.H19-250801-0012",
+        procedure_code="1.001612",
+        procedure_name=name,
+        receiving_unit_code="DNA.SCT",
+        admin_unit_code="20194",
+        applicant_citizen_id="048190000042",
+        applicant_name="Trần Văn Lộc",
+        status=DossierStatus.IN_PROGRESS,
+        channel=Channel.ONLINE,
+        received_at="2025-08-01T08:30:00+07:00",
+        due_at="2025-08-06T17:00:00+07:00",
+    )
+
+
+def test_the_limit_is_the_producers_setting() -> None:
+    settings = load_settings(kafka={"bootstrap_servers": "127.0.0.1:1"})
+    assert settings.kafka.message_max_bytes == 1_000_000  # librdkafka's and the broker's
+    assert producer_config(settings)["message.max.bytes"] == 1_000_000
+
+
+def test_an_event_within_the_limit_is_encoded(publisher: Publisher) -> None:
+    coder = publisher._coder(DOSSIERS)
+    key, value, headers, _ = publisher._encode(
+        coder, dossier(), 1, Op.CREATE, None, None, None, None
+    )
+    assert record_size(key, value, headers) <= LIMIT
+
+
+def test_an_event_over_the_limit_is_refused_before_sending(publisher: Publisher) -> None:
+    with pytest.raises(RecordTooLargeError) as info:
+        publisher.publish(DOSSIERS, dossier("Đ" * 500), version=1)
+    assert isinstance(info.value, PublishValidationError)  # callers that catch it still do
+    assert not info.value.retriable
+    text = str(info.value)
+    assert "DATABUS_KAFKA__MESSAGE_MAX_BYTES" in text and f"{LIMIT:,}" in text
+    assert "Đ" not in text  # no field value in the message
+
+
+def test_a_batch_with_one_event_over_the_limit_sends_nothing(publisher: Publisher) -> None:
+    changes = [Change(dossier(), version=1), Change(dossier("Đ" * 500), version=2)]
+    with pytest.raises(RecordTooLargeError, match="change 1 of the batch"):
+        publisher.publish_many(DOSSIERS, changes)
+
+
+def test_record_size_bounds_what_librdkafka_counts() -> None:
+    assert record_size(b"k", b"v" * 10, [("h", b"abc")]) >= 1 + 10 + 1 + 3
+    assert record_size(None, None, []) > 0
