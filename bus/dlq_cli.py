@@ -56,7 +56,7 @@ from bus.cli_common import fail as _fail
 from bus.errors import ConfigError, DatabusError, DeliveryError
 from bus.settings import Settings
 from schemas.catalog import DATASETS, Dataset, get_dataset
-from stream_processors.dlq import REPLAYS_TOPIC
+from stream_processors.dlq import ORIGINAL_SHA256_HEADER, REPLAYS_TOPIC
 from stream_processors.dlq_inspect import (
     CODEC_REASONS,
     DeadLetterView,
@@ -189,6 +189,10 @@ class _Letter:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
+
+
+def _without_bytes(letter: _Letter) -> bool:
+    return any(k == ORIGINAL_SHA256_HEADER for k, _ in letter.headers)
 
 
 def _letters(
@@ -594,6 +598,16 @@ def replay(
             lt.view.letter_id for lt in chosen if (lt.view.letter_id, lt.view.event_id) in done
         }
         todo = [lt for lt in chosen if lt.view.letter_id not in skipped]
+        # A letter too large to keep its bytes holds only their size and digest:
+        # sending it would put an empty record on the raw topic.
+        bytesless = [lt for lt in todo if _without_bytes(lt)]
+        todo = [lt for lt in todo if not _without_bytes(lt)]
+        if bytesless:
+            console.print(
+                f"[yellow]{len(bytesless)} selected letter(s) were kept without their bytes[/] "
+                "(the record was too large; only its size and SHA-256 are on the DLQ): "
+                "nothing to send — the source system must send a smaller record again."
+            )
         broken = sum(lt.view.reason in CODEC_REASONS - {"unknown_schema_id"} for lt in todo)
         if broken:
             console.print(

@@ -7,6 +7,7 @@ test uses its own reason codes so it counts only its own letters.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import uuid
@@ -26,7 +27,7 @@ from producers.headers import cloudevent_headers
 from producers.publisher import producer_config
 from schemas.catalog import DATASETS, load_schema, value_subject
 from schemas.codec import AvroSerializer
-from stream_processors.dlq import REPLAY_HEADER, DeadLetter, dlq_headers
+from stream_processors.dlq import REPLAY_HEADER, DeadLetter, dlq_headers, omitted_dlq_headers
 
 pytestmark = pytest.mark.integration
 
@@ -339,3 +340,43 @@ def test_replay_sends_the_selected_letters_once_with_original_bytes(
         stack_settings, tmp_path, "dlq", "replay", "--dataset", DS.id, "--offset", "99999999"
     )
     assert nowhere.returncode == 2 and "99999999" in nowhere.stdout
+
+
+@pytest.mark.usefixtures("topics")
+def test_replay_sends_nothing_for_a_letter_kept_without_its_bytes(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """A record too large to keep is on the DLQ as its size and digest only: replaying
+    it would put an empty record on the raw topic, so replay says so and sends nothing."""
+    tag = uuid.uuid4().hex[:8]
+    reason = f"record_too_large_{tag}"
+    key, value, headers = encoded_event(stack_settings, f"51D-{tag[:5]}")
+    producer = Producer(producer_config(stack_settings))
+    producer.produce(
+        DS.dlq_topic,
+        key=key,
+        value=b"",
+        headers=omitted_dlq_headers(
+            headers,
+            topic=DS.raw_topic,
+            partition=0,
+            offset=7,
+            letter=letter(reason, stage="produce"),
+            size=len(value),
+            sha256=hashlib.sha256(value).hexdigest(),
+        ),
+    )
+    assert producer.flush(30) == 0
+
+    out = databus(stack_settings, tmp_path, "dlq", "replay", "--dataset", DS.id, "--reason", reason)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 selected letter(s) were kept without their bytes" in out.stdout, out.stdout
+    assert f"0 sent to {DS.raw_topic}" in out.stdout, out.stdout
+    letters = [
+        m
+        for m in read_topics(stack_settings, [DS.dlq_topic])
+        if dict(m.headers() or []).get("databus.errors.reason") == reason.encode()
+    ]
+    assert len(letters) == 1
+    ids = {lid(letters[0].partition() or 0, letters[0].offset() or 0)}
+    assert replayed(stack_settings, ids) == []
