@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from sinks.dossier_kpis import UnitKpis
@@ -27,6 +28,7 @@ __all__ = [
     "dataset_table",
     "kpi_table",
     "ledger_table",
+    "process_table",
     "render",
     "scrape",
     "sink_table",
@@ -198,8 +200,35 @@ def ledger_table(rows: Sequence[dict[str, object]]) -> Table:
     return table
 
 
+ProcessRow = tuple[str, int | None, str, int, str]  # name, pid, state, restarts, last reason
+
+
+def process_table(rows: Sequence[ProcessRow]) -> Table:
+    """Per supervised process: pid, state, restarts and why it was last restarted."""
+    table = Table(title="Processes (supervised)", title_justify="left")
+    table.add_column("process", no_wrap=True)
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    table.add_column("restarts", justify="right")
+    table.add_column("last restart because", max_width=48, overflow="ellipsis")
+    for name, pid, state, restarts, reason in rows:
+        shown = state if state == "running" else f"[yellow]{state}[/]"
+        table.add_row(
+            name,
+            str(pid or "–"),
+            shown,
+            f"[bold red]{restarts}[/]" if restarts else "0",
+            reason or "–",
+        )
+    return table
+
+
 def render(
-    figures: Figures, totals: dict[str, float], client: redis.Redis, elapsed: float
+    figures: Figures,
+    totals: dict[str, float],
+    client: redis.Redis,
+    elapsed: float,
+    processes: Sequence[ProcessRow] = (),
 ) -> Group:
     def total(name: str) -> int:
         return int(totals.get(name, 0))
@@ -227,12 +256,14 @@ def render(
     except redis.RedisError as exc:
         return Group(
             pipeline,
+            *([process_table(processes)] if processes else []),
             dataset_table(totals),
             sink_table(totals),
-            f"[red]IOC store unreachable: {exc}[/]",
+            f"[red]IOC store unreachable: {escape(str(exc))}[/]",
         )
     return Group(
         pipeline,
+        *([process_table(processes)] if processes else []),
         dataset_table(totals),
         sink_table(totals),
         ledger_table(ledger),

@@ -36,6 +36,7 @@ __all__ = [
     "SharedRepoSettings",
     "SinkSettings",
     "SpoolSettings",
+    "SuperviseSettings",
     "load_settings",
 ]
 
@@ -306,6 +307,20 @@ class SinkSettings(BaseModel):
         return self
 
 
+class SuperviseSettings(BaseModel):
+    """How `databus up` supervises its processes: a process that exited, or whose
+    ``/readyz`` stayed not ready for ``not_ready_restart_s``, is restarted after an
+    exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``; back to
+    the start once it has run ``stable_after_s``)."""
+
+    model_config = _FROZEN
+
+    not_ready_restart_s: float = Field(default=180.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    stable_after_s: float = Field(default=120.0, gt=0)
+
+
 def _loopback(url: str) -> bool:
     from urllib.parse import urlsplit
 
@@ -433,6 +448,7 @@ class Settings(BaseSettings):
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()
+    supervise: SuperviseSettings = SuperviseSettings()
 
 
 def load_settings(**overrides: object) -> Settings:
