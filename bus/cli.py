@@ -360,6 +360,7 @@ def up(
 ) -> None:
     """Start the embedded servers and the whole bus, fed by the dossier simulator."""
     import redis
+    from rich.console import Group
 
     from bus.dashboard import Figures, render, scrape
     from bus.local_stack import LocalStack, free_port
@@ -430,23 +431,24 @@ def up(
                 client = redis.Redis.from_url(stack.settings.redis.url or "")
                 figures = Figures()
                 started = time.monotonic()
+
+                def frame() -> Group:
+                    totals = scrape(ports.values())
+                    figures.update(totals)
+                    elapsed = time.monotonic() - started
+                    return render(figures, totals, client, elapsed, supervisor.rows())
+
                 with Live(console=console, refresh_per_second=2) as live:
-                    while for_seconds is None or time.monotonic() - started < for_seconds:
-                        # A process that exited or stayed not ready is restarted, with
-                        # backoff; why is logged and the summary counts the restarts.
-                        supervisor.check()
-                        totals = scrape(ports.values())
-                        figures.update(totals)
-                        live.update(
-                            render(
-                                figures,
-                                totals,
-                                client,
-                                time.monotonic() - started,
-                                processes=supervisor.rows(),
-                            )
-                        )
-                        time.sleep(1.0)  # the refresh period of the display
+                    try:
+                        while for_seconds is None or time.monotonic() - started < for_seconds:
+                            # A process that exited or stayed not ready is restarted, with
+                            # backoff; why is logged and the summary counts the restarts.
+                            supervisor.check()
+                            live.update(frame())
+                            time.sleep(1.0)  # the refresh period of the display
+                    finally:
+                        # The summary left on screen shows the figures at the stop.
+                        live.update(frame())
             finally:
                 if not console.is_terminal:
                     console.line()  # rich's Live ends its last frame without one when piped
