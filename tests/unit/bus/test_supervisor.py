@@ -1,0 +1,34 @@
+"""`databus up`'s supervision: the backoff between restarts and the log tail it reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bus.errors import ConfigError
+from bus.settings import load_settings
+from bus.supervisor import backoff_delay, log_tail
+
+
+@pytest.mark.parametrize(
+    ("in_a_row", "expected"),
+    [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0), (7, 60.0), (50, 60.0), (10_000, 60.0)],
+)
+def test_backoff_doubles_up_to_its_cap(in_a_row: int, expected: float) -> None:
+    assert backoff_delay(in_a_row, initial_s=1.0, max_s=60.0) == expected
+
+
+def test_log_tail_reads_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10_000)))
+    assert log_tail(log, lines=3) == "line 9997\nline 9998\nline 9999"
+    assert log_tail(tmp_path / "missing.log") == ""
+
+
+def test_supervise_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABUS_SUPERVISE__NOT_READY_RESTART_S", "45")
+    assert load_settings().supervise.not_ready_restart_s == 45.0
+    monkeypatch.setenv("DATABUS_SUPERVISE__NOT_READY_RESTART_S", "0")
+    with pytest.raises(ConfigError, match="DATABUS_SUPERVISE__NOT_READY_RESTART_S"):
+        load_settings()
