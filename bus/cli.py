@@ -11,7 +11,7 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -26,6 +26,9 @@ from bus.opendata_cli import opendata_app
 from bus.ops_cli import ops_app, topics_app
 from bus.sink_cli import sink_app
 from bus.status_cli import status_app
+
+if TYPE_CHECKING:
+    from bus.local_stack import LocalStack
 
 __all__ = ["app", "main"]
 
@@ -350,6 +353,20 @@ def kpis() -> None:
     console.print(kpi_table(read_unit_kpis(client, datetime.now(UTC))))
 
 
+def _check_broker_memory(stack: LocalStack) -> None:
+    """Stop `up` cleanly, naming the cause, before the embedded broker (which cannot
+    trim by retention) exhausts the machine."""
+    cap = stack.settings.supervise.embedded_broker_max_mb
+    rss = stack.broker_rss_mb()
+    if cap and rss is not None and rss > cap:
+        raise DatabusError(
+            f"the embedded broker holds {rss:,.0f} MB, over "
+            f"DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB ({cap:,.0f}): its memory storage keeps "
+            "every record (no retention), so `up` stops here. For longer runs raise the "
+            "limit or point DATABUS_KAFKA__BOOTSTRAP_SERVERS at a Kafka with retention."
+        )
+
+
 @app.command()
 def up(
     for_seconds: Annotated[
@@ -436,7 +453,14 @@ def up(
                     totals = scrape(ports.values())
                     figures.update(totals)
                     elapsed = time.monotonic() - started
-                    return render(figures, totals, client, elapsed, supervisor.rows())
+                    return render(
+                        figures,
+                        totals,
+                        client,
+                        elapsed,
+                        supervisor.rows(),
+                        broker_mb=stack.broker_rss_mb(),
+                    )
 
                 with Live(console=console, refresh_per_second=2) as live:
                     try:
@@ -444,6 +468,8 @@ def up(
                             # A process that exited or stayed not ready is restarted, with
                             # backoff; why is logged and the summary counts the restarts.
                             supervisor.check()
+                            supervisor.bound_logs()
+                            _check_broker_memory(stack)
                             live.update(frame())
                             time.sleep(1.0)  # the refresh period of the display
                     finally:

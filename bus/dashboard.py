@@ -229,6 +229,7 @@ def render(
     client: redis.Redis,
     elapsed: float,
     processes: Sequence[ProcessRow] = (),
+    broker_mb: float | None = None,
 ) -> Group:
     def total(name: str) -> int:
         return int(totals.get(name, 0))
@@ -250,6 +251,9 @@ def render(
     pipeline.add_row("duplicates / stale dropped", f"{total('databus_events_dropped_total'):,}")
     pipeline.add_row("alerts raised", f"{int(alerts.get('RAISED', 0)):,}")
     pipeline.add_row("alerts resolved", f"{int(alerts.get('RESOLVED', 0)):,}")
+    if broker_mb is not None:
+        # Tansu's memory storage keeps every record: this only grows (README, "Retention").
+        pipeline.add_row("embedded broker memory (MB)", f"{broker_mb:,.0f}")
     try:
         kpis = read_unit_kpis(client, datetime.now(UTC))
         ledger = read_ledger(client)

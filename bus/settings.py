@@ -319,6 +319,12 @@ class SuperviseSettings(BaseModel):
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     stable_after_s: float = Field(default=120.0, gt=0)
+    # A process's log past this size is moved to <name>.log.1 (replacing the older one).
+    max_log_mb: float = Field(default=50.0, gt=0)
+    # The embedded broker (Tansu, memory storage) keeps every record: it cannot trim by
+    # retention. Past this resident size `up` stops cleanly, naming the cause, instead of
+    # exhausting the machine. 0: no limit.
+    embedded_broker_max_mb: float = Field(default=3072.0, ge=0)
 
 
 def _loopback(url: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,6 +189,21 @@ class Supervisor:
             ):
                 _terminate(child.popen)
                 self._schedule(child, now, f"not ready for {now - child.ready_at:.0f} s (/readyz)")
+
+    def bound_logs(self) -> None:
+        """Keep each process's log under ``max_log_mb``: past it, the log becomes
+        ``<name>.log.1`` (a copy, replacing the older one) and starts again empty. The
+        children append (O_APPEND), so they go on writing at the new end."""
+        limit = int(self.settings.max_log_mb * 1024 * 1024)
+        for child in self.children.values():
+            path = self.log_dir / f"{child.name}.log"
+            try:
+                if path.stat().st_size <= limit:
+                    continue
+                shutil.copyfile(path, path.with_suffix(".log.1"))
+                os.truncate(path, 0)
+            except OSError as exc:
+                log.warning("could not bound %s: %s", path, exc)
 
     def _schedule(self, child: Child, now: float, why: str) -> None:
         child.restarts += 1

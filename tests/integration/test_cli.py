@@ -298,6 +298,20 @@ def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path, variable: str, v
     assert not (tmp_path / "data").exists(), "nothing may start before settings are valid"
 
 
+def test_up_stops_cleanly_when_the_embedded_broker_outgrows_its_limit(tmp_path: Path) -> None:
+    result = run_databus(
+        tmp_path, "up", timeout=UP_TIMEOUT_S, DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB="1"
+    )
+    out = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
+    assert result.returncode == 1, out
+    assert "DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB" in out, out
+    assert "keeps every record (no retention)" in out, out
+    assert "stopped cleanly" not in out, out
+    assert "Traceback" not in out, out
+    if psutil is not None:
+        assert not _processes_under(tmp_path.resolve())
+
+
 def test_kpis_without_redis_says_what_to_set(tmp_path: Path) -> None:
     result = run_databus(tmp_path, "kpis")
     out = result.stdout + result.stderr

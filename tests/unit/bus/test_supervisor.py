@@ -8,7 +8,7 @@ import pytest
 
 from bus.errors import ConfigError
 from bus.settings import load_settings
-from bus.supervisor import backoff_delay, log_tail
+from bus.supervisor import Child, Supervisor, backoff_delay, log_tail
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,20 @@ def test_supervise_settings_come_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("DATABUS_SUPERVISE__NOT_READY_RESTART_S", "0")
     with pytest.raises(ConfigError, match="DATABUS_SUPERVISE__NOT_READY_RESTART_S"):
         load_settings()
+
+
+def test_a_log_past_its_bound_moves_aside_and_the_writer_goes_on(tmp_path: Path) -> None:
+    settings = load_settings(supervise={"max_log_mb": 0.01})  # ~10 KB
+    sup = Supervisor(tmp_path, tmp_path / "processes.json", settings.supervise)
+    sup.children["sink-sql"] = Child("sink-sql", [], {}, None)
+    path = tmp_path / "sink-sql.log"
+    with path.open("ab") as writer:  # as a child's stdout: O_APPEND
+        writer.write(b"old line\n" * 2000)
+        writer.flush()
+        sup.bound_logs()
+        writer.write(b"new line\n")
+        writer.flush()
+    assert path.read_bytes() == b"new line\n"  # no hole of zeros before it
+    assert (tmp_path / "sink-sql.log.1").read_bytes() == b"old line\n" * 2000
+    sup.bound_logs()  # under the bound: left alone
+    assert path.read_bytes() == b"new line\n"
