@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,20 +54,30 @@ def scrape(ports: Iterable[int], host: str = "127.0.0.1") -> dict[str, float]:
 
 @dataclass
 class Figures:
-    """Counters between two scrapes, to show rates."""
+    """Counters between scrapes, to show rates: events in per second over the last
+    ``window_s`` (a slow live feed, a few events a minute, shows as such, not as 0)."""
 
     started: float = field(default_factory=time.monotonic)
     last: dict[str, float] = field(default_factory=dict)
     last_at: float = field(default_factory=time.monotonic)
     rate_in: float = 0.0
+    window_s: float = 30.0
+    _seen: deque[tuple[float, float]] = field(default_factory=deque)
 
-    def update(self, now_totals: dict[str, float]) -> None:
-        now = time.monotonic()
+    def update(self, now_totals: dict[str, float], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         published = _sum_by(now_totals, "databus_events_produced_total", "stage").get("raw", 0.0)
-        before = _sum_by(self.last, "databus_events_produced_total", "stage").get("raw", 0.0)
-        if now > self.last_at:
-            self.rate_in = max(0.0, published - before) / (now - self.last_at)
+        self._seen.append((now, published))
+        while len(self._seen) > 2 and now - self._seen[1][0] >= self.window_s:
+            self._seen.popleft()
+        first_at, first = self._seen[0]
+        if now > first_at:
+            self.rate_in = max(0.0, published - first) / (now - first_at)
         self.last, self.last_at = now_totals, now
+
+
+def _per_second(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
 
 
 def _pct(x: float | None) -> str:
@@ -241,7 +251,7 @@ def render(
     pipeline = Table(title=f"databus — running for {elapsed:,.0f} s", title_justify="left")
     pipeline.add_column("figure")
     pipeline.add_column("value", justify="right")
-    pipeline.add_row("events in (per second)", f"{figures.rate_in:,.0f}")
+    pipeline.add_row("events in (per second)", _per_second(figures.rate_in))
     pipeline.add_row("events published", f"{stage('raw'):,}")
     pipeline.add_row("events standardized", f"{stage('std'):,}")
     pipeline.add_row(
