@@ -315,7 +315,7 @@ class SuperviseSettings(BaseModel):
 
     model_config = _FROZEN
 
-    not_ready_restart_s: float = Field(default=180.0, gt=0)
+    not_ready_restart_s: float = Field(default=600.0, gt=0)
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     stable_after_s: float = Field(default=120.0, gt=0)
