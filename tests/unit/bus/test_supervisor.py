@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,49 @@ def test_a_log_past_its_bound_moves_aside_and_the_writer_goes_on(tmp_path: Path)
     assert (tmp_path / "sink-sql.log.1").read_bytes() == b"old line\n" * 2000
     sup.bound_logs()  # under the bound: left alone
     assert path.read_bytes() == b"new line\n"
+
+
+def test_a_process_not_ready_too_long_is_stopped_and_restarted_with_backoff(
+    tmp_path: Path,
+) -> None:
+    """A real child (the loopback health receiver) whose readiness probe keeps failing:
+    the clock and the probe are the test's, the process and its restart are real."""
+    from bus.local_stack import free_port
+
+    now = [0.0]
+    settings = load_settings(
+        supervise={"not_ready_restart_s": 30, "backoff_initial_s": 2, "backoff_max_s": 8}
+    ).supervise
+    sup = Supervisor(
+        tmp_path / "logs",
+        tmp_path / "processes.json",
+        settings,
+        clock=lambda: now[0],
+        ready=lambda port: False,
+    )
+    args = ["health-receiver", "--port", str(free_port())]
+    sup.add("receiver", args, dict(os.environ), port=1)
+    try:
+        child = sup.children["receiver"]
+        first = child.popen
+        assert first is not None and first.poll() is None
+        now[0] = 29.0
+        sup.check()
+        assert child.restart_at is None and first.poll() is None  # not yet
+        now[0] = 31.0
+        sup.check()
+        assert first.poll() is not None, "stopped once not ready for 30 s"
+        assert child.restarts == 1 and child.restart_at == 33.0  # backoff 2 s
+        assert child.last_reason == "not ready for 31 s (/readyz)"
+        assert sup.rows()[0][2] == "restarting in 2 s"
+        now[0] = 33.0
+        sup.check()
+        assert child.popen is not first and child.popen is not None
+        assert child.popen.poll() is None
+        state = json.loads((tmp_path / "processes.json").read_text())
+        assert state["processes"] == [
+            {"name": "receiver", "pid": child.popen.pid, "metrics_port": 1, "restarts": 1}
+        ]
+    finally:
+        sup.stop(timeout=10)
+    assert all(c.popen is None or c.popen.poll() is not None for c in sup.children.values())
