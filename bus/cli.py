@@ -9,11 +9,9 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -24,11 +22,13 @@ from bus.catalog_cli import catalog_app
 from bus.cli_common import console, row_progress, settings_or_exit, setup_logging, stop_on_signals
 from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
-from bus.local_stack import detach_but_follow_parent
 from bus.opendata_cli import opendata_app
 from bus.ops_cli import ops_app, topics_app
 from bus.sink_cli import sink_app
 from bus.status_cli import status_app
+
+if TYPE_CHECKING:
+    from bus.local_stack import LocalStack
 
 __all__ = ["app", "main"]
 
@@ -353,35 +353,18 @@ def kpis() -> None:
     console.print(kpi_table(read_unit_kpis(client, datetime.now(UTC))))
 
 
-def _spawn(
-    name: str, args: list[str], env: dict[str, str], log_dir: Path
-) -> subprocess.Popen[bytes]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    out = (log_dir / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "bus", *args],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        # Ctrl-C reaches only us, and we stop the children in order; if we die
-        # without that chance, they follow us instead of lingering.
-        preexec_fn=detach_but_follow_parent,
-    )
-
-
-def _stop_children(children: dict[str, subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for name, proc in children.items():
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            console.print(f"[yellow]{name} did not stop in time; killing it[/]")
-            proc.kill()
-            proc.wait()
+def _check_broker_memory(stack: LocalStack) -> None:
+    """Stop `up` cleanly, naming the cause, before the embedded broker (which cannot
+    trim by retention) exhausts the machine."""
+    cap = stack.settings.supervise.embedded_broker_max_mb
+    rss = stack.broker_rss_mb()
+    if cap and rss is not None and rss > cap:
+        raise DatabusError(
+            f"the embedded broker holds {rss:,.0f} MB, over "
+            f"DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB ({cap:,.0f}): its memory storage keeps "
+            "every record (no retention), so `up` stops here. For longer runs raise the "
+            "limit or point DATABUS_KAFKA__BOOTSTRAP_SERVERS at a Kafka with retention."
+        )
 
 
 @app.command()
@@ -394,9 +377,11 @@ def up(
 ) -> None:
     """Start the embedded servers and the whole bus, fed by the dossier simulator."""
     import redis
+    from rich.console import Group
 
     from bus.dashboard import Figures, render, scrape
     from bus.local_stack import LocalStack, free_port
+    from bus.supervisor import PROCESSES_FILE, Supervisor
     from bus.topics import bus_topics, ensure_topics
 
     settings = _settings()
@@ -406,7 +391,7 @@ def up(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print("[bold]databus[/]: starting the local stack …")
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor: Supervisor | None = None
     try:
         with LocalStack(settings) as stack:
             for line in stack.started or ["nothing: every address comes from settings"]:
@@ -443,41 +428,67 @@ def up(
                     *("simulate", "--days", str(days), "--rate", str(rate), "--live", "--sectors")
                 ],
             }
+            supervisor = Supervisor(
+                log_dir=log_dir,
+                state_file=stack.settings.data_dir.resolve() / PROCESSES_FILE,
+                settings=stack.settings.supervise,
+                addresses={
+                    "kafka": stack.settings.kafka.bootstrap_servers or "",
+                    "schema_registry": stack.settings.schema_registry.url or "",
+                },
+            )
             for name, args in plan.items():
                 port = receiver_port if name == "health-receiver" else free_port()
                 if name != "health-receiver":
-                    ports[name] = port  # /metrics of the bus processes
+                    ports[name] = port  # /metrics and /readyz of the bus processes
                 env = {**bus_env, "DATABUS_METRICS__PORT": str(port)}
-                children[name] = _spawn(name, args, env, log_dir)
-            console.print(f"  processes: {', '.join(children)} (logs in {log_dir})")
+                supervisor.add(name, args, env, ports.get(name))
+            console.print(f"  processes: {', '.join(supervisor.children)} (logs in {log_dir})")
             try:
                 client = redis.Redis.from_url(stack.settings.redis.url or "")
                 figures = Figures()
                 started = time.monotonic()
+
+                def frame() -> Group:
+                    totals = scrape(ports.values())
+                    figures.update(totals)
+                    elapsed = time.monotonic() - started
+                    return render(
+                        figures,
+                        totals,
+                        client,
+                        elapsed,
+                        supervisor.rows(),
+                        broker_mb=stack.broker_rss_mb(),
+                    )
+
                 with Live(console=console, refresh_per_second=2) as live:
-                    while for_seconds is None or time.monotonic() - started < for_seconds:
-                        dead = [n for n, p in children.items() if p.poll() is not None]
-                        if dead:
-                            raise DatabusError(
-                                f"{', '.join(dead)} stopped unexpectedly; see {log_dir}/<name>.log"
-                            )
-                        totals = scrape(ports.values())
-                        figures.update(totals)
-                        live.update(render(figures, totals, client, time.monotonic() - started))
-                        time.sleep(1.0)  # the refresh period of the display
+                    try:
+                        while for_seconds is None or time.monotonic() - started < for_seconds:
+                            # A process that exited or stayed not ready is restarted, with
+                            # backoff; why is logged and the summary counts the restarts.
+                            supervisor.check()
+                            supervisor.bound_logs()
+                            _check_broker_memory(stack)
+                            live.update(frame())
+                            time.sleep(1.0)  # the refresh period of the display
+                    finally:
+                        # The summary left on screen shows the figures at the stop.
+                        live.update(frame())
             finally:
                 if not console.is_terminal:
                     console.line()  # rich's Live ends its last frame without one when piped
                 console.print("[bold]databus[/]: stopping …")
                 # Children first: they need the broker to leave their groups cleanly.
-                _stop_children(children)
+                supervisor.stop()
     except KeyboardInterrupt:
         console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
     except DatabusError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from exc
     finally:
-        _stop_children(children)  # no-op when already stopped; covers start-up failures
+        if supervisor is not None:
+            supervisor.stop()  # no-op when already stopped; covers start-up failures
     console.print("[bold]databus[/]: stopped cleanly.")
 
 

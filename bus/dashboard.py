@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 
 from sinks.dossier_kpis import UnitKpis
@@ -27,6 +28,7 @@ __all__ = [
     "dataset_table",
     "kpi_table",
     "ledger_table",
+    "process_table",
     "render",
     "scrape",
     "sink_table",
@@ -52,20 +54,30 @@ def scrape(ports: Iterable[int], host: str = "127.0.0.1") -> dict[str, float]:
 
 @dataclass
 class Figures:
-    """Counters between two scrapes, to show rates."""
+    """Counters between scrapes, to show rates: events in per second over the last
+    ``window_s`` (a slow live feed, a few events a minute, shows as such, not as 0)."""
 
     started: float = field(default_factory=time.monotonic)
     last: dict[str, float] = field(default_factory=dict)
     last_at: float = field(default_factory=time.monotonic)
     rate_in: float = 0.0
+    window_s: float = 30.0
+    _seen: deque[tuple[float, float]] = field(default_factory=deque)
 
-    def update(self, now_totals: dict[str, float]) -> None:
-        now = time.monotonic()
+    def update(self, now_totals: dict[str, float], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         published = _sum_by(now_totals, "databus_events_produced_total", "stage").get("raw", 0.0)
-        before = _sum_by(self.last, "databus_events_produced_total", "stage").get("raw", 0.0)
-        if now > self.last_at:
-            self.rate_in = max(0.0, published - before) / (now - self.last_at)
+        self._seen.append((now, published))
+        while len(self._seen) > 2 and now - self._seen[1][0] >= self.window_s:
+            self._seen.popleft()
+        first_at, first = self._seen[0]
+        if now > first_at:
+            self.rate_in = max(0.0, published - first) / (now - first_at)
         self.last, self.last_at = now_totals, now
+
+
+def _per_second(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
 
 
 def _pct(x: float | None) -> str:
@@ -198,8 +210,36 @@ def ledger_table(rows: Sequence[dict[str, object]]) -> Table:
     return table
 
 
+ProcessRow = tuple[str, int | None, str, int, str]  # name, pid, state, restarts, last reason
+
+
+def process_table(rows: Sequence[ProcessRow]) -> Table:
+    """Per supervised process: pid, state, restarts and why it was last restarted."""
+    table = Table(title="Processes (supervised)", title_justify="left")
+    table.add_column("process", no_wrap=True)
+    table.add_column("pid", justify="right")
+    table.add_column("state")
+    table.add_column("restarts", justify="right")
+    table.add_column("last restart because", max_width=48, overflow="ellipsis")
+    for name, pid, state, restarts, reason in rows:
+        shown = state if state == "running" else f"[yellow]{state}[/]"
+        table.add_row(
+            name,
+            str(pid or "–"),
+            shown,
+            f"[bold red]{restarts}[/]" if restarts else "0",
+            reason or "–",
+        )
+    return table
+
+
 def render(
-    figures: Figures, totals: dict[str, float], client: redis.Redis, elapsed: float
+    figures: Figures,
+    totals: dict[str, float],
+    client: redis.Redis,
+    elapsed: float,
+    processes: Sequence[ProcessRow] = (),
+    broker_mb: float | None = None,
 ) -> Group:
     def total(name: str) -> int:
         return int(totals.get(name, 0))
@@ -211,7 +251,7 @@ def render(
     pipeline = Table(title=f"databus — running for {elapsed:,.0f} s", title_justify="left")
     pipeline.add_column("figure")
     pipeline.add_column("value", justify="right")
-    pipeline.add_row("events in (per second)", f"{figures.rate_in:,.0f}")
+    pipeline.add_row("events in (per second)", _per_second(figures.rate_in))
     pipeline.add_row("events published", f"{stage('raw'):,}")
     pipeline.add_row("events standardized", f"{stage('std'):,}")
     pipeline.add_row(
@@ -221,18 +261,23 @@ def render(
     pipeline.add_row("duplicates / stale dropped", f"{total('databus_events_dropped_total'):,}")
     pipeline.add_row("alerts raised", f"{int(alerts.get('RAISED', 0)):,}")
     pipeline.add_row("alerts resolved", f"{int(alerts.get('RESOLVED', 0)):,}")
+    if broker_mb is not None:
+        # Tansu's memory storage keeps every record: this only grows (README, "Retention").
+        pipeline.add_row("embedded broker memory (MB)", f"{broker_mb:,.0f}")
     try:
         kpis = read_unit_kpis(client, datetime.now(UTC))
         ledger = read_ledger(client)
     except redis.RedisError as exc:
         return Group(
             pipeline,
+            *([process_table(processes)] if processes else []),
             dataset_table(totals),
             sink_table(totals),
-            f"[red]IOC store unreachable: {exc}[/]",
+            f"[red]IOC store unreachable: {escape(str(exc))}[/]",
         )
     return Group(
         pipeline,
+        *([process_table(processes)] if processes else []),
         dataset_table(totals),
         sink_table(totals),
         ledger_table(ledger),

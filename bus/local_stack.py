@@ -284,6 +284,23 @@ class LocalStack:
         for line in self.started:
             log.info("started %s", line)
 
+    def broker_rss_mb(self) -> float | None:
+        """Resident memory of the embedded broker in MB (None: none started, or gone).
+
+        Tansu's memory storage keeps every record and this build neither enforces
+        ``retention.ms`` nor implements DeleteRecords, so this only grows: `databus up`
+        shows it and stops before it exhausts the machine."""
+        if self.broker is None or not self.broker.alive():
+            return None
+        try:
+            status = Path(f"/proc/{self.broker.popen.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return None
+
     def env(self) -> dict[str, str]:
         """Environment for child processes, so they find the same servers."""
         s = self.settings

@@ -36,6 +36,7 @@ __all__ = [
     "SharedRepoSettings",
     "SinkSettings",
     "SpoolSettings",
+    "SuperviseSettings",
     "load_settings",
 ]
 
@@ -310,6 +311,26 @@ class SinkSettings(BaseModel):
         return self
 
 
+class SuperviseSettings(BaseModel):
+    """How `databus up` supervises its processes: a process that exited, or whose
+    ``/readyz`` stayed not ready for ``not_ready_restart_s``, is restarted after an
+    exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``; back to
+    the start once it has run ``stable_after_s``)."""
+
+    model_config = _FROZEN
+
+    not_ready_restart_s: float = Field(default=600.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    stable_after_s: float = Field(default=120.0, gt=0)
+    # A process's log past this size is moved to <name>.log.1 (replacing the older one).
+    max_log_mb: float = Field(default=50.0, gt=0)
+    # The embedded broker (Tansu, memory storage) keeps every record: it cannot trim by
+    # retention. Past this resident size `up` stops cleanly, naming the cause, instead of
+    # exhausting the machine. 0: no limit.
+    embedded_broker_max_mb: float = Field(default=3072.0, ge=0)
+
+
 def _loopback(url: str) -> bool:
     from urllib.parse import urlsplit
 
@@ -455,6 +476,7 @@ class Settings(BaseSettings):
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()
+    supervise: SuperviseSettings = SuperviseSettings()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -33,7 +33,18 @@ from schemas.models import Channel, Dossier, DossierStatus, Op, Sex
 from stream_processors.citizen_id import make_citizen_id
 from stream_processors.reference import ReferenceData
 
-__all__ = ["SimConfig", "SimEvent", "generate", "latest_truth", "live_events", "publish_events"]
+__all__ = [
+    "HOLIDAY_SHARE",
+    "WEEKEND_SHARE",
+    "SimConfig",
+    "SimEvent",
+    "day_share",
+    "dossiers_per_unit_on",
+    "generate",
+    "latest_truth",
+    "live_events",
+    "publish_events",
+]
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 _VN_HOLIDAYS = holidays.country_holidays("VN")
@@ -78,6 +89,29 @@ class SimEvent:
     truth: dict[str, object] = field(repr=False)
     expect_reason: str | None = None  # the DLQ reason code when it must be refused
     event_id: str = ""  # deterministic for a seed, so a second run is a true replay
+
+
+# The one-stop counters close on weekends and public holidays, but the online portal
+# (and a weekend counter in some wards) keeps taking dossiers: fewer, never none.
+WEEKEND_SHARE = 0.25
+HOLIDAY_SHARE = 0.10
+LIVE_FALLBACK = 5  # events a live batch repeats on a working day when its window is empty
+
+
+def day_share(day: date) -> float:
+    """The share of a working day's dossiers received on ``day`` (a local calendar day):
+    1 on working days, ``WEEKEND_SHARE`` on Saturdays and Sundays, ``HOLIDAY_SHARE`` on
+    public holidays (Tết included), whichever day of the week they fall on."""
+    if day in _VN_HOLIDAYS:
+        return HOLIDAY_SHARE
+    if day.weekday() >= 5:
+        return WEEKEND_SHARE
+    return 1.0
+
+
+def dossiers_per_unit_on(day: date, per_working_day: float) -> float:
+    """Expected dossiers a receiving unit gets on ``day``, given its working-day rate."""
+    return per_working_day * day_share(day)
 
 
 def _working_days_after(start: date, n: int) -> date:
@@ -216,12 +250,9 @@ def generate(config: SimConfig, ref: ReferenceData) -> list[SimEvent]:
     start_day = end.astimezone(LOCAL).date() - timedelta(days=config.days)
     for offset in range(config.days + 1):
         day = start_day + timedelta(days=offset)
-        if day.weekday() >= 5 or day in _VN_HOLIDAYS:
-            continue
+        rate = dossiers_per_unit_on(day, config.dossiers_per_unit_per_day)
         for unit in units:
-            count = int(config.dossiers_per_unit_per_day) + (
-                rng.random() < config.dossiers_per_unit_per_day % 1
-            )
+            count = int(rate) + (rng.random() < rate % 1)
             for _ in range(count):
                 received = _local_at(day, rng.uniform(7.5, 16.5))
                 if received > end:
@@ -331,4 +362,8 @@ def live_events(
             ),
             ref,
         )
-        yield [ev for ev in batch if ev.at > end - timedelta(seconds=batch_seconds)] or batch[-5:]
+        # An empty window (night, or no dossier just now) repeats the day's last few
+        # events, fewer on weekends and holidays: the feed stays alive every day.
+        fallback = max(1, round(LIVE_FALLBACK * day_share(end.astimezone(LOCAL).date())))
+        window = [ev for ev in batch if ev.at > end - timedelta(seconds=batch_seconds)]
+        yield window or batch[-fallback:]

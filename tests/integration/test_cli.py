@@ -7,15 +7,20 @@ simulator, prints the final summary and must leave nothing running behind it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +28,8 @@ from databus_cli import clean_env, run_databus
 
 pytestmark = pytest.mark.integration
 
-UP_TIMEOUT_S = 90.0
+UP_TIMEOUT_S = 240.0  # a deadline for conditions, not a window: a loaded machine is slow
+STOP_TIMEOUT_S = 60.0
 
 try:
     import psutil
@@ -54,31 +60,136 @@ class UpRun:
     cwd: Path
     returncode: int
     out: str
+    killed: str  # the process the fixture SIGKILLed while `up` ran
+    killed_pid: int
+    restarted_pid: int | None  # its pid after the restart (None: never restarted)
+    restarts: int  # as processes.json counted them
+
+
+def _wait_for(what: str, check: Callable[[], bool], deadline: float) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` once ``deadline`` passes."""
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _processes(cwd: Path) -> dict[str, dict[str, Any]]:
+    """`up`'s processes.json by process name ({} while it is not written yet)."""
+    try:
+        body = json.loads((cwd / "data" / "processes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {p["name"]: p for p in body["processes"]}
+
+
+def _summary_ready(cwd: Path) -> bool:
+    """The figures the summary test asserts are in the processes' metrics and the IOC
+    store: events published, standardized and dead-lettered, an alert raised, every
+    sink wrote, the ledger has DNA.SYT and the KPIs at least three units."""
+    from bus.dashboard import scrape
+
+    procs = _processes(cwd)
+    ports = [p["metrics_port"] for p in procs.values() if p["metrics_port"]]
+    totals = scrape(ports)
+
+    def total(prefix: str, **labels: str) -> float:
+        found = 0.0
+        for key, value in totals.items():
+            if key.startswith(prefix + "{") and all(f"{k}={v}" in key for k, v in labels.items()):
+                found += value
+        return found
+
+    return (
+        total("databus_events_produced_total", stage="raw") > 0
+        and total("databus_events_produced_total", stage="std") > 0
+        and total("databus_events_dead_lettered_total") > 0
+        and total("databus_alerts_total", state="RAISED") >= 1
+        and all(
+            total("databus_sink_records_written_total", sink=sink) > 0
+            for sink in ("ioc_store", "shared_repo", "health_axis")
+        )
+    )
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return int(resp.status) == 200
+    except OSError:
+        return False
+
+
+def _ledger_ready(redis_url: str) -> bool:
+    """The ledger row the summary test asserts: DNA.SYT delivering at least one dataset."""
+    from sinks.ioc_ledger import read_ledger
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        rows = read_ledger(client)
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    return any(r["unit"] == "DNA.SYT" and int(r["delivering"]) >= 1 for r in rows)
 
 
 @pytest.fixture(scope="module")
 def up_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
+    """`databus up` in the background until the summary's figures are there; meanwhile
+    one process is SIGKILLed and must come back; then a SIGTERM stops it all."""
     cwd = tmp_path_factory.mktemp("databus-up").resolve()
     # --days 20: with 10 days no unit reaches the alert rule's min_dossiers (10) in
-    # the window, so no alert could be raised; 20 days costs no extra wall time.
+    # the window, so no alert could be raised.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bus", "up", "--for", "25", "--days", "20"],
+        [sys.executable, "-m", "bus", "up", "--days", "20"],
         cwd=cwd,
-        env=clean_env(cwd),
+        env=clean_env(cwd, DATABUS_SUPERVISE__BACKOFF_INITIAL_S="0.5"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
     )
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    victim = "sink-sql"
+    killed_pid, restarted_pid, restarts = 0, None, 0
     try:
-        out, _ = proc.communicate(timeout=UP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        out += f"\n<test: killed after {UP_TIMEOUT_S:.0f} s>"
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        _wait_for("processes.json", lambda: victim in _processes(cwd), deadline)
+        killed_pid = int(_processes(cwd)[victim]["pid"])
+        os.kill(killed_pid, signal.SIGKILL)
+
+        def came_back() -> bool:
+            entry = _processes(cwd).get(victim, {})
+            return entry.get("pid") not in (None, killed_pid)
+
+        _wait_for(f"{victim} to be restarted", came_back, deadline)
+        restarted_pid = int(_processes(cwd)[victim]["pid"])
+        restarts = int(_processes(cwd)[victim]["restarts"])
+        port = int(_processes(cwd)[victim]["metrics_port"])
+        _wait_for(f"{victim} to be ready again", lambda: _ready(port), deadline)
+        _wait_for("the summary's figures", lambda: _summary_ready(cwd), deadline)
+        redis_url = re.search(r"started redis at (redis://\S+)", "".join(chunks))
+        assert redis_url, "".join(chunks)
+        _wait_for("the ledger", lambda: _ledger_ready(redis_url.group(1)), deadline)
+        # `up` renders a last frame from fresh figures when it is told to stop.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except BaseException as exc:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        reader.join(timeout=10)
+        run = UpRun(cwd, -1, "".join(chunks), victim, killed_pid, restarted_pid, restarts)
+        pytest.fail(f"{exc}\n{run.out}\n{_logs(run)}")
+    reader.join(timeout=10)
     try:
-        yield UpRun(cwd, proc.returncode, out)
+        yield UpRun(
+            cwd, proc.returncode, "".join(chunks), victim, killed_pid, restarted_pid, restarts
+        )
     finally:
         # Only what this test started (same cwd), one by one, and only if it leaked.
         if psutil is not None:
@@ -125,6 +236,24 @@ def test_up_runs_the_bus_and_summarizes(up_run: UpRun) -> None:
     assert out.rstrip().endswith("stopped cleanly."), out
 
 
+def test_up_restarts_a_killed_process(up_run: UpRun) -> None:
+    out = up_run.out
+    assert up_run.returncode == 0, out
+    assert up_run.restarted_pid is not None, out
+    assert up_run.restarted_pid != up_run.killed_pid
+    assert up_run.restarts == 1, _logs(up_run)
+    # The summary shows the restart and why, and `up` logged the reason with the log's tail.
+    row = re.search(rf"│ {up_run.killed} +│ +\d+ +│ +running +│ +1 +│ +exited with code -9", out)
+    assert row, out
+    assert f"{up_run.killed} exited with code -9; restart 1" in out, out
+    for other in ("processor", "sink-ioc", "sink-health", "share", "opendata", "simulator"):
+        assert re.search(rf"│ {other} +│ +\d+ +│ [^│]+│ +0 +│", out), (other, out)
+    assert (
+        "--- databus up: restart 1 ---"
+        in (up_run.cwd / "data" / "logs" / f"{up_run.killed}.log").read_text()
+    )
+
+
 def test_up_leaves_nothing_running(up_run: UpRun) -> None:
     out = up_run.out
     assert up_run.returncode == 0, out
@@ -160,12 +289,27 @@ def test_up_leaves_nothing_running(up_run: UpRun) -> None:
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path, variable: str, value: str) -> None:
-    result = run_databus(tmp_path, "up", "--for", "5", **{variable: value})
+    # A bad setting stops `up` before anything starts, so it needs no --for.
+    result = run_databus(tmp_path, "up", **{variable: value})
     out = result.stdout + result.stderr
     assert result.returncode == 2, out
     assert variable in out, out
     assert "Traceback" not in out, out
     assert not (tmp_path / "data").exists(), "nothing may start before settings are valid"
+
+
+def test_up_stops_cleanly_when_the_embedded_broker_outgrows_its_limit(tmp_path: Path) -> None:
+    result = run_databus(
+        tmp_path, "up", timeout=UP_TIMEOUT_S, DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB="1"
+    )
+    out = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
+    assert result.returncode == 1, out
+    assert "DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB" in out, out
+    assert "keeps every record (no retention)" in out, out
+    assert "stopped cleanly" not in out, out
+    assert "Traceback" not in out, out
+    if psutil is not None:
+        assert not _processes_under(tmp_path.resolve())
 
 
 def test_kpis_without_redis_says_what_to_set(tmp_path: Path) -> None:

@@ -143,3 +143,16 @@ def test_ledger_table_fits_a_terminal_and_says_when_it_waits() -> None:
     text = _text(ledger_table(rows))
     assert "DNA.VPUB" in text and "delivering" in text and "99%" in text
     assert "waiting" in _text(ledger_table([]))
+
+
+def test_events_in_is_a_rate_over_the_last_30_seconds() -> None:
+    """A live feed of one event every 10 s shows as 0.10/s, not as 0 between events."""
+    from bus.dashboard import Figures
+
+    figures = Figures()
+    key = "databus_events_produced_total{dataset=d,stage=raw}"
+    for second in range(0, 61):
+        figures.update({key: float(second // 10)}, now=float(second))
+    assert abs(figures.rate_in - 0.1) < 0.02
+    figures.update({key: 6.0}, now=120.0)  # nothing for a minute
+    assert figures.rate_in == 0.0
