@@ -430,6 +430,9 @@ class Settings(BaseSettings):
     # rule deltas, unit stats) before writing them together: bounds the rate of
     # aggregates reaching the alert and quality stages; alerts lag by up to this much.
     processor_state_every_ms: Positive = 500
+    # How many recently accepted event ids the processor remembers (per worker) to
+    # dead-letter an id reused by another entity (event_id_reused); ~0.3 KB each.
+    processor_event_id_window: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()
