@@ -27,6 +27,7 @@ _REJECTED_VI = {
     "http_4xx": "đích từ chối bản ghi (HTTP 4xx), gửi lại sẽ không khác",
     "db_rejected": "cơ sở dữ liệu từ chối bản ghi",
     "malformed": "bản ghi sai định dạng với đích nhận",
+    "event_id_reused": "mã sự kiện đã có trong lịch sử cho một đối tượng hoặc phiên bản khác",
 }
 _REJECTED_VI_DEFAULT = "đích nhận từ chối bản ghi vĩnh viễn"
 
