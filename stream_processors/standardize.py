@@ -511,8 +511,11 @@ def _standardize(
     )
     check_same_entity(std_before, std_after, DOSSIER_KEY)
     if procedures is not None:
+        # The code is normalized text already: its case-fold is the list's lookup form
+        # (CodeList.lookup would normalize it again, ~10 µs).
+        aliases = procedures.aliases
         for image in (std_before, std_after):
-            if image is not None and procedures.lookup(image["procedure_code"]) is None:
+            if image is not None and image["procedure_code"].casefold() not in aliases:
                 image["quality_flags"].append("procedure_not_in_list")
     if std_before is None:
         flags = tuple(std_after["quality_flags"]) if std_after is not None else ()
