@@ -473,6 +473,9 @@ class Settings(BaseSettings):
     # Restoring the entity state on assignment fails only when the changelogs yield no
     # record for this long (no total timeout: a big state takes as long as it takes).
     processor_restore_stall_s: Positive = 60
+    # How many recently accepted event ids the processor remembers (per worker) to
+    # dead-letter an id reused by another entity (event_id_reused); ~0.3 KB each.
+    processor_event_id_window: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()

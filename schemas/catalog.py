@@ -28,6 +28,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -44,6 +45,7 @@ __all__ = [
     "CATALOG_FILE",
     "CLASSIFICATIONS",
     "DATASETS",
+    "DEFAULT_EARLIEST",
     "DOSSIERS",
     "QUALITY_SCHEMA",
     "QUALITY_TOPIC",
@@ -71,6 +73,11 @@ CLASSIFICATIONS = ("public", "internal", "restricted")
 KEY_SEPARATOR = "|"
 
 Classification = Literal["public", "internal", "restricted"]
+
+# The earliest plausible date of a dataset's records when its catalog entry names none:
+# a time before it is a "zero date" of some system (Excel's 1899-12-30, SQL Server's
+# 1900-01-01, the Unix epoch) or a typing error, not a record of the e-government era.
+DEFAULT_EARLIEST = date(2000, 1, 1)
 
 
 def avro_root() -> Traversable:
@@ -173,6 +180,9 @@ class Dataset:
     classification: Classification
     update: UpdateObligation
     major: int = 1
+    # Times of a record (and of its change event) before this local date
+    # (Asia/Ho_Chi_Minh) are implausible: dead-lettered as timestamp_before_earliest.
+    earliest: date = DEFAULT_EARLIEST
 
     @property
     def model(self) -> type[BaseModel]:
@@ -226,7 +236,15 @@ _REQUIRED_STR = (
     "model",
     "classification",
 )
-_KNOWN = {*_REQUIRED_STR, "std_schema", "key", "personal_fields", "major", "update"}
+_KNOWN = {
+    *_REQUIRED_STR,
+    "std_schema",
+    "key",
+    "personal_fields",
+    "major",
+    "update",
+    "earliest",
+}
 
 
 class _Entry:
@@ -282,6 +300,9 @@ class _Entry:
         major = self.table.get("major", 1)
         if not isinstance(major, int) or isinstance(major, bool):
             raise self.fail("major", "must be an integer")
+        earliest = self.table.get("earliest", DEFAULT_EARLIEST)
+        if not isinstance(earliest, date) or isinstance(earliest, datetime):
+            raise self.fail("earliest", "must be a TOML local date, e.g. 2000-01-01 (unquoted)")
         key = self.strings("key")
         if not key:
             raise self.fail("key", "is required, a non-empty list of field names")
@@ -300,6 +321,7 @@ class _Entry:
             classification=cast(Classification, values["classification"]),
             update=self.update(),
             major=major,
+            earliest=earliest,
         )
 
 

@@ -14,7 +14,13 @@ Idempotence, so at-least-once delivery never duplicates or regresses data:
 - A delete (op ``d``) writes a tombstone: ``_deleted = true``, the last state from
   ``before``, the delete's version. A late, older create cannot resurrect the row.
 - The history table's primary key is the event id; inserts are ``ON CONFLICT DO
-  NOTHING``, so a replayed event is stored once.
+  NOTHING RETURNING _event_id``, so a replayed event is stored once. A history row is
+  never dropped silently: an event id the insert did not take is looked up, and unless
+  the stored row is the same change (same key and version: a replay), the event is
+  refused as ``Rejected(reason="event_id_reused")`` — another entity (or version) already
+  holds that id — and neither table is written for it. Two events of one batch with one
+  id are judged the same way. The processor dead-letters such reuse within its window
+  (``stream_processors.event_ids``); this is the check beyond it.
 
 Personal fields are stored: the repository is internal to the province and its
 processing record must be complete; what leaves it (open data, ``sinks.open_data``)
@@ -397,7 +403,11 @@ class SharedRepoSink:
             set_={c.name: up.excluded[c.name] for c in t.columns if not c.primary_key},
             where=guard,
         )
-        append = insert(tables.history).on_conflict_do_nothing(index_elements=["_event_id"])
+        append = (
+            insert(tables.history)
+            .on_conflict_do_nothing(index_elements=["_event_id"])
+            .returning(tables.history.c._event_id)
+        )
         return upsert, append
 
     def _write_chunk(self, events: Sequence[_Event]) -> list[Rejected]:
@@ -407,8 +417,7 @@ class SharedRepoSink:
         try:
             try:
                 with self._engine.begin() as conn:
-                    self._write_batch(conn, events, now)
-                return []
+                    return self._write_batch(conn, events, now)
             except sa.exc.SQLAlchemyError as exc:
                 if _classify(exc) != "reject":
                     raise
@@ -421,28 +430,62 @@ class SharedRepoSink:
         except sa.exc.SQLAlchemyError as exc:
             raise _sink_error(exc, "write") from exc
 
-    def _write_batch(self, conn: sa.Connection, events: Sequence[_Event], now: datetime) -> None:
+    def _write_batch(
+        self, conn: sa.Connection, events: Sequence[_Event], now: datetime
+    ) -> list[Rejected]:
         by_dataset: dict[str, list[_Event]] = {}
         for event in events:
             by_dataset.setdefault(event.dataset.id, []).append(event)
+        rejected: list[Rejected] = []
         for dataset_id, group in by_dataset.items():
             tables = self._tables[dataset_id]
+            key_fields = tables.dataset.key_fields
             upsert, append = self._statements(tables)
-            winners: dict[tuple[Any, ...], tuple[_Event, dict[str, Any]]] = {}
-            seen: set[UUID] = set()
+            seen: dict[UUID, tuple[Any, ...]] = {}  # event id -> (key..., version)
+            taken: list[tuple[_Event, dict[str, Any]]] = []
             history_rows: list[dict[str, Any]] = []
             for event in group:
-                if event.event_id in seen:
-                    continue
-                seen.add(event.event_id)
                 current, history = self._rows(event, now)
+                change = _change(current, key_fields, event.version)
+                first = seen.get(event.event_id)
+                if first is not None:
+                    if first != change:  # one id, two changes in one batch
+                        rejected.append(_reused(event))
+                    continue  # else the same event twice: stored once
+                seen[event.event_id] = change
                 history_rows.append(history)
-                key = tuple(current[k] for k in tables.dataset.key_fields)
+                taken.append((event, current))
+            inserted = {_uuid(row[0]) for row in conn.execute(append, history_rows)}
+            missing = [e.event_id for e, _ in taken if e.event_id not in inserted]
+            stored = self._stored_changes(conn, tables, missing) if missing else {}
+            winners: dict[tuple[Any, ...], tuple[_Event, dict[str, Any]]] = {}
+            for event, current in taken:
+                held = stored.get(event.event_id)
+                if held is not None and held != seen[event.event_id]:
+                    rejected.append(_reused(event))
+                    continue
+                key = tuple(current[k] for k in key_fields)
                 best = winners.get(key)
                 if best is None or event.order > best[0].order:
                     winners[key] = (event, current)
-            conn.execute(append, history_rows)
-            conn.execute(upsert, [row for _, row in winners.values()])
+            if winners:
+                conn.execute(upsert, [row for _, row in winners.values()])
+        return rejected
+
+    def _stored_changes(
+        self, conn: sa.Connection, tables: _Tables, event_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[Any, ...]]:
+        """(key..., version) of the history rows already holding these event ids."""
+        h = tables.history
+        key_fields = tables.dataset.key_fields
+        query = sa.select(h.c._event_id, *(h.c[k] for k in key_fields), h.c._version).where(
+            h.c._event_id.in_(list(event_ids))
+        )
+        found: dict[UUID, tuple[Any, ...]] = {}
+        for row in conn.execute(query):
+            stored = dict(zip(key_fields, row[1:-1], strict=True))
+            found[_uuid(row[0])] = _change(stored, key_fields, int(row[-1]))
+        return found
 
     def _write_one_by_one(
         self, conn: sa.Connection, events: Sequence[_Event], now: datetime
@@ -453,7 +496,14 @@ class SharedRepoSink:
             current, history = self._rows(event, now)
             savepoint = conn.begin_nested()
             try:
-                conn.execute(append, [history])
+                if not list(conn.execute(append, [history])):
+                    tables = self._tables[event.dataset.id]
+                    held = self._stored_changes(conn, tables, [event.event_id])
+                    change = _change(current, tables.dataset.key_fields, event.version)
+                    if held.get(event.event_id, change) != change:
+                        savepoint.rollback()
+                        rejected.append(_reused(event))
+                        continue
                 conn.execute(upsert, [current])
                 savepoint.commit()
             except sa.exc.SQLAlchemyError as exc:
@@ -477,6 +527,35 @@ class SharedRepoSink:
         self._closed = True
         if self._owns_engine:
             self._engine.dispose()
+
+
+# ---- event ids ---------------------------------------------------------------------
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _comparable(value: Any) -> Any:
+    # SQLite hands back naive UTC datetimes; the rows bind aware ones.
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def _change(row: Mapping[str, Any], key_fields: Sequence[str], version: int) -> tuple[Any, ...]:
+    """What an event id names: one version of one entity."""
+    return (*(_comparable(row[k]) for k in key_fields), version)
+
+
+def _reused(event: _Event) -> Rejected:
+    return Rejected(
+        event.record,
+        "event_id_reused",
+        f"event id {event.event_id} is already in {event.dataset.id}'s history "
+        "for another entity or version",
+        exception_class="Conflict",
+    )
 
 
 # ---- errors ----------------------------------------------------------------------

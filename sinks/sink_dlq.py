@@ -48,6 +48,7 @@ _REJECTED_VI = {
     "db_rejected": "cơ sở dữ liệu từ chối bản ghi",
     "malformed": "bản ghi sai định dạng với đích nhận",
     "sink_crashed": "bản ghi làm sink gặp lỗi không xử lý được",
+    "event_id_reused": "mã sự kiện đã có trong lịch sử cho một đối tượng hoặc phiên bản khác",
 }
 _REJECTED_VI_DEFAULT = "đích nhận từ chối bản ghi vĩnh viễn"
 

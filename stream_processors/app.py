@@ -145,6 +145,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         frozenset(reference.receiving_units),
         contributions=contributions,
         presence=field_presence,
+        event_id_window=settings.processor_event_id_window,
     )
     loop = BatchLoop(
         settings,

@@ -34,6 +34,7 @@ from stream_processors.alert_facts import Contribution
 from stream_processors.batch_stats import UnitStats
 from stream_processors.dlq import DeadLetter
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
+from stream_processors.event_ids import DEFAULT_WINDOW, RecentEventIds
 from stream_processors.pipeline import DatasetPipeline, Output
 
 __all__ = [
@@ -158,6 +159,7 @@ class BatchCore:
         *,
         contributions: Contributions,
         presence: Presence,
+        event_id_window: int = DEFAULT_WINDOW,
     ) -> None:
         self._pipelines = pipelines  # by raw topic
         self._units = units
@@ -168,6 +170,8 @@ class BatchCore:
         # Records whose output the broker refused for good, by (topic, partition,
         # offset): the loop fills it, and they are dead-lettered when processed again.
         self.refused: dict[tuple[str, int, int], DeadLetter] = {}
+        # An event id another entity of the dataset used recently (event_ids.py).
+        self._recent_ids = RecentEventIds(event_id_window)
 
     # ---- partition ownership
     def load(self, topic: str, partition: int, entities: dict[bytes, Entity]) -> None:
@@ -339,6 +343,11 @@ class BatchCore:
             stats.dead_lettered += 1
             out.dead.append(DeadOut(r, ds.id, result))
             return
+        if key is not None and self._recent_ids.claim(event_id, pipeline.std_topic, key):
+            stats.conflicts += 1
+            stats.dead_lettered += 1
+            out.dead.append(DeadOut(r, ds.id, _reused(event_id)))
+            return
         event = result.event
         stats.valid += 1
         event_ms = _ms((event.get("source") or {}).get("ts_ms"))
@@ -404,4 +413,15 @@ def _conflict(previous: Entity | None, event_id: str) -> DeadLetter:
             if same_id
             else "phiên bản nguồn đã nhận trước đó với nội dung khác"
         ),
+    )
+
+
+def _reused(event_id: str) -> DeadLetter:
+    return DeadLetter(
+        stage="dedup",
+        reason="event_id_reused",
+        exception_class="Conflict",
+        message=f"event id {event_id} was accepted recently for another entity of the dataset",
+        message_vi="mã sự kiện vừa được dùng cho một đối tượng khác của bộ dữ liệu",
+        field="event_id",
     )

@@ -6,7 +6,9 @@ a national code; any other row maps a spelling a source system uses (an alias, a
 code, a Vietnamese name) to the national code. Lookups ignore case, surrounding and
 repeated spaces and Unicode composition, so ``"công văn"`` finds the row written
 ``Công văn``. ``category`` is an optional grouping (e.g. the A/B/C group of a notifiable
-disease). The shipped lists are SAMPLE data (see ``schemas/data/README.md``).
+disease). Lines starting with ``#`` before the header are comments (a file says there
+that it is sample data). The shipped lists are SAMPLE data (see
+``schemas/data/CODE_LISTS.md``).
 
 As with the other reference files, a malformed row stops start-up with a
 ``ConfigError`` naming the file, line and field.
@@ -77,11 +79,15 @@ def _load_list(path: Path, name: str) -> CodeList:
     pending: list[tuple[int, str, str]] = []
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
+            lines = handle.readlines()
+            comments = 0
+            while comments < len(lines) and lines[comments].startswith("#"):
+                comments += 1
+            reader = csv.DictReader(lines[comments:])
             if tuple(reader.fieldnames or ()) != _COLUMNS:
-                raise ConfigError(f"{path}:1: header must be {','.join(_COLUMNS)!r}")
+                raise ConfigError(f"{path}:{comments + 1}: header must be {','.join(_COLUMNS)!r}")
             for row in reader:
-                line = reader.line_num
+                line = comments + reader.line_num
                 if None in row or any(row.get(c) is None for c in _COLUMNS):
                     raise ConfigError(f"{path}:{line}: expected {len(_COLUMNS)} fields")
                 source = normalize_text(row["source_code"]).text

@@ -63,9 +63,9 @@ def _passthrough(
 
 
 def standardizer_for(dataset: Dataset) -> Standardizer:
-    from stream_processors.standardizers import STANDARDIZERS
+    from stream_processors.standardizers import build_standardizer
 
-    found = STANDARDIZERS.get(dataset.id)
+    found = build_standardizer(dataset)  # bound to this entry's earliest day and key
     if found is None:
         if dataset.std_schema is not None:
             raise LookupError(f"{dataset.id} has a std_schema but no standardizer")

@@ -11,13 +11,16 @@ Neither messages nor flags ever contain a citizen id, a name or a birth date.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
+from functools import lru_cache
 from typing import Any, TypeGuard
 from uuid import UUID
 
+from schemas.catalog import DEFAULT_EARLIEST
 from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
+from stream_processors.code_lists import CodeList, default_code_lists
 from stream_processors.reference import ReferenceData
 from stream_processors.text import normalize_text
 from stream_processors.timeparse import (
@@ -30,12 +33,18 @@ from stream_processors.timeparse import (
 )
 
 __all__ = [
+    "DOSSIER_KEY",
     "QUALITY_FLAGS",
     "REASONS",
     "Rejected",
     "Standardized",
+    "check_envelope_times",
+    "check_same_entity",
+    "earliest_instant",
     "standardize_dossier_event",
 ]
+
+DOSSIER_KEY = ("dossier_id",)
 
 # reason -> (English, Vietnamese) base message.
 REASONS: Mapping[str, tuple[str, str]] = {
@@ -55,6 +64,14 @@ REASONS: Mapping[str, tuple[str, str]] = {
         "Ngày giờ ở tương lai quá 1 ngày",
     ),
     "invalid_date": ("date is invalid", "Ngày không hợp lệ"),
+    "timestamp_before_earliest": (
+        "date/time is before the dataset's earliest plausible date",
+        "Ngày giờ sớm hơn mốc sớm nhất hợp lý của bộ dữ liệu",
+    ),
+    "entity_mismatch": (
+        "before and after images are different entities",
+        "Dữ liệu trước và sau thay đổi thuộc hai đối tượng khác nhau",
+    ),
     "invalid_citizen_id": (
         "citizen id (CCCD/CMND) is invalid",
         "Số định danh cá nhân (CCCD/CMND) không hợp lệ",
@@ -91,6 +108,7 @@ QUALITY_FLAGS: frozenset[str] = frozenset(
         "due_before_received",
         "completed_before_received",
         "completed_at_missing",  # status COMPLETED without completed_at
+        "procedure_not_in_list",  # a procedure code the procedures code list lacks
     }
 )
 
@@ -185,6 +203,61 @@ def _source(value: object) -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=64)
+def earliest_instant(earliest: date) -> datetime:
+    """The start (local midnight, Asia/Ho_Chi_Minh) of a dataset's earliest plausible day."""
+    return datetime.combine(earliest, time(), LOCAL_TZ)
+
+
+def _too_early(field: str, earliest: datetime) -> _Invalid:
+    day = earliest.date().isoformat()
+    return _Invalid("timestamp_before_earliest", field, f"before {day} (the dataset's earliest)")
+
+
+def check_envelope_times(
+    ts: datetime, changed_at: datetime, now: datetime | None, earliest: datetime
+) -> None:
+    """The envelope's own times: ``ts_ms`` (when the publisher emitted the event) and
+    ``source.ts_ms`` (when the change happened at the source). Both are dead-lettered
+    when implausible, like a record's own times: before the dataset's earliest day
+    (``timestamp_before_earliest``), or more than the far-future tolerance after ``now``
+    (``far_future_timestamp``; ``now`` is the processor's clock, or without one the
+    emit time, against which only the change time is judged). Raises ``_Invalid``."""
+    if now is not None and ts > now + FAR_FUTURE_TOLERANCE:
+        raise _Invalid(
+            "far_future_timestamp",
+            "ts_ms",
+            f"{ts.isoformat()} is more than 1 day after {now.isoformat()}",
+        )
+    if ts < earliest:
+        raise _too_early("ts_ms", earliest)
+    reference = now if now is not None else ts
+    if changed_at > reference + FAR_FUTURE_TOLERANCE:
+        raise _Invalid(
+            "far_future_timestamp",
+            "source.ts_ms",
+            f"{changed_at.isoformat()} is more than 1 day after {reference.isoformat()}",
+        )
+    if changed_at < earliest:
+        raise _too_early("source.ts_ms", earliest)
+
+
+def check_same_entity(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, key_fields: Sequence[str]
+) -> None:
+    """An event with both images must change one entity: the standardized key fields of
+    ``before`` and ``after`` must be equal (a key change is a delete and a create, as
+    Debezium emits it). Raises ``_Invalid("entity_mismatch")``; the detail never carries
+    the values."""
+    if before is None or after is None:
+        return
+    for name in key_fields:
+        if before.get(name) != after.get(name):
+            raise _Invalid(
+                "entity_mismatch", f"after.{name}", "differs from before: another entity"
+            )
+
+
 def _to_millis(moment: datetime) -> datetime:
     # The std schema stores milliseconds; truncating here makes a decoded event equal
     # to the one we produced.
@@ -214,7 +287,13 @@ def _enum_problem(prefix: str, field: str, symbols: frozenset[str]) -> _Invalid:
 
 
 def _timestamp(
-    value: str, prefix: str, field: str, now: datetime, deadline: bool, flags: dict[str, None]
+    value: str,
+    prefix: str,
+    field: str,
+    now: datetime,
+    deadline: bool,
+    flags: dict[str, None],
+    earliest: datetime,
 ) -> datetime:
     """``parse_timestamp`` inlined for the hot path: the cached parse, then the check
     against ``now`` (a deadline lies in the future by design, so it gets none, and a
@@ -229,13 +308,15 @@ def _timestamp(
         rejection = parse_timestamp(value, now=now)
         if isinstance(rejection, TimeRejection):
             raise _Invalid(rejection.reason, f"{prefix}.{field}", rejection.detail)
+    if parsed.value < earliest:
+        raise _too_early(f"{prefix}.{field}", earliest)
     for flag in parsed.flags:
         flags[flag] = None
     return _to_millis(parsed.value)
 
 
 def _standardize_image(
-    image: object, prefix: str, ref: ReferenceData, now: datetime
+    image: object, prefix: str, ref: ReferenceData, now: datetime, earliest: datetime
 ) -> dict[str, Any]:
     # One flat function rather than a helper object: it runs for every dossier event,
     # and the checks keep the order (and so the reported problem) of the field list.
@@ -283,11 +364,11 @@ def _standardize_image(
     received_raw = get("received_at")
     if not isinstance(received_raw, str):
         raise _Invalid("invalid_field", f"{prefix}.received_at", "expected a string")
-    received_at = _timestamp(received_raw, prefix, "received_at", now, False, flags)
+    received_at = _timestamp(received_raw, prefix, "received_at", now, False, flags, earliest)
     due_raw = get("due_at")
     if not isinstance(due_raw, str):
         raise _Invalid("invalid_field", f"{prefix}.due_at", "expected a string")
-    due_at = _timestamp(due_raw, prefix, "due_at", now, True, flags)
+    due_at = _timestamp(due_raw, prefix, "due_at", now, True, flags, earliest)
     completed_at: datetime | None = None
     completed_raw = get("completed_at")
     if completed_raw is not None:
@@ -295,7 +376,9 @@ def _standardize_image(
             raise _Invalid("invalid_field", f"{prefix}.completed_at", "expected a string")
         completed_text = normalize_text(completed_raw).text
         if completed_text:
-            completed_at = _timestamp(completed_text, prefix, "completed_at", now, False, flags)
+            completed_at = _timestamp(
+                completed_text, prefix, "completed_at", now, False, flags, earliest
+            )
         else:
             flags["blank_as_null"] = None
 
@@ -392,7 +475,13 @@ def _standardize_image(
     }
 
 
-def _standardize(raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None) -> Standardized:
+def _standardize(
+    raw: Mapping[str, Any],
+    ref: ReferenceData,
+    now: datetime | None,
+    earliest: datetime,
+    procedures: CodeList | None,
+) -> Standardized:
     if not _is_mapping(raw):
         raise _Invalid("invalid_envelope", "", "expected a record")
     get = raw.get
@@ -402,6 +491,7 @@ def _standardize(raw: Mapping[str, Any], ref: ReferenceData, now: datetime | Non
         raise _Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
     ts = _aware(get("ts_ms"), "ts_ms")
     source = _source(get("source"))
+    check_envelope_times(ts, source["ts_ms"], now, earliest)
     # Default reference time: when the publisher emitted the event. Using the event's
     # own clock (not the processor's) keeps replays deterministic.
     reference_now = now if now is not None else ts
@@ -411,10 +501,22 @@ def _standardize(raw: Mapping[str, Any], ref: ReferenceData, now: datetime | Non
         raise _Invalid("missing_payload", needed, f"op {op!r} requires {needed!r}")
     before = get("before")
     std_before = (
-        None if before is None else _standardize_image(before, "before", ref, reference_now)
+        None
+        if before is None
+        else _standardize_image(before, "before", ref, reference_now, earliest)
     )
     after = get("after")
-    std_after = None if after is None else _standardize_image(after, "after", ref, reference_now)
+    std_after = (
+        None if after is None else _standardize_image(after, "after", ref, reference_now, earliest)
+    )
+    check_same_entity(std_before, std_after, DOSSIER_KEY)
+    if procedures is not None:
+        # The code is normalized text already: its case-fold is the list's lookup form
+        # (CodeList.lookup would normalize it again, ~10 µs).
+        aliases = procedures.aliases
+        for image in (std_before, std_after):
+            if image is not None and image["procedure_code"].casefold() not in aliases:
+                image["quality_flags"].append("procedure_not_in_list")
     if std_before is None:
         flags = tuple(std_after["quality_flags"]) if std_after is not None else ()
     elif std_after is None:
@@ -435,14 +537,24 @@ def _standardize(raw: Mapping[str, Any], ref: ReferenceData, now: datetime | Non
 
 
 def standardize_dossier_event(
-    raw: Mapping[str, Any], ref: ReferenceData, *, now: datetime | None = None
+    raw: Mapping[str, Any],
+    ref: ReferenceData,
+    *,
+    now: datetime | None = None,
+    earliest: date = DEFAULT_EARLIEST,
+    procedures: CodeList | None = None,
 ) -> Standardized | Rejected:
     """Standardize one decoded ``dossiers.raw.v1`` event.
 
     ``now`` bounds "far future" times; it defaults to the event's ``ts_ms`` (emit time).
     Pass the processor's clock to also catch publishers whose clocks run ahead.
+    ``earliest`` is the dataset's earliest plausible day (the catalog's ``earliest``).
+    ``procedures``: the procedure code list (``codes_procedures.csv``, default the
+    packaged one); a code it lacks is kept as sent and flagged ``procedure_not_in_list``.
     """
+    if procedures is None:
+        procedures = default_code_lists().get("procedures")
     try:
-        return _standardize(raw, ref, now)
+        return _standardize(raw, ref, now, earliest_instant(earliest), procedures)
     except _Invalid as problem:
         return _rejected(problem)

@@ -8,6 +8,10 @@ for the DLQ, bilingual messages without personal data). It never raises on bad d
 ``now`` bounds "far future" times; ``None`` uses the event's own ``ts_ms`` (its emit
 time), the same default as ``standardize_dossier_event``, so replays are deterministic.
 
+Each standardizer is bound to its catalog entry (``build_standardizer``): the dataset's
+``earliest`` plausible day bounds every time in the event, and its ``key`` is what
+``before`` and ``after`` of one event must share.
+
 The dossiers keep their hand-written ``stream_processors.standardize``; the 16 other
 datasets are declarations (``RULES``) run by one engine (``engine.run``) against the
 reference data, the code lists of ``schemas/data/codes_*.csv`` and the province area.
@@ -16,11 +20,12 @@ reference data, the code lists of ``schemas/data/codes_*.csv`` and the province 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from schemas.catalog import DATASETS, Dataset
 from stream_processors.reference import ReferenceData
 from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
 from stream_processors.standardizers.config import context_for
@@ -47,6 +52,7 @@ __all__ = [
     "Rejected",
     "Standardized",
     "Standardizer",
+    "build_standardizer",
     "standardize",
 ]
 
@@ -79,24 +85,47 @@ RULES: Mapping[str, DatasetRules] = MappingProxyType(
 )
 
 
+_DOSSIERS_ID = "publicservice.dossiers"
+
+
 def _dossiers(
-    raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
+    earliest: date, raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
 ) -> Standardized | Rejected:
-    return standardize_dossier_event(raw, ref, now=now)
+    return standardize_dossier_event(raw, ref, now=now, earliest=earliest)
 
 
 def _rules_standardizer(
-    rules: DatasetRules, raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
+    rules: DatasetRules,
+    earliest: date,
+    key_fields: tuple[str, ...],
+    raw: Mapping[str, Any],
+    ref: ReferenceData,
+    now: datetime | None,
 ) -> Standardized | Rejected:
-    return run(rules, raw, context_for(ref), now)
+    return run(rules, raw, context_for(ref), now, earliest=earliest, key_fields=key_fields)
 
 
-STANDARDIZERS: Mapping[str, Standardizer] = MappingProxyType(
-    {
-        "publicservice.dossiers": _dossiers,
-        **{dataset_id: partial(_rules_standardizer, r) for dataset_id, r in RULES.items()},
-    }
-)
+def build_standardizer(dataset: Dataset) -> Standardizer | None:
+    """The standardizer of ``dataset.id`` bound to this catalog entry's ``earliest``
+    and key; None for a dataset without one."""
+    if dataset.id == _DOSSIERS_ID:
+        return partial(_dossiers, dataset.earliest)
+    rules = RULES.get(dataset.id)
+    if rules is None:
+        return None
+    return partial(_rules_standardizer, rules, dataset.earliest, dataset.key_fields)
+
+
+def _packaged() -> dict[str, Standardizer]:
+    found: dict[str, Standardizer] = {}
+    for dataset_id in (_DOSSIERS_ID, *RULES):
+        built = build_standardizer(DATASETS[dataset_id])
+        assert built is not None
+        found[dataset_id] = built
+    return found
+
+
+STANDARDIZERS: Mapping[str, Standardizer] = MappingProxyType(_packaged())
 
 
 def standardize(

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
+from schemas.catalog import DEFAULT_EARLIEST
 from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
 from stream_processors.code_lists import CodeList
 from stream_processors.insurance import InsuranceRejection, check_insurance_number
@@ -40,6 +41,10 @@ from stream_processors.standardize import (
     _Invalid,
     _source,
     _to_millis,
+    _too_early,
+    check_envelope_times,
+    check_same_entity,
+    earliest_instant,
 )
 from stream_processors.text import normalize_text
 from stream_processors.timeparse import (
@@ -219,6 +224,7 @@ class Image:
         now: datetime,
         changed_at: datetime,
         event_time: str | None,
+        earliest: datetime | None = None,
     ) -> None:
         self.raw = raw
         self.prefix = prefix
@@ -226,6 +232,9 @@ class Image:
         self.now = now
         self.changed_at = changed_at
         self.event_time = event_time
+        # The dataset's earliest plausible instant (local midnight of its first day).
+        self.earliest = earliest if earliest is not None else earliest_instant(DEFAULT_EARLIEST)
+        self.earliest_day = self.earliest.date()
         self.out: dict[str, Any] = {}
         self.flags: dict[str, None] = {}
         self._future_limit: datetime | None = None
@@ -454,8 +463,10 @@ class Timestamp(Rule):
     """An instant: an Avro timestamp (aware datetime) or text in the accepted formats.
 
     ``deadline`` values lie in the future by design: no far-future check, and a date-only
-    deadline means the end of that day. ``compact`` reads 12/14-digit text as the local
-    ``yyyyMMddHHmm[ss]`` of dataloggers and the insurance exchange, never as epoch ms.
+    deadline means the end of that day. No instant, deadline or not, may precede the
+    dataset's earliest day (timestamp_before_earliest). ``compact`` reads 12/14-digit
+    text as the local ``yyyyMMddHHmm[ss]`` of dataloggers and the insurance exchange,
+    never as epoch ms.
     """
 
     name: str
@@ -486,6 +497,8 @@ class Timestamp(Rule):
                 self.name,
                 f"{moment.isoformat()} is more than 1 day after {img.now.isoformat()}",
             )
+        if moment < img.earliest:
+            raise _too_early(img.name(self.name), img.earliest)
         img.out[self.name] = _to_millis(moment)
 
     def _parse(self, img: Image) -> datetime | None:
@@ -517,7 +530,8 @@ class Date(Rule):
 
     ``future``: what a date after the event's day (+1 day) means — "reject" as
     far_future_timestamp, "flag" future_date, "allow" (expiry dates). ``birth``: a birth
-    date, which must lie between 1900 and the event's day (invalid_date otherwise).
+    date, which must lie between 1900 and the event's day (invalid_date otherwise); any
+    other date must not precede the dataset's earliest day (timestamp_before_earliest).
     """
 
     name: str
@@ -542,6 +556,8 @@ class Date(Rule):
                 raise img.fail("invalid_date", self.name, "birth year before 1900")
             if day > img.at_day:
                 raise img.fail("invalid_date", self.name, "birth date after the event")
+        elif day < img.earliest_day:
+            raise _too_early(img.name(self.name), img.earliest)
         elif day > limit:
             if self.future == "reject":
                 raise img.fail(
@@ -860,10 +876,11 @@ def _image(
     ctx: Context,
     now: datetime,
     changed_at: datetime,
+    earliest: datetime,
 ) -> dict[str, Any]:
     if not isinstance(raw_image, Mapping):
         raise _Invalid("invalid_field", prefix, "expected a record")
-    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time)
+    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time, earliest)
     for check in rules.prechecks:
         check(img)
     for rule in rules.rules:
@@ -875,7 +892,12 @@ def _image(
 
 
 def _standardize(
-    rules: DatasetRules, raw: Mapping[str, Any], ctx: Context, now: datetime | None
+    rules: DatasetRules,
+    raw: Mapping[str, Any],
+    ctx: Context,
+    now: datetime | None,
+    earliest: datetime,
+    key_fields: Sequence[str],
 ) -> Standardized:
     if not isinstance(raw, Mapping):
         raise _Invalid("invalid_envelope", "", "expected a record")
@@ -886,6 +908,7 @@ def _standardize(
     ts = _aware(raw.get("ts_ms"), "ts_ms").astimezone(UTC)
     source = _source(raw.get("source"))
     changed_at = source["ts_ms"].astimezone(UTC)
+    check_envelope_times(ts, changed_at, now, earliest)
     # As for dossiers: without a processor clock, "now" is the emit time, so a replay
     # judges an event exactly as the first run did.
     reference_now = now if now is not None else ts
@@ -896,8 +919,11 @@ def _standardize(
     for prefix in ("before", "after"):
         image = raw.get(prefix)
         images[prefix] = (
-            None if image is None else _image(rules, image, prefix, ctx, reference_now, changed_at)
+            None
+            if image is None
+            else _image(rules, image, prefix, ctx, reference_now, changed_at, earliest)
         )
+    check_same_entity(images["before"], images["after"], key_fields)
     flags: dict[str, None] = {}
     for std_image in images.values():
         if std_image is not None:
@@ -924,11 +950,21 @@ def rejected(problem: _Invalid) -> Rejected:
 
 
 def run(
-    rules: DatasetRules, raw: Mapping[str, Any], ctx: Context, now: datetime | None
+    rules: DatasetRules,
+    raw: Mapping[str, Any],
+    ctx: Context,
+    now: datetime | None,
+    *,
+    earliest: date = DEFAULT_EARLIEST,
+    key_fields: Sequence[str] = (),
 ) -> Standardized | Rejected:
-    """Standardize one decoded raw event of ``rules.dataset_id``; never raises on data."""
+    """Standardize one decoded raw event of ``rules.dataset_id``; never raises on data.
+
+    ``earliest``: the dataset's earliest plausible day (the catalog's ``earliest``);
+    ``key_fields``: its key (the catalog's ``key``), which ``before`` and ``after``
+    must share."""
     try:
-        return _standardize(rules, raw, ctx, now)
+        return _standardize(rules, raw, ctx, now, earliest_instant(earliest), key_fields)
     except _Invalid as problem:
         return rejected(problem)
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:

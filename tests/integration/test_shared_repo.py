@@ -474,3 +474,60 @@ def test_setup_is_idempotent(repo: Repo) -> None:
         assert list(first.tables(dataset_id)[0].c.keys()) == list(
             second.tables(dataset_id)[0].c.keys()
         )
+
+
+def _reusing(events: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An event of one school, and a change of another school under the same event id."""
+    first = events[0]
+    other = next(
+        e for e in events if _key(SCHOOLS.id, e["after"]) != _key(SCHOOLS.id, first["after"])
+    )
+    reuser = copy.deepcopy(other)
+    reuser["event_id"] = first["event_id"]
+    reuser["source"]["version"] = other["source"]["version"] + 1
+    return first, reuser
+
+
+def test_an_event_id_reused_by_another_entity_is_refused_not_dropped(repo: Repo) -> None:
+    events = std_events(SCHOOLS.id)
+    first, reuser = _reusing(events)
+    sink = repo.sink(datasets=[SCHOOLS])
+    write_all(sink, SCHOOLS.id, events)
+    before = current_rows(repo, sink, SCHOOLS.id)
+    # In a later batch: refused with its reason; neither table changes.
+    (refused,) = sink.write(sink_records(SCHOOLS.id, [reuser], first_offset=1000))
+    assert (refused.reason, refused.exception_class) == ("event_id_reused", "Conflict")
+    assert refused.record.value["after"]["school_name"] not in refused.message
+    assert current_rows(repo, sink, SCHOOLS.id) == before
+    assert_matches_reference(repo, sink, SCHOOLS.id, events)
+    # A replay of the first event is no conflict: stored once, nothing refused.
+    assert sink.write(sink_records(SCHOOLS.id, [first])) == []
+    # In one batch with the event it collides with: the second is refused.
+    fresh = repo.sink(datasets=[SCHOOLS])
+    with repo.engine.begin() as conn:
+        for table in fresh.tables(SCHOOLS.id):
+            conn.execute(table.delete())
+    rejected = fresh.write(sink_records(SCHOOLS.id, [first, reuser, first]))
+    assert [(r.reason, r.record.offset) for r in rejected] == [("event_id_reused", 1)]
+    assert history_ids(repo, fresh, SCHOOLS.id) == [str(first["event_id"])]
+
+
+def test_record_by_record_the_reuse_is_refused_too(repo: Repo) -> None:
+    events = std_events(SCHOOLS.id)
+    first, reuser = _reusing(events)
+    sink = repo.sink(datasets=[SCHOOLS])
+    assert sink.write(sink_records(SCHOOLS.id, [first])) == []
+    refused_school = next(
+        e["after"]["school_id"]
+        for e in events
+        if e["after"]["school_id"]
+        not in (first["after"]["school_id"], reuser["after"]["school_id"])
+    )
+    _refuse_schools(repo, sink, [refused_school])
+    batch = [reuser, first, *(e for e in events if e["after"]["school_id"] == refused_school)]
+    rejected = sink.write(sink_records(SCHOOLS.id, batch))  # refused as a batch: one by one
+    reasons = {r.record.offset: r.reason for r in rejected}
+    assert reasons[0] == "event_id_reused"
+    assert 1 not in reasons, "the replay of the stored event is no conflict"
+    assert set(reasons.values()) == {"event_id_reused", "db_rejected"}
+    assert history_ids(repo, sink, SCHOOLS.id) == [str(first["event_id"])]
