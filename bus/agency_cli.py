@@ -25,7 +25,14 @@ from rich.table import Table
 
 from bus.access_policy import AccessPolicy, load_policy, new_token, token_hash
 from bus.audit import AuditLog, verify
-from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
+from bus.cli_common import (
+    broker_or_exit,
+    console,
+    fail,
+    settings_or_exit,
+    setup_logging,
+    stop_on_signals,
+)
 from bus.errors import ConfigError, DatabusError
 from bus.settings import Settings
 
@@ -41,8 +48,7 @@ log = logging.getLogger("databus.agency")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[red]{escape(message)}[/]")
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _policy(settings: Settings) -> AccessPolicy:
@@ -84,6 +90,7 @@ def share() -> None:
 
     setup_logging()
     settings = settings_or_exit()
+    broker_or_exit(settings)
     policy = _policy(settings)
     try:
         loop = ShareLoop(settings, policy_plans(policy), audit=_audit(settings))
@@ -109,6 +116,7 @@ def api(
 
     setup_logging()
     settings = settings_or_exit()
+    broker_or_exit(settings)
     policy = _policy(settings)
     app = create_app(settings, policy, _audit(settings))
     _audit_grants(settings, policy, "databus-api")

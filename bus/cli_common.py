@@ -83,6 +83,8 @@ def broker_or_exit(settings: Settings, timeout: float = BROKER_CHECK_TIMEOUT_S) 
     broker answers with these settings; a command that needs the broker calls it first."""
     from bus.kafka_client import check_broker
 
+    if settings.kafka.bootstrap_servers is None:
+        return  # the command says itself that the address is missing (exit 2)
     try:
         check_broker(settings.kafka, timeout)
     except BrokerError as exc:

@@ -34,7 +34,7 @@ from rich.table import Table
 
 from bus.cli_common import broker_settings_or_exit as _settings
 from bus.cli_common import broker_topics as _topics
-from bus.cli_common import console
+from bus.cli_common import console, exit_code_for
 from bus.cli_common import fail as _fail
 from bus.errors import DatabusError
 from bus.kafka_client import aiokafka_options
@@ -225,7 +225,7 @@ def _group_statuses(
     try:
         listed = admin.list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
-        _fail(f"listing consumer groups: {exc.args[0]}", 2)
+        _fail(f"listing consumer groups: {exc.args[0]}", exit_code_for(exc, 2))
     # The bus's own groups are asked for even when not listed: the embedded broker
     # lists a group only once it has committed an offset.
     known = {
