@@ -3,6 +3,7 @@ every client gets the same TLS and SASL configuration; broker failures map to ex
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 SASL = {"sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "bus", "sasl_password": PASSWORD}
 
 
-def _refused(kafka: dict[str, object], *variables: str) -> str:
+def _refused(kafka: Mapping[str, object], *variables: str) -> str:
     with pytest.raises(ConfigError) as caught:
         load_settings(kafka={"bootstrap_servers": "k:9093", **kafka})
     message = str(caught.value)
