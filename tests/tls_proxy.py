@@ -35,7 +35,7 @@ class TlsProxy:
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
-        self.handshake_failures = 0
+        self.connections = 0  # TLS connections accepted
 
     @property
     def bootstrap(self) -> str:
@@ -60,6 +60,7 @@ class TlsProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.upstream_port is not None
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
