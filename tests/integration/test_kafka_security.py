@@ -185,8 +185,8 @@ def _sasl_env(broker: TlsBroker) -> dict[str, str]:
 # every kind of command: one-shot readers and writers, long-running services; one of
 # each kind in the default suite, the rest in `make test-slow`
 _SLOW = pytest.mark.slow
-DECLARE = ("declare", "--dataset", "health.facilities", "--unit", "u", "--day", "2025-07-01")
-DECLARE = (*DECLARE, "--count", "1")
+_DAY = ("--day", "2025-07-01", "--count", "1")
+DECLARE = ("declare", "--dataset", "health.facilities", "--unit", "u", *_DAY)
 COMMANDS = [
     pytest.param(("topics", "create", "--dry-run"), id="topics"),
     pytest.param(("status",), id="status", marks=_SLOW),
