@@ -9,6 +9,7 @@ refusal path is tested (a login the broker refuses → exit 3 naming user and me
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import uuid
@@ -268,3 +269,48 @@ def test_an_impossible_combination_exits_2_naming_the_variable(
         done = run_databus(tmp_path, *command, timeout=60, **env)
         assert done.returncode == 2, done.stdout + done.stderr
         assert named in _err(done)
+
+
+@pytest.mark.parametrize("client", ["faust", "status"])
+def test_the_aiokafka_clients_go_through_tls_with_the_ca(
+    tls_broker: TlsBroker, client: str
+) -> None:
+    """Faust's worker (its credentials as Faust hands them to aiokafka) and `databus
+    status`'s aiokafka admin client take the same TLS settings as the others."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from bus.kafka_client import aiokafka_options
+    from stream_processors.faust_auth import faust_credentials
+
+    kafka = tls_broker.settings().kafka
+    options = (
+        dict(credentials_to_aiokafka_auth(faust_credentials(kafka)))
+        if client == "faust"
+        else aiokafka_options(kafka)
+    )
+    topic = f"tls-aio-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(kafka.client_config())  # kept alive until the topic is created
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+
+    async def round_trip() -> list[bytes]:
+        producer = AIOKafkaProducer(bootstrap_servers=tls_broker.proxy.bootstrap, **options)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"over-tls")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=tls_broker.proxy.bootstrap,
+            auto_offset_reset="earliest",
+            **options,
+        )
+        await consumer.start()
+        try:
+            batch = await consumer.getmany(timeout_ms=30_000, max_records=1)
+        finally:
+            await consumer.stop()
+        return [m.value or b"" for records in batch.values() for m in records]
+
+    assert asyncio.run(round_trip()) == [b"over-tls"]
