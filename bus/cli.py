@@ -24,6 +24,7 @@ from bus.catalog_cli import catalog_app
 from bus.cli_common import (
     broker_or_exit,
     console,
+    err_console,
     exit_code_for,
     fail,
     row_progress,
@@ -495,8 +496,6 @@ def main() -> None:
         app()
     except DatabusError as exc:
         # a broker or setting failure a command did not catch: the same code as the others
-        from bus.cli_common import err_console
-
         err_console.print(f"[red]{escape(str(exc))}[/]")
         raise SystemExit(exit_code_for(exc)) from exc
 
