@@ -26,7 +26,15 @@ from rich.markup import escape
 
 from bus.access_policy import AccessPolicy, PolicyFile, load_policy, new_token, token_hash
 from bus.audit import GENESIS, AuditLog, verify_rotated
-from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
+from bus.cli_common import (
+    audit_log,
+    broker_or_exit,
+    console,
+    fail,
+    settings_or_exit,
+    setup_logging,
+    stop_on_signals,
+)
 from bus.errors import ConfigError, DatabusError
 from bus.settings import Settings
 
@@ -42,8 +50,7 @@ log = logging.getLogger("databus.agency")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[red]{escape(message)}[/]")
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _policy(settings: Settings) -> AccessPolicy:
@@ -54,12 +61,7 @@ def _policy(settings: Settings) -> AccessPolicy:
 
 
 def _audit(settings: Settings) -> AuditLog:
-    access = settings.access
-    return AuditLog(
-        access.resolved_audit_log(settings.data_dir),
-        max_bytes=access.audit_max_bytes,
-        keep=access.audit_keep_files,
-    )
+    return audit_log(settings)
 
 
 def grants_of(policy: AccessPolicy) -> dict[str, dict[str, object]]:
@@ -87,6 +89,7 @@ def share() -> None:
 
     setup_logging()
     settings = settings_or_exit()
+    broker_or_exit(settings)
     policy = _policy(settings)
     try:
         loop = ShareLoop(settings, policy_plans(policy), audit=_audit(settings))
@@ -112,6 +115,7 @@ def api(
 
     setup_logging()
     settings = settings_or_exit()
+    broker_or_exit(settings)
     try:
         source = PolicyFile(settings.access.policy_file, check_s=settings.access.policy_check_s)
     except ConfigError as exc:

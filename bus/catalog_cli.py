@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bus.cli_common import console, settings_or_exit
+from bus.cli_common import broker_or_exit, console, exit_code_for, fail, settings_or_exit
 from bus.errors import DatabusError
 
 __all__ = ["catalog_app"]
@@ -90,6 +90,7 @@ def catalog_status(
     from stream_processors.reference import load_reference
 
     settings = settings_or_exit()
+    broker_or_exit(settings)
     now = datetime.now(UTC)
     try:
         registry = SchemaRegistryClient(settings.schema_registry.client_config())
@@ -100,8 +101,7 @@ def catalog_status(
             counts = count_topics(settings, sorted(DATASETS), last - timedelta(days=days - 1), last)
             recon = reconcile(counts.declared, counts.received, counts.dead_lettered)
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]\nIs the bus running? (`make run` starts it.)")
-        raise typer.Exit(2) from exc
+        fail(f"{exc}\nIs the bus running? (`make run` starts it.)", exit_code_for(exc, 2))
     names = {u.code: u.name for u in load_reference().receiving_units.values()}
     ledger = build_ledger(DATASETS.values(), rows, now, recon=recon, unit_names=names)
     if as_json:

@@ -19,7 +19,17 @@ from rich.markup import escape
 
 from bus.agency_cli import agency_app
 from bus.catalog_cli import catalog_app
-from bus.cli_common import console, row_progress, settings_or_exit, setup_logging, stop_on_signals
+from bus.cli_common import (
+    broker_or_exit,
+    console,
+    err_console,
+    exit_code_for,
+    fail,
+    row_progress,
+    settings_or_exit,
+    setup_logging,
+    stop_on_signals,
+)
 from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
 from bus.opendata_cli import opendata_app
@@ -64,6 +74,7 @@ def process() -> None:
 
     _logging()
     settings = _settings()
+    broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     metrics = Metrics()
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
@@ -98,6 +109,7 @@ def simulate(
 
     _logging()
     settings = _settings()
+    broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     metrics = Metrics()
     serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     ref = load_reference()
@@ -146,8 +158,7 @@ def schemas_register() -> None:
             ),
         )
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc), exit_code_for(exc, 1))
     console.print(f"[green]✓[/] {len(done)} subjects registered or already current")
 
 
@@ -165,8 +176,7 @@ def template(
     try:
         ds = get_dataset(dataset)
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), exit_code_for(exc, 2))
     header, example = template_rows(ds.model)
     target = out or Path(f"{ds.id}.csv")
     with target.open("w", newline="", encoding="utf-8") as fh:
@@ -196,6 +206,7 @@ def publish(
             " to publish a file (ask the data team for the bus addresses)."
         )
         raise typer.Exit(2)
+    broker_or_exit(settings)
     try:
         ds = get_dataset(dataset)
         total = sum(1 for _ in read_rows(file, ds.model))
@@ -234,11 +245,11 @@ def outbox(
 
     _logging()
     settings = _settings()
+    broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     try:
         code = run_outbox(settings, create_table=create_table)
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), exit_code_for(exc, 2))
     raise typer.Exit(code)
 
 
@@ -256,6 +267,7 @@ def declare(
     from producers.declarations import declare as send_declaration
 
     settings = _settings()
+    broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     try:
         send_declaration(
             settings, dataset, unit, date.fromisoformat(day), count, source_system=source_system
@@ -264,8 +276,7 @@ def declare(
         console.print(f"[red]--day: {escape(str(exc))}[/] (expected YYYY-MM-DD)")
         raise typer.Exit(2) from exc
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), exit_code_for(exc, 2))
     console.print(f"declared {count} events of {dataset} from {unit} on {day}")
 
 
@@ -286,6 +297,7 @@ def reconcile(
     from schemas.catalog import DATASETS
 
     settings = _settings()
+    broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     try:
         first, last = date.fromisoformat(day_from), date.fromisoformat(day_to)
         counts = count_topics(settings, dataset or sorted(DATASETS), first, last)
@@ -293,8 +305,7 @@ def reconcile(
         console.print(f"[red]{escape(str(exc))}[/] (days are YYYY-MM-DD)")
         raise typer.Exit(2) from exc
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), exit_code_for(exc, 2))
     rows = [
         r
         for r in reconcile_rows(counts.declared, counts.received, counts.dead_lettered)
@@ -484,8 +495,7 @@ def up(
     except KeyboardInterrupt:
         console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc), exit_code_for(exc, 1))
     finally:
         if supervisor is not None:
             supervisor.stop()  # no-op when already stopped; covers start-up failures
@@ -493,7 +503,12 @@ def up(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except DatabusError as exc:
+        # a broker or setting failure a command did not catch: the same code as the others
+        err_console.print(f"[red]{escape(str(exc))}[/]")
+        raise SystemExit(exit_code_for(exc)) from exc
 
 
 if __name__ == "__main__":

@@ -1,5 +1,18 @@
 """What every ``databus`` command shares: the console, settings that stop with a clear
-message, logging, and running a long-lived loop until Ctrl-C or SIGTERM."""
+message, logging, running a long-lived loop until Ctrl-C or SIGTERM, and the exit codes.
+
+Exit codes, the same from every command (README, "Exit codes"):
+
+| code | meaning                                                                   |
+|------|---------------------------------------------------------------------------|
+| 0    | done                                                                      |
+| 1    | done, but something needs a look (rejected rows, a failed check)          |
+| 2    | a setting or an argument is wrong (the message names it)                  |
+| 3    | the broker (or another server) cannot be used now: unreachable, refused  |
+|      | login, failed TLS handshake; the message says which                       |
+
+:func:`exit_code_for` is the one mapping from an error to its code.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +28,22 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bus.errors import DatabusError
+from bus.audit import AuditLog
+from bus.errors import BrokerError, ConfigError, DatabusError
 from bus.settings import Settings, load_settings
 
 __all__ = [
+    "EXIT_BAD_SETTING",
+    "EXIT_BROKER",
+    "audit_log",
+    "broker_or_exit",
     "broker_settings_or_exit",
     "broker_topics",
     "console",
+    "err_console",
+    "exit_code_for",
     "fail",
+    "fail_on",
     "row_progress",
     "settings_or_exit",
     "setup_logging",
@@ -30,6 +51,46 @@ __all__ = [
 ]
 
 console = Console()
+err_console = Console(stderr=True)  # errors go to stderr, so piped output stays clean
+
+EXIT_BAD_SETTING = 2
+EXIT_BROKER = 3
+BROKER_CHECK_TIMEOUT_S = 10.0
+
+
+def exit_code_for(exc: BaseException, default: int = 1) -> int:
+    """The exit code of a command stopped by ``exc``: 2 for a bad setting, 3 for a
+    broker that cannot be used (unreachable, refused login, failed TLS), else ``default``."""
+    from bus.kafka_client import is_broker_failure
+
+    if isinstance(exc, ConfigError):
+        return EXIT_BAD_SETTING
+    if isinstance(exc, BrokerError) or is_broker_failure(exc):
+        return EXIT_BROKER
+    return default
+
+
+def fail_on(exc: BaseException, default: int = 1, settings: Settings | None = None) -> NoReturn:
+    """Print why ``exc`` stopped the command (a broker failure says why, naming the user and
+    mechanism when the login was refused) and exit with :func:`exit_code_for`."""
+    from bus.kafka_client import broker_error, is_broker_failure
+
+    if settings is not None and not isinstance(exc, DatabusError) and is_broker_failure(exc):
+        fail(str(broker_error(settings.kafka, exc)), EXIT_BROKER)
+    fail(str(exc), exit_code_for(exc, default))
+
+
+def broker_or_exit(settings: Settings, timeout: float = BROKER_CHECK_TIMEOUT_S) -> None:
+    """Stop with exit 3 and the reason (unreachable, refused login, failed TLS) unless the
+    broker answers with these settings; a command that needs the broker calls it first."""
+    from bus.kafka_client import check_broker
+
+    if settings.kafka.bootstrap_servers is None:
+        return  # the command says itself that the address is missing (exit 2)
+    try:
+        check_broker(settings.kafka, timeout)
+    except BrokerError as exc:
+        fail(str(exc), EXIT_BROKER)
 
 
 def settings_or_exit() -> Settings:
@@ -37,10 +98,10 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except DatabusError as exc:
         # escape: the message quotes the bad value, which may look like rich markup
-        console.print(
+        err_console.print(
             f"[red]{escape(str(exc))}[/]\nFix the variable(s) above (see README, 'Settings')."
         )
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_BAD_SETTING) from exc
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -59,14 +120,15 @@ def stop_on_signals() -> threading.Event:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    """Print ``message`` in red and exit with ``code``."""
+    """Print ``message`` in red on stderr and exit with ``code``."""
     # escape: messages quote values (topics, ids) that may look like rich markup
-    console.print(f"[red]{escape(message)}[/]")
+    err_console.print(f"[red]{escape(message)}[/]")
     raise typer.Exit(code)
 
 
-def broker_settings_or_exit() -> Settings:
-    """Settings for a command that talks to the broker: exit 2 naming what is missing."""
+def broker_settings_or_exit(check: bool = True) -> Settings:
+    """Settings for a command that talks to the broker: exit 2 naming what is missing,
+    exit 3 when the broker cannot be used (``check``)."""
     try:
         settings = load_settings()
     except DatabusError as exc:
@@ -77,11 +139,13 @@ def broker_settings_or_exit() -> Settings:
             "(ask the data team for the address).",
             2,
         )
+    if check:
+        broker_or_exit(settings)
     return settings
 
 
 def broker_topics(settings: Settings, timeout: float) -> dict[str, int]:
-    """Every topic of the broker and its partition count; exit 2 when unreachable."""
+    """Every topic of the broker and its partition count; exit 3 when unreachable."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -89,12 +153,8 @@ def broker_topics(settings: Settings, timeout: float) -> dict[str, int]:
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        fail(
-            f"cannot reach the broker at {settings.kafka.bootstrap_servers} "
-            f"in {timeout:.0f} s ({exc.args[0]}); check DATABUS_KAFKA__BOOTSTRAP_SERVERS "
-            "and that the broker runs, then try again",
-            2,
-        )
+        broker_or_exit(settings, timeout)  # says why: unreachable, refused login, TLS
+        fail_on(exc, EXIT_BROKER, settings)
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
 
@@ -112,3 +172,13 @@ def row_progress(description: str, total: int) -> Iterator[Callable[[], None]]:
     ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)
+
+
+def audit_log(settings: Settings) -> AuditLog:
+    """The audit log every command appends to, rotated at the configured size."""
+    access = settings.access
+    return AuditLog(
+        access.resolved_audit_log(settings.data_dir),
+        max_bytes=access.audit_max_bytes,
+        keep=access.audit_keep_files,
+    )

@@ -51,9 +51,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from bus.cli_common import broker_settings_or_exit as _settings
-from bus.cli_common import console, row_progress
+from bus.cli_common import console, exit_code_for, row_progress
 from bus.cli_common import fail as _fail
 from bus.errors import ConfigError, DatabusError, DeliveryError
+from bus.kafka_client import broker_error
 from bus.settings import Settings
 from schemas.catalog import DATASETS, Dataset, get_dataset
 from stream_processors.dlq import ORIGINAL_SHA256_HEADER, REPLAYS_TOPIC
@@ -84,9 +85,7 @@ _FLUSH_TIMEOUT_S = 60.0
 
 
 def _exit_code(exc: DatabusError) -> int:
-    if isinstance(exc, ConfigError):
-        return 2
-    return 3 if exc.retriable else 1
+    return exit_code_for(exc, 3 if exc.retriable else 1)
 
 
 def _dataset(dataset_id: str) -> Dataset:
@@ -132,10 +131,7 @@ def read_topics(
             # All topics: asking for one by name may auto-create it.
             meta = consumer.list_topics(timeout=15).topics
         except KafkaException as exc:
-            raise DeliveryError(
-                f"cannot reach the broker at {settings.kafka.bootstrap_servers}: {exc.args[0]}; "
-                "check DATABUS_KAFKA__BOOTSTRAP_SERVERS and try again"
-            ) from exc
+            raise broker_error(settings.kafka, exc) from exc
         assigned = [
             TopicPartition(t, p, start)
             for t in topics

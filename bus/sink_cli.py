@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bus.cli_common import console, settings_or_exit, setup_logging, stop_on_signals
+from bus.cli_common import (
+    broker_or_exit,
+    console,
+    settings_or_exit,
+    setup_logging,
+    stop_on_signals,
+)
 from bus.settings import Settings
 from sinks.base import Sink
 
@@ -54,6 +60,7 @@ def _run(
     from bus.metrics import Metrics, serve_metrics
     from sinks.runner import SinkRunner
 
+    broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     metrics = metrics or Metrics()
     runner = SinkRunner(
         settings,

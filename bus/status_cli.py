@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -34,9 +34,10 @@ from rich.table import Table
 
 from bus.cli_common import broker_settings_or_exit as _settings
 from bus.cli_common import broker_topics as _topics
-from bus.cli_common import console
+from bus.cli_common import console, exit_code_for
 from bus.cli_common import fail as _fail
 from bus.errors import DatabusError
+from bus.kafka_client import aiokafka_options
 from bus.ops_status import (
     DlqCount,
     GroupStatus,
@@ -78,18 +79,7 @@ def _aio_members(settings: Settings, groups: list[str], timeout: float) -> dict[
     from aiokafka.admin import AIOKafkaAdminClient
 
     kafka = settings.kafka
-    options: dict[str, Any] = {"security_protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism:
-        options["sasl_mechanism"] = kafka.sasl_mechanism
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-        )
-    if "SSL" in kafka.security_protocol:
-        from aiokafka.helpers import create_ssl_context
-
-        cafile = str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
-        options["ssl_context"] = create_ssl_context(cafile=cafile)
+    options = aiokafka_options(kafka)  # the same TLS and SASL as every other client
 
     async def describe() -> dict[str, list[Member]]:
         admin = AIOKafkaAdminClient(
@@ -235,7 +225,7 @@ def _group_statuses(
     try:
         listed = admin.list_consumer_groups(request_timeout=timeout).result()
     except KafkaException as exc:
-        _fail(f"listing consumer groups: {exc.args[0]}", 2)
+        _fail(f"listing consumer groups: {exc.args[0]}", exit_code_for(exc, 2))
     # The bus's own groups are asked for even when not listed: the embedded broker
     # lists a group only once it has committed an offset.
     known = {

@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import FrameType, TracebackType
 from typing import Any, Self
 
@@ -66,14 +66,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class SchemasTopic:
     """The ``_schemas`` topic: created if missing, replayed on start, written record by record."""
 
-    def __init__(self, bootstrap_servers: str, topic: str = "_schemas") -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str = "_schemas",
+        security: Mapping[str, str | int | float | bool] | None = None,
+    ) -> None:
         self.topic = topic
-        self._bootstrap = bootstrap_servers
+        # TLS and SASL from the bus's settings (``KafkaSettings.security_config()``)
+        self._base: dict[str, str | int | float | bool] = {
+            **(security or {}),
+            "bootstrap.servers": bootstrap_servers,
+        }
         self._producer: Producer | None = None
 
     def ensure_topic(self) -> bool:
         """Creates the topic if missing; True when it was created (so it is empty)."""
-        admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        admin = AdminClient(dict(self._base))
         # Compaction keeps the latest record per key forever; retention.ms is set
         # explicitly because some brokers report topic configs only when set at creation.
         spec = NewTopic(
@@ -107,7 +116,7 @@ class SchemasTopic:
         """Applies every record of the topic to ``state``; returns how many were read."""
         consumer = Consumer(
             {
-                "bootstrap.servers": self._bootstrap,
+                **self._base,
                 # librdkafka insists on a group id; assign() without commits never joins it.
                 "group.id": f"databus-schema-registry-{self.topic}",
                 "enable.auto.commit": False,
@@ -156,7 +165,7 @@ class SchemasTopic:
         if self._producer is None:
             self._producer = Producer(
                 {
-                    "bootstrap.servers": self._bootstrap,
+                    **self._base,
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 0,
@@ -475,8 +484,11 @@ class RegistryServer:
         host: str = "127.0.0.1",
         port: int = 0,
         topic: str = "_schemas",
+        security: Mapping[str, str | int | float | bool] | None = None,
     ) -> None:
-        self._store = SchemasTopic(bootstrap_servers, topic)
+        """``security``: the Kafka client's TLS and SASL settings
+        (``KafkaSettings.security_config()``); the bus's settings by default."""
+        self._store = SchemasTopic(bootstrap_servers, topic, security)
         self._host = host
         self._port = port
         self._socket: socket.socket | None = None
@@ -503,7 +515,10 @@ class RegistryServer:
                 count = self._store.replay(state)
                 log.info("replayed %d schema records from %s", count, self._store.topic)
         except (KafkaException, TimeoutError) as exc:
-            raise StackError(f"schema registry cannot load {self._store.topic!r}: {exc}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise StackError(
+                f"schema registry cannot load {self._store.topic!r}: {reason}"
+            ) from exc
         # Binding here, not in the thread, gives port 0 its real number before serving.
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -598,7 +613,12 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    with RegistryServer(args.bootstrap_servers, args.host, args.port, args.topic) as server:
+    from bus.settings import load_settings
+
+    security = load_settings().kafka.security_config()  # DATABUS_KAFKA__SECURITY_PROTOCOL …
+    with RegistryServer(
+        args.bootstrap_servers, args.host, args.port, args.topic, security
+    ) as server:
         print(server.url, flush=True)
         done.wait()
 

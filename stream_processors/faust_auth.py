@@ -8,14 +8,16 @@ import ssl
 import faust
 from faust.types.auth import CredentialsT
 
+from bus.kafka_client import ssl_context
 from bus.settings import KafkaSettings
 
 __all__ = ["faust_credentials"]
 
 
 def _tls(kafka: KafkaSettings) -> ssl.SSLContext:
-    cafile = str(kafka.ssl_ca_location) if kafka.ssl_ca_location is not None else None
-    return ssl.create_default_context(cafile=cafile)
+    context = ssl_context(kafka)  # the CA and client certificate of every other client
+    assert context is not None, "called for SSL and SASL_SSL only"
+    return context
 
 
 def faust_credentials(kafka: KafkaSettings) -> CredentialsT | None:
@@ -28,6 +30,6 @@ def faust_credentials(kafka: KafkaSettings) -> CredentialsT | None:
     return faust.SASLCredentials(
         username=kafka.sasl_username,
         password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-        mechanism=kafka.sasl_mechanism or "PLAIN",
+        mechanism=kafka.sasl_mechanism,
         ssl_context=_tls(kafka) if protocol == "SASL_SSL" else None,
     )

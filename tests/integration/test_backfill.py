@@ -89,7 +89,7 @@ def test_backfilled_history_raises_no_alert_and_counts_as_late(bus: Bus, tmp_pat
         writer.writeheader()
         writer.writerows(rows)
     refused = bus.cli("backfill", str(path), "--dataset", DOSSIERS.id)
-    assert refused.returncode == 2 and "--time-field" in refused.stdout  # no event time given
+    assert refused.returncode == 2 and "--time-field" in refused.stderr  # no event time given
     out = bus.cli(
         "backfill",
         str(path),

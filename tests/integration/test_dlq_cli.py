@@ -260,12 +260,12 @@ def test_show_masks_personal_fields_and_explains_undecodable_letters(
         stack_settings, tmp_path, "dlq", "show", "--dataset", DS.id, "--offset", "99999999"
     )
     assert missing.returncode == 1, missing.stdout
-    assert "databus dlq list --dataset" in missing.stdout
+    assert "databus dlq list --dataset" in " ".join(missing.stderr.split())  # errors: stderr
 
     unknown = databus(
         stack_settings, tmp_path, "dlq", "show", "--dataset", "no.such", "--offset", "0"
     )
-    assert unknown.returncode == 2 and "no.such" in unknown.stdout
+    assert unknown.returncode == 2 and "no.such" in unknown.stderr
 
 
 @pytest.mark.usefixtures("topics")
@@ -339,7 +339,7 @@ def test_replay_sends_the_selected_letters_once_with_original_bytes(
     nowhere = databus(
         stack_settings, tmp_path, "dlq", "replay", "--dataset", DS.id, "--offset", "99999999"
     )
-    assert nowhere.returncode == 2 and "99999999" in nowhere.stdout
+    assert nowhere.returncode == 2 and "99999999" in nowhere.stderr
 
 
 @pytest.mark.usefixtures("topics")

@@ -208,6 +208,6 @@ def test_template_writes_the_expected_header(tmp_path: Path) -> None:
 def test_template_for_an_unknown_dataset_names_the_known_ones(tmp_path: Path) -> None:
     done = run_databus(tmp_path, "template", "--dataset", "no.such.dataset", "--out", "x.csv")
     assert done.returncode == 2, done.stdout + done.stderr
-    out = " ".join(done.stdout.split())
+    out = " ".join(done.stderr.split())  # errors go to stderr
     assert DOSSIERS.id in out
     assert not (tmp_path / "x.csv").exists()

@@ -82,4 +82,4 @@ def test_declare_then_reconcile_reports_the_gap(stack_settings: Settings) -> Non
         "1",
     )
     assert bad.returncode == 2
-    assert "no.such" in bad.stdout
+    assert "no.such" in bad.stderr

@@ -180,6 +180,7 @@ def test_names_of_groups_and_principals() -> None:
 
 def test_every_kafka_client_gets_tls_and_scram_settings(tmp_path: Any) -> None:
     ca = tmp_path / "ca.pem"
+    ca.write_text("a PEM bundle")  # a missing CA file stops start-up
     settings = load_settings(
         kafka={
             "bootstrap_servers": "kafka-1:9093",
