@@ -27,7 +27,20 @@ def declaration_key(dataset_id: str, unit: str, day: date) -> str:
     return KEY_SEPARATOR.join((dataset_id, unit, day.isoformat()))
 
 
+def _is_text(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
+
+
 def _check(dataset_id: str, unit: str, day: date, count: int, source_system: str) -> None:
+    for name, value in (("dataset", dataset_id), ("unit", unit), ("source system", source_system)):
+        if not _is_text(value):
+            raise ValidationError(f"the {name} must be text (UTF-8), got {type(value).__name__}")
     if dataset_id not in DATASETS:
         raise ValidationError(f"unknown dataset {dataset_id!r}: not in the data catalog")
     if not unit.strip():
