@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bus.private_files import open_private, private_dir
+
 __all__ = ["GENESIS", "AuditLog", "Verification", "canonical", "entry_hash", "verify"]
 
 GENESIS = "0" * 64
@@ -74,8 +76,8 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> dict[str, Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        private_dir(self.path.parent)
+        fd = open_private(self.path, os.O_RDWR | os.O_APPEND)  # owner-only (0600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             last = _last_line(fd)

@@ -27,6 +27,7 @@ from bus.errors import DatabusError
 from bus.local_stack import detach_but_follow_parent
 from bus.opendata_cli import opendata_app
 from bus.ops_cli import ops_app, topics_app
+from bus.private_files import owner_only_umask
 from bus.sink_cli import sink_app
 from bus.status_cli import status_app
 
@@ -494,6 +495,7 @@ def up(
 
 
 def main() -> None:
+    owner_only_umask()  # what the bus and its embedded servers write is owner-only
     app()
 
 

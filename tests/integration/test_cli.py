@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -188,3 +189,17 @@ def test_kpis_prints_the_table(tmp_path: Path, redis_url: str) -> None:
     for column in ("unit", "recv", "done", "overdue %", "on-time %"):
         assert column in out, out
     assert "DNA." not in out, "an empty store shows no units"
+
+
+def test_up_keeps_the_data_directory_owner_only(up_run: UpRun) -> None:
+    """Broker segments, Redis, Faust tables, the shared repository (and its -wal), the
+    audit log, the health axis store, logs: nothing under the data directory is open
+    to the group or to others, though the run started under umask 022."""
+    data = up_run.cwd / "data"
+    assert (data / "shared_repo.sqlite").exists(), up_run.out
+    opened = {
+        str(p.relative_to(data)): oct(stat.S_IMODE(p.lstat().st_mode))
+        for p in [data, *data.rglob("*")]
+        if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077
+    }
+    assert not opened, opened
