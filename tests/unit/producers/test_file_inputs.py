@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from datetime import date
@@ -36,7 +37,12 @@ from schemas.catalog import DATASETS, DOSSIERS, Dataset
 
 SUFFIXES = [".csv", ".jsonl", ".ndjson", ".xlsx"]
 CHECKS = {ds.id: row_check_for(ds) for ds in DATASETS.values()}
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# FILE_FUZZ_EXAMPLES=20000 for a long run; the default keeps `make test` fast
+FUZZ = settings(
+    max_examples=int(os.environ.get("FILE_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def _outcomes(path: Path, dataset: Dataset) -> list[BaseModel | RejectedRow]:
@@ -321,6 +327,8 @@ def test_only_empty_lines_is_no_rows(tmp_path: Path) -> None:
     assert "d.jsonl: no rows to publish" in _problem(path)
 
 
-def test_a_declaration_of_undecodable_text_is_refused() -> None:
-    with pytest.raises(DatabusError):
+def test_a_declaration_that_avro_cannot_carry_is_refused_before_sending() -> None:
+    with pytest.raises(DatabusError, match="unit must be text"):
         check_declaration(DOSSIERS.id, "DNA\udcff", date(2025, 7, 1), 3, "manual")
+    with pytest.raises(DatabusError, match="count must be a whole number"):
+        check_declaration(DOSSIERS.id, "DNA.STP", date(2025, 7, 1), 2**63, "manual")
