@@ -53,7 +53,7 @@ def _check(dataset_id: str, unit: str, day: date, count: int, source_system: str
     if not isinstance(day, date) or isinstance(day, datetime):
         raise ValidationError(f"day must be a date, got {type(day).__name__}")
     if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_COUNT:
-        raise ValidationError(f"count must be a whole number from 0 to 2^63-1, got {count!r}")
+        raise ValidationError(f"count must be a whole number >= 0 (Avro long), got {count!r}")
     if not source_system.strip():
         raise ValidationError("a declaration needs the source system's name")
 

@@ -9,6 +9,7 @@ columns, an unreadable file — stop before anything is published.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -108,6 +109,18 @@ def _read(path: Path) -> bytes:
         raise FileFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
+def _text(path: Path) -> str:
+    """A text file's content; bytes that are not UTF-8 kept as surrogates (their rows
+    are then refused one by one). UTF-16, which spreadsheets offer as "Unicode
+    text", is a file error: every row would be refused."""
+    data = _read(path)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:200]:
+        raise FileFormatError(
+            f"{path.name}: not UTF-8 text (it looks like UTF-16); save it as UTF-8"
+        )
+    return data.decode("utf-8", errors="surrogateescape")
+
+
 def _names(names: Sequence[str], limit: int = 5) -> str:
     """Column names for a message: quoted, each cut short, at most ``limit`` of them."""
     shown = [repr(n if len(n) <= 40 else n[:40] + "…") for n in names[:limit]]
@@ -120,6 +133,11 @@ def _check_header(path: Path, header: Sequence[str], model: type[BaseModel]) -> 
     nothing the model does not know (case, spaces and underscores ignored)."""
     if not any(h.strip() for h in header):
         raise FileFormatError(f"{path.name}: empty file: no header row naming the columns")
+    if _bad_bytes({"header": "".join(header)}) is not None:
+        raise FileFormatError(
+            f"{path.name}, line 1: the header is not UTF-8 text"
+            " (saved in another encoding? save it as CSV UTF-8)"
+        )
     fields = {_norm(name): name for name in model.model_fields}
     seen: dict[str, str] = {}
     for name in header:
@@ -151,7 +169,7 @@ def _csv_problem(exc: csv.Error) -> str:
 def _csv_rows(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict[str, Any]]]:
     # surrogateescape keeps the file readable past bad bytes; each row that holds
     # one is then refused with its line, instead of failing the whole file.
-    text = _read(path).decode("utf-8-sig", errors="surrogateescape")
+    text = _text(path).removeprefix("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     records: list[tuple[int, dict[str | None, Any]]] = []
     try:
@@ -168,7 +186,7 @@ def _csv_rows(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict[st
 
 
 def _jsonl_rows(path: Path, _model: type[BaseModel]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    raw = _read(path).decode("utf-8", errors="surrogateescape")
+    raw = _text(path)
     # split on newlines only: JSON text may hold U+2028 and other line breaks unescaped
     for number, line in enumerate(raw.split("\n"), start=1):
         if not line.strip():
@@ -263,11 +281,13 @@ def read_rows(path: Path, model: type[BaseModel]) -> Iterator[Row]:
     readers = {"csv": _csv_rows, "jsonl": _jsonl_rows, "xlsx": _xlsx_rows}
     source: Iterator[tuple[int, dict[str, Any] | str]] = readers[fmt](path, model)
     fields = {_norm(name): name for name in model.model_fields}
-    any_row = False
+    any_row = any_record = False
+    first_error: tuple[int, str] | None = None
     for line, record in source:
         if isinstance(record, str):
             yield Row(line, {}, error=record)
             any_row = True
+            first_error = first_error or (line, record)
             continue
         # CSV and Excel headers were checked whole; JSON Lines by its first object
         unknown = [c for c in record if _norm(c) not in fields]
@@ -276,10 +296,15 @@ def read_rows(path: Path, model: type[BaseModel]) -> Iterator[Row]:
                 f"{path.name}, line {line}: unknown column(s) {_names(unknown)}; "
                 f"expected: {', '.join(model.model_fields)} (see `databus template`)"
             )
-        any_row = True
+        any_row = any_record = True
         yield Row(line, {fields[_norm(k)]: v for k, v in record.items() if _norm(k) in fields})
     if not any_row:
         raise FileFormatError(f"{path.name}: no rows to publish (the file holds no records)")
+    if first_error is not None and not any_record:
+        line, problem = first_error
+        raise FileFormatError(
+            f"{path.name}: not JSON Lines, no line is a JSON object (line {line}: {problem})"
+        )
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:

@@ -252,7 +252,7 @@ BAD_FILES: dict[str, tuple[bytes | None, str]] = {
     "empty.csv": (b"", "empty.csv: empty file: no header row"),
     "latin1.csv": (
         ("tên," + ",".join(FIELDS) + "\n").encode("latin-1"),
-        "latin1.csv: unknown column(s) 't\\udcea",
+        "latin1.csv, line 1: the header is not UTF-8 text",
     ),
     "wrong-header.csv": (
         _csv_bytes([["ma_ho_so", *FIELDS[1:]], _good_values()]),
@@ -267,6 +267,11 @@ BAD_FILES: dict[str, tuple[bytes | None, str]] = {
         "missing-column.csv: missing required column(s) dossier_id",
     ),
     "nothing.jsonl": (b"\n\n", "nothing.jsonl: no rows to publish"),
+    "table.jsonl": (
+        _csv_bytes([FIELDS, _good_values()]),
+        "table.jsonl: not JSON Lines, no line is a JSON object (line 1: not valid JSON",
+    ),
+    "utf16.csv": (",".join(FIELDS).encode("utf-16"), "utf16.csv: not UTF-8 text"),
     "unknown-key.ndjson": (
         json.dumps({"ma_ho_so": "1"}).encode(),
         "unknown-key.ndjson, line 1: unknown column(s) 'ma_ho_so'",

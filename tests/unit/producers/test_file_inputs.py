@@ -245,12 +245,27 @@ def test_an_empty_csv_has_no_header(tmp_path: Path) -> None:
     assert "no header row" in _problem(path)
 
 
-def test_undecodable_bytes_in_the_header_name_the_column(tmp_path: Path) -> None:
+def test_undecodable_bytes_in_the_header_say_so(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes(("tên," + ",".join(_header()) + "\n").encode("latin-1"))
+    assert _problem(path) == (
+        "latin1.csv, line 1: the header is not UTF-8 text"
+        " (saved in another encoding? save it as CSV UTF-8)"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_utf16_file_is_not_utf8_text(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"unicode{suffix}"
+    path.write_bytes(",".join(_header()).encode("utf-16"))
+    assert "not UTF-8 text (it looks like UTF-16)" in _problem(path)
+
+
+def test_a_json_lines_file_without_one_object_is_not_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "array.jsonl"
+    path.write_text(json.dumps([dict(zip(_header(), _example(), strict=True))], indent=2))
     message = _problem(path)
-    assert message.startswith("latin1.csv: unknown column(s) 't\\udcea")
-    message.encode("utf-8")  # printable as it stands
+    assert message.startswith("array.jsonl: not JSON Lines, no line is a JSON object (line 1:")
 
 
 def test_a_column_given_twice_is_named(tmp_path: Path) -> None:
