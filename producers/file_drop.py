@@ -114,9 +114,13 @@ def _text(path: Path) -> str:
     are then refused one by one). UTF-16, which spreadsheets offer as "Unicode
     text", is a file error: every row would be refused."""
     data = _read(path)
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:200]:
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise FileFormatError(
             f"{path.name}: not UTF-8 text (it looks like UTF-16); save it as UTF-8"
+        )
+    if b"\x00" in data[:4096]:
+        raise FileFormatError(
+            f"{path.name}: not UTF-8 text (it holds NUL bytes: UTF-16 or not a text file)"
         )
     return data.decode("utf-8", errors="surrogateescape")
 

@@ -347,3 +347,9 @@ def test_a_declaration_that_avro_cannot_carry_is_refused_before_sending() -> Non
         check_declaration(DOSSIERS.id, "DNA\udcff", date(2025, 7, 1), 3, "manual")
     with pytest.raises(DatabusError, match="count must be a whole number"):
         check_declaration(DOSSIERS.id, "DNA.STP", date(2025, 7, 1), 2**63, "manual")
+
+
+def test_a_workbook_renamed_csv_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.csv"
+    path.write_bytes(_xlsx(_header(), [_example()]))
+    assert "renamed.csv: not UTF-8 text (it holds NUL bytes" in _problem(path)
