@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bus.private_files import open_private, private_dir
+
 __all__ = [
     "GENESIS",
     "ROTATED",
@@ -97,7 +99,7 @@ class AuditLog:
     def _lock(self) -> int:
         """An exclusive ``flock`` on ``<name>.lock``, a file that is never rotated, so a
         writer that waited for the lock always appends to the current file."""
-        fd = os.open(self.path.with_name(f"{self.path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o640)
+        fd = open_private(self.path.with_name(f"{self.path.name}.lock"), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except BaseException:
@@ -134,10 +136,10 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> dict[str, Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         lock = self._lock()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+            fd = open_private(self.path, os.O_RDWR | os.O_APPEND)  # owner-only (0600)
             try:
                 when = (at or datetime.now(UTC)).isoformat(timespec="milliseconds")
                 last = _last_line(fd)
@@ -146,7 +148,7 @@ class AuditLog:
                 if last and full:
                     self._rotate()
                     os.close(fd)
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+                    fd = open_private(self.path, os.O_RDWR | os.O_APPEND)  # owner-only (0600)
                     continued = True
                 if continued:  # a new file after a rotation (or a crash during one)
                     last = self._previous_head()

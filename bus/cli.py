@@ -34,6 +34,7 @@ from bus.dlq_cli import dlq_app
 from bus.errors import DatabusError
 from bus.opendata_cli import opendata_app
 from bus.ops_cli import ops_app, topics_app
+from bus.private_files import owner_only_umask
 from bus.sink_cli import sink_app
 from bus.status_cli import status_app
 
@@ -192,13 +193,28 @@ def publish(
         Path | None, typer.Option(help="Reject file (default: <file>.rejects.csv)")
     ] = None,
 ) -> None:
-    """Publish a file's valid rows; rejected rows go to a reject file. Exit 1 if any."""
+    """Publish a file's valid rows; rejected rows go to a reject file. Exit 1 if any.
+
+    A file that cannot be read as the dataset exits 2 with one line on stderr naming
+    the file, the line where known and the problem; nothing is published.
+    """
 
     from producers.file_checks import row_check_for
     from producers.file_drop import publish_file, read_rows
     from producers.publisher import Publisher
     from schemas.catalog import get_dataset
 
+    def refuse(exc: Exception) -> typer.Exit:
+        # one line, printable whatever bytes the file held
+        line = " ".join(str(exc).split()).encode("utf-8", "backslashreplace").decode()
+        typer.echo(f"databus publish: {line}", err=True)
+        return typer.Exit(2)
+
+    try:
+        ds = get_dataset(dataset)
+        total = sum(1 for _ in read_rows(file, ds.model))  # the whole file, before any send
+    except DatabusError as exc:
+        raise refuse(exc) from exc
     settings = _settings()
     if not settings.kafka.bootstrap_servers or not settings.schema_registry.url:
         console.print(
@@ -208,8 +224,6 @@ def publish(
         raise typer.Exit(2)
     broker_or_exit(settings)
     try:
-        ds = get_dataset(dataset)
-        total = sum(1 for _ in read_rows(file, ds.model))
         with (
             Publisher(settings, source_system="file-drop") as publisher,
             row_progress(f"publishing {file.name}", total) as advance,
@@ -223,8 +237,7 @@ def publish(
                 on_row=advance,
             )
     except (DatabusError, OSError) as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from exc
+        raise refuse(exc) from exc
     console.print(f"{result.published} of {result.rows} rows published to {ds.raw_topic}")
     if result.rejects:
         console.print(
@@ -503,6 +516,7 @@ def up(
 
 
 def main() -> None:
+    owner_only_umask()  # what the bus and its embedded servers write is owner-only
     try:
         app()
     except DatabusError as exc:

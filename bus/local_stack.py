@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from bus.errors import StackError
+from bus.private_files import private_dir
 from bus.settings import Settings
 
 __all__ = [
@@ -260,8 +261,7 @@ class LocalStack:
 
     def _start(self) -> None:
         s = self._requested
-        data_dir = s.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = private_dir(s.data_dir.resolve(), tighten=True)  # personal data: 0700
         kafka, redis_s, registry = s.kafka, s.redis, s.schema_registry
         if kafka.bootstrap_servers is None:
             proc, bootstrap = start_broker(data_dir)

@@ -27,7 +27,23 @@ def declaration_key(dataset_id: str, unit: str, day: date) -> str:
     return KEY_SEPARATOR.join((dataset_id, unit, day.isoformat()))
 
 
+_MAX_COUNT = 2**63 - 1  # Avro long
+
+
+def _is_text(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
+
+
 def _check(dataset_id: str, unit: str, day: date, count: int, source_system: str) -> None:
+    for name, value in (("dataset", dataset_id), ("unit", unit), ("source system", source_system)):
+        if not _is_text(value):
+            raise ValidationError(f"the {name} must be text (UTF-8), got {type(value).__name__}")
     if dataset_id not in DATASETS:
         raise ValidationError(f"unknown dataset {dataset_id!r}: not in the data catalog")
     if not unit.strip():
@@ -36,8 +52,8 @@ def _check(dataset_id: str, unit: str, day: date, count: int, source_system: str
         raise ValidationError(f"unit code {unit!r} must not contain {KEY_SEPARATOR!r}")
     if not isinstance(day, date) or isinstance(day, datetime):
         raise ValidationError(f"day must be a date, got {type(day).__name__}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValidationError(f"count must be a whole number >= 0, got {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_COUNT:
+        raise ValidationError(f"count must be a whole number >= 0 (Avro long), got {count!r}")
     if not source_system.strip():
         raise ValidationError("a declaration needs the source system's name")
 
@@ -63,16 +79,18 @@ def declare(
         value_subject(DECLARATIONS_TOPIC),
         load_schema(DECLARATIONS_SCHEMA),
     )
-    value = serializer(
-        {
-            "dataset": dataset_id,
-            "unit": unit,
-            "day": day,
-            "count": count,
-            "declared_at": datetime.now(UTC),
-            "source_system": source_system,
-        }
-    )
+    record = {
+        "dataset": dataset_id,
+        "unit": unit,
+        "day": day,
+        "count": count,
+        "declared_at": datetime.now(UTC),
+        "source_system": source_system,
+    }
+    try:
+        value = serializer(record)
+    except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
+        raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
     failures: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:

@@ -9,6 +9,7 @@ columns, an unreadable file — stop before anything is published.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -70,6 +71,7 @@ class FileFormatError(ValidationError):
 class Row:
     line: int  # 1-based line of the file (header = line 1 for CSV/Excel)
     values: dict[str, Any]
+    error: str | None = None  # the line is not a record at all (JSON Lines)
 
 
 @dataclass(frozen=True)
@@ -95,40 +97,165 @@ def _file_format(path: Path) -> str:
     return fmt
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read(path: Path) -> bytes:
+    """The file's bytes, or a file error saying why there are none."""
+    try:
+        if path.is_dir():
+            raise FileFormatError(f"{path}: is a directory, not a file")
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise FileFormatError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def _text(path: Path) -> str:
+    """A text file's content; bytes that are not UTF-8 kept as surrogates (their rows
+    are then refused one by one). UTF-16, which spreadsheets offer as "Unicode
+    text", is a file error: every row would be refused."""
+    data = _read(path)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise FileFormatError(
+            f"{path.name}: not UTF-8 text (it looks like UTF-16); save it as UTF-8"
+        )
+    if b"\x00" in data[:4096]:
+        raise FileFormatError(
+            f"{path.name}: not UTF-8 text (it holds NUL bytes: UTF-16 or not a text file)"
+        )
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    """Column names for a message: quoted, each cut short, at most ``limit`` of them."""
+    shown = [repr(n if len(n) <= 40 else n[:40] + "…") for n in names[:limit]]
+    more = len(names) - limit
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _check_header(path: Path, header: Sequence[str], model: type[BaseModel]) -> None:
+    """A tabular file's header names each of the model's required fields once and
+    nothing the model does not know (case, spaces and underscores ignored)."""
+    if not any(h.strip() for h in header):
+        raise FileFormatError(f"{path.name}: empty file: no header row naming the columns")
+    if _bad_bytes({"header": "".join(header)}) is not None:
+        raise FileFormatError(
+            f"{path.name}, line 1: the header is not UTF-8 text"
+            " (saved in another encoding? save it as CSV UTF-8)"
+        )
+    fields = {_norm(name): name for name in model.model_fields}
+    seen: dict[str, str] = {}
+    for name in header:
+        if _norm(name) in seen:
+            raise FileFormatError(
+                f"{path.name}, line 1: column {_names([name])} appears twice"
+                f" (as {_names([seen[_norm(name)]])} too)"
+            )
+        seen[_norm(name)] = name
+    unknown = [c for c in header if _norm(c) not in fields]
+    if unknown:
+        raise FileFormatError(
+            f"{path.name}: unknown column(s) {_names(unknown)}; "
+            f"expected: {', '.join(model.model_fields)} (see `databus template`)"
+        )
+    required = {n for n, f in model.model_fields.items() if f.is_required()}
+    missing = sorted(required - {fields[n] for n in seen})
+    if missing:
+        raise FileFormatError(f"{path.name}: missing required column(s) {', '.join(missing)}")
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return f"a value longer than {csv.field_size_limit()} characters"
+    return f"not readable as CSV ({text})"
+
+
+def _csv_rows(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict[str, Any]]]:
     # surrogateescape keeps the file readable past bad bytes; each row that holds
     # one is then refused with its line, instead of failing the whole file.
-    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    text = _text(path).removeprefix("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for record in reader:
-        yield reader.line_num, {k: v for k, v in record.items() if k is not None}
+    records: list[tuple[int, dict[str | None, Any]]] = []
+    try:
+        _check_header(path, reader.fieldnames or [], model)
+        records.extend((reader.line_num, record) for record in reader)
+    except csv.Error as exc:
+        # line_num counts the lines read before the one the reader stopped in
+        line = reader.line_num + 1
+        raise FileFormatError(f"{path.name}, line {line}: {_csv_problem(exc)}") from exc
+    for line, record in records:
         if None in record:
-            raise FileFormatError(f"{path.name}, line {reader.line_num}: more values than columns")
+            raise FileFormatError(f"{path.name}, line {line}: more values than columns")
+        yield line, {k: v for k, v in record.items() if k is not None}
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    raw = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    for number, line in enumerate(raw.splitlines(), start=1):
+def _jsonl_rows(path: Path, _model: type[BaseModel]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    raw = _text(path)
+    # split on newlines only: JSON text may hold U+2028 and other line breaks unescaped
+    for number, line in enumerate(raw.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, {"__error__": f"not a JSON object: {exc.msg}"}
+            yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
             continue
-        yield number, value if isinstance(value, dict) else {"__error__": "not a JSON object"}
+        except RecursionError:
+            yield number, "not a JSON object: nested too deeply"
+            continue
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            yield number, f"not valid JSON: {exc}"
+            continue
+        yield number, value if isinstance(value, dict) else "not a JSON object"
 
 
-def _xlsx_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _xlsx_rows(path: Path, model: type[BaseModel]) -> Iterator[tuple[int, dict[str, Any]]]:
     from openpyxl import load_workbook
 
-    sheet = load_workbook(path, read_only=True, data_only=True).worksheets[0]
-    rows = sheet.iter_rows(values_only=True)
-    header = [str(h) if h is not None else "" for h in next(rows, ())]
-    for number, cells in enumerate(rows, start=2):
-        if all(c is None for c in cells):
-            continue
-        yield number, {h: _cell_text(c) for h, c in zip(header, cells, strict=False) if h}
+    data = _read(path)
+    # openpyxl raises whatever its zip, XML and cell parsers raise (BadZipFile,
+    # KeyError, lxml errors, ValueError, ...): any of them means the workbook is unreadable.
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:
+        raise FileFormatError(f"{path.name}: not a readable Excel workbook ({_why(exc)})") from exc
+    try:
+        if not book.worksheets:
+            raise FileFormatError(f"{path.name}: the workbook has no worksheet")
+        number = 1
+        try:
+            rows = book.worksheets[0].iter_rows(values_only=True)
+            header = [_header_text(h) for h in next(rows, ())]
+        except Exception as exc:
+            raise FileFormatError(
+                f"{path.name}, line 1: not a readable Excel sheet ({_why(exc)})"
+            ) from exc
+        _check_header(path, [h for h in header if h], model)
+        while True:
+            number += 1
+            try:
+                cells = next(rows, None)
+                if cells is None:
+                    return
+                if all(c is None for c in cells):
+                    continue
+                values = {h: _cell_text(c) for h, c in zip(header, cells, strict=False) if h}
+            except Exception as exc:
+                raise FileFormatError(
+                    f"{path.name}, line {number}: not a readable Excel row ({_why(exc)})"
+                ) from exc
+            yield number, values
+    finally:
+        book.close()
+
+
+def _why(exc: Exception) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _header_text(cell: Any) -> str:
+    return "" if cell is None else str(cell).strip()
 
 
 def _cell_text(cell: Any) -> Any:
@@ -148,30 +275,40 @@ def _cell_text(cell: Any) -> Any:
 
 
 def read_rows(path: Path, model: type[BaseModel]) -> Iterator[Row]:
-    """The file's rows with columns renamed to the model's fields."""
+    """The file's rows with columns renamed to the model's fields.
+
+    Raises ``FileFormatError`` (and nothing else) when the file as a whole cannot be
+    read as the dataset: missing, a directory, not the format its name says, no or
+    wrong header, no rows at all.
+    """
     fmt = _file_format(path)
-    source = {"csv": _csv_rows, "jsonl": _jsonl_rows, "xlsx": _xlsx_rows}[fmt](path)
+    readers = {"csv": _csv_rows, "jsonl": _jsonl_rows, "xlsx": _xlsx_rows}
+    source: Iterator[tuple[int, dict[str, Any] | str]] = readers[fmt](path, model)
     fields = {_norm(name): name for name in model.model_fields}
-    required = {n for n, f in model.model_fields.items() if f.is_required()}
-    checked_header = False
+    any_row = any_record = False
+    first_error: tuple[int, str] | None = None
     for line, record in source:
-        if "__error__" in record:
-            yield Row(line, record)
+        if isinstance(record, str):
+            yield Row(line, {}, error=record)
+            any_row = True
+            first_error = first_error or (line, record)
             continue
+        # CSV and Excel headers were checked whole; JSON Lines by its first object
         unknown = [c for c in record if _norm(c) not in fields]
-        if unknown and (fmt != "jsonl" or not checked_header):
+        if unknown and fmt == "jsonl" and not any_row:
             raise FileFormatError(
-                f"{path.name}: unknown column(s) {', '.join(map(repr, unknown))}; "
+                f"{path.name}, line {line}: unknown column(s) {_names(unknown)}; "
                 f"expected: {', '.join(model.model_fields)} (see `databus template`)"
             )
-        if not checked_header and fmt != "jsonl":
-            missing = sorted(required - {fields[_norm(c)] for c in record})
-            if missing:
-                raise FileFormatError(
-                    f"{path.name}: missing required column(s) {', '.join(missing)}"
-                )
-        checked_header = True
+        any_row = any_record = True
         yield Row(line, {fields[_norm(k)]: v for k, v in record.items() if _norm(k) in fields})
+    if not any_row:
+        raise FileFormatError(f"{path.name}: no rows to publish (the file holds no records)")
+    if first_error is not None and not any_record:
+        line, problem = first_error
+        raise FileFormatError(
+            f"{path.name}: not JSON Lines, no line is a JSON object (line {line}: {problem})"
+        )
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:
@@ -201,9 +338,8 @@ def validate_rows(
 ) -> Iterator[BaseModel | RejectedRow]:
     """Each row as a model, or as a rejection naming its line and first bad field."""
     for row in rows:
-        if "__error__" in row.values:
-            msg = str(row.values["__error__"])
-            yield RejectedRow(row.line, "", msg, "dòng không phải đối tượng JSON", {})
+        if row.error is not None:
+            yield RejectedRow(row.line, "", row.error, "dòng không phải đối tượng JSON", {})
             continue
         bad = _bad_bytes(row.values)
         if bad is not None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus.errors import ConfigError, SpoolFullError
+from bus.private_files import private_sqlite
 
 __all__ = ["Spool", "SpoolRecord", "SpooledRecord"]
 
@@ -78,7 +79,10 @@ class Spool:
             raise ConfigError(f"spool max_bytes must be positive, got {max_bytes}")
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_sqlite(self.path)  # holds events with personal data: owner-only
+        except OSError as exc:
+            raise ConfigError(f"cannot create spool {self.path}: {exc}") from exc
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
         try:

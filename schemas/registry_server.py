@@ -238,6 +238,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _error(exc.status, exc.status, f"HTTP {exc.status} {exc.reason}")
+    except RecursionError:
+        # a schema nested deeper than parsing or comparing it can follow
+        log.warning("refused a too deeply nested request on %s %s", request.method, request.path)
+        return _error(422, 42201, "Invalid schema: nested too deeply")
     except Exception:
         log.exception("unexpected failure on %s %s", request.method, request.path)
         return _error(500, 50000, "Internal server error")
@@ -291,7 +295,9 @@ class _Api:
             raise web.HTTPUnsupportedMediaType()
         try:
             body = json.loads(await request.read() or b"{}")
-        except ValueError as exc:
+        except RecursionError as exc:
+            raise RegistryRequestError(400, "Malformed JSON body: nested too deeply") from exc
+        except ValueError as exc:  # not JSON, not UTF-8, an integer past the digit limit
             raise RegistryRequestError(400, f"Malformed JSON body: {exc}") from exc
         if not isinstance(body, dict):
             raise RegistryRequestError(400, "The request body must be a JSON object.")

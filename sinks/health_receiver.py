@@ -57,6 +57,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bus.private_files import open_private
+
 __all__ = ["HealthReceiver", "main"]
 
 log = logging.getLogger(__name__)
@@ -560,7 +562,9 @@ class HealthReceiver:
         if self._store_path is None:
             return
         tmp = self._store_path.with_suffix(self._store_path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self._store.dump(), ensure_ascii=False), encoding="utf-8")
+        # patients' resources: owner-only (0600), whatever the umask
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(self._store.dump(), ensure_ascii=False))
         os.replace(tmp, self._store_path)
 
     def handle_bundle(

@@ -221,6 +221,7 @@ def _write_file(out_dir: Path, name: str, data: bytes) -> ExportedFile:
     target = out_dir / name
     tmp = out_dir / f".{name}.tmp"
     tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)  # public by design, though `databus` runs with umask 077
     os.replace(tmp, target)
     return ExportedFile(name, len(data), hashlib.sha256(data).hexdigest())
 

@@ -47,6 +47,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
@@ -54,6 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bus.errors import ConfigError, SinkError
+from bus.private_files import private_sqlite
 from bus.settings import Settings
 from schemas.catalog import DATASETS, Dataset, load_schema, schema_revisions
 from sinks.base import Rejected, SinkRecord
@@ -87,6 +89,10 @@ def create_repo_engine(url: str, **kwargs: Any) -> sa.Engine:
     replaced before use); on SQLite, real transactions (pysqlite's own handling breaks
     savepoints), a busy timeout and WAL so exports read while the sink writes."""
     is_sqlite = url.startswith("sqlite")
+    database = sa.engine.make_url(url).database if is_sqlite else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        # citizen ids live here: the file (and so its -wal/-shm) is owner-only
+        private_sqlite(Path(database))
     connect_args: dict[str, Any] = {"timeout": 30} if is_sqlite else {"connect_timeout": 10}
     connect_args.update(kwargs.pop("connect_args", {}))
     engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -332,3 +333,23 @@ def test_kpis_prints_the_table(tmp_path: Path, redis_url: str) -> None:
     for column in ("unit", "recv", "done", "overdue %", "on-time %"):
         assert column in out, out
     assert "DNA." not in out, "an empty store shows no units"
+
+
+def test_up_keeps_the_data_directory_owner_only(up_run: UpRun) -> None:
+    """Broker segments, Redis, Faust tables, the shared repository (and its -wal), the
+    audit log, the health axis store, logs: nothing under the data directory is open
+    to the group or to others, though the run started under umask 022 — but the open
+    data files, public by design (0644, behind the 0700 data directory here)."""
+    data = up_run.cwd / "data"
+    assert (data / "shared_repo.sqlite").exists(), up_run.out
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    public = data / "open_data"
+    opened = {
+        str(p.relative_to(data)): oct(stat.S_IMODE(p.lstat().st_mode))
+        for p in [data, *data.rglob("*")]
+        if not p.is_symlink() and p.parent != public and stat.S_IMODE(p.lstat().st_mode) & 0o077
+    }
+    assert not opened, opened
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in public.glob("[!.]*")), list(
+        public.iterdir()
+    )

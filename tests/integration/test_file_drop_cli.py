@@ -5,6 +5,8 @@ and the exit status tells which happened."""
 from __future__ import annotations
 
 import csv
+import io
+import json
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
+from openpyxl import Workbook
 
 from schemas.catalog import DOSSIERS
 from schemas.codec import AvroDeserializer
@@ -192,7 +195,7 @@ def test_an_unusable_file_exits_two_and_publishes_nothing(
         **_bus_env(kafka_bootstrap, registry_url),
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "ghi_chu" in done.stdout
+    assert "ghi_chu" in done.stderr
 
 
 def test_template_writes_the_expected_header(tmp_path: Path) -> None:
@@ -211,3 +214,126 @@ def test_template_for_an_unknown_dataset_names_the_known_ones(tmp_path: Path) ->
     out = " ".join(done.stderr.split())  # errors go to stderr
     assert DOSSIERS.id in out
     assert not (tmp_path / "x.csv").exists()
+
+
+def _xlsx_bytes(rows: list[list[str]]) -> bytes:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _csv_bytes(rows: list[list[str]]) -> bytes:
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(rows)
+    return out.getvalue().encode()
+
+
+def _good_values() -> list[str]:
+    return list(_row("FD-bad", 1).values())
+
+
+_LONG = [_good_values()[0], "x" * 131_073, *_good_values()[2:]]
+_VALID_XLSX = _xlsx_bytes([FIELDS, _good_values()])
+
+# file name → (its bytes, or None for "do not create", the message on stderr)
+BAD_FILES: dict[str, tuple[bytes | None, str]] = {
+    "empty.xlsx": (b"", "empty.xlsx: not a readable Excel workbook"),
+    "corrupt.xlsx": (_VALID_XLSX[: len(_VALID_XLSX) // 2], "corrupt.xlsx: not a readable Excel"),
+    "no-rows.xlsx": (_xlsx_bytes([FIELDS]), "no-rows.xlsx: no rows to publish"),
+    "long-field.csv": (
+        _csv_bytes([FIELDS, _good_values(), _LONG]),
+        "long-field.csv, line 3: a value longer than 131072 characters",
+    ),
+    "empty.csv": (b"", "empty.csv: empty file: no header row"),
+    "latin1.csv": (
+        ("tên," + ",".join(FIELDS) + "\n").encode("latin-1"),
+        "latin1.csv, line 1: the header is not UTF-8 text",
+    ),
+    "wrong-header.csv": (
+        _csv_bytes([["ma_ho_so", *FIELDS[1:]], _good_values()]),
+        "wrong-header.csv: unknown column(s) 'ma_ho_so'",
+    ),
+    "twice.csv": (
+        _csv_bytes([[*FIELDS, "Dossier ID"], [*_good_values(), "x"]]),
+        "twice.csv, line 1: column 'Dossier ID' appears twice",
+    ),
+    "missing-column.csv": (
+        _csv_bytes([FIELDS[1:], _good_values()[1:]]),
+        "missing-column.csv: missing required column(s) dossier_id",
+    ),
+    "nothing.jsonl": (b"\n\n", "nothing.jsonl: no rows to publish"),
+    "table.jsonl": (
+        _csv_bytes([FIELDS, _good_values()]),
+        "table.jsonl: not JSON Lines, no line is a JSON object (line 1: not valid JSON",
+    ),
+    "utf16.csv": (",".join(FIELDS).encode("utf-16"), "utf16.csv: not UTF-8 text"),
+    "unknown-key.ndjson": (
+        json.dumps({"ma_ho_so": "1"}).encode(),
+        "unknown-key.ndjson, line 1: unknown column(s) 'ma_ho_so'",
+    ),
+    "dossiers.xls": (b"\xd0\xcf\x11\xe0", "unsupported file type '.xls'"),
+    "absent.csv": (None, "absent.csv: no such file"),
+    "folder.csv": (None, "folder.csv: is a directory, not a file"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_a_bad_file_exits_two_with_one_line_naming_it(
+    tmp_path: Path, kafka_bootstrap: str, registry_url: str, name: str
+) -> None:
+    data, message = BAD_FILES[name]
+    path = tmp_path / name
+    if name == "folder.csv":
+        path.mkdir()
+    elif data is not None:
+        path.write_bytes(data)
+    done = run_databus(
+        tmp_path,
+        "publish",
+        "--dataset",
+        DOSSIERS.id,
+        str(path),
+        **_bus_env(kafka_bootstrap, registry_url),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("databus publish: ")
+    assert message in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not list(tmp_path.glob("*.rejects.csv"))
+
+
+def test_bad_json_lines_are_rejected_rows_with_exit_one(
+    tmp_path: Path, kafka_bootstrap: str, registry_url: str
+) -> None:
+    """Lines that are not JSON objects are rows like any other: reported with their
+    line in the reject file, the rest published, exit 1."""
+    prefix = f"FD-{uuid.uuid4().hex[:12]}"
+    good = [json.dumps(_row(prefix, i), ensure_ascii=False) for i in (1, 2)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        "\n".join([good[0], "[" * 100_000 + "]" * 100_000, "{not json", good[1]]) + "\n",
+        encoding="utf-8",
+    )
+    done = run_databus(
+        tmp_path,
+        "publish",
+        "--dataset",
+        DOSSIERS.id,
+        str(path),
+        **_bus_env(kafka_bootstrap, registry_url),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 of 4 rows published" in " ".join(done.stdout.split())
+    with (tmp_path / "mixed.rejects.csv").open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [(int(r["line"]), r["reason_en"].split(":")[0]) for r in table] == [
+        (2, "not a JSON object"),
+        (3, "not valid JSON"),
+    ]

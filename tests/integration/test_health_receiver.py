@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,3 +100,4 @@ def test_process_serves_tokens_bundles_control_and_stats(
         orgs = client.get(f"{url}/_resources", params={"type": "Organization"}).json()
         assert [o["identifier"][0]["value"] for o in orgs] == ["75001"]
     assert "75001" in store.read_text(encoding="utf-8")
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600  # patients' resources: owner-only
