@@ -83,5 +83,5 @@ def test_the_audit_log_is_owner_only(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "data" / "audit.jsonl")
     for i in range(3):
         log.append(actor="agency:A", action="read", object=f"d{i}", outcome="allowed")
-    assert modes(tmp_path / "data") == {".": 0o700, "audit.jsonl": 0o600}
+    assert modes(tmp_path / "data") == {".": 0o700, "audit.jsonl": 0o600, "audit.jsonl.lock": 0o600}
     assert verify(log.path).ok
