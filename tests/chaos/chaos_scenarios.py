@@ -35,8 +35,8 @@ def _full_plan() -> Plan:
     return plan_for(MIXED, days=3, per_day=40, rate=25.0)
 
 
-def _kill(role: str) -> Callable[[ChaosBus], None]:
-    return lambda bus: bus.kill_and_restart(role)
+def _kill(role: str, *, wait_ready: bool = True) -> Callable[[ChaosBus], None]:
+    return lambda bus: bus.kill_and_restart(role, wait_ready=wait_ready)
 
 
 SHORT = Scenario(
@@ -57,7 +57,7 @@ FULL: dict[str, Scenario] = {
             "worker_kills",
             _full_plan,
             tuple(
-                Fault(f"kill worker #{i}", at, _kill("worker"))
+                Fault(f"kill worker #{i}", at, _kill("worker", wait_ready=False))
                 for i, at in enumerate((0.2, 0.4, 0.6, 0.8), 1)
             ),
             needs="h1: Faust table recovery tolerating the embedded broker's watermarks",
