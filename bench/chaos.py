@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="run directories (logs) here; default: temp")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
+    # a plain `kill` stops the stacks cleanly too (their servers, PostgreSQL included)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:

@@ -185,10 +185,21 @@ class _Postgres:
         pid = self.server.get_pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-            wait_until("the postmaster to die", lambda: not _alive(pid), 30)
+            # gone for good, not a zombie: pgserver would take a zombie for a live server
+            wait_until("the postmaster to go", lambda: not Path(f"/proc/{pid}").exists(), 60)
 
     def restart(self) -> None:
         self.server.ensure_postgres_running()
+        engine = sa.create_engine(self.url, connect_args={"connect_timeout": 3})
+        try:
+
+            def answers() -> bool:
+                with engine.connect() as conn:
+                    return conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+            assert wait_until("postgres to answer again", answers, 120), "postgres did not restart"
+        finally:
+            engine.dispose()
 
     def stop(self) -> None:
         self.server.cleanup()
@@ -201,18 +212,6 @@ def _text(value: bytes | str) -> str:
 def _uuid(value: object) -> str:
     """An event id as the publisher spells it (SQLite hands back 32 hex digits)."""
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie the postmaster's parent did not reap yet counts as dead
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    return True
 
 
 class _Source:
