@@ -224,6 +224,7 @@ class _Source:
         self.accepted = 0
         self.done = False
         self.runs = 0
+        self.spooled_at_start: list[int] = []  # what each run found in the spool
         self.popen: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str] = queue.Queue()
         self._log: IO[bytes] | None = None
@@ -250,7 +251,9 @@ class _Source:
         assert popen.stdout is not None
         for line in popen.stdout:
             words = line.split()
-            if words and words[0] == "accepted" and popen is self.popen:
+            if words and words[0] == "ready" and popen is self.popen:
+                self.spooled_at_start.append(int(words[1]))
+            elif words and words[0] == "accepted" and popen is self.popen:
                 self.accepted = max(self.accepted, int(words[1]))
             elif words and words[0] == "done" and popen is self.popen:
                 self.done = True
@@ -826,6 +829,7 @@ def run_scenario(
             "restarts": dict(bus.restarts),
             "died_on_their_own": died,
             "publisher_runs": source.runs,
+            "spooled_at_publisher_start": source.spooled_at_start,
             "notes": bus.notes,
             "sinks": [report_row(c) for c in result.sinks],
             "dlq": {

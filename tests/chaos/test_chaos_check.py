@@ -92,6 +92,8 @@ def test_the_dlq_must_hold_every_invalid_event_once_with_its_reason() -> None:
         Letter(dlq_topic(A), "e5", "invalid_phone"),
     ]
     assert check_dlq(PUBLISHED, exact, dlq_topic).ok
+    repeated = check_dlq(PUBLISHED, [*exact, exact[0]], dlq_topic)
+    assert repeated.duplicated == 1 and repeated.ok  # at-least-once: counted, not failed
 
     wrong = [
         Letter(dlq_topic(A), "e4", "invalid_phone"),  # wrong reason
