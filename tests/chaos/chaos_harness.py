@@ -285,6 +285,7 @@ class _Proc:
     popen: subprocess.Popen[bytes]
     port: int
     log: IO[bytes]
+    retired: bool = False  # stopped by a fault on purpose: not "died on its own"
 
 
 class ChaosBus:
@@ -458,10 +459,10 @@ class ChaosBus:
         purpose: those are restarted by the fault). Returns who died, with exit codes."""
         died = []
         for name, proc in list(self.procs.items()):
-            if proc.role == "axis" or proc.popen.poll() is None or getattr(proc, "retired", False):
+            if proc.role == "axis" or proc.popen.poll() is None or proc.retired:
                 continue
             died.append(f"{name} (exit {proc.popen.returncode}{self._crash_reason(name)})")
-            proc.retired = True  # type: ignore[attr-defined]
+            proc.retired = True
             self.restart(name)
         return died
 
@@ -493,7 +494,7 @@ class ChaosBus:
     # -- faults (each waits for its condition; none sleeps a fixed time)
 
     def _retire(self, name: str) -> None:
-        self.procs[name].retired = True  # type: ignore[attr-defined]
+        self.procs[name].retired = True
 
     def kill_and_restart(self, role: str, *, wait_ready: bool = True) -> None:
         """SIGKILL the oldest live process of ``role``, then start a new one (and wait
@@ -527,7 +528,8 @@ class ChaosBus:
         assert self.pg is not None, "the scenario needs postgres=True"
         sink = self.live("sink-sql")[0]
         self.pg.crash()
-        wait_until("the SQL sink to notice the crash", lambda: not self.ready(sink), 60)
+        if not wait_until("the SQL sink to notice the crash", lambda: not self.ready(sink), 60):
+            self.notes.append("postgres crashed, but the SQL sink did not notice within 60 s")
         self.pg.restart()
 
     def axis_control(self, command: dict[str, Any]) -> None:
@@ -578,7 +580,8 @@ class ChaosBus:
         sink = self.live("sink-ioc")[0]
         os.kill(self.broker_pid, signal.SIGSTOP)
         try:
-            wait_until("a sink to see the broker paused", lambda: not self.ready(sink), 60)
+            if not wait_until("a sink to see the broker paused", lambda: not self.ready(sink), 60):
+                self.notes.append("broker paused, but no sink noticed within 60 s")
         finally:
             os.kill(self.broker_pid, signal.SIGCONT)
 
