@@ -469,7 +469,11 @@ class ChaosBus:
     def _crash_reason(self, name: str) -> str:
         """The exception class a process's log names last, if any (": ConsistencyError")."""
         text = (self.log_dir / f"{name}.log").read_text(errors="replace")
-        found = re.findall(r"^([A-Za-z_.]+(?:Error|Exception)):", text, re.MULTILINE)
+        # Faust's "Crashed reason=X(...)" names the cause; a traceback's last line may
+        # be a follow-on error of the shutdown ("Event loop is closed")
+        found = re.findall(r"Crashed reason=([A-Za-z_.]+)\(", text)[:1] or re.findall(
+            r"^([A-Za-z_.]+(?:Error|Exception)):", text, re.MULTILINE
+        )
         return f": {found[-1].rsplit('.', 1)[-1]}" if found else ""
 
     def logs_tail(self, names: Sequence[str], lines: int = 15) -> str:
