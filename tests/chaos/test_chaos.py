@@ -22,18 +22,6 @@ from chaos_scenarios import FULL, SHORT, Scenario
 
 pytestmark = pytest.mark.integration
 
-# Scenarios that fail on the current code for a fault another change fixes: the
-# marker goes once that change is merged (strict=False: a pass is reported, not failed).
-# Measured on the code before those changes (bench/results/chaos-*.json): workers exit on
-# Faust's ConsistencyError during table recovery after a rebalance, and in one of two
-# worker-kill runs (restarted by the harness, the data stays exact); an emptied Redis
-# leaves 195 of the ~550 entities lost in the IOC store.
-NEEDS_FIX: dict[str, str] = {
-    "worker_kills": "Faust table recovery tolerating the embedded broker's watermarks (h1)",
-    "rebalance_storm": "Faust table recovery tolerating the embedded broker's watermarks (h1)",
-    "redis_restart_without_data": "the IOC sink detecting an empty store and rebuilding (h2)",
-}
-
 
 def run(scenario: Scenario, tmp_path: Path) -> None:
     report = run_scenario(
@@ -55,15 +43,8 @@ def test_short_chaos(tmp_path: Path) -> None:
     run(SHORT, tmp_path)
 
 
-def _param(name: str) -> object:
-    marks = []
-    if name in NEEDS_FIX:
-        marks.append(pytest.mark.xfail(reason=f"needs {NEEDS_FIX[name]}", strict=False))
-    return pytest.param(FULL[name], id=name, marks=marks)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("scenario", [_param(n) for n in FULL])
+@pytest.mark.parametrize("scenario", [pytest.param(s, id=n) for n, s in FULL.items()])
 def test_chaos(scenario: Scenario, tmp_path: Path) -> None:
     run(scenario, tmp_path)
