@@ -153,9 +153,9 @@ def _watermarks(settings: Settings, topics: Sequence[str]) -> dict[TP, tuple[int
         return out
     except KafkaException as exc:
         fail(
-            f"cannot reach the broker at {settings.kafka.bootstrap_servers} ({exc.args[0]}); "
-            "check DATABUS_KAFKA__BOOTSTRAP_SERVERS",
-            2,
+            f"cannot read the topics' ends from the broker at "
+            f"{settings.kafka.bootstrap_servers} ({exc.args[0]}); try again once it answers",
+            3,
         )
     finally:
         probe.close()
