@@ -192,7 +192,10 @@ COMMANDS = [
     pytest.param(("topics", "create", "--dry-run"), id="topics"),
     pytest.param(("status",), id="status", marks=_SLOW),
     pytest.param(("dlq", "list", "--dataset", "health.facilities"), id="dlq", marks=_SLOW),
-    pytest.param(("publish", "nowhere.csv", "--dataset", "health.facilities"), id="publish"),
+    # a valid file (`databus template` writes one): a bad file is exit 2 before any broker
+    pytest.param(
+        ("publish", "health.facilities.csv", "--dataset", "health.facilities"), id="publish"
+    ),
     pytest.param(
         DECLARE,
         id="declare",
@@ -212,6 +215,9 @@ COMMANDS = [
 def test_every_command_exits_3_on_a_refused_login(
     tls_broker: TlsBroker, command: tuple[str, ...]
 ) -> None:
+    if command[0] == "publish":
+        made = run_databus(tls_broker.data_dir, "template", "--dataset", "health.facilities")
+        assert made.returncode == 0, made.stdout + made.stderr
     done = run_databus(tls_broker.data_dir, *command, timeout=60, **_sasl_env(tls_broker))
     assert done.returncode == 3, done.stdout + done.stderr
     assert "authentication to the broker" in _err(done)
