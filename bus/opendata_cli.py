@@ -94,4 +94,17 @@ def export(
     def failed(exc: Exception) -> None:
         console.print(f"[red]export failed: {escape(str(exc))}[/]; trying again in {every:.0f} s")
 
-    run_schedule(job, interval_s=every, stop=stop_on_signals(), on_result=show, on_error=failed)
+    # A scheduled export is a long-running process: /metrics, /livez and /readyz like
+    # every other one, ready while its own destination's source (the repository) answers.
+    from bus.health_checks import sql_check
+    from bus.metrics import Metrics, serve_metrics
+    from sinks.shared_repo import repo_engine_from_settings
+
+    metrics = Metrics()
+    engine = repo_engine_from_settings(settings)
+    metrics.readiness.add("shared_repo", sql_check(engine))
+    serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
+    try:
+        run_schedule(job, interval_s=every, stop=stop_on_signals(), on_result=show, on_error=failed)
+    finally:
+        engine.dispose()

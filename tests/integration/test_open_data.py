@@ -220,3 +220,43 @@ def test_dcat_catalog_describes_the_files(
     assert (
         report.catalog.sha256 == hashlib.sha256((tmp_path / CATALOG_FILE).read_bytes()).hexdigest()
     )
+
+
+def test_a_scheduled_export_serves_its_health_endpoints(tmp_path: Path) -> None:
+    """`databus opendata export --every N` runs for ever under `databus up`: it serves
+    /livez and /readyz (ready while the shared repository answers) like every process."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from databus_cli import clean_env
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = clean_env(tmp_path, DATABUS_METRICS__PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bus", "opendata", "export", "--every", "60"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready: dict[str, Any] | None = None
+        while ready is None and time.monotonic() < deadline:
+            assert proc.poll() is None, "the scheduled export exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    ready = json.load(r)
+            except OSError:
+                time.sleep(0.2)
+        assert ready is not None, "no /readyz within 60 s"
+        assert ready["status"] == "ready" and ready["checks"]["shared_repo"]["ok"], ready
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
