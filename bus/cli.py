@@ -492,6 +492,9 @@ def up(
                             # A process that exited or stayed not ready is restarted, with
                             # backoff; why is logged and the summary counts the restarts.
                             supervisor.check()
+                            healed = stack.heal_redis()
+                            if healed:
+                                console.print(f"[yellow]{escape(healed)}[/]")
                             supervisor.bound_logs()
                             _check_broker_memory(stack)
                             live.update(frame())

@@ -242,6 +242,9 @@ class LocalStack:
         self.settings = settings
         self.started: list[str] = []
         self.broker: ManagedProcess | None = None  # the embedded broker, when started
+        self.redis: ManagedProcess | None = None  # the embedded Redis, when started
+        self.redis_restarts = 0
+        self._data_dir: Path | None = None
 
     def __enter__(self) -> Self:
         try:
@@ -269,9 +272,11 @@ class LocalStack:
             self.broker = proc
             self.started.append(f"kafka broker at {bootstrap}")
             kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        self._data_dir = data_dir
         if redis_s.url is None:
             proc, url = start_redis(data_dir)
-            self._exit.callback(proc.stop)
+            self.redis = proc
+            self._exit.callback(lambda: self.redis.stop() if self.redis else None)
             self.started.append(f"redis at {url}")
             redis_s = redis_s.model_copy(update={"url": url})
         if registry.url is None:
@@ -294,6 +299,25 @@ class LocalStack:
         )
         for line in self.started:
             log.info("started %s", line)
+
+    def heal_redis(self) -> str | None:
+        """Start the embedded Redis again where its clients expect it, when it died.
+
+        It keeps its data in the data directory (``start_redis``), so it comes back
+        with what it had; whatever it lost, the IOC sink replays from Kafka. Returns
+        why it was restarted, or None when it is alive (or not ours). The broker is
+        not restarted: its memory storage would come back empty."""
+        if self.redis is None or self.redis.alive() or self._data_dir is None:
+            return None
+        code = self.redis.popen.returncode
+        tail = self.redis.tail(5)
+        self.redis.stop()
+        port = int((self.settings.redis.url or "").rsplit(":", 1)[1].split("/", 1)[0])
+        self.redis, _ = start_redis(self._data_dir, port)
+        self.redis_restarts += 1
+        why = f"embedded redis exited with status {code}; started again on port {port}"
+        log.warning("%s; its log ended with:\n%s", why, tail)
+        return why
 
     def broker_rss_mb(self) -> float | None:
         """Resident memory of the embedded broker in MB (None: none started, or gone).

@@ -176,6 +176,24 @@ def up_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
         redis_url = re.search(r"started redis at (redis://\S+)", "".join(chunks))
         assert redis_url, "".join(chunks)
         _wait_for("the ledger", lambda: _ledger_ready(redis_url.group(1)), deadline)
+        # The embedded Redis dies: `up` starts it again where the sinks expect it, with
+        # the data it kept on disk, and the IOC store answers again.
+        redis_port = redis_url.group(1).rsplit(":", 1)[1].split("/", 1)[0]
+        assert psutil is not None
+        (server,) = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            # redis-server retitles itself "redis-server 127.0.0.1:<port>"
+            if "redis-server" in " ".join(p.info["cmdline"] or [])
+            and f":{redis_port}" in " ".join(p.info["cmdline"] or [])
+        ]
+        server.kill()
+        _wait_for(
+            "the embedded redis to be started again",
+            lambda: "embedded redis exited" in "".join(chunks),
+            deadline,
+        )
+        _wait_for("the ledger after redis", lambda: _ledger_ready(redis_url.group(1)), deadline)
         # `up` renders a last frame from fresh figures when it is told to stop.
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=STOP_TIMEOUT_S)
@@ -252,6 +270,13 @@ def test_up_restarts_a_killed_process(up_run: UpRun) -> None:
     assert (
         "--- databus up: restart 1 ---"
         in (up_run.cwd / "data" / "logs" / f"{up_run.killed}.log").read_text()
+    )
+
+
+def test_up_starts_its_embedded_redis_again(up_run: UpRun) -> None:
+    out = " ".join(up_run.out.split())  # rich may wrap the line
+    assert re.search(r"embedded redis exited with status -?\d+; started again on port \d+", out), (
+        up_run.out
     )
 
 
