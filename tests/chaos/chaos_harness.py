@@ -178,7 +178,9 @@ class _Postgres:
     def __init__(self, work: Path) -> None:
         from pgserver.postgres_server import get_server
 
-        self.server = get_server(work / "pgdata", cleanup_mode="stop")
+        # beside the bus's data directory, not in it: the bus makes that directory
+        # owner-only (0700), and pgserver runs PostgreSQL as its own user
+        self.server = get_server(work.with_name(f"{work.name}-pgdata"), cleanup_mode="stop")
         self.url = self.server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
 
     def crash(self) -> None:
@@ -189,7 +191,13 @@ class _Postgres:
             wait_until("the postmaster to go", lambda: not Path(f"/proc/{pid}").exists(), 60)
 
     def restart(self) -> None:
-        self.server.ensure_postgres_running()
+        def started() -> bool:
+            # pg_ctl refuses while the crashed postmaster's backends still hold its
+            # shared memory (they notice the crash only at their next check): retry
+            self.server.ensure_postgres_running()
+            return True
+
+        assert wait_until("postgres to start again", started, 120), "postgres did not start"
         engine = sa.create_engine(self.url, connect_args={"connect_timeout": 3})
         try:
 
