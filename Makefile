@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PACKAGES := bus producers schemas sinks stream_processors
+PACKAGES := bus databus producers schemas sinks stream_processors
 
 .PHONY: install run test test-slow test-all lint bench chaos clean
 
@@ -22,6 +22,8 @@ run: $(STAMP)
 ## lint + types + the test suite (unit + integration on embedded servers), without slow tests
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	@# Byte-compile the project once: the tests start many `databus` processes, and
 	@# where PYTHONDONTWRITEBYTECODE is set each would compile every module again.
@@ -38,6 +40,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 ## end-to-end throughput with its same-run baseline (figures in README)

@@ -20,13 +20,15 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
-from bus.dashboard import scrape
-from bus.local_stack import LocalStack, free_port
+from bus.kafka_client import producer_config
 from bus.settings import load_settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.dashboard import scrape
+from databus.local_stack import LocalStack, free_port
 from producers.dossier_simulator import SimConfig, generate, publish_events
-from producers.publisher import Publisher, producer_config
-from stream_processors.reference import load_reference
+from producers.publisher import Publisher
+from schemas.domain.reference import load_reference
+from schemas.topics import bus_topics
 
 DS = "publicservice.dossiers"
 
@@ -98,7 +100,7 @@ def main() -> None:
                 log = (Path(tmp) / f"{name}.log").open("wb")
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "bus", *argv],
+                        [sys.executable, "-m", "databus", *argv],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ In one run, against the same embedded broker and the same raw dossier records:
   commit — with none of the processor's state: the ratio's denominator, so the ratio
   is what the processor's framework and guarantees cost;
 - for scale, the issue's reference loop with a *small transform* (NFC of one text
-  field instead of standardization), with our compiled codec (``schemas.codec``) and
+  field instead of standardization), with our compiled codec (``schemas.codec.serde``) and
   with confluent-kafka's stock Avro serializers (fastavro-based, what a plain loop gets
   by default): the gap to it is what standardization itself costs;
 - the processor's batched loop (``stream_processors.batch_loop``) doing the real
@@ -73,21 +73,23 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.consumers import take
-from bus.local_stack import LocalStack, free_port
+from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.local_stack import LocalStack, free_port
 from producers.dossier_simulator import SimConfig, SimEvent, generate, publish_events
-from producers.publisher import Publisher, producer_config
+from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS, load_schema, value_subject
-from schemas.codec import AvroDeserializer, AvroSerializer
-from stream_processors.alert_facts import contributions
+from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.dead_letters import DeadLetter, dlq_headers
+from schemas.domain.reference import load_reference
+from schemas.topics import bus_topics
+from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore, BatchOutput
 from stream_processors.batch_loop import BatchLoop, raw_records, tune_gc_for_batches
-from stream_processors.dlq import DeadLetter, dlq_headers
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
-from stream_processors.reference import load_reference
 
 # A latency sample: (send time, seconds from send until the reader had the record).
 Sample = tuple[float, float]
@@ -387,7 +389,7 @@ def start_worker(
     port = free_port()
     with open(log or os.devnull, "wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "bus", "process"],
+            [sys.executable, "-m", "databus", "process"],
             env={**env, "DATABUS_PROCESSOR_GROUP": group, "DATABUS_METRICS__PORT": str(port)},
             stdout=out,
             stderr=subprocess.STDOUT,

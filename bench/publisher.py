@@ -20,13 +20,14 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
-from bus.local_stack import LocalStack
+from bus.kafka_client import producer_config
 from bus.settings import Settings, load_settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.local_stack import LocalStack
 from producers.dossier_simulator import SimConfig, generate
-from producers.publisher import Change, Publisher, producer_config
+from producers.publisher import Change, Publisher
 from schemas.catalog import DOSSIERS
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 
 def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:

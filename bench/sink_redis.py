@@ -23,10 +23,10 @@ from typing import Any
 
 import redis
 
-from bus.local_stack import start_redis
+from databus.local_stack import start_redis
 from sinks.base import SinkRecord
-from sinks.ioc_codec import field_text
-from sinks.ioc_store import IocStoreSink
+from sinks.ioc.codec import field_text
+from sinks.ioc.store import IocStoreSink
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from std_samples import SIMULATED, sink_records, std_events

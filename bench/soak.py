@@ -46,8 +46,8 @@ def _name(proc: psutil.Process, up_pid: int) -> str:
         return "broker"
     if "redis-server" in joined:
         return "redis"
-    if "-m" in cmd and "bus" in cmd:
-        args = cmd[cmd.index("bus") + 1 :]
+    if "-m" in cmd and "databus" in cmd:
+        args = cmd[cmd.index("databus") + 1 :]
         return "-".join(a for a in args[:2] if not a.startswith("-")) or "bus"
     return Path(cmd[0]).name if cmd else f"pid-{proc.pid}"
 
@@ -124,7 +124,7 @@ def _start_loader(
     }
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "bus", "simulate", "--rate", str(args.rate)),
+            *(sys.executable, "-m", "databus", "simulate", "--rate", str(args.rate)),
             *("--days", str(args.load_days), "--seed", str(1000 + round_)),
         ],
         cwd=work,
@@ -156,7 +156,16 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABUS_")}
     env["DATABUS_DATA_DIR"] = str(data_dir)
     log = (work / "up.out").open("wb")
-    cmd = [sys.executable, "-m", "bus", "up", "--rate", str(args.rate), "--days", str(args.days)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "databus",
+        "up",
+        "--rate",
+        str(args.rate),
+        "--days",
+        str(args.days),
+    ]
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     up = psutil.Process(proc.pid)
     samples: list[dict[str, object]] = []

@@ -21,13 +21,14 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 
 from bus.errors import BrokerAuthError, BrokerError
-from bus.settings import KafkaSettings
+from bus.settings import KafkaSettings, Settings
 
 __all__ = [
     "aiokafka_options",
     "broker_error",
     "check_broker",
     "is_broker_failure",
+    "producer_config",
     "ssl_context",
 ]
 
@@ -154,3 +155,20 @@ def check_broker(kafka: KafkaSettings, timeout: float = 10.0) -> int:
                 raise broker_error(kafka, exc, heard) from exc
             continue
         return len(metadata.topics)
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Producer settings every databus writer uses."""
+    conf: dict[str, Any] = {
+        **settings.kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        # librdkafka's default partitioner differs from Java's and aiokafka's (Faust):
+        # murmur2_random puts a key on the same partition whoever writes it.
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+        # The largest record sent (DATABUS_KAFKA__MESSAGE_MAX_BYTES, the broker's default)
+        "message.max.bytes": settings.kafka.message_max_bytes,
+    }
+    conf.update(overrides)
+    return conf

@@ -206,7 +206,7 @@ class Metrics:
             ["dataset", "unit"],
             registry=r,
         )
-        # The delivery ledger (bus.ledger), as the IOC sink last computed it.
+        # The delivery ledger (databus.ledger), as the IOC sink last computed it.
         self.ledger_datasets = Gauge(
             "databus_ledger_datasets",
             "Catalog datasets of an owner unit by ledger state: assigned, delivering "

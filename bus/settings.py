@@ -1,7 +1,7 @@
 """Settings: one frozen object per process, read from ``DATABUS_*`` variables.
 
 Nested groups use a double underscore: ``DATABUS_KAFKA__BOOTSTRAP_SERVERS``.
-An address left empty means "start the embedded server" (see ``bus.local_stack``).
+An address left empty means "start the embedded server" (see ``databus.local_stack``).
 """
 
 from __future__ import annotations
@@ -244,10 +244,10 @@ class MetricsSettings(BaseModel):
 
 
 class AlertSettings(BaseModel):
-    """Alert rules come from a TOML file (``stream_processors/alert_rules.toml`` unless
+    """Alert rules come from a TOML file (``stream_processors/alerts/rules/alert_rules.toml`` unless
     ``rules_file`` names another). The overdue fields below predate the file: set
     explicitly (``DATABUS_ALERTS__OVERDUE_RATE_THRESHOLD``, ...), they override the file's
-    ``dossier_overdue_rate`` values (``stream_processors.rules_config.rules_from_settings``);
+    ``dossier_overdue_rate`` values (``stream_processors.alerts.rules.config.rules_from_settings``);
     left unset, the file decides."""
 
     model_config = _FROZEN
@@ -493,7 +493,7 @@ class HealthAxisSettings(BaseModel):
 
 
 class AccessSettings(BaseModel):
-    """Downstream agencies (``bus.access_policy``): the policy file, the audit log, the
+    """Downstream agencies (``schemas.access_policy``): the policy file, the audit log, the
     pseudonym key of shared join keys and the subscription API's address."""
 
     model_config = _FROZEN

@@ -38,9 +38,9 @@ from producers.file_drop import (
 )
 from producers.publisher import Publisher
 from schemas.catalog import Dataset
-from schemas.models import Op
-from stream_processors.alert_facts import to_ms
-from stream_processors.batch_core import BACKFILL_HEADER
+from schemas.domain.timeparse import to_ms
+from schemas.headers import BACKFILL_HEADER
+from schemas.models.public_service import Op
 
 __all__ = ["BACKFILL_HEADER", "BackfillPublisher", "event_time", "publish_backfill"]
 

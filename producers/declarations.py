@@ -1,6 +1,6 @@
 """Declarations: a source states how many events it sent for a dataset, unit and day.
 
-The bus later compares the declared figure with what arrived (``bus.reconcile``).
+The bus later compares the declared figure with what arrived (``databus.reconcile``).
 Declarations go to ``control.declarations.v1``, keyed ``dataset|unit|day`` so every
 declaration for a key lands on one partition: the latest one wins, which is how a
 source corrects a figure.
@@ -14,11 +14,11 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import DeliveryError, ValidationError
-from bus.reconcile import DECLARATIONS_SCHEMA, DECLARATIONS_TOPIC
+from bus.kafka_client import producer_config
 from bus.settings import Settings
-from producers.publisher import producer_config
 from schemas.catalog import DATASETS, KEY_SEPARATOR, load_schema, value_subject
-from schemas.codec import AvroSerializer
+from schemas.codec.serde import AvroSerializer
+from schemas.topics import DECLARATIONS_SCHEMA, DECLARATIONS_TOPIC
 
 __all__ = ["declaration_key", "declare"]
 

@@ -29,9 +29,9 @@ import holidays
 
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from schemas.models import Channel, Dossier, DossierStatus, Op, Sex
-from stream_processors.citizen_id import make_citizen_id
-from stream_processors.reference import ReferenceData
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.domain.reference import ReferenceData
+from schemas.models.public_service import Channel, Dossier, DossierStatus, Op, Sex
 
 __all__ = [
     "HOLIDAY_SHARE",

@@ -58,15 +58,16 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from bus.errors import DeliveryError, PublishValidationError, RecordTooLargeError
+from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings
 from producers.headers import HeaderTemplate, new_ids, new_traceparent
 from producers.spool import Spool, SpoolRecord
 from schemas.catalog import DATASETS, Dataset, load_schema, value_subject
-from schemas.codec import AvroSerializer, frame, unframe
-from schemas.models import Op
+from schemas.codec.serde import AvroSerializer, frame, unframe
+from schemas.models.public_service import Op
 
-__all__ = ["AsyncPublisher", "Change", "Publisher", "producer_config", "record_size"]
+__all__ = ["AsyncPublisher", "Change", "Publisher", "record_size"]
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +78,6 @@ _PEEK_BATCH = 1_000
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 _T = TypeVar("_T")
 _RAW_TOPIC_DATASET = {ds.raw_topic: ds.id for ds in DATASETS.values()}
-
-
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Producer settings every databus writer uses."""
-    conf: dict[str, Any] = {
-        **settings.kafka.client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
-        # librdkafka's default partitioner differs from Java's and aiokafka's (Faust):
-        # murmur2_random puts a key on the same partition whoever writes it.
-        "partitioner": "murmur2_random",
-        "linger.ms": 5,
-        # The largest record sent (DATABUS_KAFKA__MESSAGE_MAX_BYTES, the broker's default)
-        "message.max.bytes": settings.kafka.message_max_bytes,
-    }
-    conf.update(overrides)
-    return conf
 
 
 # librdkafka's bound on a v2 record's framing (length, attributes, deltas, counts).

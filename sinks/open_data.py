@@ -51,10 +51,10 @@ import sqlalchemy as sa
 
 from bus.settings import Settings
 from schemas.catalog import DATASETS, Dataset
+from schemas.domain.reference import load_reference
 from sinks.dcat import DcatDataset, DcatFile, catalog_document
 from sinks.shared_repo import repo_engine_from_settings
 from sinks.sql_tables import table_name
-from stream_processors.reference import load_reference
 
 __all__ = [
     "AGGREGATE_COLUMN",

@@ -24,10 +24,10 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from bus.errors import CodecError, DeliveryError
 from bus.settings import Settings
-from bus.topics import ensure_topics, sink_dlq_spec, sink_dlq_topic
+from bus.topic_admin import ensure_topics
+from schemas.dead_letters import HEADER_PREFIX, DeadLetter, codec_letter, dlq_headers
+from schemas.topics import sink_dlq_spec, sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
-from stream_processors.dlq import HEADER_PREFIX, DeadLetter, dlq_headers
-from stream_processors.pipeline import codec_letter
 
 __all__ = [
     "SinkDeadLetters",

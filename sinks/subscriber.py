@@ -33,12 +33,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from bus.access_policy import agency_group
 from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ValidationError
 from bus.settings import Settings
+from schemas.access_policy import agency_group
 from schemas.catalog import get_dataset
-from schemas.codec import AvroDeserializer
+from schemas.codec.serde import AvroDeserializer
 
 __all__ = ["EventSource", "RecordContractError", "SharedEvent", "Subscriber"]
 

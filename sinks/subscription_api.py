@@ -57,13 +57,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pyrate_limiter import InMemoryBucket, Rate, RateItem
 
-from bus.access_policy import AccessPolicy, Agency, PolicyFile, agency_group
 from bus.audit import AuditLog
 from bus.consumers import next_offsets
 from bus.errors import CodecError, DeliveryError
 from bus.settings import Settings
+from schemas.access_policy import AccessPolicy, Agency, PolicyFile, agency_group
 from schemas.catalog import DATASETS
-from schemas.codec import AvroDeserializer
+from schemas.codec.serde import AvroDeserializer
 
 __all__ = [
     "MAX_RECORDS",

@@ -42,12 +42,14 @@ from bus.errors import DatabusError
 from bus.health_checks import CheckFailed, broker_check, registry_check, thread_check
 from bus.metrics import Metrics
 from bus.settings import Settings
-from bus.topics import rule_deltas_topic, unit_stats_topic
 from schemas.catalog import ALERTS_SCHEMA, ALERTS_TOPIC, DATASETS, load_schema, value_subject
-from schemas.codec import AvroSerializer
-from stream_processors.alert_facts import contributions
-from stream_processors.alert_lifecycle import decide, open_alert_key
-from stream_processors.alert_rules import RULE_GROUPS, rules_from_settings
+from schemas.codec.serde import AvroSerializer
+from schemas.domain.reference import load_reference
+from schemas.domain.working_days import warm_up
+from schemas.topics import rule_deltas_topic, unit_stats_topic
+from stream_processors.alerts.engine import RULE_GROUPS, rules_from_settings
+from stream_processors.alerts.facts import contributions
+from stream_processors.alerts.lifecycle import decide, open_alert_key
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
 from stream_processors.batch_stats import UnitStats
@@ -62,8 +64,6 @@ from stream_processors.quality import (
     quality_record,
     scores,
 )
-from stream_processors.reference import load_reference
-from stream_processors.working_days import warm_up
 
 __all__ = ["create_app"]
 

@@ -30,15 +30,15 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from schemas.catalog import Dataset
-from stream_processors.alert_facts import Contribution
+from schemas.dead_letters import DeadLetter
+from schemas.headers import BACKFILL_HEADER
+from stream_processors.alerts.facts import Contribution
 from stream_processors.batch_stats import UnitStats
-from stream_processors.dlq import DeadLetter
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
 from stream_processors.event_ids import DEFAULT_WINDOW, RecentEventIds
 from stream_processors.pipeline import DatasetPipeline, Output
 
 __all__ = [
-    "BACKFILL_HEADER",
     "BatchCore",
     "BatchOutput",
     "RawRecord",
@@ -50,7 +50,6 @@ Contributions = Callable[[str, Mapping[str, Any]], list[Contribution]]
 Presence = Callable[[Dataset, Mapping[str, Any]], tuple[int, int, int, int]]
 TopicPartitionKey = tuple[str, int]
 UNKNOWN_UNIT = "unknown"
-BACKFILL_HEADER = "databus.backfill"
 
 
 _BACKFILL = (BACKFILL_HEADER, b"1")

@@ -74,14 +74,14 @@ from confluent_kafka import (
 
 from bus.consumers import partition_lag, take
 from bus.errors import DatabusError, DeliveryError
+from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings
-from bus.topics import changelog_topic, rule_deltas_topic, unit_stats_topic
-from producers.publisher import producer_config
 from schemas.catalog import Dataset
+from schemas.dead_letters import DeadLetter, dlq_headers, omitted_dlq_headers
+from schemas.topics import changelog_topic, rule_deltas_topic, unit_stats_topic
 from stream_processors.batch_core import BatchCore, BatchOutput, RawRecord
 from stream_processors.batch_stats import STATS_GROUP, stats_key
-from stream_processors.dlq import DeadLetter, dlq_headers, omitted_dlq_headers
 from stream_processors.entity_state import Entity
 from stream_processors.inflight import Group, Groups, Writes
 

@@ -31,7 +31,7 @@ from enum import StrEnum
 
 import orjson
 
-from stream_processors.alert_facts import Contribution
+from stream_processors.alerts.facts import Contribution
 
 __all__ = ["Entity", "Verdict", "classify", "content_digest"]
 

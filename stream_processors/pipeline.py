@@ -21,39 +21,16 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import CodecError
 from schemas.catalog import Dataset, load_schema, value_subject
-from schemas.codec import AvroDeserializer, AvroSerializer
-from stream_processors.dlq import DeadLetter
-from stream_processors.reference import ReferenceData
+from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.dead_letters import DeadLetter, codec_letter
+from schemas.domain.reference import ReferenceData
 from stream_processors.standardize import Rejected, Standardized
 
-__all__ = ["DatasetPipeline", "Output", "Standardizer", "codec_letter", "standardizer_for"]
+__all__ = ["DatasetPipeline", "Output", "Standardizer", "standardizer_for"]
 
 Standardizer = Callable[
     [Mapping[str, Any], ReferenceData, datetime | None], Standardized | Rejected
 ]
-
-_CODEC_VI = {
-    "empty_value": "bản ghi không có giá trị",
-    "truncated_header": "thiếu phần đầu 5 byte",
-    "bad_magic_byte": "byte đầu không phải định dạng Confluent",
-    "unknown_schema_id": "mã lược đồ không có trong kho lược đồ",
-    "wrong_schema": "bản ghi thuộc lược đồ của bộ dữ liệu khác",
-    "truncated_payload": "dữ liệu Avro bị cắt cụt",
-    "trailing_bytes": "còn dư byte sau bản ghi",
-    "invalid_utf8": "chuỗi không phải UTF-8",
-    "invalid_avro": "dữ liệu Avro không hợp lệ",
-    "not_avro": "lược đồ không phải Avro",
-}
-
-
-def codec_letter(exc: CodecError) -> DeadLetter:
-    return DeadLetter(
-        stage="decode",
-        reason=exc.reason,
-        exception_class=type(exc).__name__,
-        message=str(exc),
-        message_vi=_CODEC_VI.get(exc.reason, "bản ghi không giải mã được"),
-    )
 
 
 def _passthrough(

@@ -12,7 +12,7 @@ Three shares in [0, 1] (None when nothing was seen to score) and a freshness:
   batch loop counts conflicts inside ``dead_lettered`` or apart from it);
 - **uniqueness**: 1 − (duplicates + conflicts) / received;
 - **freshness**: seconds since the newest delivery, and ``live`` against the catalog's
-  update obligation (``stream_processors.freshness``).
+  update obligation (``schemas.domain.freshness``).
 
 ``overall`` is a weighted mean of the known ones (``OVERALL_WEIGHTS``; live counts 1
 when live, else 0).
@@ -48,8 +48,8 @@ from schemas.catalog import (
     Dataset,
     read_schema,
 )
+from schemas.domain.freshness import is_live
 from stream_processors.batch_stats import UnitStats
-from stream_processors.freshness import is_live
 
 __all__ = [
     "DIMENSIONS",

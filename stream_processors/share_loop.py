@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.access_policy import AccessPolicy
 from bus.audit import AuditLog
 from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
 from bus.settings import Settings
-from bus.topics import TopicSpec, ensure_topics
-from schemas.codec import AvroDeserializer, AvroSerializer
+from bus.topic_admin import TopicSpec, ensure_topics
+from schemas.access_policy import AccessPolicy
+from schemas.codec.serde import AvroDeserializer, AvroSerializer
 from stream_processors.share import SharePlan, mask_event, share_plan, shared_key
 
 __all__ = ["ShareLoop", "policy_plans"]

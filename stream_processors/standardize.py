@@ -19,11 +19,11 @@ from typing import Any, TypeGuard
 from uuid import UUID
 
 from schemas.catalog import DEFAULT_EARLIEST
-from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
-from stream_processors.code_lists import CodeList, default_code_lists
-from stream_processors.reference import ReferenceData
-from stream_processors.text import normalize_text
-from stream_processors.timeparse import (
+from schemas.domain.citizen_id import CitizenIdRejection, check_citizen_id
+from schemas.domain.code_lists import CodeList, default_code_lists
+from schemas.domain.reference import ReferenceData
+from schemas.domain.text import normalize_text
+from schemas.domain.timeparse import (
     FAR_FUTURE_TOLERANCE,
     LOCAL_TZ,
     TimeRejection,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from bus.local_stack import LocalStack
 from bus.settings import Settings, load_settings
+from databus.local_stack import LocalStack
 
 
 def _docker_kafka() -> Iterator[str | None]:

@@ -19,8 +19,8 @@ import fastavro
 
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset
 from schemas.catalog import get_dataset, load_schema
+from schemas.domain.reference import load_reference
 from sinks.base import SinkRecord
-from stream_processors.reference import load_reference
 from stream_processors.standardizers import STANDARDIZERS, Standardized
 
 __all__ = [

@@ -2,7 +2,7 @@
 
     python deploy/k8s/generate.py          # from the repository root
 
-- ``kafka-topics.yaml``: one Strimzi ``KafkaTopic`` per topic ``bus.topics.bus_topics``
+- ``kafka-topics.yaml``: one Strimzi ``KafkaTopic`` per topic ``schemas.topics.bus_topics``
   creates (what ``databus up`` creates on the embedded broker), with the partitions and
   replication of ``configmap.yaml``;
 - ``kafka-users.yaml``: SCRAM ``KafkaUser``s; the publishers' user may write exactly the
@@ -39,7 +39,7 @@ def resource_name(topic: str) -> str:
 def topics_yaml() -> str:
     sys.path.insert(0, str(ROOT))
     from bus.settings import KafkaSettings, Settings
-    from bus.topics import bus_topics
+    from schemas.topics import bus_topics
 
     settings = Settings(
         kafka=KafkaSettings(partitions=PARTITIONS, replication_factor=REPLICAS),
@@ -95,8 +95,8 @@ def _user(name: str, comment: str, acls: list[str]) -> str:
 
 def users_yaml() -> str:
     sys.path.insert(0, str(ROOT))
-    from bus.reconcile import DECLARATIONS_TOPIC
     from schemas.catalog import DATASETS
+    from schemas.topics import DECLARATIONS_TOPIC
 
     raw = sorted(ds.raw_topic for ds in DATASETS.values())
     publisher = [_acl("topic", t, ["Describe", "Write"]) for t in [*raw, DECLARATIONS_TOPIC]]

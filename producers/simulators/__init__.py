@@ -44,7 +44,7 @@ from producers.simulators.transport import (
     simulate_vehicle_registrations,
 )
 from schemas.catalog import get_dataset
-from stream_processors.reference import ReferenceData, load_reference
+from schemas.domain.reference import ReferenceData, load_reference
 
 if TYPE_CHECKING:
     from producers.publisher import Publisher

@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 import holidays
 from pydantic import BaseModel
 
-from schemas.models import Op
-from stream_processors.citizen_id import make_citizen_id
-from stream_processors.reference import ReferenceData
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.domain.reference import ReferenceData
+from schemas.models.public_service import Op
 
 __all__ = [
     "LOCAL",

@@ -25,7 +25,8 @@ from producers.simulators._common import (
     local_time,
     working_days_after,
 )
-from schemas.models_documents import (
+from schemas.domain.reference import ReferenceData
+from schemas.models.documents import (
     Confidentiality,
     Direction,
     DocumentTask,
@@ -34,7 +35,6 @@ from schemas.models_documents import (
     TaskStatus,
     Urgency,
 )
-from stream_processors.reference import ReferenceData
 
 __all__ = ["simulate_official_documents", "simulate_tasks"]
 

@@ -24,7 +24,9 @@ from producers.simulators._common import (
     State,
     emit,
 )
-from schemas.models_education import (
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.domain.reference import ReferenceData
+from schemas.models.education import (
     ClassStat,
     EmploymentType,
     ExamResult,
@@ -38,8 +40,6 @@ from schemas.models_education import (
     Teacher,
     TeacherStatus,
 )
-from stream_processors.citizen_id import make_citizen_id
-from stream_processors.reference import ReferenceData
 
 __all__ = [
     "simulate_class_stats",

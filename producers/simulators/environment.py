@@ -26,8 +26,8 @@ from producers.simulators._common import (
     emit,
     local_compact,
 )
-from schemas.models_environment import StationReading, StationType
-from stream_processors.reference import ReferenceData
+from schemas.domain.reference import ReferenceData
+from schemas.models.environment import StationReading, StationType
 
 __all__ = ["simulate_station_readings", "vn_aqi"]
 

@@ -24,8 +24,8 @@ from producers.simulators._common import (
     local_time,
     working_days_after,
 )
-from schemas.models_feedback import FeedbackReport, ReportCategory, ReportStatus
-from stream_processors.reference import ReferenceData
+from schemas.domain.reference import ReferenceData
+from schemas.models.feedback import FeedbackReport, ReportCategory, ReportStatus
 
 __all__ = ["simulate_reports"]
 

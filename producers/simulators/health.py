@@ -25,7 +25,8 @@ from producers.simulators._common import (
     emit,
     local_compact,
 )
-from schemas.models_health import (
+from schemas.domain.reference import ReferenceData
+from schemas.models.health import (
     CaseClassification,
     CaseOutcome,
     DiseaseCase,
@@ -39,7 +40,6 @@ from schemas.models_health import (
     Ownership,
     Sex,
 )
-from stream_processors.reference import ReferenceData
 
 __all__ = ["simulate_disease_cases", "simulate_encounters", "simulate_facilities"]
 

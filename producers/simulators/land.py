@@ -23,8 +23,8 @@ from producers.simulators._common import (
     emit,
     working_days_after,
 )
-from schemas.models_land import ConstructionPermit, Parcel, PermitStatus, PermitType
-from stream_processors.reference import ReferenceData
+from schemas.domain.reference import ReferenceData
+from schemas.models.land import ConstructionPermit, Parcel, PermitStatus, PermitType
 
 __all__ = ["simulate_construction_permits", "simulate_parcels"]
 

@@ -25,8 +25,8 @@ from producers.simulators._common import (
     local_time,
     working_days_after,
 )
-from schemas.models import DossierStep, StepStatus
-from stream_processors.reference import ReferenceData
+from schemas.domain.reference import ReferenceData
+from schemas.models.public_service import DossierStep, StepStatus
 
 __all__ = ["DATASET", "simulate_dossier_steps"]
 

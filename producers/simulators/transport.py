@@ -27,15 +27,15 @@ from producers.simulators._common import (
     State,
     emit,
 )
-from schemas.models import Op
-from schemas.models_transport import (
+from schemas.domain.reference import ReferenceData
+from schemas.models.public_service import Op
+from schemas.models.transport import (
     BusPosition,
     OwnerKind,
     RegistrationStatus,
     VehicleRegistration,
     VehicleType,
 )
-from stream_processors.reference import ReferenceData
 
 __all__ = ["ROUTES", "simulate_bus_positions", "simulate_vehicle_registrations"]
 

@@ -1,7 +1,7 @@
 """Standardizers for every dataset of the catalog: raw event dict -> std event or Rejected.
 
 ``STANDARDIZERS[dataset_id](raw, ref, now)`` takes the envelope exactly as
-``schemas.codec.AvroDeserializer`` returns it and returns ``Standardized`` (an event for
+``schemas.codec.serde.AvroDeserializer`` returns it and returns ``Standardized`` (an event for
 the dataset's ``.std.v1`` schema, plus its quality flags) or ``Rejected`` (a reason code
 for the DLQ, bilingual messages without personal data). It never raises on bad data.
 
@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from schemas.catalog import DATASETS, Dataset
-from stream_processors.reference import ReferenceData
+from schemas.domain.reference import ReferenceData
 from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
 from stream_processors.standardizers.config import context_for
 from stream_processors.standardizers.documents import OFFICIAL_DOCUMENTS, TASKS

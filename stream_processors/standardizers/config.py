@@ -13,8 +13,8 @@ from functools import cache
 from pathlib import Path
 
 from bus.errors import ConfigError
-from stream_processors.code_lists import default_code_lists
-from stream_processors.reference import ReferenceData, default_data_dir
+from schemas.domain.code_lists import default_code_lists
+from schemas.domain.reference import ReferenceData, default_data_dir
 from stream_processors.standardizers.engine import Area, Context
 
 __all__ = ["context_for", "default_area", "load_area"]

@@ -22,11 +22,19 @@ from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from schemas.catalog import DEFAULT_EARLIEST
-from stream_processors.citizen_id import CitizenIdRejection, check_citizen_id
-from stream_processors.code_lists import CodeList
-from stream_processors.insurance import InsuranceRejection, check_insurance_number
-from stream_processors.phone import PhoneRejection, normalize_phone
-from stream_processors.reference import ReferenceData
+from schemas.domain.citizen_id import CitizenIdRejection, check_citizen_id
+from schemas.domain.code_lists import CodeList
+from schemas.domain.insurance import InsuranceRejection, check_insurance_number
+from schemas.domain.phone import PhoneRejection, normalize_phone
+from schemas.domain.reference import ReferenceData
+from schemas.domain.text import normalize_text
+from schemas.domain.timeparse import (
+    FAR_FUTURE_TOLERANCE,
+    LOCAL_TZ,
+    TimeRejection,
+    parse_date,
+    parse_timestamp,
+)
 from stream_processors.standardize import (
     QUALITY_FLAGS as DOSSIER_FLAGS,
 )
@@ -45,14 +53,6 @@ from stream_processors.standardize import (
     check_envelope_times,
     check_same_entity,
     earliest_instant,
-)
-from stream_processors.text import normalize_text
-from stream_processors.timeparse import (
-    FAR_FUTURE_TOLERANCE,
-    LOCAL_TZ,
-    TimeRejection,
-    parse_date,
-    parse_timestamp,
 )
 
 __all__ = [

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stream_processors.code_lists import CodeList
+from schemas.domain.code_lists import CodeList
+from schemas.domain.timeparse import LOCAL_TZ
 from stream_processors.standardizers.engine import (
     CitizenId,
     Commune,
@@ -24,7 +25,6 @@ from stream_processors.standardizers.engine import (
     Timestamp,
     Verify,
 )
-from stream_processors.timeparse import LOCAL_TZ
 
 __all__ = ["DISEASE_CASES", "ENCOUNTERS", "FACILITIES", "normalize_icd10"]
 

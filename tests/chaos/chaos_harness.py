@@ -56,19 +56,20 @@ from chaos_publisher import Plan, plan_records
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.consumers import take
-from bus.local_stack import (
+from bus.settings import Settings, load_settings
+from bus.topic_admin import ensure_topics
+from databus.local_stack import (
     LocalStack,
     ManagedProcess,
     detach_but_follow_parent,
     free_port,
     redis_binary,
 )
-from bus.settings import Settings, load_settings
-from bus.topics import bus_topics, ensure_topics, sink_dlq_topic
 from schemas.catalog import get_dataset
+from schemas.topics import bus_topics, sink_dlq_topic
 from sinks.fhir import SOURCE_EVENT_URL, SOURCE_VERSION_URL, SYSTEMS
 from sinks.health_axis import TOPICS as HEALTH_TOPICS
-from sinks.ioc_entities import SHARDS, entity_key, shard_tag, sum_key
+from sinks.ioc.entities import SHARDS, entity_key, shard_tag, sum_key
 from sinks.sql_tables import table_name
 
 __all__ = [
@@ -403,7 +404,7 @@ class ChaosBus:
         env = {**self.env, "DATABUS_METRICS__PORT": str(metrics_port)}
         log = (self.log_dir / f"{name}.log").open("wb")
         popen = subprocess.Popen(
-            [sys.executable, "-m", "bus", *args],
+            [sys.executable, "-m", "databus", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -49,7 +49,7 @@ class Plan:
 def plan_records(plan: Plan) -> list[Any]:
     """The plan's ``SimRecord`` items, in publishing order."""
     from producers.simulators import SimSpec, generate_dataset
-    from stream_processors.reference import load_reference
+    from schemas.domain.reference import load_reference
 
     ref = load_reference()
     spec = SimSpec(

@@ -14,10 +14,11 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.consumers import take
-from bus.dashboard import scrape
-from bus.local_stack import LocalStack, free_port
 from bus.settings import Settings, load_settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
+from databus.dashboard import scrape
+from databus.local_stack import LocalStack, free_port
+from schemas.topics import bus_topics
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 180.0) -> None:
@@ -42,13 +43,13 @@ class Bus:
         env = {**self.env, "DATABUS_METRICS__PORT": str(self.ports[name])}
         log = (self.log_dir / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "bus", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "databus", *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a `databus` command against this bus, as an operator would, and wait."""
         return subprocess.run(
-            [sys.executable, "-m", "bus", *args],
+            [sys.executable, "-m", "databus", *args],
             env={**self.env, "COLUMNS": "200"},
             capture_output=True,
             text=True,

@@ -27,7 +27,7 @@ def run_databus(
     cwd: Path | None, *args: str, timeout: float = 120.0, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bus", *args],
+        [sys.executable, "-m", "databus", *args],
         cwd=cwd,
         env=clean_env(cwd, **extra),
         capture_output=True,

@@ -22,13 +22,13 @@ import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.topics import rule_deltas_topic
 from producers.backfill import BACKFILL_HEADER
 from producers.file_drop import template_rows
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, QUALITY_TOPIC
-from schemas.codec import AvroDeserializer
-from schemas.models import Dossier, Op
+from schemas.codec.serde import AvroDeserializer
+from schemas.models.public_service import Dossier, Op
+from schemas.topics import rule_deltas_topic
 
 pytestmark = pytest.mark.integration
 

@@ -22,23 +22,24 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import RegistryError
+from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings
-from bus.topics import (
+from producers.dossier_simulator import SimConfig, SimEvent, generate
+from producers.publisher import Publisher
+from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
+from schemas.catalog import Dataset
+from schemas.domain.reference import ReferenceData, load_reference
+from schemas.topics import (
     TopicSpec,
     changelog_topic,
     ensure_topics,
     processor_topics,
     rule_deltas_topic,
 )
-from producers.dossier_simulator import SimConfig, SimEvent, generate
-from producers.publisher import Publisher, producer_config
-from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
-from schemas.catalog import Dataset
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop
 from stream_processors.pipeline import DatasetPipeline
-from stream_processors.reference import ReferenceData, load_reference
 from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
 
 pytestmark = pytest.mark.integration

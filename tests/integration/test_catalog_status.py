@@ -23,7 +23,7 @@ from producers.declarations import declare
 from producers.publisher import Publisher
 from producers.simulators import SimRecord, SimSpec, generate_dataset, publish_records
 from schemas.catalog import DATASETS, QUALITY_TOPIC, Dataset
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
 
 
 def _live_by_oracle(ds: Dataset, newest: datetime, now: datetime) -> bool:
-    """The obligation, written out independently of stream_processors.freshness."""
+    """The obligation, written out independently of schemas.domain.freshness."""
     if ds.update.kind == "realtime":
         assert ds.update.within_minutes is not None
         return now - newest <= timedelta(minutes=ds.update.within_minutes)
@@ -95,7 +95,7 @@ def test_catalog_status_matches_the_generated_stream(bus: Bus) -> None:
     )
 
     out = subprocess.run(
-        [sys.executable, "-m", "bus", "catalog", "status", "--json", "--days", "1"],
+        [sys.executable, "-m", "databus", "catalog", "status", "--json", "--days", "1"],
         env=bus.env,
         capture_output=True,
         text=True,

@@ -88,7 +88,7 @@ def _summary_ready(cwd: Path) -> bool:
     """The figures the summary test asserts are in the processes' metrics and the IOC
     store: events published, standardized and dead-lettered, an alert raised, every
     sink wrote, the ledger has DNA.SYT and the KPIs at least three units."""
-    from bus.dashboard import scrape
+    from databus.dashboard import scrape
 
     procs = _processes(cwd)
     ports = [p["metrics_port"] for p in procs.values() if p["metrics_port"]]
@@ -123,7 +123,7 @@ def _ready(port: int) -> bool:
 
 def _ledger_ready(redis_url: str) -> bool:
     """The ledger row the summary test asserts: DNA.SYT delivering at least one dataset."""
-    from sinks.ioc_ledger import read_ledger
+    from sinks.ioc.ledger import read_ledger
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -143,7 +143,7 @@ def up_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
     # --days 20: with 10 days no unit reaches the alert rule's min_dossiers (10) in
     # the window, so no alert could be raised.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bus", "up", "--days", "20"],
+        [sys.executable, "-m", "databus", "up", "--days", "20"],
         cwd=cwd,
         env=clean_env(cwd, DATABUS_SUPERVISE__BACKOFF_INITIAL_S="0.5"),
         stdout=subprocess.PIPE,

@@ -20,14 +20,15 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
 
-from bus.dlq_cli import read_topics
+from bus.kafka_client import producer_config
 from bus.settings import Settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
+from databus.dlq_cli import read_topics
 from producers.headers import cloudevent_headers
-from producers.publisher import producer_config
 from schemas.catalog import DATASETS, load_schema, value_subject
-from schemas.codec import AvroSerializer
-from stream_processors.dlq import REPLAY_HEADER, DeadLetter, dlq_headers, omitted_dlq_headers
+from schemas.codec.serde import AvroSerializer
+from schemas.dead_letters import REPLAY_HEADER, DeadLetter, dlq_headers, omitted_dlq_headers
+from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration
 

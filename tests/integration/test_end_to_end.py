@@ -21,13 +21,14 @@ from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus.kafka_client import producer_config
 from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
-from producers.publisher import Publisher, producer_config
+from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, load_schema
-from schemas.codec import AvroDeserializer, AvroSerializer
-from sinks.dossier_kpis import compute_unit_kpis
-from sinks.ioc_store import read_unit_kpis
-from stream_processors.reference import load_reference
+from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.domain.reference import load_reference
+from sinks.ioc.dossier_kpis import compute_unit_kpis
+from sinks.ioc.store import read_unit_kpis
 
 pytestmark = pytest.mark.integration
 

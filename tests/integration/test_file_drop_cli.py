@@ -19,9 +19,9 @@ from databus_cli import run_databus
 from openpyxl import Workbook
 
 from schemas.catalog import DOSSIERS
-from schemas.codec import AvroDeserializer
-from schemas.models import Dossier
-from stream_processors.citizen_id import make_citizen_id
+from schemas.codec.serde import AvroDeserializer
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.models.public_service import Dossier
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ import trustme
 
 from bus.errors import SinkError
 from bus.settings import HealthAxisSettings
+from databus.standins.health_receiver import HealthReceiver
 from sinks.base import Rejected, SinkRecord
 from sinks.fhir import SOURCE_VERSION_URL, SYSTEMS, entity_key, pseudonym
 from sinks.health_axis import HealthAxisSink
-from sinks.health_receiver import HealthReceiver
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from std_samples import sink_records, std_events

@@ -14,12 +14,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.settings import HealthAxisSettings, Settings, SinkSettings
-from bus.topics import TopicSpec, ensure_topics, sink_dlq_topic
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.standins.health_receiver import HealthReceiver
 from schemas.catalog import get_dataset, load_schema, value_subject
-from schemas.codec import AvroSerializer
+from schemas.codec.serde import AvroSerializer
+from schemas.topics import sink_dlq_topic
 from sinks.fhir import SYSTEMS
 from sinks.health_axis import HealthAxisSink
-from sinks.health_receiver import HealthReceiver
 from sinks.runner import SinkRunner
 
 sys.path.insert(0, str(Path(__file__).parents[1]))

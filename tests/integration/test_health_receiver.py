@@ -23,7 +23,15 @@ def receiver_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     store = tmp_path / "axis.json"
     env = {**os.environ, "DATABUS_HEALTH_AXIS__CLIENT_SECRET": SECRET}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sinks.health_receiver", "--port", "0", "--store", str(store)],
+        [
+            sys.executable,
+            "-m",
+            "databus.standins.health_receiver",
+            "--port",
+            "0",
+            "--store",
+            str(store),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

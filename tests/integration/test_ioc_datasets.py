@@ -23,16 +23,16 @@ from std_samples import SIMULATED, sink_records, std_events
 
 from schemas.catalog import DATASETS
 from sinks.base import SinkRecord
-from sinks.ioc_codec import epoch_ms, field_text
-from sinks.ioc_entities import entity_key
-from sinks.ioc_geo import search
-from sinks.ioc_read import (
+from sinks.ioc.codec import epoch_ms, field_text
+from sinks.ioc.entities import entity_key
+from sinks.ioc.geo import search
+from sinks.ioc.read import (
     read_commune_education,
     read_commune_health,
     read_feedback_kpis,
     read_station_aqi,
 )
-from sinks.ioc_store import IocStoreSink
+from sinks.ioc.store import IocStoreSink
 
 pytestmark = pytest.mark.integration
 

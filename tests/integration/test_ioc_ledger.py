@@ -12,11 +12,11 @@ import pytest
 import redis
 from redis_db import flushed_redis
 
-from bus.ledger import build_ledger
 from schemas.catalog import DATASETS, QUALITY_TOPIC
+from schemas.domain.delivery import build_ledger
 from sinks.base import SinkRecord
-from sinks.ioc_ledger import QUALITY_KEY, read_ledger
-from sinks.ioc_store import IocStoreSink
+from sinks.ioc.ledger import QUALITY_KEY, read_ledger
+from sinks.ioc.store import IocStoreSink
 
 pytestmark = pytest.mark.integration
 

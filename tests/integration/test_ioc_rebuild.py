@@ -27,10 +27,10 @@ from databus_cli import run_databus
 from std_samples import SIMULATED, std_events
 from test_ioc_store import NOW, UNITS, generated_events, make_alert
 
-from bus.local_stack import LocalStack, ManagedProcess, start_redis
 from bus.metrics import Metrics
 from bus.settings import Settings, SinkSettings, load_settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.local_stack import LocalStack, ManagedProcess, start_redis
 from schemas.catalog import (
     ALERTS_SCHEMA,
     ALERTS_TOPIC,
@@ -39,11 +39,11 @@ from schemas.catalog import (
     load_schema,
     value_subject,
 )
-from schemas.codec import AvroSerializer
+from schemas.codec.serde import AvroSerializer
 from sinks.base import SinkRecord
-from sinks.ioc_codec import ScriptCall
-from sinks.ioc_offsets import read_applied
-from sinks.ioc_store import IocStoreSink, read_unit_kpis
+from sinks.ioc.codec import ScriptCall
+from sinks.ioc.offsets import read_applied
+from sinks.ioc.store import IocStoreSink, read_unit_kpis
 from sinks.runner import SinkRunner
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from redis_db import flushed_redis
 from std_samples import SIMULATED, sink_records, std_events
 
 from bus.errors import SinkError
-from bus.local_stack import ManagedProcess, free_port, redis_binary
-from sinks.ioc_store import IocStoreSink
+from databus.local_stack import ManagedProcess, free_port, redis_binary
+from sinks.ioc.store import IocStoreSink
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from redis_db import flushed_redis
 
 from bus.errors import SinkError
 from sinks.base import Sink, SinkRecord
-from sinks.dossier_kpis import compute_unit_kpis
-from sinks.ioc_offsets import APPLIED_KEY, STORE_KEY
-from sinks.ioc_store import (
+from sinks.ioc.dossier_kpis import compute_unit_kpis
+from sinks.ioc.offsets import APPLIED_KEY, STORE_KEY
+from sinks.ioc.store import (
     ALERT_CHANNEL,
     ALERT_STREAM_KEY,
     ALERT_TOPIC,

@@ -27,9 +27,9 @@ from tls_proxy import TlsProxy
 
 from bus.errors import BrokerAuthError
 from bus.kafka_client import check_broker
-from bus.local_stack import LocalStack, ManagedProcess, start_broker
 from bus.settings import KafkaSettings, Settings, load_settings
-from schemas.registry_server import RegistryServer
+from databus.local_stack import LocalStack, ManagedProcess, start_broker
+from databus.standins.registry_server import RegistryServer
 
 PASSWORD = "wrong-pass-never-shown"
 

@@ -24,17 +24,18 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.metrics import Metrics
 from bus.settings import Settings
-from bus.topics import TopicSpec, changelog_topic, ensure_topics, processor_topics
+from bus.topic_admin import TopicSpec, ensure_topics
 from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Op, Publisher
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
-from schemas.codec import AvroDeserializer
-from stream_processors.alert_facts import contributions
+from schemas.codec.serde import AvroDeserializer
+from schemas.domain.reference import load_reference
+from schemas.topics import changelog_topic, processor_topics
+from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
-from stream_processors.reference import load_reference
 from stream_processors.standardizers import build_standardizer
 
 pytestmark = pytest.mark.integration

@@ -237,7 +237,7 @@ def test_a_scheduled_export_serves_its_health_endpoints(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
     env = clean_env(tmp_path, DATABUS_METRICS__PORT=str(port))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bus", "opendata", "export", "--every", "60"],
+        [sys.executable, "-m", "databus", "opendata", "export", "--every", "60"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,

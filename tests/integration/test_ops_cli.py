@@ -21,14 +21,16 @@ from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka import Producer
 from databus_cli import run_databus
 
-from bus.local_stack import free_port
+from bus.kafka_client import producer_config
 from bus.settings import Settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics
-from producers.publisher import Publisher, producer_config
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.local_stack import free_port
+from producers.publisher import Publisher
 from producers.simulators import SimSpec, generate_dataset, publish_records
 from schemas.catalog import DATASETS, DOSSIERS
-from schemas.models import Channel, Dossier, DossierStatus, Op
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
+from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration
 

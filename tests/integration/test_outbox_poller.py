@@ -18,14 +18,15 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import SecretStr
 
 from bus.settings import OutboxSettings, Settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
+from databus.outbox_cli import run_outbox
 from producers.dossier_simulator import SimConfig, generate
 from producers.outbox import OutboxPoller, PollResult, create_outbox_table, outbox_table
-from producers.outbox_cli import run_outbox
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from schemas.codec import AvroDeserializer
-from stream_processors.reference import load_reference
+from schemas.codec.serde import AvroDeserializer
+from schemas.domain.reference import load_reference
+from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration
 

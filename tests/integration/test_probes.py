@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from bus_processes import own_bus
 
-from bus.dashboard import scrape
-from bus.local_stack import LocalStack, ManagedProcess, start_redis
+from databus.dashboard import scrape
+from databus.local_stack import LocalStack, ManagedProcess, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def sink_process(
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bus", "sink", "ioc"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "databus", "sink", "ioc"], env=env, stdout=out, stderr=out
         )
     try:
 
@@ -127,7 +127,7 @@ def test_sink_probes_follow_its_redis(
 def test_processor_is_ready_and_exports_latency_and_lag(tmp_path: Path) -> None:
     from producers.dossier_simulator import SimConfig, generate, publish_events
     from producers.publisher import Publisher
-    from stream_processors.reference import load_reference
+    from schemas.domain.reference import load_reference
 
     events = generate(
         SimConfig(days=1, units=2, dossiers_per_unit_per_day=3.0, seed=3), load_reference()

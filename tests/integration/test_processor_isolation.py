@@ -28,14 +28,16 @@ from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.topics import TopicSpec, changelog_topic, ensure_topics
+from bus.kafka_client import producer_config
+from bus.topic_admin import TopicSpec, ensure_topics
 from producers.dossier_simulator import SimConfig, generate
-from producers.publisher import Publisher, producer_config
+from producers.publisher import Publisher
 from producers.simulators import SimRecord, SimSpec, generate_dataset, publish_records
 from schemas.catalog import DOSSIERS, get_dataset, load_schema, value_subject
-from schemas.codec import AvroSerializer
-from stream_processors.dlq import ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER
-from stream_processors.reference import load_reference
+from schemas.codec.serde import AvroSerializer
+from schemas.dead_letters import ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER
+from schemas.domain.reference import load_reference
+from schemas.topics import changelog_topic
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from bus_processes import Bus, own_bus, read_topic, wait_for
 from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 # Five rounds of publishing, a kill and a rebalance: ~4 minutes on a quiet machine.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]

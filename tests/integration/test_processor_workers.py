@@ -22,8 +22,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS
-from schemas.codec import AvroDeserializer
-from stream_processors.reference import load_reference
+from schemas.codec.serde import AvroDeserializer
+from schemas.domain.reference import load_reference
 
 pytestmark = pytest.mark.integration
 

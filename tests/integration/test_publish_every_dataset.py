@@ -11,11 +11,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.consumers import take
 from bus.settings import Settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
 from producers.publisher import Publisher
 from producers.simulators import SIMULATORS, SimSpec, generate_dataset, publish_records
 from schemas.catalog import DATASETS
-from schemas.codec import AvroDeserializer
+from schemas.codec.serde import AvroDeserializer
+from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,12 @@ from pydantic import BaseModel
 from bus.errors import DeliveryError, PublishValidationError
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from schemas.codec import AvroDeserializer, unframe
-from schemas.models import Channel, Dossier, DossierStatus, Op
+from schemas.codec.serde import AvroDeserializer, unframe
+from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,14 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import PublishValidationError
 from bus.settings import Settings, load_settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
 from producers.publisher import AsyncPublisher, Change, Publisher
 from schemas.catalog import DATASETS, DOSSIERS, Dataset, load_schema
-from schemas.codec import AvroDeserializer
-from schemas.models import Op
-from schemas.models_education import ClassStat
-from schemas.models_environment import StationReading, StationType
+from schemas.codec.serde import AvroDeserializer
+from schemas.models.education import ClassStat
+from schemas.models.environment import StationReading, StationType
+from schemas.models.public_service import Op
+from schemas.topics import bus_topics
 from tests.integration.test_publisher import consume_until, dossier
 
 pytestmark = pytest.mark.integration

@@ -28,14 +28,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from bus.errors import ConfigError, SpoolFullError
-from bus.local_stack import ManagedProcess, start_broker
 from bus.settings import Settings, load_settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.local_stack import ManagedProcess, start_broker
 from producers.dossier_simulator import SimConfig, SimEvent, generate
 from producers.publisher import Publisher
 from producers.spool import Spool
 from schemas.catalog import DOSSIERS
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ from bus.settings import load_settings
 from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 sim = json.loads(sys.argv[1])
 events = generate(SimConfig(**{**sim, "end": datetime.fromisoformat(sim["end"])}), load_reference())

@@ -10,11 +10,12 @@ import pytest
 from databus_cli import run_databus
 
 from bus.settings import Settings
-from bus.topics import bus_topics, ensure_topics
+from bus.topic_admin import ensure_topics
 from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
+from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration
 

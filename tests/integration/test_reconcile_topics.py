@@ -10,13 +10,14 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bus.consumers import take
-from bus.reconcile import DECLARATIONS_TOPIC, ReconRow, count_topics, reconcile
+from bus.kafka_client import producer_config
 from bus.settings import Settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
 from producers.declarations import declare
-from producers.publisher import Publisher, producer_config
+from producers.publisher import Publisher
 from producers.simulators import SimSpec, generate_dataset
 from schemas.catalog import DATASETS
+from schemas.topics import DECLARATIONS_TOPIC, ReconRow, bus_topics, count_topics, reconcile
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from schemas.registry_server import CONTENT_TYPE, RegistryServer
+from databus.standins.registry_server import CONTENT_TYPE, RegistryServer
 
 pytestmark = pytest.mark.integration
 
@@ -233,7 +233,7 @@ def test_module_serves_in_the_foreground(kafka_bootstrap: str, schemas_topic: st
         [
             sys.executable,
             "-m",
-            "schemas.registry_server",
+            "databus.standins.registry_server",
             "--bootstrap-servers",
             kafka_bootstrap,
             "--topic",

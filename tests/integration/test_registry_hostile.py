@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.registry_server import CONTENT_TYPE, RegistryServer
+from databus.standins.registry_server import CONTENT_TYPE, RegistryServer
 
 pytestmark = pytest.mark.integration
 

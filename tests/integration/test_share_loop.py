@@ -13,13 +13,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import SecretStr
 from std_samples import std_events
 
-from bus.access_policy import load_policy
 from bus.audit import AuditLog, verify
-from bus.dlq_cli import read_topics
 from bus.settings import AccessSettings, Settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from databus.dlq_cli import read_topics
+from schemas.access_policy import load_policy
 from schemas.catalog import DATASETS, load_schema, value_subject
-from schemas.codec import AvroDeserializer, AvroSerializer
+from schemas.codec.serde import AvroDeserializer, AvroSerializer
 from stream_processors.share import HASH_SUFFIX, SharePlan, keyed_hash, share_plan
 from stream_processors.share_loop import ShareLoop
 

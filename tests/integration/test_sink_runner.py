@@ -17,9 +17,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.errors import DeliveryError, SinkError
 from bus.metrics import Metrics
 from bus.settings import Settings, SinkSettings
-from bus.topics import TopicSpec, ensure_topics, sink_dlq_topic
+from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.catalog import value_subject
-from schemas.codec import AvroSerializer
+from schemas.codec.serde import AvroSerializer
+from schemas.topics import sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
 from sinks.runner import SinkRunner
 from sinks.sink_dlq import SinkDeadLetters, SinkLetter

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from std_samples import std_events
 
 from bus.settings import Settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.catalog import DATASETS
-from schemas.codec import AvroSerializer
+from schemas.codec.serde import AvroSerializer
 from sinks.subscriber import SharedEvent, Subscriber
 from stream_processors.share import mask_event, share_plan
 

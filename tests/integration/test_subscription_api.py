@@ -23,12 +23,12 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from std_samples import std_events
 
-from bus.access_policy import AccessPolicy, PolicyFile, parse_policy, token_hash
 from bus.audit import AuditLog, verify
 from bus.settings import AccessSettings, Settings
-from bus.topics import TopicSpec, ensure_topics
+from bus.topic_admin import TopicSpec, ensure_topics
+from schemas.access_policy import AccessPolicy, PolicyFile, parse_policy, token_hash
 from schemas.catalog import DATASETS
-from schemas.codec import AvroSerializer
+from schemas.codec.serde import AvroSerializer
 from sinks.subscription_api import create_app, make_runner
 from stream_processors.share import mask_event, share_plan
 

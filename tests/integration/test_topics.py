@@ -8,10 +8,10 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from bus.reconcile import DECLARATIONS_TOPIC
 from bus.settings import Settings
-from bus.topics import TopicSpec, bus_topics, ensure_topics, processor_topics
+from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.catalog import ALERTS_TOPIC, DATASETS, QUALITY_TOPIC
+from schemas.topics import DECLARATIONS_TOPIC, bus_topics, processor_topics
 
 pytestmark = pytest.mark.integration
 

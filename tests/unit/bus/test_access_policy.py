@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from bus.access_policy import (
+from bus.errors import ConfigError
+from bus.settings import load_settings
+from schemas.access_policy import (
     PolicyFile,
     agency_group,
     load_policy,
@@ -19,8 +21,6 @@ from bus.access_policy import (
     token_hash,
     unit_principal,
 )
-from bus.errors import ConfigError
-from bus.settings import load_settings
 from schemas.catalog import DATASETS
 
 _LATER = "2099-01-01T00:00:00Z"

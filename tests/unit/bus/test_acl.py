@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bus.access_policy import load_policy, parse_policy, unit_principal
-from bus.acl import AclRule, acl_rules, render_kafka_acls, render_strimzi
+from databus.acl import AclRule, acl_rules, render_kafka_acls, render_strimzi
+from schemas.access_policy import load_policy, parse_policy, unit_principal
 from schemas.catalog import DATASETS
 
 POLICY = load_policy()

@@ -112,7 +112,7 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
 def test_databus_audit_verify_exits_1_naming_the_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from bus.agency_cli import agency_app
+    from databus.agency_cli import agency_app
 
     path = tmp_path / "audit.jsonl"
     lines = _log(path)
@@ -129,8 +129,8 @@ def test_grants_are_audited_tokens_and_acls(
 ) -> None:
     from typer.testing import CliRunner
 
-    from bus.access_policy import load_policy
-    from bus.agency_cli import agency_app
+    from databus.agency_cli import agency_app
+    from schemas.access_policy import load_policy
 
     monkeypatch.setenv("DATABUS_DATA_DIR", str(tmp_path))
     agency = sorted(load_policy(None).agencies)[0]
@@ -233,7 +233,7 @@ def test_concurrent_writers_rotating_keep_one_chain(tmp_path: Path) -> None:
 def test_databus_audit_verify_checks_the_rotated_files(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from bus.agency_cli import agency_app
+    from databus.agency_cli import agency_app
 
     path = tmp_path / "audit.jsonl"
     _rotating(path, 100)
@@ -252,8 +252,8 @@ def test_an_issued_token_carries_its_expiry(
 
     from typer.testing import CliRunner
 
-    from bus.access_policy import load_policy
-    from bus.agency_cli import agency_app
+    from databus.agency_cli import agency_app
+    from schemas.access_policy import load_policy
 
     monkeypatch.setenv("DATABUS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DATABUS_ACCESS__TOKEN_TTL_DAYS", "30")

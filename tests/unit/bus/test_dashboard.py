@@ -7,10 +7,10 @@ import re
 
 from rich.console import Console
 
-from bus.dashboard import _reasons, dataset_table, kpi_table, scrape
-from bus.local_stack import free_port
 from bus.metrics import Metrics, serve_metrics
-from sinks.dossier_kpis import UnitKpis
+from databus.dashboard import _reasons, dataset_table, kpi_table, scrape
+from databus.local_stack import free_port
+from sinks.ioc.dossier_kpis import UnitKpis
 
 
 def _kpis(unit: str, overdue: float | None, on_time: float | None) -> UnitKpis:
@@ -128,7 +128,7 @@ def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
 
 
 def test_ledger_table_fits_a_terminal_and_says_when_it_waits() -> None:
-    from bus.dashboard import ledger_table
+    from databus.dashboard import ledger_table
 
     rows: list[dict[str, object]] = [
         {
@@ -147,7 +147,7 @@ def test_ledger_table_fits_a_terminal_and_says_when_it_waits() -> None:
 
 def test_events_in_is_a_rate_over_the_last_30_seconds() -> None:
     """A live feed of one event every 10 s shows as 0.10/s, not as 0 between events."""
-    from bus.dashboard import Figures
+    from databus.dashboard import Figures
 
     figures = Figures()
     key = "databus_events_produced_total{dataset=d,stage=raw}"

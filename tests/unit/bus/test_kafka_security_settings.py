@@ -10,10 +10,10 @@ import pytest
 import trustme
 from confluent_kafka import KafkaError, KafkaException
 
-from bus.cli_common import EXIT_BAD_SETTING, EXIT_BROKER, exit_code_for
 from bus.errors import BrokerAuthError, BrokerError, ConfigError, SinkError
 from bus.kafka_client import aiokafka_options, broker_error, is_broker_failure, ssl_context
 from bus.settings import KafkaSettings, load_settings
+from databus.cli_common import EXIT_BAD_SETTING, EXIT_BROKER, exit_code_for
 
 PASSWORD = "s3cret-pass-never-shown"
 

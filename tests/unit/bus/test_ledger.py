@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from bus.ledger import build_ledger, latest_quality_rows
-from bus.reconcile import ReconRow
 from schemas.catalog import DATASETS
+from schemas.domain.delivery import ReconRow, build_ledger, latest_quality_rows
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # 19:00 local: after the daily 17:00 deadline
 HEALTH = [ds for ds in DATASETS.values() if ds.owner_unit == "DNA.SYT"]

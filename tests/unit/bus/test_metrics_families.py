@@ -1,5 +1,5 @@
 """Every metric family issue 6 lists exists, with bounded labels only; the ledger
-gauges follow ``bus.ledger`` figures."""
+gauges follow ``databus.ledger`` figures."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bus.ledger import build_ledger
 from bus.metrics import LEDGER_STATES, Metrics
 from schemas.catalog import DATASETS
-from sinks.ioc_ledger import export_ledger_metrics
+from schemas.domain.delivery import build_ledger
+from sinks.ioc.ledger import export_ledger_metrics
 
 # Labels whose values come from a closed set: the catalog, reference data, code.
 BOUNDED = {

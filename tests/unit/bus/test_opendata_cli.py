@@ -10,7 +10,7 @@ from std_samples import sink_records, std_events
 from typer.testing import CliRunner
 
 from bus.audit import verify
-from bus.cli import app
+from databus.cli import app
 from sinks.shared_repo import SharedRepoSink, create_repo_engine
 
 SCHOOLS = "education.schools"

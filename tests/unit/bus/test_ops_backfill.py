@@ -24,8 +24,8 @@ from producers.backfill import BACKFILL_HEADER, BackfillPublisher, event_time, p
 from producers.file_drop import template_rows
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS, load_schema
-from schemas.codec import frame, unframe
-from schemas.models import Dossier, Op
+from schemas.codec.serde import frame, unframe
+from schemas.models.public_service import Dossier, Op
 
 NOW = datetime(2025, 10, 20, 3, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from bus.ops_status import (
+from databus.ops_status import (
     DlqCount,
     GroupStatus,
     Member,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bus.tail import (
+from databus.tail import (
     decode_json_value,
     looks_personal,
     masking_for,

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from bus.errors import ValidationError
-from bus.reconcile import Key, ReconRow, latest_declarations, local_day, reconcile
 from bus.settings import load_settings
 from producers.declarations import declare
+from schemas.domain.delivery import Key, ReconRow, latest_declarations, local_day, reconcile
 
 DS = "health.encounters"
 D1 = date(2026, 11, 20)

@@ -10,7 +10,7 @@ import pytest
 
 from bus.errors import ConfigError
 from bus.settings import load_settings
-from bus.supervisor import Child, Supervisor, backoff_delay, log_tail
+from databus.supervisor import Child, Supervisor, backoff_delay, log_tail
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_a_process_not_ready_too_long_is_stopped_and_restarted_with_backoff(
 ) -> None:
     """A real child (the loopback health receiver) whose readiness probe keeps failing:
     the clock and the probe are the test's, the process and its restart are real."""
-    from bus.local_stack import free_port
+    from databus.local_stack import free_port
 
     now = [0.0]
     settings = load_settings(

@@ -40,7 +40,7 @@ def directly_read_env_names() -> set[str]:
     """DATABUS_* variables the code reads with os.environ/getenv outside the settings."""
     pattern = re.compile(r"(?:environ\.get|getenv|environ\[)\(?\s*\"(DATABUS_[A-Z0-9_]+)\"")
     names = set()
-    for package in ("bus", "sinks", "stream_processors", "producers", "schemas"):
+    for package in ("bus", "databus", "sinks", "stream_processors", "producers", "schemas"):
         for path in (ROOT / package).rglob("*.py"):
             names |= set(pattern.findall(path.read_text(encoding="utf-8")))
     return names
@@ -48,7 +48,7 @@ def directly_read_env_names() -> set[str]:
 
 def resolves_to_cli_command(argv: list[str]) -> bool:
     """Whether ``databus ARGV...`` names a command (typer vendors its own click: duck-type)."""
-    from bus.cli import app
+    from databus.cli import app
 
     command: Any = typer.main.get_command(app)
     for word in argv:

@@ -128,7 +128,7 @@ def test_dockerfile_installs_the_project_on_python_slim() -> None:
     for copied in re.findall(r"^COPY (?!--)(\S+)", text, flags=re.MULTILINE):
         assert (ROOT / copied).exists(), copied
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8")
-    for package in ("bus", "schemas", "producers", "stream_processors", "sinks"):
+    for package in ("bus", "databus", "schemas", "producers", "stream_processors", "sinks"):
         assert f"!{package}/**" in ignore
 
 

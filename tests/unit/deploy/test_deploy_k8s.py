@@ -18,7 +18,7 @@ import yaml
 from deploy_names import directly_read_env_names, resolves_to_cli_command, setting_env_names
 
 from bus.settings import Settings
-from bus.topics import bus_topics
+from schemas.topics import bus_topics
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"

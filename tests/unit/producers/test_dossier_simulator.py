@@ -16,10 +16,10 @@ from producers.dossier_simulator import (
     generate,
     latest_truth,
 )
-from schemas.models import Op
-from sinks.dossier_kpis import compute_unit_kpis
-from stream_processors.citizen_id import CitizenId, check_citizen_id
-from stream_processors.reference import ReferenceData, load_reference
+from schemas.domain.citizen_id import CitizenId, check_citizen_id
+from schemas.domain.reference import ReferenceData, load_reference
+from schemas.models.public_service import Op
+from sinks.ioc.dossier_kpis import compute_unit_kpis
 
 END = datetime(2025, 9, 15, 10, 0, 7, tzinfo=UTC)
 CONFIG = SimConfig(days=30, overdue_units=3, seed=11, end=END)

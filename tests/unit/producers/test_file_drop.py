@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from producers.file_checks import row_check_for
+from databus.file_checks import row_check_for
 from producers.file_drop import (
     FileFormatError,
     RejectedRow,
@@ -21,8 +21,8 @@ from producers.file_drop import (
     write_rejects,
 )
 from schemas.catalog import DOSSIERS
-from schemas.models import Dossier
-from stream_processors.citizen_id import make_citizen_id
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.models.public_service import Dossier
 
 FIELDS = list(Dossier.model_fields)
 UNIT = "DNA.STP"  # schemas/data/receiving_units.csv

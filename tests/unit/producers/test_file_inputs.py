@@ -23,8 +23,8 @@ from openpyxl import Workbook
 from pydantic import BaseModel
 
 from bus.errors import DatabusError
+from databus.file_checks import row_check_for
 from producers.declarations import _check as check_declaration
-from producers.file_checks import row_check_for
 from producers.file_drop import (
     FileFormatError,
     RejectedRow,

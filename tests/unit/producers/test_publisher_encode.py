@@ -36,8 +36,8 @@ from producers.headers import (
 from producers.publisher import Publisher, _Coder, _dict_is_dump
 from producers.simulators import SIMULATORS, SimSpec, generate_dataset
 from schemas.catalog import DATASETS, DOSSIERS
-from schemas.codec import frame, unframe
-from schemas.models import Channel, Dossier, DossierStatus, Op
+from schemas.codec.serde import frame, unframe
+from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
 
 SECRET = "079190012345678901234"  # a personal value no refusal may quote
 SCHEMA_ID = 42

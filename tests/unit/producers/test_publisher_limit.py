@@ -14,11 +14,12 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import PublishValidationError, RecordTooLargeError
+from bus.kafka_client import producer_config
 from bus.settings import load_settings
-from producers.publisher import Change, Publisher, producer_config, record_size
+from producers.publisher import Change, Publisher, record_size
 from schemas.catalog import DOSSIERS
-from schemas.codec import frame
-from schemas.models import Channel, Dossier, DossierStatus, Op
+from schemas.codec.serde import frame
+from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
 
 LIMIT = 1_000
 

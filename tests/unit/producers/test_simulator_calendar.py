@@ -14,7 +14,7 @@ from producers.dossier_simulator import (
     dossiers_per_unit_on,
     generate,
 )
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 SUNDAY = date(2026, 12, 6)
 TET = date(2026, 2, 17)  # Lunar New Year, a Tuesday

@@ -26,12 +26,12 @@ from producers.simulators import (
 from producers.simulators.environment import vn_aqi
 from producers.simulators.transport import ROUTES
 from schemas.catalog import DATASETS, load_schema
-from schemas.models import Op
-from schemas.models_environment import StationReading, StationType
-from schemas.models_health import Encounter
-from schemas.models_transport import BusPosition
-from stream_processors.citizen_id import CitizenId, check_citizen_id
-from stream_processors.reference import ReferenceData, load_reference
+from schemas.domain.citizen_id import CitizenId, check_citizen_id
+from schemas.domain.reference import ReferenceData, load_reference
+from schemas.models.environment import StationReading, StationType
+from schemas.models.health import Encounter
+from schemas.models.public_service import Op
+from schemas.models.transport import BusPosition
 
 if TYPE_CHECKING:
     from producers.publisher import Publisher

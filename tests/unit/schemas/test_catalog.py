@@ -21,7 +21,7 @@ from schemas.catalog import (
     schema_revisions,
 )
 from schemas.catalog_check import validate_catalog
-from schemas.models import Dossier, DossierStep
+from schemas.models.public_service import Dossier, DossierStep
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -34,7 +34,7 @@ source_system = "dvc-portal"
 description_vi = "Hồ sơ"
 description_en = "Dossiers"
 schema = "publicservice/dossiers.raw.v1.avsc"
-model = "schemas.models:Dossier"
+model = "schemas.models.public_service:Dossier"
 key = ["dossier_id"]
 personal_fields = ["applicant_name"]
 classification = "restricted"
@@ -181,7 +181,7 @@ def test_the_shipped_catalog_is_valid_and_covers_every_sector() -> None:
 
 
 def test_every_owner_unit_is_a_known_unit() -> None:
-    from stream_processors.reference import load_reference
+    from schemas.domain.reference import load_reference
 
     units = load_reference().receiving_units
     assert {d.owner_unit for d in read_catalog(CATALOG_FILE)} <= set(units)

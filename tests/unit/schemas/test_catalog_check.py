@@ -75,10 +75,10 @@ BROKEN: dict[str, tuple[dict[str, Any], str]] = {
         {"personal_fields": ("applicant_phone",)},
         "personal_fields",
     ),
-    "model not importable": ({"model_ref": "schemas.models:Nope"}, "model"),
+    "model not importable": ({"model_ref": "schemas.models.public_service:Nope"}, "model"),
     "model module missing": ({"model_ref": "schemas.nope:Dossier"}, "model"),
     "model not pydantic": ({"model_ref": "schemas.catalog:Dataset"}, "model"),
-    "model without colon": ({"model_ref": "schemas.models.Dossier"}, "model"),
+    "model without colon": ({"model_ref": "schemas.models.public_service.Dossier"}, "model"),
 }
 
 
@@ -186,7 +186,7 @@ source_system = "dvc-portal"
 description_vi = ""
 description_en = "Dossiers"
 schema = "publicservice/dossiers.raw.v1.avsc"
-model = "schemas.models:Dossier"
+model = "schemas.models.public_service:Dossier"
 key = ["dossier_no"]
 personal_fields = ["applicant_name", "applicant_phone"]
 classification = "confidential"

@@ -24,7 +24,7 @@ import fastavro
 import pytest
 from pydantic import BaseModel
 
-from schemas.models_documents import (
+from schemas.models.documents import (
     Confidentiality,
     Direction,
     DocumentTask,
@@ -33,7 +33,7 @@ from schemas.models_documents import (
     TaskStatus,
     Urgency,
 )
-from schemas.models_education import (
+from schemas.models.education import (
     ClassStat,
     EmploymentType,
     ExamResult,
@@ -46,10 +46,10 @@ from schemas.models_education import (
     Teacher,
     TeacherStatus,
 )
-from schemas.models_education import Sex as EduSex
-from schemas.models_environment import StationReading, StationType
-from schemas.models_feedback import FeedbackReport, ReportCategory, ReportStatus
-from schemas.models_health import (
+from schemas.models.education import Sex as EduSex
+from schemas.models.environment import StationReading, StationType
+from schemas.models.feedback import FeedbackReport, ReportCategory, ReportStatus
+from schemas.models.health import (
     CaseClassification,
     CaseOutcome,
     DiseaseCase,
@@ -61,10 +61,10 @@ from schemas.models_health import (
     FacilityType,
     HealthFacility,
 )
-from schemas.models_health import Ownership as HealthOwnership
-from schemas.models_health import Sex as HealthSex
-from schemas.models_land import ConstructionPermit, Parcel, PermitStatus, PermitType
-from schemas.models_transport import (
+from schemas.models.health import Ownership as HealthOwnership
+from schemas.models.health import Sex as HealthSex
+from schemas.models.land import ConstructionPermit, Parcel, PermitStatus, PermitType
+from schemas.models.transport import (
     BusPosition,
     OwnerKind,
     RegistrationStatus,
@@ -156,7 +156,7 @@ def test_schema_parses_and_is_an_envelope(path: Path) -> None:
 def test_catalog_entry_matches_schema_and_model(entry: dict[str, Any]) -> None:
     domain, _, dataset = str(entry["id"]).partition(".")
     assert entry["schema"] == f"{domain}/{dataset}.raw.v1.avsc"
-    assert entry["model"].startswith(f"schemas.models_{domain}:")
+    assert entry["model"].startswith(f"schemas.models.{domain}:")
     path = AVRO_ROOT / entry["schema"]
     assert path.is_file()
     record = _inner_record(_document(path))

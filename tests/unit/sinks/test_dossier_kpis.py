@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sinks.dossier_kpis import (
+from sinks.ioc.dossier_kpis import (
     NO_CONTRIBUTION,
     Contribution,
     UnitKpis,

@@ -12,10 +12,10 @@ from std_samples import sink_records, std_events
 
 from schemas.catalog import DATASETS
 from sinks.base import SinkRecord
-from sinks.dossier_kpis import compute_unit_day_kpis, daily_contribution
-from sinks.ioc_entities import ENTITY_DATASETS, public_fields
-from sinks.ioc_kpis import Member, class_stat, feedback_report, school, station_reading, teacher
-from sinks.ioc_store import IocStoreSink
+from sinks.ioc.dossier_kpis import compute_unit_day_kpis, daily_contribution
+from sinks.ioc.entities import ENTITY_DATASETS, public_fields
+from sinks.ioc.kpis import Member, class_stat, feedback_report, school, station_reading, teacher
+from sinks.ioc.store import IocStoreSink
 
 T = datetime(2025, 10, 9, 16, 30, tzinfo=UTC)  # 23:30 local
 

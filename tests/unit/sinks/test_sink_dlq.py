@@ -6,10 +6,10 @@ import pytest
 
 from bus.errors import CodecError
 from bus.settings import Settings, SinkSettings
-from bus.topics import sink_dlq_spec, sink_dlq_topic
+from schemas.dead_letters import HEADER_PREFIX, dlq_headers
+from schemas.topics import sink_dlq_spec, sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
 from sinks.sink_dlq import rejected_letter, undecodable_letter
-from stream_processors.dlq import HEADER_PREFIX, dlq_headers
 
 RECORD = SinkRecord(
     "health.dossiers.std.v1", 2, 41, b"k", {"id": "x"}, b"\x00raw", (("ce_id", b"e1"),)

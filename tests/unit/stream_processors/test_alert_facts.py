@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from producers.simulators import SimSpec, generate_dataset
-from stream_processors.alert_facts import contributions, to_ms
-from stream_processors.alert_rules import RULE_GROUPS
-from stream_processors.rules_deltas import contribution_deltas, group_deltas
-from stream_processors.rules_window import HOUR_MS, local_day
+from schemas.domain.timeparse import to_ms
+from stream_processors.alerts.engine import RULE_GROUPS
+from stream_processors.alerts.facts import contributions
+from stream_processors.alerts.rules.deltas import contribution_deltas, group_deltas
+from stream_processors.alerts.rules.window import HOUR_MS, local_day
 
 DUE = datetime(2025, 8, 4, 10, 0, tzinfo=UTC)  # 17:00 local
 DUE_MS = int(DUE.timestamp() * 1000)

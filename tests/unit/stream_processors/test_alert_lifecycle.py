@@ -13,7 +13,7 @@ import pytest
 
 from schemas.catalog import ALERTS_SCHEMA, schema_revisions
 from schemas.evolution import check_revisions
-from stream_processors.alert_lifecycle import Condition, Status, decide, open_alert_key
+from stream_processors.alerts.lifecycle import Condition, Status, decide, open_alert_key
 
 ROOT = Path(__file__).resolve().parents[3]
 AVRO = ROOT / "schemas" / "avro"

@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from producers.simulators import SimSpec, generate_dataset
-from stream_processors.alert_facts import contributions
-from stream_processors.alert_lifecycle import Condition, decide
-from stream_processors.alert_rules import RULE_GROUPS
-from stream_processors.rules_config import RulesConfig
-from stream_processors.rules_window import HOUR_MS, day_of, day_start_ms
+from stream_processors.alerts.engine import RULE_GROUPS
+from stream_processors.alerts.facts import contributions
+from stream_processors.alerts.lifecycle import Condition, decide
+from stream_processors.alerts.rules.config import RulesConfig
+from stream_processors.alerts.rules.window import HOUR_MS, day_of, day_start_ms
 
 RULES = RulesConfig()
 GROUP = RULE_GROUPS["disease_commune"]

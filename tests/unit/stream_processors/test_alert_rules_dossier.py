@@ -7,13 +7,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from producers.dossier_simulator import SimConfig, generate
-from stream_processors.alert_facts import contributions
-from stream_processors.alert_lifecycle import Condition, decide
-from stream_processors.alert_rules import RULE_GROUPS
-from stream_processors.reference import load_reference
-from stream_processors.rules_config import RulesConfig
-from stream_processors.rules_deltas import contribution_deltas, group_deltas
-from stream_processors.rules_window import HOUR_MS, day_of, day_start_ms, local_day
+from schemas.domain.reference import load_reference
+from stream_processors.alerts.engine import RULE_GROUPS
+from stream_processors.alerts.facts import contributions
+from stream_processors.alerts.lifecycle import Condition, decide
+from stream_processors.alerts.rules.config import RulesConfig
+from stream_processors.alerts.rules.deltas import contribution_deltas, group_deltas
+from stream_processors.alerts.rules.window import HOUR_MS, day_of, day_start_ms, local_day
 
 GROUP = RULE_GROUPS["dossier_unit"]
 RULES = RulesConfig()

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from producers.simulators import SimSpec, generate_dataset
-from stream_processors.alert_facts import contributions
-from stream_processors.alert_lifecycle import decide
-from stream_processors.alert_rules import RULE_GROUPS
-from stream_processors.rules_config import RulesConfig
-from stream_processors.rules_deltas import contribution_deltas, group_deltas
-from stream_processors.rules_window import HOUR_MS, local_day
+from stream_processors.alerts.engine import RULE_GROUPS
+from stream_processors.alerts.facts import contributions
+from stream_processors.alerts.lifecycle import decide
+from stream_processors.alerts.rules.config import RulesConfig
+from stream_processors.alerts.rules.deltas import contribution_deltas, group_deltas
+from stream_processors.alerts.rules.window import HOUR_MS, local_day
 
 RULES = RulesConfig()
 UNIT = RULE_GROUPS["feedback_unit"]

@@ -6,11 +6,11 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from stream_processors.alert_lifecycle import Condition, decide
-from stream_processors.alert_rules import RULE_GROUPS, STATS_GROUP
+from stream_processors.alerts.engine import RULE_GROUPS, STATS_GROUP
+from stream_processors.alerts.lifecycle import Condition, decide
+from stream_processors.alerts.rules.config import RulesConfig
+from stream_processors.alerts.rules.window import HOUR_MS
 from stream_processors.batch_stats import UnitStats, stats_key
-from stream_processors.rules_config import RulesConfig
-from stream_processors.rules_window import HOUR_MS
 
 RULES = RulesConfig()
 GROUP = RULE_GROUPS[STATS_GROUP]

@@ -24,8 +24,10 @@ import fastavro
 import pytest
 
 from schemas.catalog import DOSSIERS, load_schema
-from schemas.codec import frame
-from stream_processors.alert_facts import contributions
+from schemas.codec.serde import frame
+from schemas.dead_letters import DeadLetter
+from schemas.domain.reference import load_reference
+from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import (
     BACKFILL_HEADER,
     BatchCore,
@@ -33,10 +35,8 @@ from stream_processors.batch_core import (
     RawRecord,
     is_backfill,
 )
-from stream_processors.dlq import DeadLetter
 from stream_processors.pipeline import DatasetPipeline, Output
 from stream_processors.quality import field_presence
-from stream_processors.reference import load_reference
 from stream_processors.standardize import Standardized
 from stream_processors.standardizers import STANDARDIZERS
 

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 from test_backfill_core import NOW_MS, TOPIC, StubPipeline, record, state
 
-from stream_processors.alert_facts import contributions
+from schemas.dead_letters import DeadLetter
+from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore, RawRecord
-from stream_processors.dlq import DeadLetter
 from stream_processors.pipeline import DatasetPipeline, Output
 from stream_processors.quality import field_presence
 

@@ -6,13 +6,13 @@ from datetime import date
 
 import pytest
 
-from stream_processors.citizen_id import (
+from schemas.domain.citizen_id import (
     CitizenId,
     CitizenIdRejection,
     check_citizen_id,
     make_citizen_id,
 )
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 
 PROVINCES = frozenset(load_reference().cccd_province_codes)
 

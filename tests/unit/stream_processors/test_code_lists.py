@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bus.errors import ConfigError
-from stream_processors.code_lists import default_code_lists, load_code_lists
+from schemas.domain.code_lists import default_code_lists, load_code_lists
 
 HEADER = "source_code,code,name,category\n"
 

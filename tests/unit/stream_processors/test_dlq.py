@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_processors.dlq import HEADER_PREFIX, DeadLetter, dlq_headers
+from schemas.dead_letters import HEADER_PREFIX, DeadLetter, dlq_headers
 
 ORIGINAL = [
     ("ce_specversion", b"1.0"),

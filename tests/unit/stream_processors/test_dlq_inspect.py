@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from schemas.catalog import DATASETS
-from stream_processors.dlq import HEADER_PREFIX, REPLAY_HEADER, DeadLetter, dlq_headers
-from stream_processors.dlq_inspect import (
+from databus.dlq_inspect import (
     MASK,
     DeadLetterView,
     framing_hint,
@@ -22,6 +20,8 @@ from stream_processors.dlq_inspect import (
     select,
     summarize,
 )
+from schemas.catalog import DATASETS
+from schemas.dead_letters import HEADER_PREFIX, REPLAY_HEADER, DeadLetter, dlq_headers
 
 DS = "publicservice.dossiers"
 DLQ = "publicservice.dossiers.dlq.v1"

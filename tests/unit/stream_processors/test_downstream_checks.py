@@ -20,13 +20,13 @@ from test_backfill_core import NOW_MS, TOPIC, StubPipeline, record
 
 from bus.errors import ConfigError
 from schemas.catalog import DATASETS, DEFAULT_EARLIEST, read_catalog
-from stream_processors.alert_facts import contributions
+from schemas.domain.code_lists import default_code_lists, load_code_lists
+from schemas.domain.reference import load_reference
+from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore
-from stream_processors.code_lists import default_code_lists, load_code_lists
 from stream_processors.event_ids import RecentEventIds
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
-from stream_processors.reference import load_reference
 from stream_processors.standardize import (
     QUALITY_FLAGS,
     REASONS,

@@ -12,9 +12,9 @@ import pytest
 
 from producers.dossier_simulator import SimConfig, generate
 from schemas.catalog import DATASETS, DOSSIERS, load_schema
-from schemas.codec import frame
+from schemas.codec.serde import frame
+from schemas.domain.reference import load_reference
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
-from stream_processors.reference import load_reference
 
 RAW = {
     "event_id": "e1",

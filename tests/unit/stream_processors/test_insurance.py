@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_processors.insurance import (
+from schemas.domain.insurance import (
     InsuranceNumber,
     InsuranceRejection,
     check_insurance_number,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_processors.phone import OLD_MOBILE_PREFIXES, Phone, PhoneRejection, normalize_phone
+from schemas.domain.phone import OLD_MOBILE_PREFIXES, Phone, PhoneRejection, normalize_phone
 
 
 @pytest.mark.parametrize(

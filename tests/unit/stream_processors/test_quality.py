@@ -17,6 +17,7 @@ from bus.errors import ConfigError
 from producers.dossier_simulator import SimConfig, generate
 from producers.simulators import SIMULATORS, SimSpec, generate_dataset
 from schemas.catalog import DOSSIERS, QUALITY_SCHEMA, QUALITY_TOPIC, get_dataset, load_schema
+from schemas.domain.reference import load_reference
 from stream_processors.batch_stats import UnitStats
 from stream_processors.quality import (
     OVERALL_WEIGHTS,
@@ -29,7 +30,6 @@ from stream_processors.quality import (
     quality_record,
     scores,
 )
-from stream_processors.reference import load_reference
 
 HOUR = 3_600_000
 MINUTE = 60_000

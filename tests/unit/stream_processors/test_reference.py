@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bus.errors import ConfigError
-from stream_processors.reference import (
+from schemas.domain.reference import (
     AdminUnitResolution,
     ReferenceData,
     default_data_dir,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from stream_processors.batch_loop import RestoreWatch
-from stream_processors.dlq import (
+from schemas.dead_letters import (
     ORIGINAL_SHA256_HEADER,
     ORIGINAL_SIZE_HEADER,
     DeadLetter,
     omitted_dlq_headers,
 )
+from stream_processors.batch_loop import RestoreWatch
 
 LETTER = DeadLetter(
     stage="produce",

@@ -8,7 +8,7 @@ import pytest
 
 from bus.errors import ConfigError
 from bus.settings import AlertSettings, load_settings
-from stream_processors.rules_config import (
+from stream_processors.alerts.rules.config import (
     DEFAULT_RULES_FILE,
     RulesConfig,
     load_rules,

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from std_samples import std_events
 
-from bus.access_policy import load_policy
 from bus.errors import ConfigError
+from schemas.access_policy import load_policy
 from schemas.catalog import DATASETS
 from stream_processors.share import (
     HASH_SUFFIX,

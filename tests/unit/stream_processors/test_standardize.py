@@ -13,8 +13,8 @@ from uuid import UUID
 import fastavro
 import pytest
 
-from stream_processors.citizen_id import make_citizen_id
-from stream_processors.reference import CrosswalkEntry, ReferenceData, load_reference
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.domain.reference import CrosswalkEntry, ReferenceData, load_reference
 from stream_processors.standardize import (
     QUALITY_FLAGS,
     REASONS,

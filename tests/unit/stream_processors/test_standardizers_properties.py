@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from producers.simulators import SimSpec, generate_dataset
 from producers.simulators._common import SimRecord
 from schemas.catalog import get_dataset, load_schema
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 from stream_processors.standardizers import RULES, STANDARDIZERS, Rejected, Standardized
 
 REF = load_reference()

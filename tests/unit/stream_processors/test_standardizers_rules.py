@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from stream_processors.citizen_id import make_citizen_id
-from stream_processors.reference import load_reference
+from schemas.domain.citizen_id import make_citizen_id
+from schemas.domain.reference import load_reference
 from stream_processors.standardizers import (
     QUALITY_FLAGS,
     REASONS,

@@ -19,7 +19,7 @@ from std_samples import raw_envelope
 
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset
 from schemas.catalog import DATASETS, get_dataset, load_schema
-from stream_processors.reference import load_reference
+from schemas.domain.reference import load_reference
 from stream_processors.standardizers import (
     QUALITY_FLAGS,
     REASONS,

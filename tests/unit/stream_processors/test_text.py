@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_processors.text import normalize_text
+from schemas.domain.text import normalize_text
 
 
 def nfd(text: str) -> str:
@@ -142,7 +142,7 @@ def _reference(value: str) -> str:
     """normalize_text as first written, step by step, without fast paths."""
     import unicodedata
 
-    from stream_processors import text as t
+    from schemas.domain import text as t
 
     out = "".join(ch for ch in value if not t._is_invisible(ch))
     out = unicodedata.normalize("NFC", out.translate(t._ETH))

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from stream_processors.timeparse import (
+from schemas.domain.timeparse import (
     ParsedDate,
     ParsedTime,
     TimeRejection,

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from stream_processors.working_days import (
+from schemas.domain.working_days import (
     _calendar,
     add_working_days,
     is_working_day,

@@ -1,0 +1,3 @@
+"""databus."""
+
+__all__: list[str] = []

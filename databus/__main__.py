@@ -1,0 +1,3 @@
+from databus.cli import main
+
+main()

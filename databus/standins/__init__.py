@@ -1,0 +1,3 @@
+"""databus.standins."""
+
+__all__: list[str] = []

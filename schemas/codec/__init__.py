@@ -1,0 +1,3 @@
+"""schemas.codec."""
+
+__all__: list[str] = []

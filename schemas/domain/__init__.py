@@ -1,0 +1,3 @@
+"""schemas.domain."""
+
+__all__: list[str] = []

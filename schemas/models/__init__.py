@@ -1,0 +1,3 @@
+"""schemas.models."""
+
+__all__: list[str] = []

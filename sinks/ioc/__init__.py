@@ -1,0 +1,3 @@
+"""sinks.ioc."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""stream_processors.alerts."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""stream_processors.alerts.rules."""
+
+__all__: list[str] = []
