@@ -13,11 +13,13 @@ from bus.consumers import take
 from bus.kafka_client import producer_config
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
+from databus.reconcile import count_topics
 from producers.declarations import declare
 from producers.publisher import Publisher
 from producers.simulators import SimSpec, generate_dataset
 from schemas.catalog import DATASETS
-from schemas.topics import DECLARATIONS_TOPIC, ReconRow, bus_topics, count_topics, reconcile
+from schemas.domain.delivery import ReconRow, reconcile
+from schemas.topics import DECLARATIONS_TOPIC, bus_topics
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,9 @@ from schemas.catalog import DOSSIERS, load_schema
 from schemas.codec.serde import frame
 from schemas.dead_letters import DeadLetter
 from schemas.domain.reference import load_reference
+from schemas.headers import BACKFILL_HEADER
 from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import (
-    BACKFILL_HEADER,
     BatchCore,
     BatchOutput,
     RawRecord,
