@@ -35,7 +35,7 @@ def backoff(initial_s: float, max_s: float) -> Callable[[int], float]:
     """The wait before retry number ``attempt`` (1-based), from tenacity's
     exponential wait. The jitter is up to ``initial_s``, so it scales with the
     schedule and sinks that failed together do not all retry in step."""
-    wait = wait_exponential_jitter(initial=initial_s, max=max_s, jitter=initial_s)
+    wait = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)
 
     def delay(attempt: int) -> float:
         state = RetryCallState(Retrying(), None, (), {})
