@@ -141,7 +141,9 @@ def test_strimzi_resource_is_valid_against_its_crd(where: str, doc: dict[str, An
     version = doc["apiVersion"].split("/")[1]
     schema = crd_schema(doc["kind"], version)
     body = {k: v for k, v in doc.items() if k != "metadata"}
-    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    validator_class = jsonschema.validators.validator_for(
+        schema, default=jsonschema.Draft7Validator
+    )
     errors = sorted(validator_class(schema).iter_errors(body), key=lambda e: list(e.path))
     assert not errors, f"{where}: " + "; ".join(
         f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors
