@@ -2,6 +2,10 @@
 
     python deploy/k8s/generate.py          # from the repository root
 
+Strimzi resources are written in API version ``kafka.strimzi.io/v1`` (``STRIMZI_API``),
+the only one Strimzi 1.x serves; tests/unit/deploy/test_deploy_standards.py validates
+them against the CRDs' schemas.
+
 - ``kafka-topics.yaml``: one Strimzi ``KafkaTopic`` per topic ``schemas.topics.bus_topics``
   creates (what ``databus up`` creates on the embedded broker), with the partitions and
   replication of ``configmap.yaml``;
@@ -22,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CLUSTER = "databus"
+STRIMZI_API = "kafka.strimzi.io/v1"
 NAMESPACE = "databus"
 # Keep equal to DATABUS_KAFKA__PARTITIONS / __REPLICATION_FACTOR / DATABUS_PROCESSOR_GROUP
 # in configmap.yaml (a test checks it).
@@ -49,7 +54,7 @@ def topics_yaml() -> str:
     for spec in sorted(bus_topics(settings), key=lambda s: s.name):
         config = "".join(f'    {key}: "{value}"\n' for key, value in sorted(spec.config().items()))
         docs.append(
-            "apiVersion: kafka.strimzi.io/v1beta2\n"
+            f"apiVersion: {STRIMZI_API}\n"
             "kind: KafkaTopic\n"
             "metadata:\n"
             f"  name: {resource_name(spec.name)}\n"
@@ -77,7 +82,7 @@ def _acl(kind: str, name: str | None, operations: list[str], pattern: str = "lit
 def _user(name: str, comment: str, acls: list[str]) -> str:
     return (
         f"# {comment}\n"
-        "apiVersion: kafka.strimzi.io/v1beta2\n"
+        f"apiVersion: {STRIMZI_API}\n"
         "kind: KafkaUser\n"
         "metadata:\n"
         f"  name: {name}\n"

@@ -17,7 +17,29 @@ ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 
-BUS_SERVICES = {"init", "processor", "sink-ioc", "sink-sql", "sink-health", "simulator"}
+BUS_SERVICES = {
+    "init",
+    "processor",
+    "sink-ioc",
+    "sink-sql",
+    "sink-health",
+    "share",
+    "api",
+    "opendata",
+    "simulator",
+}
+# `databus ARGS` of each long-running bus service (the same as deploy/k8s).
+COMMANDS = {
+    "processor": ["process"],
+    "sink-ioc": ["sink", "ioc"],
+    "sink-sql": ["sink", "sql"],
+    "sink-health": ["sink", "health"],
+    "share": ["share"],
+    "api": ["api"],
+    "opendata": ["opendata", "export", "--scheduled"],
+}
+# Processes that serve no /readyz (deploy/README.md, "Probes").
+NO_HEALTH_SERVER = {"api"}
 INFRA = {"kafka-1", "kafka-2", "kafka-3", "schema-registry", "redis", "postgres"}
 MONITORING = {"prometheus", "alertmanager", "grafana"}
 # `${NAME:?message}`, `${NAME:-default}`, `${NAME-default}`, `${NAME}`
@@ -66,7 +88,8 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
 
 
 # --- text checks (no YAML parser needed) -------------------------------------------------
@@ -221,9 +244,25 @@ def test_bus_service_environment_is_accepted_by_the_settings(
     assert settings.metrics.port == 9100
     if name == "sink-health":
         assert settings.health_axis.url is not None
-    if name == "sink-sql":
+    if name in {"sink-sql", "opendata"}:
         assert settings.shared_repo.url is not None
         assert settings.shared_repo.url.get_secret_value().startswith("postgresql+psycopg://")
+    if name in {"share", "api"}:
+        assert settings.access.policy_file is not None
+        secret = settings.access.policy_file.name
+        assert str(settings.access.policy_file) == f"/run/secrets/{secret}"
+        assert secret in services[name]["secrets"]
+    if name == "share":
+        assert settings.access.pseudonym_key is not None
+    if name == "api":
+        assert settings.access.api_host == "0.0.0.0"
+        published = [p.rsplit(":", 1)[1] for p in services[name]["ports"]]
+        assert str(settings.access.api_port) in published
+
+
+def test_every_long_running_bus_process_is_a_service(services: dict[str, dict[str, Any]]) -> None:
+    for name, argv in COMMANDS.items():
+        assert services[name]["command"] == argv, name
 
 
 def test_each_sink_has_its_own_consumer_group(services: dict[str, dict[str, Any]]) -> None:
@@ -300,6 +339,10 @@ def test_bus_services_report_healthy_only_when_ready(
     services: dict[str, dict[str, Any]],
 ) -> None:
     port = dockerfile_env()["DATABUS_METRICS__PORT"]
-    for name in BUS_SERVICES - {"init"}:
+    for name in BUS_SERVICES - {"init"} - NO_HEALTH_SERVER:
         test = " ".join(services[name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{port}/readyz" in test, name
+    for name in NO_HEALTH_SERVER:
+        test = " ".join(services[name]["healthcheck"]["test"])
+        api_port = services[name]["environment"]["DATABUS_ACCESS__API_PORT"]
+        assert f"create_connection(('127.0.0.1', {api_port})" in test, name
