@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-## end-to-end throughput with its same-run baseline (figures in README)
+## end-to-end throughput with its same-run baseline (figures in docs/benchmarks.md)
 bench: $(STAMP)
 	$(BIN)/python bench/end_to_end.py
 

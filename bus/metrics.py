@@ -1,6 +1,6 @@
 """All metrics of one process in one object, bound to a registry the caller gives.
 
-Names follow Prometheus conventions and DESIGN.md: prefix ``databus_``, base
+Names follow Prometheus conventions (docs/operations.md, "Metrics"): prefix ``databus_``, base
 units, ``_total`` counters (prometheus-client adds the suffix), bounded labels
 only — dataset, unit, stage, reason, rule, state, sink, dimension, consumer group,
 topic and partition — never an event or citizen id. ``unit`` and ``owner_unit`` are

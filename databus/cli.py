@@ -1,6 +1,6 @@
 """The ``databus`` command line: one Typer app; groups of commands live in their own
 modules (``catalog_cli``, ``sink_cli``, ``dlq_cli``, ``opendata_cli``, ``agency_cli``).
-``databus --help`` lists them; README.md, "Commands", explains them.
+``databus --help`` lists them; docs/operations.md, "Commands", explains them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every ``databus`` command shares: the console, settings that stop with a clear
 message, logging, running a long-lived loop until Ctrl-C or SIGTERM, and the exit codes.
 
-Exit codes, the same from every command (README, "Exit codes"):
+Exit codes, the same from every command (docs/operations.md, "Exit codes"):
 
 | code | meaning                                                                   |
 |------|---------------------------------------------------------------------------|
@@ -99,7 +99,8 @@ def settings_or_exit() -> Settings:
     except DatabusError as exc:
         # escape: the message quotes the bad value, which may look like rich markup
         err_console.print(
-            f"[red]{escape(str(exc))}[/]\nFix the variable(s) above (see README, 'Settings')."
+            f"[red]{escape(str(exc))}[/]\n"
+            "Fix the variable(s) above (see docs/operations.md, 'Settings')."
         )
         raise typer.Exit(EXIT_BAD_SETTING) from exc
 
@@ -132,7 +133,7 @@ def broker_settings_or_exit(check: bool = True) -> Settings:
     try:
         settings = load_settings()
     except DatabusError as exc:
-        fail(f"{exc}\nFix the variable(s) above (see README, 'Settings').", 2)
+        fail(f"{exc}\nFix the variable(s) above (see docs/operations.md, 'Settings').", 2)
     if settings.kafka.bootstrap_servers is None:
         fail(
             "DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set: point it at the bus's Kafka "

@@ -262,7 +262,8 @@ def render(
     pipeline.add_row("alerts raised", f"{int(alerts.get('RAISED', 0)):,}")
     pipeline.add_row("alerts resolved", f"{int(alerts.get('RESOLVED', 0)):,}")
     if broker_mb is not None:
-        # Tansu's memory storage keeps every record: this only grows (README, "Retention").
+        # Tansu's memory storage keeps every record: this only grows
+        # (docs/architecture.md, "The embedded broker").
         pipeline.add_row("embedded broker memory (MB)", f"{broker_mb:,.0f}")
     try:
         kpis = read_unit_kpis(client, datetime.now(UTC))

@@ -11,7 +11,7 @@ settings; 3 the broker or the registry cannot be reached (retriable: try again l
 
 Topics are read from the beginning until every partition reported its end *and* no
 record arrived for a short idle period: the embedded broker's high watermarks are
-approximate (DESIGN.md), so what was consumed is what counts.
+approximate (docs/architecture.md), so what was consumed is what counts.
 
 Replay sends a letter's original key, value and headers (error headers removed, plus
 ``databus.replay.of = <dlq topic>:<partition>:<offset>``) to the dataset's raw topic

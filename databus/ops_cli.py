@@ -12,7 +12,7 @@ mid-way (retriable: try again).
 The computations are pure and tested on their own: ``databus.ops_status`` (lag, dead-letter
 counts, open alerts), ``databus.tail`` (decoding and masking), ``producers.backfill``.
 Counts come from reading the topics, not from high watermarks: the embedded broker's
-are approximate (DESIGN.md).
+are approximate (docs/architecture.md).
 """
 
 from __future__ import annotations

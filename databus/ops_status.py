@@ -7,7 +7,7 @@ Pure functions; ``databus.ops_cli`` does the I/O. Four parts:
   offset is left out: nothing runs under it and nothing was ever consumed (the
   ``databus-reconcile-*``-style readers that only assign partitions look like that).
 - **lag**: per partition, the records after the committed offset. The embedded broker's
-  high watermark is approximate (DESIGN.md), so the records are *counted* by reading
+  high watermark is approximate (docs/architecture.md), so the records are *counted* by reading
   from the committed offset to the end; ``high - committed`` is only a lower bound used
   where the count could not finish in time (the figure is then marked ``exact=False``).
 - **dead letters**: records on every ``<dataset>.dlq.v1`` and ``sink.<name>.dlq.v1``.

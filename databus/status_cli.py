@@ -3,7 +3,7 @@ processes) and lag, dead letters per topic, open alerts. Plain tables, or ``--js
 
 The computations are pure and tested on their own (``databus.ops_status``); counts come
 from reading the topics, not from high watermarks: the embedded broker's are
-approximate (DESIGN.md).
+approximate (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ its *shape* (required keys, types, unknown keys), raising ``ConfigError`` naming
 file, the dataset and the field. What the values *mean* — schemas parse, key fields
 exist, names follow the conventions — is checked by ``schemas.catalog_check``.
 
-Topic names follow DESIGN.md: ``<domain>.<dataset>.<stage>.v<major>``; subjects use
+Topic names follow docs/architecture.md: ``<domain>.<dataset>.<stage>.v<major>``; subjects use
 TopicNameStrategy (``<topic>-value``).
 
 Keys: ``key_fields`` lists the key field(s) of the record inside the envelope.

@@ -3,7 +3,7 @@
 The revisions of a schema are the files ``schemas.catalog.schema_revisions`` lists
 (``<domain>/history/<name>.<rev>.avsc`` oldest first, then the current file). They are
 replayed in order into an in-memory ``RegistryState`` at BACKWARD_TRANSITIVE — the bus's
-level (DESIGN.md) — so the decision is exactly the one the registry will make when
+level (docs/architecture.md) — so the decision is exactly the one the registry will make when
 ``databus schemas register`` sends them.
 """
 

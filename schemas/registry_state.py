@@ -93,7 +93,7 @@ class CompatibilityLevel(StrEnum):
         return self.value.startswith(("FORWARD", "FULL"))
 
 
-# The convention of the bus (DESIGN.md), not Confluent's BACKWARD default.
+# The convention of the bus (docs/architecture.md), not Confluent's BACKWARD default.
 DEFAULT_LEVEL = CompatibilityLevel.BACKWARD_TRANSITIVE
 
 

@@ -14,9 +14,10 @@ an Encounter; the day the schema gains one, ``Condition.encounter`` goes here.
 
 Personal data — what leaves the province
 ----------------------------------------
-DOMAIN.md: identifiers and personal data leave the province only as the ministry's
-rules allow, and no rule allowing more was found. So the bundle carries the least
-that still lets the ministry link one person's encounters and cases:
+The province's rule (docs/domain.md, "Identifiers"): identifiers and personal data
+leave the province only as the ministry's rules allow, and no rule allowing more was
+found. So the bundle carries the least that still lets the ministry link one person's
+encounters and cases:
 
 - the Patient identifier is a **keyed pseudonym**: HMAC-SHA256 of the citizen id
   (CCCD) under ``DATABUS_HEALTH_AXIS__PSEUDONYM_KEY``, a key the province keeps.

@@ -87,7 +87,7 @@ OVERALL_WEIGHTS: Mapping[str, float] = {
 }
 _HOUR_MS = 3_600_000
 # str.strip() with these characters: every Unicode whitespace character plus the
-# zero-width ones DOMAIN.md warns about, so "\u00a0" or "\u200b" alone is blank.
+# zero-width ones portals paste in (docs/domain.md), so "\u00a0" or "\u200b" alone is blank.
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 _BLANK = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + _ZERO_WIDTH
 _BLANK_START = frozenset(_BLANK)

@@ -7,7 +7,7 @@ and the holder's 10-digit social-insurance number (mã số BHXH). Since the car
 digital (VssID, 2024-2025), systems also send the bare 10-digit social-insurance number,
 which identifies the card holder as well.
 
-What is checked: the shape, the group code against ``schemas/data/bhyt_group_codes.csv``
+What is checked: the shape, the group code against ``schemas/data/codes_bhyt_groups.csv``
 (a SAMPLE list to check against Decision 1351/QĐ-BHXH before production) and the province
 against the official province codes (the CCCD province codes without their leading 0).
 There is no check digit. Numbers are personal data: no detail repeats one.

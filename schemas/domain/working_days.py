@@ -1,6 +1,6 @@
 """Working days in Vietnam: Monday to Friday, except public holidays (Tết included).
 
-Deadlines of dossiers and citizen reports count working days (DOMAIN.md). The holiday
+Deadlines of dossiers and citizen reports count working days (docs/domain.md). The holiday
 calendar is the ``holidays`` package's ``VN`` one, which carries the lunar holidays
 (Tết, Hùng Kings' day) and the fixed ones (30/4, 1/5, 2/9) with their observed days.
 Dates here are local calendar dates (Asia/Ho_Chi_Minh); converting an instant to its

@@ -1,4 +1,4 @@
-"""The dossier KPIs, as DOMAIN.md defines them once for everyone.
+"""The dossier KPIs, as docs/domain.md defines them once for everyone.
 
 A dossier's latest state *contributes* to its receiving unit's figures:
 

@@ -17,7 +17,7 @@ module              what it does
 =================== ==============================================================
 
 Key layout (every key starts with ``ioc:``; ``{...}`` is the Redis Cluster hash
-tag; every script touches keys of one tag only — ``sinks/ioc/README.md`` has the
+tag; every script touches keys of one tag only — ``docs/ioc-store.md`` has the
 whole table)::
 
     ioc:units                          SET    units with dossiers (own slot)

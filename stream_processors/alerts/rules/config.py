@@ -73,7 +73,7 @@ class _Rule(BaseModel):
 
 
 class DossierOverdueRule(_Rule):
-    """Overdue rate of a receiving unit's dossiers (DOMAIN.md) over a rolling window."""
+    """Overdue rate of a receiving unit's dossiers (docs/domain.md) over a rolling window."""
 
     window_days: PositiveInt = 30
     min_dossiers: PositiveInt = 10

@@ -5,7 +5,7 @@ a dossier received / in progress / waiting for a supplement, ``{"k": "on_time" |
 "late", "day"}`` for a completed one (returned and cancelled dossiers count nowhere).
 
 Rules:
-- ``dossier_overdue_rate`` — the one definition of DOMAIN.md over a rolling window;
+- ``dossier_overdue_rate`` — the one definition of docs/domain.md over a rolling window;
   completed dossiers count in the window of their completion day, an open one counts as
   overdue once its deadline hour has passed, however long ago. No denominator, or fewer
   than ``min_dossiers``, raises nothing (an open alert holds).
