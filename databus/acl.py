@@ -117,7 +117,7 @@ def render_strimzi(rules: Sequence[AclRule], *, cluster: str = "databus") -> str
     docs = []
     for principal, mine in _by_principal(rules).items():
         lines = [
-            "apiVersion: kafka.strimzi.io/v1beta2",
+            "apiVersion: kafka.strimzi.io/v1",
             "kind: KafkaUser",
             "metadata:",
             f"  name: {principal}",

@@ -63,7 +63,7 @@ def check_insurance_number(
         )
     if match["group"] not in group_codes:
         return InsuranceRejection(
-            "invalid_insurance_number", "beneficiary group code is not in bhyt_group_codes.csv"
+            "invalid_insurance_number", "beneficiary group code is not in codes_bhyt_groups.csv"
         )
     if match["province"] not in province_codes:
         return InsuranceRejection(

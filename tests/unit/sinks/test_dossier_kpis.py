@@ -1,4 +1,4 @@
-"""The dossier KPI definition (DOMAIN.md), without any server."""
+"""The dossier KPI definition (docs/domain.md), without any server."""
 
 from __future__ import annotations
 
