@@ -317,7 +317,7 @@ def _decoded(settings: Settings, ds: Dataset, letter: _Letter) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from bus.errors import CodecError
-    from schemas.codec.serde import AvroDeserializer
+    from schemas.codec import AvroDeserializer
 
     console.print("\n[bold]record[/] (personal fields masked)")
     if settings.schema_registry.url is None:

@@ -26,7 +26,7 @@ from bus.topic_admin import ensure_topics
 from databus.dlq_cli import read_topics
 from producers.headers import cloudevent_headers
 from schemas.catalog import DATASETS, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.dead_letters import REPLAY_HEADER, DeadLetter, dlq_headers, omitted_dlq_headers
 from schemas.topics import bus_topics
 
