@@ -275,7 +275,7 @@ def _group_statuses(
 
 
 def _dlq(settings: Settings, topics: Mapping[str, int], timeout: float) -> list[DlqCount]:
-    from databus.dlq_cli import read_topics
+    from databus.dlq_replay import read_topics
 
     rows = dlq_counts(DATASETS.values(), topics, {})
     present = [r.topic for r in rows if r.topic in topics]

@@ -36,6 +36,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -205,6 +206,11 @@ class Publisher:
     def _check_open(self) -> None:
         if self._closed:
             raise DeliveryError("publisher is closed", retriable=False)
+
+    @property
+    def spool_path(self) -> Path | None:
+        """The spool this Publisher writes ahead to (``DATABUS_SPOOL__PATH``), if any."""
+        return self._pump.path if self._pump is not None else None
 
     @property
     def spooled(self) -> int:

@@ -16,7 +16,7 @@ from std_samples import std_events
 from bus.audit import AuditLog, verify
 from bus.settings import AccessSettings, Settings
 from bus.topic_admin import TopicSpec, ensure_topics
-from databus.dlq_cli import read_topics
+from databus.dlq_replay import read_topics
 from schemas.access_policy import load_policy
 from schemas.catalog import DATASETS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
