@@ -40,6 +40,7 @@ from databus.dlq_inspect import (
 from databus.dlq_replay import (
     Letter,
     ReplayOutcome,
+    choose_letters,
     plan_replay,
     read_letters,
     replayed,
@@ -300,25 +301,24 @@ def replay(
     settings = _settings()
     ds = _dataset(dataset)
     try:
-        letters = read_letters(settings, [ds])
-        plan = plan_replay(
-            letters,
-            set() if force else replayed(settings),
+        chosen, missing = choose_letters(
+            read_letters(settings, [ds]),
             reason=reason,
             stage=stage,
             offsets=offset or (),
             partition=partition,
         )
-        if plan.missing:
+        if missing:
             _fail(
                 f"no dead letter matching the filters at offset(s) "
-                f"{', '.join(map(str, sorted(plan.missing)))} of {ds.dlq_topic}; "
+                f"{', '.join(map(str, sorted(missing)))} of {ds.dlq_topic}; "
                 f"see `databus dlq list --dataset {ds.id}`",
                 2,
             )
-        if not plan.chosen:
+        if not chosen:
             console.print(f"nothing to replay: no dead letter in {ds.dlq_topic} matches")
             return
+        plan = plan_replay(chosen, set() if force else replayed(settings))
         if plan.bytesless:
             console.print(
                 f"[yellow]{len(plan.bytesless)} selected letter(s) were kept without their "
@@ -346,7 +346,7 @@ def replay(
                 outcome = send_letters(settings, ds, plan.todo, on_delivery=advance)
     except DatabusError as exc:
         _fail(str(exc), _exit_code(exc))
-    chosen, skipped = plan.chosen, plan.skipped
+    skipped = plan.skipped
     sent, failed, unrecorded = outcome.sent, outcome.failed, outcome.unrecorded
     console.print(_summary(chosen, skipped, sent | unrecorded, set(failed), dry_run=False))
     console.print(

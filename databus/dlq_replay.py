@@ -59,12 +59,14 @@ __all__ = [
     "Letter",
     "ReplayOutcome",
     "ReplayPlan",
+    "choose_letters",
     "plan_replay",
     "read_letters",
     "read_topics",
     "replay_marker",
     "replayed",
     "send_letters",
+    "without_bytes",
 ]
 
 _IDLE_S = 0.5
@@ -222,31 +224,15 @@ def replayed(settings: Settings) -> set[tuple[str, str]]:
     return done
 
 
-@dataclass(frozen=True)
-class ReplayPlan:
-    """What a replay would do: ``chosen`` letters, of which ``skipped`` (letter ids)
-    were replayed already, ``bytesless`` cannot be sent (kept without their bytes),
-    ``todo`` are to send, ``broken`` of them with a decode reason (they will come back);
-    ``missing`` are asked-for offsets no letter matched."""
-
-    chosen: list[Letter]
-    skipped: set[str]
-    bytesless: list[Letter]
-    todo: list[Letter]
-    broken: int
-    missing: set[int]
-
-
-def plan_replay(
+def choose_letters(
     letters: Sequence[Letter],
-    done: Collection[tuple[str, str]],
     *,
     reason: str | None = None,
     stage: str | None = None,
     offsets: Collection[int] = (),
     partition: int | None = None,
-) -> ReplayPlan:
-    """Choose the letters to replay; ``done`` is ``replayed()`` (empty to force)."""
+) -> tuple[list[Letter], set[int]]:
+    """(the letters the filters select, the asked-for offsets no selected letter has)."""
     by_id = {lt.view.letter_id: lt for lt in letters}
     chosen = [
         by_id[v.letter_id]
@@ -258,7 +244,24 @@ def plan_replay(
             partition=partition,
         )
     ]
-    missing = set(offsets) - {lt.view.dlq_offset for lt in chosen}
+    return chosen, set(offsets) - {lt.view.dlq_offset for lt in chosen}
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """What a replay of ``chosen`` does: ``skipped`` (letter ids) were replayed
+    already, ``bytesless`` cannot be sent (kept without their bytes), ``todo`` are
+    to send, ``broken`` of them with a decode reason (they will come back)."""
+
+    chosen: list[Letter]
+    skipped: set[str]
+    bytesless: list[Letter]
+    todo: list[Letter]
+    broken: int
+
+
+def plan_replay(chosen: Sequence[Letter], done: Collection[tuple[str, str]]) -> ReplayPlan:
+    """Split ``chosen`` letters; ``done`` is ``replayed()`` (empty to send all again)."""
     skipped = {lt.view.letter_id for lt in chosen if (lt.view.letter_id, lt.view.event_id) in done}
     todo = [lt for lt in chosen if lt.view.letter_id not in skipped]
     # A letter too large to keep its bytes holds only their size and digest:
@@ -266,7 +269,7 @@ def plan_replay(
     bytesless = [lt for lt in todo if without_bytes(lt)]
     todo = [lt for lt in todo if not without_bytes(lt)]
     broken = sum(lt.view.reason in CODEC_REASONS - {"unknown_schema_id"} for lt in todo)
-    return ReplayPlan(chosen, skipped, bytesless, todo, broken, missing)
+    return ReplayPlan(list(chosen), skipped, bytesless, todo, broken)
 
 
 @dataclass(frozen=True)
