@@ -81,7 +81,7 @@ from databus.local_stack import LocalStack, free_port
 from producers.dossier_simulator import SimConfig, SimEvent, generate, publish_events
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS, load_schema, value_subject
-from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.dead_letters import DeadLetter, dlq_headers
 from schemas.domain.reference import load_reference
 from schemas.topics import bus_topics

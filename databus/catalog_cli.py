@@ -86,7 +86,7 @@ def catalog_status(
     from databus.ledger import read_quality_rows
     from databus.reconcile import count_topics
     from schemas.catalog import DATASETS
-    from schemas.codec.serde import AvroDeserializer
+    from schemas.codec import AvroDeserializer
     from schemas.domain.delivery import ReconRow, build_ledger, local_day, reconcile
     from schemas.domain.reference import load_reference
 

@@ -25,7 +25,7 @@ from typing import Any
 from bus.settings import Settings
 from databus.reconcile import read_from_start
 from schemas.catalog import QUALITY_TOPIC
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.delivery import latest_quality_rows
 
 __all__ = [

@@ -129,7 +129,7 @@ def _decoder(settings: Settings) -> Callable[[bytes | None], Any | None]:
     if settings.schema_registry.url is not None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        from schemas.codec.serde import AvroDeserializer
+        from schemas.codec import AvroDeserializer
 
         avro = AvroDeserializer(SchemaRegistryClient(settings.schema_registry.client_config()))
 

@@ -25,7 +25,7 @@ from bus.consumers import take
 from bus.errors import CodecError, ConfigError, DeliveryError
 from bus.settings import Settings
 from schemas.catalog import DATASETS, load_schema
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.delivery import Key, latest_declarations, local_day
 from schemas.topics import DECLARATIONS_SCHEMA, DECLARATIONS_TOPIC
 

@@ -275,7 +275,7 @@ def _group_statuses(
 
 
 def _dlq(settings: Settings, topics: Mapping[str, int], timeout: float) -> list[DlqCount]:
-    from databus.dlq_cli import read_topics
+    from databus.dlq_replay import read_topics
 
     rows = dlq_counts(DATASETS.values(), topics, {})
     present = [r.topic for r in rows if r.topic in topics]
@@ -306,7 +306,7 @@ def _alerts(settings: Settings, timeout: float) -> tuple[str, list[OpenAlert]]:
 
     from databus.reconcile import read_from_start
     from schemas.catalog import ALERTS_TOPIC
-    from schemas.codec.serde import AvroDeserializer
+    from schemas.codec import AvroDeserializer
 
     decode = AvroDeserializer(SchemaRegistryClient(settings.schema_registry.client_config()))
     records = (decode(m.value()) for m in read_from_start(settings, ALERTS_TOPIC, timeout))

@@ -17,7 +17,7 @@ from bus.errors import DeliveryError, ValidationError
 from bus.kafka_client import producer_config
 from bus.settings import Settings
 from schemas.catalog import DATASETS, KEY_SEPARATOR, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.topics import DECLARATIONS_SCHEMA, DECLARATIONS_TOPIC
 
 __all__ = ["declaration_key", "declare"]

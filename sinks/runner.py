@@ -38,7 +38,7 @@ from bus.consumers import TP, consumer_config, next_offsets, partition_lag, take
 from bus.errors import CodecError, DatabusError, SinkError
 from bus.metrics import Metrics
 from bus.settings import Settings
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from sinks.base import Rejected, Sink, SinkRecord, TracksOffsets
 from sinks.circuit import CIRCUIT_STATE_VALUES, Circuit, CircuitOpenError, CircuitState, backoff
 from sinks.replay import FROM_START, Rewind, rewind_plan

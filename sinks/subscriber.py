@@ -38,7 +38,7 @@ from bus.errors import CodecError, ValidationError
 from bus.settings import Settings
 from schemas.access_policy import agency_group
 from schemas.catalog import get_dataset
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 
 __all__ = ["EventSource", "RecordContractError", "SharedEvent", "Subscriber"]
 

@@ -63,7 +63,7 @@ from bus.errors import CodecError, DeliveryError
 from bus.settings import Settings
 from schemas.access_policy import AccessPolicy, Agency, PolicyFile, agency_group
 from schemas.catalog import DATASETS
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 
 __all__ = [
     "MAX_RECORDS",

@@ -43,7 +43,7 @@ from bus.health_checks import CheckFailed, broker_check, registry_check, thread_
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.catalog import ALERTS_SCHEMA, ALERTS_TOPIC, DATASETS, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.domain.reference import load_reference
 from schemas.domain.working_days import warm_up
 from schemas.topics import rule_deltas_topic, unit_stats_topic

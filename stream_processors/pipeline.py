@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import CodecError
 from schemas.catalog import Dataset, load_schema, value_subject
-from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.dead_letters import DeadLetter, codec_letter
 from schemas.domain.reference import ReferenceData
 from stream_processors.standardize import Rejected, Standardized

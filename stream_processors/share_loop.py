@@ -28,7 +28,7 @@ from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.access_policy import AccessPolicy
-from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.codec import AvroDeserializer, AvroSerializer
 from stream_processors.share import SharePlan, mask_event, share_plan, shared_key
 
 __all__ = ["ShareLoop", "policy_plans"]

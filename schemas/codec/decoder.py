@@ -23,8 +23,10 @@ union or enum index out of range, a negative length, a varint longer than 10 byt
 or past 64 bits, an ``int`` past 32 bits, a boolean byte other than 0 or 1, a
 logical value out of range (fastavro accepts the first four and guesses).
 
-Schema resolution (writer != reader) follows fastavro's rules, using its own
-``match_schemas``/``match_types`` to pick branches: reader fields added with a
+Only fastavro's public API is used: ``fastavro.parse_schema``, and
+``fastavro.read.LOGICAL_READERS`` for the rarer logical types. Schema resolution
+(writer != reader) follows fastavro's rules, written out in
+``schemas/codec/resolution.py`` to pick branches as fastavro does: reader fields added with a
 default, writer fields the reader dropped (read and discarded), renamed-namespace
 records, enums (a writer symbol the reader lacks takes the reader's default),
 unions on either side, and the numeric/string/bytes promotions. Anything else
@@ -42,19 +44,13 @@ import uuid
 from typing import Any, Protocol
 
 import fastavro
-from fastavro import _read_py
-from fastavro._read_common import SchemaResolutionError
-from fastavro.logical_readers import LOGICAL_READERS
+from fastavro.read import LOGICAL_READERS
 
 from bus.errors import CodecError
 from schemas.codec.compiler import CodeWriter, UnsupportedSchemaError, compile_function
+from schemas.codec.resolution import SchemaResolutionError, match_schemas, match_types
 
 __all__ = ["AvroDecoder", "UnsupportedSchemaError", "compile_decoder"]
-
-# fastavro's own choice of the reader's branch for a writer's type, so a resolved
-# union picks what fastavro picks (its pure-Python reader, same rules as the C one).
-_match_schemas: Any = _read_py.match_schemas
-_match_types: Any = _read_py.match_types
 
 _PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes", "string"))
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -270,7 +266,7 @@ class _Generator(CodeWriter):
         while True:
             if reader is not None:
                 try:
-                    reader = _match_schemas(writer, reader, self.named)
+                    reader = match_schemas(writer, reader, self.named)
                 except SchemaResolutionError as exc:
                     raise UnsupportedSchemaError(f"fastavro refuses: {exc}") from exc
             if isinstance(writer, str) and writer not in _PRIMITIVES:
@@ -536,7 +532,7 @@ class _Generator(CodeWriter):
             matched = True
             if r is not None:
                 candidates = r if isinstance(r, list) else [r]
-                found = [c for c in candidates if _match_types(branch, c, self.named)]
+                found = [c for c in candidates if match_types(branch, c, self.named)]
                 matched = bool(found)
                 target = found[0] if found else None
             if matched:

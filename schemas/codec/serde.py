@@ -18,8 +18,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from bus.errors import CodecError, RegistryError
-from schemas.codec.compiler import AvroEncoder, UnsupportedSchemaError, compile_encoder
 from schemas.codec.decoder import AvroDecoder, compile_decoder
+from schemas.codec.encoder import AvroEncoder, UnsupportedSchemaError, compile_encoder
 
 __all__ = ["MAGIC_BYTE", "AvroDeserializer", "AvroSerializer", "frame", "unframe"]
 
@@ -84,7 +84,7 @@ class AvroSerializer:
         self._schema_str = schema_str
         self._parsed = _parse(schema_str)
         try:
-            # Same bytes as fastavro, several times faster (schemas/codec/compiler.py).
+            # Same bytes as fastavro, several times faster (schemas/codec/encoder.py).
             self._encode: AvroEncoder = compile_encoder(self._parsed)
         except UnsupportedSchemaError:
             # A schema the compiler does not handle (the decimal logical type, a union

@@ -1,7 +1,7 @@
 """Standardizers for every dataset of the catalog: raw event dict -> std event or Rejected.
 
 ``STANDARDIZERS[dataset_id](raw, ref, now)`` takes the envelope exactly as
-``schemas.codec.serde.AvroDeserializer`` returns it and returns ``Standardized`` (an event for
+``schemas.codec.AvroDeserializer`` returns it and returns ``Standardized`` (an event for
 the dataset's ``.std.v1`` schema, plus its quality flags) or ``Rejected`` (a reason code
 for the DLQ, bilingual messages without personal data). It never raises on bad data.
 

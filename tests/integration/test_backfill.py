@@ -26,7 +26,7 @@ from producers.backfill import BACKFILL_HEADER
 from producers.file_drop import template_rows
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, QUALITY_TOPIC
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.models.public_service import Dossier, Op
 from schemas.topics import rule_deltas_topic
 

@@ -16,7 +16,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer as ConfluentAv
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from bus.errors import CodecError
-from schemas.codec.serde import AvroDeserializer, AvroSerializer, frame, unframe
+from schemas.codec import AvroDeserializer, AvroSerializer, frame, unframe
 
 pytestmark = pytest.mark.integration
 

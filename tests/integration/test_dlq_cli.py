@@ -23,10 +23,10 @@ from databus_cli import run_databus
 from bus.kafka_client import producer_config
 from bus.settings import Settings
 from bus.topic_admin import ensure_topics
-from databus.dlq_cli import read_topics
+from databus.dlq_replay import read_topics
 from producers.headers import cloudevent_headers
 from schemas.catalog import DATASETS, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.dead_letters import REPLAY_HEADER, DeadLetter, dlq_headers, omitted_dlq_headers
 from schemas.topics import bus_topics
 

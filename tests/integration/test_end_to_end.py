@@ -25,7 +25,7 @@ from bus.kafka_client import producer_config
 from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, load_schema
-from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.domain.reference import load_reference
 from sinks.ioc.dossier_kpis import compute_unit_kpis
 from sinks.ioc.store import read_unit_kpis

@@ -19,7 +19,7 @@ from databus_cli import run_databus
 from openpyxl import Workbook
 
 from schemas.catalog import DOSSIERS
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.citizen_id import make_citizen_id
 from schemas.models.public_service import Dossier
 

@@ -17,7 +17,7 @@ from bus.settings import HealthAxisSettings, Settings, SinkSettings
 from bus.topic_admin import TopicSpec, ensure_topics
 from databus.standins.health_receiver import HealthReceiver
 from schemas.catalog import get_dataset, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.topics import sink_dlq_topic
 from sinks.fhir import SYSTEMS
 from sinks.health_axis import HealthAxisSink

@@ -39,7 +39,7 @@ from schemas.catalog import (
     load_schema,
     value_subject,
 )
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from sinks.base import SinkRecord
 from sinks.ioc.codec import ScriptCall
 from sinks.ioc.offsets import read_applied

@@ -26,10 +26,11 @@ from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from producers.dossier_simulator import SimConfig, generate
-from producers.publisher import Op, Publisher
+from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
+from schemas.models.public_service import Op
 from schemas.topics import changelog_topic, processor_topics
 from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore

@@ -24,7 +24,7 @@ from producers.dossier_simulator import SimConfig, generate
 from producers.outbox import OutboxPoller, PollResult, create_outbox_table, outbox_table
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
 from schemas.topics import bus_topics
 

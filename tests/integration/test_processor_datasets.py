@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from producers.publisher import Publisher
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset, publish_records
 from schemas.catalog import ALERTS_TOPIC, QUALITY_TOPIC, get_dataset
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
 
 pytestmark = pytest.mark.integration

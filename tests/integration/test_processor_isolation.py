@@ -34,7 +34,7 @@ from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Publisher
 from producers.simulators import SimRecord, SimSpec, generate_dataset, publish_records
 from schemas.catalog import DOSSIERS, get_dataset, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.dead_letters import ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER
 from schemas.domain.reference import load_reference
 from schemas.topics import changelog_topic

@@ -22,7 +22,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from bus.topic_admin import ensure_topics
 from producers.publisher import Publisher
 from producers.simulators import SIMULATORS, SimSpec, generate_dataset, publish_records
 from schemas.catalog import DATASETS
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration

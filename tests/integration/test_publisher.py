@@ -24,7 +24,7 @@ from bus.settings import Settings, load_settings
 from bus.topic_admin import ensure_topics
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
-from schemas.codec.serde import AvroDeserializer, unframe
+from schemas.codec import AvroDeserializer, unframe
 from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
 from schemas.topics import bus_topics
 

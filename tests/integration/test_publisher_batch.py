@@ -11,12 +11,12 @@ import pytest
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bus.errors import PublishValidationError
+from bus.errors import PublishValidationError, RecordTooLargeError
 from bus.settings import Settings, load_settings
 from bus.topic_admin import ensure_topics
 from producers.publisher import AsyncPublisher, Change, Publisher
 from schemas.catalog import DATASETS, DOSSIERS, Dataset, load_schema
-from schemas.codec.serde import AvroDeserializer
+from schemas.codec import AvroDeserializer
 from schemas.models.education import ClassStat
 from schemas.models.environment import StationReading, StationType
 from schemas.models.public_service import Op
@@ -125,6 +125,29 @@ def test_invalid_item_sends_nothing_of_the_batch(
     keys = [m.key() for m in consume_until(kafka_bootstrap, start, marker.dossier_id.encode())]
     assert [k for k in keys if k in batch_keys] == []
     assert keys.count(marker.dossier_id.encode()) == 1
+
+
+def test_a_batch_with_one_event_over_the_limit_sends_nothing(
+    settings: Settings, kafka_bootstrap: str
+) -> None:
+    """Its first event is encoded (the schema registered); the second is over the
+    producer's limit: the Publisher refuses the batch, and none of it arrives."""
+    limited = load_settings(
+        kafka={"bootstrap_servers": kafka_bootstrap, "message_max_bytes": 1_000},
+        schema_registry={"url": settings.schema_registry.url},
+    )
+    small, large = dossier(), dossier(procedure_name="Đ" * 500)
+    marker = dossier()
+    start = positions(kafka_bootstrap, DOSSIERS.raw_topic)
+    with Publisher(limited, source_system=SOURCE) as pub:
+        with pytest.raises(RecordTooLargeError, match="change 1 of the batch") as info:
+            pub.publish_many(DOSSIERS, [Change(small, 1), Change(large, 2)])
+        assert "Đ" not in str(info.value)
+        pub.publish(DOSSIERS, marker, version=1)
+        pub.flush(timeout=15)
+    keys = [m.key() for m in consume_until(kafka_bootstrap, start, marker.dossier_id.encode())]
+    assert small.dossier_id.encode() not in keys
+    assert large.dossier_id.encode() not in keys
 
 
 def test_async_publish_arrives(settings: Settings, kafka_bootstrap: str) -> None:

@@ -28,6 +28,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from bus.errors import ConfigError, SpoolFullError
+from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from databus.local_stack import ManagedProcess, start_broker
@@ -300,7 +301,15 @@ def test_live_publisher_rides_out_a_broker_restart(
     settings = broker_settings(
         bootstrap, registry_url, spool={"path": tmp_path / "spool.db", "max_bytes": 1 << 22}
     )
-    pub = Publisher(settings, source_system="spool-test", **FAST_FAIL)
+    metrics = Metrics()
+    pub = Publisher(settings, source_system="spool-test", metrics=metrics, **FAST_FAIL)
+
+    def failures() -> float:
+        found = metrics.registry.get_sample_value(
+            "databus_delivery_failures_total", {"dataset": DOSSIERS.id}
+        )
+        return found or 0.0
+
     try:
         broker.stop()
         for ev in events:
@@ -308,9 +317,9 @@ def test_live_publisher_rides_out_a_broker_restart(
         assert pub.spooled == len(events)
         # Let deliveries fail at least once while the broker is away.
         deadline = time.monotonic() + 10 * MESSAGE_TIMEOUT_MS / 1000
-        while not pub._last_error and time.monotonic() < deadline:
+        while not failures() and time.monotonic() < deadline:
             pub.poll(0.1)
-        assert pub._last_error is not None
+        assert failures() > 0
         assert pub.spooled == len(events)  # a failed delivery keeps its row
         broker2, _ = start_broker(tmp_path / "broker-2", port=port)
         own_broker.append(broker2)
@@ -371,7 +380,7 @@ def test_publisher_without_spool_setting_has_none(registry_url: str) -> None:
     settings = broker_settings("127.0.0.1:9", registry_url)
     assert settings.spool.path is None
     pub = Publisher(settings, source_system="spool-test")
-    assert pub._spool is None and pub.spooled == 0
+    assert pub.spool_path is None and pub.spooled == 0
     pub.close(timeout=1)
 
 

@@ -16,10 +16,10 @@ from std_samples import std_events
 from bus.audit import AuditLog, verify
 from bus.settings import AccessSettings, Settings
 from bus.topic_admin import TopicSpec, ensure_topics
-from databus.dlq_cli import read_topics
+from databus.dlq_replay import read_topics
 from schemas.access_policy import load_policy
 from schemas.catalog import DATASETS, load_schema, value_subject
-from schemas.codec.serde import AvroDeserializer, AvroSerializer
+from schemas.codec import AvroDeserializer, AvroSerializer
 from stream_processors.share import HASH_SUFFIX, SharePlan, keyed_hash, share_plan
 from stream_processors.share_loop import ShareLoop
 

@@ -18,7 +18,7 @@ from std_samples import std_events
 from bus.settings import Settings, SinkSettings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.catalog import get_dataset, load_schema, value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.topics import sink_dlq_topic
 from sinks.runner import SinkRunner
 from sinks.shared_repo import SharedRepoSink, create_repo_engine

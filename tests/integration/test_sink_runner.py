@@ -19,7 +19,7 @@ from bus.metrics import Metrics
 from bus.settings import Settings, SinkSettings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.catalog import value_subject
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from schemas.topics import sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
 from sinks.runner import SinkRunner

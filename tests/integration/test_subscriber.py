@@ -16,7 +16,7 @@ from std_samples import std_events
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.catalog import DATASETS
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from sinks.subscriber import SharedEvent, Subscriber
 from stream_processors.share import mask_event, share_plan
 

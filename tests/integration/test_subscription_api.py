@@ -28,7 +28,7 @@ from bus.settings import AccessSettings, Settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.access_policy import AccessPolicy, PolicyFile, parse_policy, token_hash
 from schemas.catalog import DATASETS
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer
 from sinks.subscription_api import create_app, make_runner
 from stream_processors.share import mask_event, share_plan
 

@@ -1,7 +1,8 @@
 """``databus backfill``'s producer side: the header on every event, each row's own time.
 
-The Publisher is built against closed ports (librdkafka connects lazily, the registry
-is never asked: the schema id is set by hand), as in test_publisher_encode.py.
+The BackfillPublisher is built against closed ports (librdkafka connects lazily); its
+events are encoded with its headers by an ``EventEncoder`` with a known schema id (the
+registry is never asked), as in test_publisher_encode.py.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.settings import load_settings
 from producers.backfill import BACKFILL_HEADER, BackfillPublisher, event_time, publish_backfill
 from producers.file_drop import template_rows
-from producers.publisher import Publisher
+from producers.publisher import EventEncoder, Publisher
 from schemas.catalog import DOSSIERS, load_schema
-from schemas.codec.serde import frame, unframe
+from schemas.codec import unframe
 from schemas.models.public_service import Dossier, Op
 
 NOW = datetime(2025, 10, 20, 3, 0, tzinfo=UTC)
@@ -56,12 +57,17 @@ def dossier(**changes: Any) -> Dossier:
 
 
 def test_every_event_carries_the_header_and_its_own_time(publisher: BackfillPublisher) -> None:
-    coder = publisher._coder(DOSSIERS)
-    coder.prefix = frame(42, b"")  # as if registered
-    at = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
-    key, value, headers, event_id = publisher._encode(
-        coder, dossier(), 7, Op.READ, None, at, None, None
+    assert publisher.extra_headers == ((BACKFILL_HEADER, b"1"),)
+    encoder = EventEncoder(
+        DOSSIERS,
+        publisher.encoder(DOSSIERS).serializer,
+        source_system="backfill",
+        max_bytes=1_000_000,
+        extra_headers=publisher.extra_headers,
+        schema_id=42,  # as if registered
     )
+    at = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+    key, value, headers, event_id = encoder.encode(dossier(), version=7, op=Op.READ, changed_at=at)
     assert headers[-1] == (BACKFILL_HEADER, b"1")
     assert [k for k, _ in headers].count(BACKFILL_HEADER) == 1
     assert ("ce_id", event_id.encode()) in headers  # the CloudEvents headers stay

@@ -1,8 +1,9 @@
 """The Publisher's per-event work, without a broker: one validation pass, the same
 bytes as before, the same refusals, and headers/ids made cheaply but the same way.
 
-The Publisher is built against a closed port (librdkafka connects lazily) and a
-registry nobody answers; the schema id is set by hand so nothing is registered.
+Each dataset's ``EventEncoder`` (what a Publisher encodes with) is built with a
+serializer whose registry nobody answers and a known schema id, so nothing is
+registered.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from producers.headers import (
     new_ids,
     new_traceparent,
 )
-from producers.publisher import Publisher, _Coder, _dict_is_dump
+from producers.publisher import EventEncoder, dict_is_dump
 from producers.simulators import SIMULATORS, SimSpec, generate_dataset
-from schemas.catalog import DATASETS, DOSSIERS
-from schemas.codec.serde import frame, unframe
+from schemas.catalog import DATASETS, DOSSIERS, load_schema, value_subject
+from schemas.codec import AvroSerializer, frame, unframe
 from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
 
 SECRET = "079190012345678901234"  # a personal value no refusal may quote
@@ -50,23 +51,25 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def publisher() -> Iterator[Publisher]:
+def registry() -> Iterator[SchemaRegistryClient]:
     url = f"http://127.0.0.1:{_closed_port()}"
-    settings = load_settings(
-        kafka={"bootstrap_servers": f"127.0.0.1:{_closed_port()}"},
-        schema_registry={"url": url},
+    client = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
+    yield client
+    client.__exit__()
+
+
+def encoder_of(registry: SchemaRegistryClient, dataset_id: str) -> EventEncoder:
+    dataset = DATASETS[dataset_id]
+    serializer = AvroSerializer(
+        registry, value_subject(dataset.raw_topic), load_schema(dataset.raw_schema)
     )
-    registry = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
-    pub = Publisher(settings, source_system="unit", registry=registry)
-    yield pub
-    pub.close(timeout=1)
-    registry.__exit__()
-
-
-def coder_of(pub: Publisher, dataset_id: str) -> _Coder:
-    coder = pub._coder(DATASETS[dataset_id])
-    coder.prefix = frame(SCHEMA_ID, b"")  # as if registered
-    return coder
+    return EventEncoder(
+        dataset,
+        serializer,
+        source_system="unit",
+        max_bytes=load_settings().kafka.message_max_bytes,
+        schema_id=SCHEMA_ID,  # as if registered
+    )
 
 
 def dossier(**changes: Any) -> Dossier:
@@ -101,7 +104,7 @@ SIM_RECORDS = _sim_records()
 
 @pytest.mark.parametrize("dataset_id", sorted(DATASETS))
 def test_every_dataset_model_skips_the_dump(dataset_id: str) -> None:
-    assert _dict_is_dump(DATASETS[dataset_id].model)
+    assert dict_is_dump(DATASETS[dataset_id].model)
 
 
 def test_a_model_with_a_nested_model_or_serializer_keeps_the_dump() -> None:
@@ -120,8 +123,8 @@ def test_a_model_with_a_nested_model_or_serializer_keeps_the_dump() -> None:
         def _iso(self, value: date) -> str:
             return value.isoformat()
 
-    assert not _dict_is_dump(Outer)
-    assert not _dict_is_dump(Serialized)
+    assert not dict_is_dump(Outer)
+    assert not dict_is_dump(Serialized)
 
 
 def test_validated_fields_are_the_python_dump_for_every_simulated_record() -> None:
@@ -133,12 +136,13 @@ def test_validated_fields_are_the_python_dump_for_every_simulated_record() -> No
 
 
 def _old_envelope_bytes(
-    pub: Publisher, coder: _Coder, rec: Any, decoded: dict[str, Any], event_id: str
+    serializer: AvroSerializer, rec: Any, decoded: dict[str, Any], event_id: str
 ) -> bytes:
     """What the Publisher wrote before: dump, validate, dump, then fastavro."""
     model = type(rec.record)
     state = model.model_validate(rec.record.model_dump(warnings=False)).model_dump(mode="python")
-    branch = (coder.record_name, state) if coder.record_name else state
+    record_name = serializer.union_record_name("after")
+    branch = (record_name, state) if record_name else state
     envelope = {
         "event_id": event_id,
         "op": rec.op.value,
@@ -154,25 +158,34 @@ def _old_envelope_bytes(
         "after": None if rec.op is Op.DELETE else branch,
     }
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, coder.serializer.parsed_schema, envelope)
+    fastavro.schemaless_writer(buf, serializer.parsed_schema, envelope)
     return frame(SCHEMA_ID, buf.getvalue())
 
 
-def test_every_simulated_record_encodes_as_before(publisher: Publisher) -> None:
+def test_every_simulated_record_encodes_as_before(registry: SchemaRegistryClient) -> None:
+    encoders: dict[str, EventEncoder] = {}
     for rec in SIM_RECORDS:
-        coder = coder_of(publisher, rec.dataset_id)
+        encoder = encoders.get(rec.dataset_id) or encoder_of(registry, rec.dataset_id)
+        encoders[rec.dataset_id] = encoder
         after = None if rec.op is Op.DELETE else rec.record
         before = rec.record if rec.op is Op.DELETE else None
-        key, value, headers, event_id = publisher._encode(
-            coder, after, rec.version, rec.op, before, rec.at, None, rec.event_id
+        key, value, headers, event_id = encoder.encode(
+            after,
+            version=rec.version,
+            op=rec.op,
+            before=before,
+            changed_at=rec.at,
+            event_id=rec.event_id,
         )
         assert event_id == rec.event_id
         schema_id, body = unframe(value)
         assert schema_id == SCHEMA_ID
-        decoded = fastavro.schemaless_reader(io.BytesIO(body), coder.serializer.parsed_schema, None)
+        decoded = fastavro.schemaless_reader(
+            io.BytesIO(body), encoder.serializer.parsed_schema, None
+        )
         assert isinstance(decoded, dict)
         # The envelope's ts_ms was taken now: the rest must be what the old path wrote.
-        assert value == _old_envelope_bytes(publisher, coder, rec, decoded, event_id)
+        assert value == _old_envelope_bytes(encoder.serializer, rec, decoded, event_id)
         assert key == DATASETS[rec.dataset_id].key_of(rec.record.model_dump()).encode()
         names = [name for name, _ in headers]
         assert names == [
@@ -186,12 +199,10 @@ def test_every_simulated_record_encodes_as_before(publisher: Publisher) -> None:
         ]
 
 
-def test_publisher_made_ids_and_times(publisher: Publisher) -> None:
-    coder = coder_of(publisher, DOSSIERS.id)
+def test_publisher_made_ids_and_times(registry: SchemaRegistryClient) -> None:
+    encoder = encoder_of(registry, DOSSIERS.id)
     before_ms = int(datetime.now(UTC).timestamp() * 1000)
-    _, value, headers, event_id = publisher._encode(
-        coder, dossier(), 3, Op.UPDATE, None, None, "UNIT.X", None
-    )
+    _, value, headers, event_id = encoder.encode(dossier(), version=3, op=Op.UPDATE, unit="UNIT.X")
     after_ms = int(datetime.now(UTC).timestamp() * 1000) + 1
     assert uuid.UUID(event_id).version == 4
     h = dict(headers)
@@ -199,7 +210,7 @@ def test_publisher_made_ids_and_times(publisher: Publisher) -> None:
     assert h["ce_source"] == b"/databus/unit/UNIT.X"
     assert h["ce_type"] == f"vn.gov.databus.{DOSSIERS.id}.u".encode()
     env = fastavro.schemaless_reader(
-        io.BytesIO(unframe(value)[1]), coder.serializer.parsed_schema, None
+        io.BytesIO(unframe(value)[1]), encoder.serializer.parsed_schema, None
     )
     assert isinstance(env, dict)
     ts = env["ts_ms"]
@@ -238,46 +249,37 @@ def _mutated() -> Dossier:
 
 
 @pytest.mark.parametrize("case", sorted(_bad_models()))
-def test_corrupted_instances_are_refused(publisher: Publisher, case: str) -> None:
-    coder = coder_of(publisher, DOSSIERS.id)
+def test_corrupted_instances_are_refused(registry: SchemaRegistryClient, case: str) -> None:
+    encoder = encoder_of(registry, DOSSIERS.id)
     bad = _bad_models()[case]
     with pytest.raises(PublishValidationError) as info:
-        publisher._encode(coder, bad, 1, Op.CREATE, None, None, None, None)
+        encoder.encode(bad, version=1)
     assert "nothing was sent" in str(info.value)
     assert SECRET not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-def test_wrong_model_type_is_refused(publisher: Publisher) -> None:
+def test_wrong_model_type_is_refused(registry: SchemaRegistryClient) -> None:
     class NotADossier(BaseModel):
         dossier_id: str
 
-    coder = coder_of(publisher, DOSSIERS.id)
+    encoder = encoder_of(registry, DOSSIERS.id)
     with pytest.raises(PublishValidationError, match="takes Dossier, got NotADossier"):
-        publisher._encode(coder, NotADossier(dossier_id="x"), 1, Op.CREATE, None, None, None, None)
+        encoder.encode(NotADossier(dossier_id="x"), version=1)
 
 
-def test_a_given_event_id_that_is_not_a_uuid_is_refused(publisher: Publisher) -> None:
-    coder = coder_of(publisher, DOSSIERS.id)
+def test_a_given_event_id_that_is_not_a_uuid_is_refused(registry: SchemaRegistryClient) -> None:
+    encoder = encoder_of(registry, DOSSIERS.id)
     with pytest.raises(PublishValidationError, match="event_id: not a UUID"):
-        publisher._encode(coder, dossier(), 1, Op.CREATE, None, None, None, "evt-1")
+        encoder.encode(dossier(), version=1, event_id="evt-1")
 
 
 def test_changed_at_that_is_not_a_datetime_is_refused_without_its_value(
-    publisher: Publisher,
+    registry: SchemaRegistryClient,
 ) -> None:
-    coder = coder_of(publisher, DOSSIERS.id)
+    encoder = encoder_of(registry, DOSSIERS.id)
     with pytest.raises(PublishValidationError, match=r"source\.ts_ms: expected long, got str"):
-        publisher._encode(
-            coder,
-            dossier(),
-            1,
-            Op.CREATE,
-            None,
-            "2025-08-01",  # type: ignore[arg-type]
-            None,
-            None,
-        )
+        encoder.encode(dossier(), version=1, changed_at="2025-08-01")  # type: ignore[arg-type]
 
 
 # -- ids and headers -----------------------------------------------------------------

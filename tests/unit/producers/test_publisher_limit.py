@@ -1,8 +1,11 @@
 """The Publisher refuses an event over DATABUS_KAFKA__MESSAGE_MAX_BYTES before sending it.
 
-Built as in ``test_publisher_encode``: a closed port (librdkafka connects lazily), a
-registry nobody answers, the schema id set by hand. The limit is lowered to 1,000 bytes
-so that a model within its own field bounds goes over it.
+The dataset's ``EventEncoder`` is built as in ``test_publisher_encode`` (a registry
+nobody answers, a known schema id) with the Publisher's limit lowered to 1,000 bytes, so
+that a model within its own field bounds goes over it. A refusal needs no registry: the
+Publisher refuses before registering anything. The batch case, where earlier events of
+the batch were encoded (and the schema registered), is in
+``tests/integration/test_publisher_batch.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.errors import PublishValidationError, RecordTooLargeError
 from bus.kafka_client import producer_config
 from bus.settings import load_settings
-from producers.publisher import Change, Publisher, record_size
-from schemas.catalog import DOSSIERS
-from schemas.codec.serde import frame
+from producers.publisher import EventEncoder, Publisher, record_size
+from schemas.catalog import DOSSIERS, load_schema, value_subject
+from schemas.codec import AvroSerializer
 from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
 
 LIMIT = 1_000
@@ -31,18 +34,30 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-def publisher() -> Iterator[Publisher]:
+def registry() -> Iterator[SchemaRegistryClient]:
     url = f"http://127.0.0.1:{_closed_port()}"
+    client = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
+    yield client
+    client.__exit__()
+
+
+@pytest.fixture
+def publisher(registry: SchemaRegistryClient) -> Iterator[Publisher]:
     settings = load_settings(
         kafka={"bootstrap_servers": f"127.0.0.1:{_closed_port()}", "message_max_bytes": LIMIT},
-        schema_registry={"url": url},
+        schema_registry={"url": f"http://127.0.0.1:{_closed_port()}"},
     )
-    registry = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
     pub = Publisher(settings, source_system="unit", registry=registry)
-    pub._coder(DOSSIERS).prefix = frame(42, b"")  # as if registered
     yield pub
     pub.close(timeout=1)
-    registry.__exit__()
+
+
+@pytest.fixture
+def encoder(registry: SchemaRegistryClient) -> EventEncoder:
+    serializer = AvroSerializer(
+        registry, value_subject(DOSSIERS.raw_topic), load_schema(DOSSIERS.raw_schema)
+    )
+    return EventEncoder(DOSSIERS, serializer, source_system="unit", max_bytes=LIMIT, schema_id=42)
 
 
 def dossier(name: str = "Đăng ký khai sinh") -> Dossier:
@@ -68,12 +83,14 @@ def test_the_limit_is_the_producers_setting() -> None:
     assert producer_config(settings)["message.max.bytes"] == 1_000_000
 
 
-def test_an_event_within_the_limit_is_encoded(publisher: Publisher) -> None:
-    coder = publisher._coder(DOSSIERS)
-    key, value, headers, _ = publisher._encode(
-        coder, dossier(), 1, Op.CREATE, None, None, None, None
-    )
+def test_an_event_within_the_limit_is_encoded(encoder: EventEncoder) -> None:
+    key, value, headers, _ = encoder.encode(dossier(), version=1, op=Op.CREATE)
     assert record_size(key, value, headers) <= LIMIT
+
+
+def test_an_event_over_the_limit_is_refused_by_the_encoder(encoder: EventEncoder) -> None:
+    with pytest.raises(RecordTooLargeError, match="over the limit of 1,000"):
+        encoder.encode(dossier("Đ" * 500), version=1)
 
 
 def test_an_event_over_the_limit_is_refused_before_sending(publisher: Publisher) -> None:
@@ -84,12 +101,6 @@ def test_an_event_over_the_limit_is_refused_before_sending(publisher: Publisher)
     text = str(info.value)
     assert "DATABUS_KAFKA__MESSAGE_MAX_BYTES" in text and f"{LIMIT:,}" in text
     assert "Đ" not in text  # no field value in the message
-
-
-def test_a_batch_with_one_event_over_the_limit_sends_nothing(publisher: Publisher) -> None:
-    changes = [Change(dossier(), version=1), Change(dossier("Đ" * 500), version=2)]
-    with pytest.raises(RecordTooLargeError, match="change 1 of the batch"):
-        publisher.publish_many(DOSSIERS, changes)
 
 
 def test_record_size_bounds_what_librdkafka_counts() -> None:

@@ -26,8 +26,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec.compiler import UnsupportedSchemaError, compile_encoder
-from schemas.codec.serde import AvroSerializer
+from schemas.codec import AvroSerializer, UnsupportedSchemaError, compile_encoder
 
 ROOT = Path(__file__).resolve().parents[3]
 AVSC = sorted((ROOT / "schemas" / "avro").rglob("*.avsc"))

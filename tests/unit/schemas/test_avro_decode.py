@@ -34,8 +34,7 @@ from hypothesis import strategies as st
 from test_avro_compile import SYNTHETIC, Strategies
 
 from bus.errors import CodecError
-from schemas.codec.decoder import UnsupportedSchemaError, compile_decoder
-from schemas.codec.serde import AvroDeserializer, frame
+from schemas.codec import AvroDeserializer, UnsupportedSchemaError, compile_decoder, frame
 
 ROOT = Path(__file__).resolve().parents[3]
 AVRO = ROOT / "schemas" / "avro"

@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import CodecError, RegistryError
-from schemas.codec.serde import MAGIC_BYTE, AvroDeserializer, AvroSerializer, frame, unframe
+from schemas.codec import MAGIC_BYTE, AvroDeserializer, AvroSerializer, frame, unframe
 
 ROOT = Path(__file__).resolve().parents[3]
 RAW_AVSC = ROOT / "schemas" / "avro" / "publicservice" / "dossiers.raw.v1.avsc"

@@ -24,7 +24,7 @@ import fastavro
 import pytest
 
 from schemas.catalog import DOSSIERS, load_schema
-from schemas.codec.serde import frame
+from schemas.codec import frame
 from schemas.dead_letters import DeadLetter
 from schemas.domain.reference import load_reference
 from schemas.headers import BACKFILL_HEADER

@@ -12,7 +12,7 @@ import pytest
 
 from producers.dossier_simulator import SimConfig, generate
 from schemas.catalog import DATASETS, DOSSIERS, load_schema
-from schemas.codec.serde import frame
+from schemas.codec import frame
 from schemas.domain.reference import load_reference
 from stream_processors.entity_state import Entity, Verdict, classify, content_digest
 
