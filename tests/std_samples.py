@@ -35,7 +35,7 @@ __all__ = [
 SPEC = SimSpec(
     days=6, per_day=40, seed=11, invalid_share=0.0, end=datetime(2025, 10, 15, 10, tzinfo=UTC)
 )
-SIMULATED = tuple(sorted(SIMULATORS))  # every dataset but the dossiers (their own simulator)
+SIMULATED = tuple(sorted(SIMULATORS))  # every dataset of the catalog
 
 
 @cache

@@ -253,8 +253,13 @@ class Sim:
         return f"+84{prefix}{self.rng.randint(0, 9_999_999):07d}"
 
 
+def is_public_holiday(day: date) -> bool:
+    """A Vietnamese public holiday (Tết included), whichever day of the week."""
+    return day in _VN_HOLIDAYS
+
+
 def is_working_day(day: date) -> bool:
-    return day.weekday() < 5 and day not in _VN_HOLIDAYS
+    return day.weekday() < 5 and not is_public_holiday(day)
 
 
 def working_days_after(start: date, n: int) -> date:
