@@ -1,4 +1,4 @@
-"""The public-service portal simulator: deterministic, ordered, and truthful about itself."""
+"""The portal's dossier simulator: deterministic, ordered, and truthful about itself."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producers.simulators import (
-    DOSSIER_DEFECTS,
-    DossierEvent,
-    DossierSpec,
-    generate_dossiers,
-    latest_truth,
-)
+from producers.simulators import DossierEvent, DossierSpec, generate_dossiers, latest_truth
+from producers.simulators.public_service import DOSSIER_DEFECTS
 from schemas.domain.citizen_id import CitizenId, check_citizen_id
 from schemas.domain.reference import ReferenceData, load_reference
 from schemas.models.public_service import Op

@@ -170,7 +170,12 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("dataset_id", SIMULATED)
+# The portal sends some decomposed (NFD) text with stray spaces on purpose, for the
+# processor to standardize: test_dossier_simulator checks that messy minority.
+MESSY_TEXT = {"publicservice.dossiers"}
+
+
+@pytest.mark.parametrize("dataset_id", [d for d in SIMULATED if d not in MESSY_TEXT])
 def test_vietnamese_text_is_nfc(dataset_id: str) -> None:
     texts = [s for r in records_of(dataset_id) for s in _strings(r.record.model_dump(mode="json"))]
     assert texts
