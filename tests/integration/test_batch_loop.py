@@ -25,18 +25,13 @@ from bus.errors import RegistryError
 from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings
+from bus.topic_admin import TopicSpec, ensure_topics
 from producers.publisher import Publisher
 from producers.simulators import DossierEvent, DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.catalog import Dataset
 from schemas.domain.reference import ReferenceData, load_reference
-from schemas.topics import (
-    TopicSpec,
-    changelog_topic,
-    ensure_topics,
-    processor_topics,
-    rule_deltas_topic,
-)
+from schemas.topics import changelog_topic, processor_topics, rule_deltas_topic
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop
 from stream_processors.pipeline import DatasetPipeline
