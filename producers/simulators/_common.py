@@ -36,6 +36,7 @@ __all__ = [
     "SimSpec",
     "State",
     "emit",
+    "op_of",
 ]
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -288,6 +289,11 @@ def local_compact(at: datetime, fmt: str = "%Y%m%d%H%M") -> str:
     return at.astimezone(LOCAL).strftime(fmt)
 
 
+def op_of(version: int) -> Op:
+    """A change's op by its version: the first creates the entity, the later ones update it."""
+    return Op.CREATE if version == 1 else Op.UPDATE
+
+
 def emit(sim: Sim, histories: Sequence[History]) -> list[SimRecord]:
     """Number, cut at the window's end and sort the states of every entity."""
     out: list[tuple[datetime, int, SimRecord]] = []
@@ -310,7 +316,7 @@ def emit(sim: Sim, histories: Sequence[History]) -> list[SimRecord]:
                 dataset_id=sim.dataset_id,
                 record=state.record,
                 version=version,
-                op=Op.CREATE if version == 1 else Op.UPDATE,
+                op=op_of(version),
                 at=state.at,
                 event_id=sim.event_id(),
                 expect_reason=history.reason,

@@ -50,6 +50,7 @@ from producers.simulators._common import (
     local_compact,
     local_iso,
     local_time,
+    op_of,
     working_days_after,
 )
 from schemas.domain.citizen_id import make_citizen_id
@@ -59,7 +60,6 @@ from schemas.models.public_service import (
     Dossier,
     DossierStatus,
     DossierStep,
-    Op,
     Sex,
     StepStatus,
 )
@@ -319,7 +319,7 @@ def _events_of(plan: _Dossier, rng: random.Random, messy_share: float) -> Iterat
             dataset_id=DOSSIERS_DATASET,
             record=dossier,
             version=version,
-            op=Op.CREATE if version == 1 else Op.UPDATE,
+            op=op_of(version),
             at=at,
             event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             expect_reason=plan.bad,
