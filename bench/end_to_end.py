@@ -25,8 +25,8 @@ from bus.settings import load_settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from databus.dashboard import scrape
 from databus.local_stack import LocalStack, free_port
-from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
+from producers.simulators import DossierSpec, generate_dossiers, publish_records
 from schemas.domain.reference import load_reference
 from schemas.topics import bus_topics
 
@@ -75,14 +75,14 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=40)
     ap.add_argument("--per-day", type=float, default=3.0)
     args = ap.parse_args()
-    events = generate(
-        SimConfig(days=args.days, dossiers_per_unit_per_day=args.per_day, seed=3),
+    events = generate_dossiers(
+        DossierSpec(days=args.days, dossiers_per_unit_per_day=args.per_day, seed=3),
         load_reference(),
     )
     n = len(events)
     # The warm-up reuses some dossier ids of the measured history with other content:
     # those arrive as stale or conflicting versions (dropped or dead-lettered), counted.
-    warmup = generate(SimConfig(days=3, units=3, seed=99), load_reference())
+    warmup = generate_dossiers(DossierSpec(days=3, units=3, seed=99), load_reference())
     with tempfile.TemporaryDirectory() as tmp:
         requested = load_settings(
             data_dir=Path(tmp),
@@ -133,11 +133,11 @@ def main() -> None:
 
                 # Warm-up: group joins and schema registration happen before the clock.
                 with Publisher(s, source_system="bench") as pub:
-                    publish_events(pub, warmup)
+                    publish_records(pub, warmup)
                 wait_done(len(warmup), time.perf_counter())
                 t0 = time.perf_counter()
                 with Publisher(s, source_system="bench") as pub:
-                    publish_events(pub, events)
+                    publish_records(pub, events)
                 t_pub = time.perf_counter() - t0
                 t_proc, t_sink = wait_done(len(warmup) + n, t0)
             finally:

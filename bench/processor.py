@@ -78,8 +78,8 @@ from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from databus.local_stack import LocalStack, free_port
-from producers.dossier_simulator import SimConfig, SimEvent, generate, publish_events
 from producers.publisher import Publisher
+from producers.simulators import DossierEvent, DossierSpec, generate_dossiers, publish_records
 from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.dead_letters import DeadLetter, dlq_headers
@@ -466,7 +466,7 @@ def throughput(
     settings: Settings,
     env: dict[str, str],
     registry: SchemaRegistryClient,
-    events: list[SimEvent],
+    events: list[DossierEvent],
     broker: psutil.Process,
 ) -> Throughput:
     """Every kind over the same ``events``, each run from a group of its own committed
@@ -481,7 +481,7 @@ def throughput(
     cpu_group = f"bench-cpu-{stamp}"
     _commit_at_end(settings, cpu_group)
     with Publisher(settings, source_system="bench") as pub:
-        publish_events(pub, events)
+        publish_records(pub, events)
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     works: dict[str, WorkFactory] = {
@@ -618,7 +618,9 @@ def latency(
     while reader.consume(1000, 0.5):  # start the reader at the std topic's current end
         pass
     worker, port = start_worker(env, group)
-    events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=21), load_reference())
+    events = generate_dossiers(
+        DossierSpec(days=365, dossiers_per_unit_per_day=3, seed=21), load_reference()
+    )
     valid = [e for e in events if e.expect_reason is None]
     warm = warmup_count(rate)
     worker_warmup, pub_warmup = valid[:200], valid[200 : 200 + warm]
@@ -649,13 +651,13 @@ def latency(
     t.start()
     try:
         with Publisher(settings, source_system="bench-warmup") as pub:
-            publish_events(pub, worker_warmup, rate=100)
+            publish_records(pub, worker_warmup, rate=100)
         wait_until(lambda: seen["worker"] >= len(worker_warmup), 120)
         with Publisher(settings, source_system="bench-latency", **_linger(linger_ms)) as pub:
-            publish_events(pub, pub_warmup, rate=rate)
+            publish_records(pub, pub_warmup, rate=rate)
             wait_until(lambda: seen["publisher"] >= len(pub_warmup), 60)
             before = _inside(port)
-            publish_events(pub, events, rate=rate)
+            publish_records(pub, events, rate=rate)
         wait_until(lambda: len(lat) >= len(events), 60)
         inside = {le: n - before.get(le, 0.0) for le, n in _inside(port).items()}
     finally:
@@ -760,7 +762,7 @@ LABELS = {
 }
 
 
-def print_throughput(events: list[SimEvent], r: Throughput) -> None:
+def print_throughput(events: list[DossierEvent], r: Throughput) -> None:
     invalid = sum(1 for e in events if e.expect_reason)
     print(f"events: {len(events)} dossier events ({invalid} invalid by design), one core each")
     print("small transform: consume, decode, NFC of one field, encode, produce, flush, commit")
@@ -838,10 +840,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.skip_latency and args.skip_throughput:
         ap.error("--skip-latency and --skip-throughput together leave nothing to run")
-    events: list[SimEvent] = []
+    events: list[DossierEvent] = []
     if not args.skip_throughput:
         ref = load_reference()
-        events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3, seed=5), ref)
+        events = generate_dossiers(DossierSpec(days=365, dossiers_per_unit_per_day=3, seed=5), ref)
         events = events[: args.events]
     tune_gc_for_batches()  # as the processor process does; every loop runs under it
     lat_rows: list[tuple[str, list[Sample]]] = []

@@ -24,8 +24,8 @@ from bus.kafka_client import producer_config
 from bus.settings import Settings, load_settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from databus.local_stack import LocalStack
-from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Change, Publisher
+from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500, help="changes per publish_many call")
     ap.add_argument("--warmup", type=int, default=2_000, help="untimed events before each side")
     args = ap.parse_args()
-    events = generate(SimConfig(days=365, dossiers_per_unit_per_day=3), load_reference())
+    events = generate_dossiers(DossierSpec(days=365, dossiers_per_unit_per_day=3), load_reference())
     events = (events * (args.events // len(events) + 1))[: args.events]
     n = len(events)
     with tempfile.TemporaryDirectory() as tmp:

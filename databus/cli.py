@@ -104,8 +104,17 @@ def simulate(
     """Publish simulated dossier events from the public-service portal (and, with
     --sectors, every other dataset of the catalog)."""
     from bus.metrics import Metrics, serve_metrics
-    from producers.dossier_simulator import SimConfig, generate, live_events, publish_events
     from producers.publisher import Publisher
+    from producers.simulators import (
+        DOSSIERS_DATASET,
+        SIMULATORS,
+        DossierSpec,
+        SimSpec,
+        generate_dataset,
+        generate_dossiers,
+        live_dossiers,
+        publish_records,
+    )
     from schemas.domain.reference import load_reference
 
     _logging()
@@ -114,27 +123,26 @@ def simulate(
     metrics = Metrics()
     serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     ref = load_reference()
-    config = SimConfig(days=days, dossiers_per_unit_per_day=per_day, units=units, seed=seed)
-    events = generate(config, ref)
+    config = DossierSpec(days=days, dossiers_per_unit_per_day=per_day, units=units, seed=seed)
+    events = generate_dossiers(config, ref)
     stop = stop_on_signals()
     with Publisher(settings, source_system="dvc-portal-sim", metrics=metrics) as publisher:
-        sent = publish_events(publisher, events, rate=rate or None, stop=stop.is_set)
+        sent = publish_records(publisher, events, rate=rate or None, stop=stop.is_set)
         log.info("published %d history events", sent)
         if sectors and not stop.is_set():
-            from producers.simulators import SIMULATORS, SimSpec, generate_dataset, publish_records
-
+            others = [ds for ds in SIMULATORS if ds != DOSSIERS_DATASET]
             spec = SimSpec(days=min(days, 7), per_day=10, seed=seed)
             records = sorted(
-                (r for ds in SIMULATORS for r in generate_dataset(ds, spec, ref)),
+                (r for ds in others for r in generate_dataset(ds, spec, ref)),
                 key=lambda r: r.at,
             )
             sent = publish_records(publisher, records, rate=rate or None, stop=stop.is_set)
-            log.info("published %d events of %d other datasets", sent, len(SIMULATORS))
+            log.info("published %d events of %d other datasets", sent, len(others))
         if live:
-            for batch in live_events(config, ref):
+            for batch in live_dossiers(config, ref):
                 if stop.wait(10.0):
                     break
-                publish_events(publisher, batch, stop=stop.is_set)
+                publish_records(publisher, batch, stop=stop.is_set)
 
 
 @schemas_app.command("register")

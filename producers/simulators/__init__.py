@@ -1,4 +1,4 @@
-"""Simulators for every dataset of the catalog but the dossiers (``producers.dossier_simulator``).
+"""Simulators for every dataset of the catalog.
 
 Each simulator is a pure function ``(SimSpec, ReferenceData) -> list[SimRecord]``,
 deterministic for ``SimSpec.seed``: realistic Vietnamese names and places, commune codes
@@ -14,14 +14,20 @@ Records come in time order; ``version`` increases per key from 1 (op ``c``, then
 
     from producers.simulators import SimSpec, generate_dataset
     records = generate_dataset("health.encounters", SimSpec(days=3, per_day=50, seed=1))
+
+The portal's dossiers, which ``databus simulate`` and ``databus up`` publish, have more
+knobs than a ``SimSpec`` (a rate per receiving unit and working day, overdue units, messy
+input, the truth behind each event, a live feed): ``DossierSpec``, ``generate_dossiers``
+and ``live_dossiers`` give them; ``SIMULATORS`` has the same generator behind a
+``SimSpec``. Every record, a dossier's too, is published with ``publish_records``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
+from producers.publisher import Publisher
 from producers.simulators._common import SimRecord, SimSpec
 from producers.simulators.documents import simulate_official_documents, simulate_tasks
 from producers.simulators.education import (
@@ -38,7 +44,20 @@ from producers.simulators.health import (
     simulate_facilities,
 )
 from producers.simulators.land import simulate_construction_permits, simulate_parcels
-from producers.simulators.public_service import simulate_dossier_steps
+from producers.simulators.public_service import (
+    DOSSIERS_DATASET,
+    HOLIDAY_SHARE,
+    WEEKEND_SHARE,
+    DossierEvent,
+    DossierSpec,
+    day_share,
+    dossiers_per_unit_on,
+    generate_dossiers,
+    latest_truth,
+    live_dossiers,
+    simulate_dossier_steps,
+    simulate_dossiers,
+)
 from producers.simulators.transport import (
     simulate_bus_positions,
     simulate_vehicle_registrations,
@@ -46,21 +65,29 @@ from producers.simulators.transport import (
 from schemas.catalog import get_dataset
 from schemas.domain.reference import ReferenceData, load_reference
 
-if TYPE_CHECKING:
-    from producers.publisher import Publisher
-
 __all__ = [
+    "DOSSIERS_DATASET",
+    "HOLIDAY_SHARE",
     "SIMULATORS",
+    "WEEKEND_SHARE",
+    "DossierEvent",
+    "DossierSpec",
     "SimRecord",
     "SimSpec",
     "Simulator",
+    "day_share",
+    "dossiers_per_unit_on",
     "generate_dataset",
+    "generate_dossiers",
+    "latest_truth",
+    "live_dossiers",
     "publish_records",
 ]
 
 Simulator = Callable[[SimSpec, ReferenceData], list[SimRecord]]
 
 SIMULATORS: dict[str, Simulator] = {
+    DOSSIERS_DATASET: simulate_dossiers,
     "publicservice.dossier_steps": simulate_dossier_steps,
     "education.schools": simulate_schools,
     "education.class_stats": simulate_class_stats,

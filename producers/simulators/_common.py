@@ -36,6 +36,7 @@ __all__ = [
     "SimSpec",
     "State",
     "emit",
+    "op_of",
 ]
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -253,8 +254,13 @@ class Sim:
         return f"+84{prefix}{self.rng.randint(0, 9_999_999):07d}"
 
 
+def is_public_holiday(day: date) -> bool:
+    """A Vietnamese public holiday (Tết included), whichever day of the week."""
+    return day in _VN_HOLIDAYS
+
+
 def is_working_day(day: date) -> bool:
-    return day.weekday() < 5 and day not in _VN_HOLIDAYS
+    return day.weekday() < 5 and not is_public_holiday(day)
 
 
 def working_days_after(start: date, n: int) -> date:
@@ -283,6 +289,11 @@ def local_compact(at: datetime, fmt: str = "%Y%m%d%H%M") -> str:
     return at.astimezone(LOCAL).strftime(fmt)
 
 
+def op_of(version: int) -> Op:
+    """A change's op by its version: the first creates the entity, the later ones update it."""
+    return Op.CREATE if version == 1 else Op.UPDATE
+
+
 def emit(sim: Sim, histories: Sequence[History]) -> list[SimRecord]:
     """Number, cut at the window's end and sort the states of every entity."""
     out: list[tuple[datetime, int, SimRecord]] = []
@@ -305,7 +316,7 @@ def emit(sim: Sim, histories: Sequence[History]) -> list[SimRecord]:
                 dataset_id=sim.dataset_id,
                 record=state.record,
                 version=version,
-                op=Op.CREATE if version == 1 else Op.UPDATE,
+                op=op_of(version),
                 at=state.at,
                 event_id=sim.event_id(),
                 expect_reason=history.reason,

@@ -26,9 +26,9 @@ from producers.simulators._common import (
     SimSpec,
     State,
     emit,
+    op_of,
 )
 from schemas.domain.reference import ReferenceData
-from schemas.models.public_service import Op
 from schemas.models.transport import (
     BusPosition,
     OwnerKind,
@@ -258,7 +258,7 @@ def emit_per_key(sim: Sim, histories: list[History]) -> list[SimRecord]:
                 dataset_id=rec.dataset_id,
                 record=rec.record,
                 version=version,
-                op=Op.CREATE if version == 1 else Op.UPDATE,
+                op=op_of(version),
                 at=rec.at,
                 event_id=rec.event_id,
                 expect_reason=rec.expect_reason,

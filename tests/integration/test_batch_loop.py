@@ -26,8 +26,8 @@ from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
-from producers.dossier_simulator import SimConfig, SimEvent, generate
 from producers.publisher import Publisher
+from producers.simulators import DossierEvent, DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.catalog import Dataset
 from schemas.domain.reference import ReferenceData, load_reference
@@ -191,14 +191,14 @@ def net_status_deltas(settings: Settings) -> dict[str, int]:
     return net
 
 
-def dossiers_per_unit(events: list[SimEvent]) -> dict[str, int]:
+def dossiers_per_unit(events: list[DossierEvent]) -> dict[str, int]:
     truth: dict[str, set[str]] = {}
     for e in events:
         truth.setdefault(e.dossier.receiving_unit_code, set()).add(e.dossier.dossier_id)
     return {unit: len(ids) for unit, ids in truth.items()}
 
 
-def publish(settings: Settings, events: list[SimEvent], repeat_ids: bool = False) -> None:
+def publish(settings: Settings, events: list[DossierEvent], repeat_ids: bool = False) -> None:
     with Publisher(settings, source_system="loop-test") as pub:
         for ev in events:
             pub.publish(
@@ -217,8 +217,8 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
     dlq_start = ends(settings, DOSSIERS.dlq_topic)
     raw_start = ends(settings, DOSSIERS.raw_topic)
     # A fixed seed whose history holds both kinds (the topics are this module's own).
-    events = generate(
-        SimConfig(days=5, units=4, dossiers_per_unit_per_day=3.0, seed=13), load_reference()
+    events = generate_dossiers(
+        DossierSpec(days=5, units=4, dossiers_per_unit_per_day=3.0, seed=13), load_reference()
     )
     valid = [e for e in events if e.expect_reason is None]
     invalid = [e for e in events if e.expect_reason is not None]
@@ -279,8 +279,8 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
     registry = SchemaRegistryClient(settings.schema_registry.client_config())
     std_start = ends(settings, DOSSIERS.std_topic)
     start_group_at(settings, ends(settings, DOSSIERS.raw_topic))
-    events = generate(
-        SimConfig(days=4, units=4, dossiers_per_unit_per_day=4.0, seed=29, bad_share=0.0),
+    events = generate_dossiers(
+        DossierSpec(days=4, units=4, dossiers_per_unit_per_day=4.0, seed=29, bad_share=0.0),
         load_reference(),
     )
     valid = [e for e in events if e.expect_reason is None]

@@ -22,8 +22,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.kafka_client import producer_config
-from producers.dossier_simulator import SimConfig, SimEvent, generate, latest_truth, publish_events
 from producers.publisher import Publisher
+from producers.simulators import (
+    DossierEvent,
+    DossierSpec,
+    generate_dossiers,
+    latest_truth,
+    publish_records,
+)
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, load_schema
 from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.domain.reference import load_reference
@@ -55,15 +61,15 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
 
 
 @pytest.fixture(scope="module")
-def history() -> list[SimEvent]:
-    return generate(
-        SimConfig(days=21, units=12, dossiers_per_unit_per_day=2.0, seed=11), load_reference()
+def history() -> list[DossierEvent]:
+    return generate_dossiers(
+        DossierSpec(days=21, units=12, dossiers_per_unit_per_day=2.0, seed=11), load_reference()
     )
 
 
-def publish(bus: Bus, events: list[SimEvent]) -> None:
+def publish(bus: Bus, events: list[DossierEvent]) -> None:
     with Publisher(bus.settings, source_system="e2e-test") as publisher:
-        publish_events(publisher, events)
+        publish_records(publisher, events)
 
 
 def wait_until_processed(bus: Bus, published: int) -> None:
@@ -108,7 +114,9 @@ def sink_caught_up(bus: Bus) -> bool:
 
 
 def test_dossiers_end_to_end_and_replay(
-    bus: Bus, history: list[SimEvent], redis_snapshot: Callable[[redis.Redis], dict[bytes, object]]
+    bus: Bus,
+    history: list[DossierEvent],
+    redis_snapshot: Callable[[redis.Redis], dict[bytes, object]],
 ) -> None:
     valid = [e for e in history if e.expect_reason is None]
     invalid = [e for e in history if e.expect_reason is not None]
@@ -166,7 +174,7 @@ def test_dossiers_end_to_end_and_replay(
 
 
 def test_framing_errors_are_dead_lettered_with_original_bytes(
-    bus: Bus, history: list[SimEvent]
+    bus: Bus, history: list[DossierEvent]
 ) -> None:
     registry = SchemaRegistryClient(bus.settings.schema_registry.client_config())
     ev = history[0]

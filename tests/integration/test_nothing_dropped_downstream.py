@@ -25,8 +25,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
-from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Publisher
+from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
@@ -98,8 +98,8 @@ def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
     _start_group_at(settings, _ends(settings, DOSSIERS.raw_topic))
 
     ref = load_reference()
-    normal = generate(
-        SimConfig(days=2, units=2, dossiers_per_unit_per_day=3.0, seed=41, bad_share=0.0), ref
+    normal = generate_dossiers(
+        DossierSpec(days=2, units=2, dossiers_per_unit_per_day=3.0, seed=41, bad_share=0.0), ref
     )
     template = normal[0].dossier
     assert template is not None

@@ -20,9 +20,9 @@ from pydantic import SecretStr
 from bus.settings import OutboxSettings, Settings
 from bus.topic_admin import ensure_topics
 from databus.outbox_cli import run_outbox
-from producers.dossier_simulator import SimConfig, generate
 from producers.outbox import OutboxPoller, PollResult, create_outbox_table, outbox_table
 from producers.publisher import Publisher
+from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS
 from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
@@ -72,8 +72,8 @@ def payloads() -> list[dict[str, Any]]:
     # days=3, units=3 at the default 2 dossiers a day yields ~25 events: raise the rate.
     # A fixed end (a Wednesday): "now" would put a weekend in the window on some days.
     end = datetime(2026, 11, 18, 3, 0, tzinfo=UTC)
-    config = SimConfig(days=3, units=3, dossiers_per_unit_per_day=5.0, end=end)
-    events = generate(config, load_reference())
+    config = DossierSpec(days=3, units=3, dossiers_per_unit_per_day=5.0, end=end)
+    events = generate_dossiers(config, load_reference())
     assert len(events) >= 48
     return [{"op": ev.op.value, "record": ev.dossier.model_dump(mode="json")} for ev in events[:48]]
 

@@ -125,12 +125,12 @@ def test_sink_probes_follow_its_redis(
 
 
 def test_processor_is_ready_and_exports_latency_and_lag(tmp_path: Path) -> None:
-    from producers.dossier_simulator import SimConfig, generate, publish_events
     from producers.publisher import Publisher
+    from producers.simulators import DossierSpec, generate_dossiers, publish_records
     from schemas.domain.reference import load_reference
 
-    events = generate(
-        SimConfig(days=1, units=2, dossiers_per_unit_per_day=3.0, seed=3), load_reference()
+    events = generate_dossiers(
+        DossierSpec(days=1, units=2, dossiers_per_unit_per_day=3.0, seed=3), load_reference()
     )
     with own_bus(tmp_path) as bus:
         bus.start("worker", "process")
@@ -149,7 +149,7 @@ def test_processor_is_ready_and_exports_latency_and_lag(tmp_path: Path) -> None:
         assert get(port, "/livez") == (200, "ok\n")
 
         with Publisher(bus.settings, source_system="probes-test") as pub:
-            publish_events(pub, events)
+            publish_records(pub, events)
         latency = "databus_end_to_end_latency_seconds_count{dataset=publicservice.dossiers}"
 
         def observed() -> dict[str, float] | None:

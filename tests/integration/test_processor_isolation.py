@@ -30,9 +30,15 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.kafka_client import producer_config
 from bus.topic_admin import TopicSpec, ensure_topics
-from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Publisher
-from producers.simulators import SimRecord, SimSpec, generate_dataset, publish_records
+from producers.simulators import (
+    DossierSpec,
+    SimRecord,
+    SimSpec,
+    generate_dataset,
+    generate_dossiers,
+    publish_records,
+)
 from schemas.catalog import DOSSIERS, get_dataset, load_schema, value_subject
 from schemas.codec import AvroSerializer
 from schemas.dead_letters import ORIGINAL_SHA256_HEADER, ORIGINAL_SIZE_HEADER
@@ -79,7 +85,9 @@ def big_dossier(bus: Bus) -> tuple[str, bytes, bytes]:
     framed value). The model caps the name at 500 characters; the raw schema does not."""
     event = next(
         e
-        for e in generate(SimConfig(days=2, units=1, seed=3, bad_share=0.0), load_reference())
+        for e in generate_dossiers(
+            DossierSpec(days=2, units=1, seed=3, bad_share=0.0), load_reference()
+        )
         if e.expect_reason is None
     )
     after = event.dossier.model_dump(mode="python")

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
 
-from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
+from producers.simulators import DossierSpec, generate_dossiers, publish_records
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 
@@ -52,8 +52,8 @@ def std_ids(bus: Bus) -> set[str]:
 
 
 def test_kills_and_rebalances_never_stop_a_worker_in_table_recovery(bus: Bus) -> None:
-    history = generate(
-        SimConfig(days=14, units=6, dossiers_per_unit_per_day=2.0, seed=23), load_reference()
+    history = generate_dossiers(
+        DossierSpec(days=14, units=6, dossiers_per_unit_per_day=2.0, seed=23), load_reference()
     )
     # Consecutive parts, each published in history order: a dossier's later versions
     # never come before its earlier ones (they would be stale).
@@ -67,7 +67,7 @@ def test_kills_and_rebalances_never_stop_a_worker_in_table_recovery(bus: Bus) ->
     for round_, part in enumerate(parts):
         valid |= {e.event_id for e in part if e.expect_reason is None}
         with Publisher(bus.settings, source_system="recovery-test") as pub:
-            publish_events(pub, part)
+            publish_records(pub, part)
         wait_for(
             f"round {round_}: the valid events so far on std",
             lambda: std_ids(bus) >= valid,  # noqa: B023

@@ -19,8 +19,8 @@ import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from producers.dossier_simulator import SimConfig, generate, publish_events
 from producers.publisher import Publisher
+from producers.simulators import DossierSpec, generate_dossiers, publish_records
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS
 from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
@@ -41,8 +41,8 @@ def ids_on(bus: Bus, topic: str) -> list[str]:
 
 
 def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:
-    history = generate(
-        SimConfig(days=21, units=8, dossiers_per_unit_per_day=2.0, seed=5), load_reference()
+    history = generate_dossiers(
+        DossierSpec(days=21, units=8, dossiers_per_unit_per_day=2.0, seed=5), load_reference()
     )
     valid = {e.event_id for e in history if e.expect_reason is None}
     invalid = {e.event_id for e in history if e.expect_reason is not None}
@@ -57,7 +57,7 @@ def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:
     bus.start("worker-b", "process")
     half = len(history) // 2
     with Publisher(bus.settings, source_system="workers-test") as pub:
-        publish_events(pub, history[:half])
+        publish_records(pub, history[:half])
     wait_for(
         "both workers to standardize some of the first half",
         lambda: len(set(ids_on(bus, DOSSIERS.std_topic))) >= half // 3,
@@ -66,7 +66,7 @@ def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:
     bus.procs["worker-a"].wait(10)
     del bus.procs["worker-a"]
     with Publisher(bus.settings, source_system="workers-test") as pub:
-        publish_events(pub, history[half:])
+        publish_records(pub, history[half:])
     bus.start("worker-c", "process")
 
     wait_for(

@@ -32,8 +32,8 @@ from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from databus.local_stack import ManagedProcess, start_broker
-from producers.dossier_simulator import SimConfig, SimEvent, generate
 from producers.publisher import Publisher
+from producers.simulators import DossierEvent, DossierSpec, generate_dossiers
 from producers.spool import Spool
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
@@ -57,9 +57,9 @@ SIM = {
 }
 
 
-def sim_events(sim: dict[str, Any]) -> list[SimEvent]:
-    config = SimConfig(**{**sim, "end": datetime.fromisoformat(sim["end"])})
-    return generate(config, load_reference())[:N]
+def sim_events(sim: dict[str, Any]) -> list[DossierEvent]:
+    config = DossierSpec(**{**sim, "end": datetime.fromisoformat(sim["end"])})
+    return generate_dossiers(config, load_reference())[:N]
 
 
 # The publishing process: reads commands on stdin, answers one line per command.
@@ -67,13 +67,14 @@ PUBLISHER_SCRIPT = """
 import json, sys
 from datetime import datetime
 from bus.settings import load_settings
-from producers.dossier_simulator import SimConfig, generate
+from producers.simulators import DossierSpec, generate_dossiers
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 
 sim = json.loads(sys.argv[1])
-events = generate(SimConfig(**{**sim, "end": datetime.fromisoformat(sim["end"])}), load_reference())
+spec = DossierSpec(**{**sim, "end": datetime.fromisoformat(sim["end"])})
+events = generate_dossiers(spec, load_reference())
 pub = Publisher(load_settings(), source_system="spool-test",
                 **{"message.timeout.ms": int(sys.argv[2])})
 print("ready", pub.spooled, flush=True)

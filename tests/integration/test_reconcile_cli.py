@@ -11,8 +11,8 @@ from databus_cli import run_databus
 
 from bus.settings import Settings
 from bus.topic_admin import ensure_topics
-from producers.dossier_simulator import SimConfig, generate
 from producers.publisher import Publisher
+from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 from schemas.topics import bus_topics
@@ -33,7 +33,7 @@ def test_declare_then_reconcile_reports_the_gap(stack_settings: Settings) -> Non
     ensure_topics(stack_settings, bus_topics(stack_settings))
     unit = f"TEST.{uuid.uuid4().hex[:8]}"
     at = datetime(2026, 11, 18, 3, 0, tzinfo=UTC)  # 10:00 local on 18/11
-    events = generate(SimConfig(days=2, units=2), load_reference())[:3]
+    events = generate_dossiers(DossierSpec(days=2, units=2), load_reference())[:3]
     with Publisher(stack_settings, source_system="recon-cli") as publisher:
         for i, ev in enumerate(events, start=1):
             publisher.publish(DOSSIERS, ev.dossier, version=i, changed_at=at, unit=unit)

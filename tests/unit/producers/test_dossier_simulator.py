@@ -1,4 +1,4 @@
-"""The public-service portal simulator: deterministic, ordered, and truthful about itself."""
+"""The portal's dossier simulator: deterministic, ordered, and truthful about itself."""
 
 from __future__ import annotations
 
@@ -9,20 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producers.dossier_simulator import (
-    BAD_KINDS,
-    SimConfig,
-    SimEvent,
-    generate,
-    latest_truth,
-)
+from producers.simulators import DossierEvent, DossierSpec, generate_dossiers, latest_truth
+from producers.simulators.public_service import DOSSIER_DEFECTS
 from schemas.domain.citizen_id import CitizenId, check_citizen_id
 from schemas.domain.reference import ReferenceData, load_reference
 from schemas.models.public_service import Op
 from sinks.ioc.dossier_kpis import compute_unit_kpis
 
 END = datetime(2025, 9, 15, 10, 0, 7, tzinfo=UTC)
-CONFIG = SimConfig(days=30, overdue_units=3, seed=11, end=END)
+CONFIG = DossierSpec(days=30, overdue_units=3, seed=11, end=END)
 
 
 @pytest.fixture(scope="module")
@@ -31,36 +26,36 @@ def ref() -> ReferenceData:
 
 
 @pytest.fixture(scope="module")
-def events(ref: ReferenceData) -> list[SimEvent]:
-    out = generate(CONFIG, ref)
+def events(ref: ReferenceData) -> list[DossierEvent]:
+    out = generate_dossiers(CONFIG, ref)
     assert len(out) > 1000  # 21 units × ~21 working days × 2/day × several events
     return out
 
 
-def by_dossier(events: list[SimEvent]) -> dict[str, list[SimEvent]]:
-    out: dict[str, list[SimEvent]] = defaultdict(list)
+def by_dossier(events: list[DossierEvent]) -> dict[str, list[DossierEvent]]:
+    out: dict[str, list[DossierEvent]] = defaultdict(list)
     for ev in events:
         out[ev.dossier.dossier_id].append(ev)
     return out
 
 
-def test_deterministic_for_a_seed(ref: ReferenceData, events: list[SimEvent]) -> None:
-    again = generate(CONFIG, ref)
+def test_deterministic_for_a_seed(ref: ReferenceData, events: list[DossierEvent]) -> None:
+    again = generate_dossiers(CONFIG, ref)
     assert again == events
     assert [e.truth for e in again] == [e.truth for e in events]
     ids = [e.event_id for e in events]
     assert all(ids) and len(set(ids)) == len(ids)  # a re-run replays the same event ids
-    other = generate(SimConfig(days=30, overdue_units=3, seed=12, end=END), ref)
+    other = generate_dossiers(DossierSpec(days=30, overdue_units=3, seed=12, end=END), ref)
     assert [e.dossier for e in other] != [e.dossier for e in events]
 
 
-def test_events_are_in_time_order(events: list[SimEvent]) -> None:
+def test_events_are_in_time_order(events: list[DossierEvent]) -> None:
     times = [e.at for e in events]
     assert times == sorted(times)
     assert all(t.tzinfo is not None and t.utcoffset() == timedelta(0) for t in times)
 
 
-def test_versions_increase_per_dossier_from_one(events: list[SimEvent]) -> None:
+def test_versions_increase_per_dossier_from_one(events: list[DossierEvent]) -> None:
     for dossier_id, evs in by_dossier(events).items():
         assert [e.version for e in evs] == list(range(1, len(evs) + 1)), dossier_id
         assert [e.op for e in evs] == [Op.CREATE] + [Op.UPDATE] * (len(evs) - 1)
@@ -70,7 +65,7 @@ def test_versions_increase_per_dossier_from_one(events: list[SimEvent]) -> None:
         assert all(e.truth["version"] == e.version for e in evs)
 
 
-def test_no_event_after_end(events: list[SimEvent]) -> None:
+def test_no_event_after_end(events: list[DossierEvent]) -> None:
     assert max(e.at for e in events) <= END
     for ev in events:
         completed = ev.truth["completed_at"]
@@ -79,7 +74,7 @@ def test_no_event_after_end(events: list[SimEvent]) -> None:
 
 
 def test_every_bad_dossier_is_marked_on_all_its_events(
-    events: list[SimEvent], ref: ReferenceData
+    events: list[DossierEvent], ref: ReferenceData
 ) -> None:
     seen: set[str] = set()
     for dossier_id, evs in by_dossier(events).items():
@@ -88,7 +83,7 @@ def test_every_bad_dossier_is_marked_on_all_its_events(
         reason = reasons.pop()
         if reason is None:
             continue
-        assert reason in BAD_KINDS
+        assert reason in DOSSIER_DEFECTS
         seen.add(reason)
         d = evs[0].dossier
         # the defect is really there, so the processor has something to refuse
@@ -99,10 +94,10 @@ def test_every_bad_dossier_is_marked_on_all_its_events(
             assert d.receiving_unit_code not in ref.receiving_units
         else:
             assert d.admin_unit_code not in ref.crosswalk
-    assert seen == set(BAD_KINDS)
+    assert seen == set(DOSSIER_DEFECTS)
 
 
-def test_good_dossiers_have_no_defect(events: list[SimEvent], ref: ReferenceData) -> None:
+def test_good_dossiers_have_no_defect(events: list[DossierEvent], ref: ReferenceData) -> None:
     for ev in events:
         if ev.expect_reason is None:
             d = ev.dossier
@@ -113,7 +108,7 @@ def test_good_dossiers_have_no_defect(events: list[SimEvent], ref: ReferenceData
             assert d.admin_unit_code in ref.crosswalk
 
 
-def test_overdue_units_have_a_much_higher_true_overdue_rate(events: list[SimEvent]) -> None:
+def test_overdue_units_have_a_much_higher_true_overdue_rate(events: list[DossierEvent]) -> None:
     truth = latest_truth(events)
     kpis = compute_unit_kpis(truth, END)
     overdue_units = {t["receiving_unit_code"] for t in truth if t["overdue_unit"]}
@@ -126,7 +121,7 @@ def test_overdue_units_have_a_much_higher_true_overdue_rate(events: list[SimEven
     assert sum(bad) / len(bad) > 5 * (sum(good) / len(good))  # type: ignore[arg-type]
 
 
-def test_latest_truth_is_the_last_event_of_each_good_dossier(events: list[SimEvent]) -> None:
+def test_latest_truth_is_the_last_event_of_each_good_dossier(events: list[DossierEvent]) -> None:
     truth = {t["dossier_id"]: t for t in latest_truth(events)}
     groups = by_dossier(events)
     good = {d for d, evs in groups.items() if evs[0].expect_reason is None}
@@ -135,7 +130,7 @@ def test_latest_truth_is_the_last_event_of_each_good_dossier(events: list[SimEve
         assert truth[dossier_id] == groups[dossier_id][-1].truth
 
 
-def test_messy_variants_exist(events: list[SimEvent]) -> None:
+def test_messy_variants_exist(events: list[DossierEvent]) -> None:
     received = [e.dossier.received_at for e in events]
     naive = [r for r in received if "T" in r and "+" not in r and not r.endswith("Z")]
     ddmmyyyy = [r for r in received if r[2] == "/" and r[5] == "/"]
@@ -148,7 +143,7 @@ def test_messy_variants_exist(events: list[SimEvent]) -> None:
     assert len(nfd) < len(names) / 2  # messy is the minority
 
 
-def test_naive_times_are_local_time(events: list[SimEvent]) -> None:
+def test_naive_times_are_local_time(events: list[DossierEvent]) -> None:
     for ev in events:
         r = ev.dossier.received_at
         if "T" in r and "+" not in r:

@@ -6,13 +6,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from producers.dossier_simulator import (
+from producers.simulators import (
     HOLIDAY_SHARE,
     WEEKEND_SHARE,
-    SimConfig,
+    DossierSpec,
     day_share,
     dossiers_per_unit_on,
-    generate,
+    generate_dossiers,
 )
 from schemas.domain.reference import load_reference
 
@@ -46,12 +46,14 @@ def test_weekends_and_holidays_have_fewer_dossiers_not_none() -> None:
 
 @pytest.mark.parametrize("day", [SUNDAY, TET])
 def test_a_sunday_or_tet_generates_dossiers(day: date) -> None:
-    """`generate` for that one day (as the live feed calls it) is not empty, and smaller
+    """`generate_dossiers` for that one day (as the live feed calls it) is not empty, and smaller
     than a working day's."""
     ref = load_reference()
 
     def one_day(d: date) -> int:
         end = datetime(d.year, d.month, d.day, 10, 0, tzinfo=UTC)  # 17:00 local
-        return len(generate(SimConfig(days=0, dossiers_per_unit_per_day=3.0, end=end), ref))
+        return len(
+            generate_dossiers(DossierSpec(days=0, dossiers_per_unit_per_day=3.0, end=end), ref)
+        )
 
     assert 0 < one_day(day) < one_day(WEDNESDAY)

@@ -56,13 +56,13 @@ def parsed_schema(path: str) -> Any:
     return fastavro.parse_schema(json.loads(load_schema(path)))
 
 
-def test_every_catalog_dataset_but_the_dossiers_has_a_simulator() -> None:
-    assert set(SIMULATORS) == set(DATASETS) - {"publicservice.dossiers"}
+def test_every_catalog_dataset_has_a_simulator() -> None:
+    assert set(SIMULATORS) == set(DATASETS)
 
 
 def test_unknown_dataset_is_refused() -> None:
     with pytest.raises(KeyError, match="no simulator"):
-        generate_dataset("publicservice.dossiers", SPEC)
+        generate_dataset("publicservice.nothing", SPEC)
 
 
 @pytest.mark.parametrize("dataset_id", SIMULATED)
@@ -170,7 +170,12 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("dataset_id", SIMULATED)
+# The portal sends some decomposed (NFD) text with stray spaces on purpose, for the
+# processor to standardize: test_dossier_simulator checks that messy minority.
+MESSY_TEXT = {"publicservice.dossiers"}
+
+
+@pytest.mark.parametrize("dataset_id", [d for d in SIMULATED if d not in MESSY_TEXT])
 def test_vietnamese_text_is_nfc(dataset_id: str) -> None:
     texts = [s for r in records_of(dataset_id) for s in _strings(r.record.model_dump(mode="json"))]
     assert texts

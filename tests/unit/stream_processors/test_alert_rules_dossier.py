@@ -6,7 +6,7 @@ import random
 from datetime import UTC, date, datetime
 from typing import Any
 
-from producers.dossier_simulator import SimConfig, generate
+from producers.simulators import DossierSpec, generate_dossiers
 from schemas.domain.reference import load_reference
 from stream_processors.alerts.engine import RULE_GROUPS
 from stream_processors.alerts.facts import contributions
@@ -156,8 +156,10 @@ def test_disabled_rules_resolve_what_they_left_open() -> None:
 
 def test_simulated_portal_raises_for_the_overdue_units_only() -> None:
     end = datetime(2025, 8, 29, 10, 0, tzinfo=UTC)
-    events = generate(
-        SimConfig(days=25, units=8, overdue_units=2, dossiers_per_unit_per_day=2, seed=5, end=end),
+    events = generate_dossiers(
+        DossierSpec(
+            days=25, units=8, overdue_units=2, dossiers_per_unit_per_day=2, seed=5, end=end
+        ),
         load_reference(),
     )
     prev: dict[str, Any] = {}

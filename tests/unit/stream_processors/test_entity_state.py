@@ -10,7 +10,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from producers.dossier_simulator import SimConfig, generate
+from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DATASETS, DOSSIERS, load_schema
 from schemas.codec import frame
 from schemas.domain.reference import load_reference
@@ -75,7 +75,7 @@ def _framed(raw: dict[str, Any]) -> bytes:
 
 
 def test_digest_ignores_transport_fields_but_not_content() -> None:
-    event = generate(SimConfig(days=3, units=1, seed=2), load_reference())[0]
+    event = generate_dossiers(DossierSpec(days=3, units=1, seed=2), load_reference())[0]
     raw = {
         "event_id": "0b0e0a1c-2d3e-4f50-8a6b-7c8d9e0f1a2b",
         "op": "c",

@@ -14,8 +14,13 @@ import fastavro
 import pytest
 
 from bus.errors import ConfigError
-from producers.dossier_simulator import SimConfig, generate
-from producers.simulators import SIMULATORS, SimSpec, generate_dataset
+from producers.simulators import (
+    SIMULATORS,
+    DossierSpec,
+    SimSpec,
+    generate_dataset,
+    generate_dossiers,
+)
 from schemas.catalog import DOSSIERS, QUALITY_SCHEMA, QUALITY_TOPIC, get_dataset, load_schema
 from schemas.domain.reference import load_reference
 from stream_processors.batch_stats import UnitStats
@@ -58,7 +63,9 @@ def _decoded(schema: Any, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dossier() -> dict[str, Any]:
-    events = generate(SimConfig(days=3, units=2, bad_share=0, seed=3, end=END), load_reference())
+    events = generate_dossiers(
+        DossierSpec(days=3, units=2, bad_share=0, seed=3, end=END), load_reference()
+    )
     return events[0].dossier.model_dump(mode="python")
 
 
@@ -154,7 +161,7 @@ def test_presence_on_simulated_records(dataset_id: str) -> None:
 
 def test_presence_on_simulated_dossier_events() -> None:
     schema = _inner_schema(DOSSIERS.id)
-    events = generate(SimConfig(days=5, units=3, seed=11, end=END), load_reference())
+    events = generate_dossiers(DossierSpec(days=5, units=3, seed=11, end=END), load_reference())
     required = len(field_spec(DOSSIERS).required)
     seen_completed = False
     for event in events:
