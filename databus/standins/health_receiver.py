@@ -225,6 +225,7 @@ class HealthReceiver:
         self._reject_status = 422
         self._reject_locate = True
         self._idempotent: dict[str, tuple[int, bytes]] = {}
+        self._interleave: list[Callable[[], None]] = []
         self._stats: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -321,6 +322,24 @@ class HealthReceiver:
             self._reject_where = where
             self._reject_status = status
             self._reject_locate = locate
+
+    def interleave(self, write: Callable[[], None]) -> None:
+        """Run ``write`` (another sender's write, e.g. :meth:`apply`) just before the
+        next transaction is applied: after the client's read, before its write, as a
+        concurrent sender would."""
+        with self._lock:
+            self._interleave.append(write)
+
+    def apply(self, bundle: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Apply a transaction in process, as another sender's ``POST /`` would (no
+        token, no fault): the status and the response Bundle or OperationOutcome."""
+        with self._lock:
+            try:
+                response = self._transaction(dict(bundle))
+            except _TransactionError as exc:
+                return exc.status, _outcome(exc.issues)
+            self._persist()
+            return 200, response
 
     def set_token_ttl(self, seconds: float) -> None:
         with self._lock:
@@ -677,6 +696,14 @@ class HealthReceiver:
             auth = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             return 401, auth, json.dumps(_outcome([issue])).encode()
         key = headers.get("Idempotency-Key")
+        with self._lock:
+            interleaved, self._interleave = self._interleave, []
+        if interleaved and b'"transaction"' in body:
+            for write in interleaved:
+                write()
+        elif interleaved:  # a read: the writes wait for the transaction after it
+            with self._lock:
+                self._interleave = interleaved + self._interleave
         with self._lock:
             if key and key in self._idempotent:
                 self._stats["idempotent_replays"] += 1
