@@ -369,18 +369,18 @@ def test_connection_refused_is_retriable(records: list[SinkRecord]) -> None:
 def test_request_rate_is_limited(receiver: HealthReceiver, records: list[SinkRecord]) -> None:
     sink = make_sink(receiver, rate_per_s=20, bundle_max_entries=3)
     try:
-        batch = records[:11]  # facilities: one entry each, so 11 requests
+        batch = records[:11]  # facilities: one entry each, so 4 bundles
         started = time.monotonic()
         assert sink.write(batch) == []
         elapsed = time.monotonic() - started
-        assert sink.requests == 4
+        assert sink.requests == 8  # each bundle: its read, then its transaction
         assert receiver.stats()["largest_bundle"] <= 3
-        assert elapsed >= 3 * 0.05 * 0.9
+        assert elapsed >= 7 * 0.05 * 0.9
         more = records[11:41]
         started = time.monotonic()
         assert sink.write(more) == []
-        assert sink.requests == 14
-        assert time.monotonic() - started >= 10 * 0.05 * 0.9
+        assert sink.requests == 28
+        assert time.monotonic() - started >= 20 * 0.05 * 0.9
     finally:
         sink.close()
 
