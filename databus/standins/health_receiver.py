@@ -34,6 +34,12 @@ of the API. In process, :class:`HealthReceiver` offers the same controls as meth
     with HealthReceiver(client_secret="s3cret") as axis:
         axis.fail(500, count=3)
         ... axis.url, axis.token_url, axis.stats(), axis.find("Encounter", system, id)
+        axis.interleave(lambda: axis.apply(other_bundle))  # another sender's write,
+        # applied after the client's next read and before its transaction
+
+It enforces nothing a real FHIR server would not: no order of the bus's own (the
+sink keeps it with If-Match), so what the tests see is what HAPI or a cloud FHIR store
+would keep.
 
 As a process: ``python -m databus.standins.health_receiver --port 8090 [--tls-cert cert.pem
 --tls-key key.pem] [--store axis.json]``; it prints its URL and runs until stopped.

@@ -19,7 +19,7 @@ from databus.standins.health_receiver import HealthReceiver
 from schemas.catalog import get_dataset, load_schema, value_subject
 from schemas.codec.serde import AvroSerializer
 from schemas.topics import sink_dlq_topic
-from sinks.fhir import SYSTEMS
+from sinks.fhir import LOCAL_SYSTEMS as SYSTEMS
 from sinks.health_axis import HealthAxisSink
 from sinks.runner import SinkRunner
 
