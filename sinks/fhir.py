@@ -44,6 +44,13 @@ matches a patient or a facility across senders. The code systems and extension U
 below (facility type and level, outcomes, commune) are local too, until the ministry's
 profiles name theirs.
 
+A facility code is a national code, so a ministry URI for it is enough to match a
+facility across senders. A patient pseudonym matches across senders only when they
+share both its system and ``DATABUS_HEALTH_AXIS__PSEUDONYM_KEY`` (a key the ministry
+would issue), or when the rules allow sending the CCCD itself under the ministry's
+system; with a key of the province's own, the ministry links a person within the
+province only.
+
 Versions — an older event never overwrites a newer one, with FHIR's own means
 -----------------------------------------------------------------------------
 Real FHIR servers (HAPI, cloud FHIR stores) keep no promise about a client's extension:
