@@ -26,6 +26,7 @@ from bus.errors import ConfigError
 __all__ = [
     "AlertSettings",
     "HealthAxisSettings",
+    "HealthIdentifierSystems",
     "KafkaSettings",
     "MetricsSettings",
     "OpenDataSettings",
@@ -427,6 +428,67 @@ def _loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in {"localhost", "127.0.0.1", "::1"}
 
 
+_LOCAL_SYSTEM = "urn:databus:local:"
+
+
+class HealthIdentifierSystems(BaseModel):
+    """The FHIR ``Identifier.system`` of each kind of identifier the health axis sends
+    (``DATABUS_HEALTH_AXIS__SYSTEMS__<KIND>``).
+
+    The defaults are the bus's own placeholders, all under ``urn:databus:local:`` so no
+    one mistakes them for official names: fine against the embedded receiver, refused in
+    production (see :attr:`HealthAxisSettings.production`), where every one must be the
+    URI the Ministry of Health gives for it, so its server can match a patient or a
+    facility across senders. Vietnam has no published, normative NamingSystem yet; the
+    MoH's draft VN Core IG (hl7vn/vn-core-ig, continuous build, "draft") names
+    ``http://fhir.ehealth.gov.vn/core/sid/provider-medical-license-number`` for the
+    facility code (ma co so KCB) and ``.../sid/insurance_number`` for the BHYT number;
+    confirm them with the ministry before use. None is known for the others.
+    """
+
+    model_config = _FROZEN
+
+    facility: str = Field(
+        default=f"{_LOCAL_SYSTEM}fhir:id:facility-code",
+        description="facility code (ma co so kham chua benh) issued by the MoH",
+    )
+    facility_licence: str = Field(
+        default=f"{_LOCAL_SYSTEM}fhir:id:facility-licence",
+        description="operating licence number (giay phep hoat dong) of a facility",
+    )
+    encounter: str = Field(
+        default=f"{_LOCAL_SYSTEM}fhir:id:encounter",
+        description="encounter number (ma luot kham) as the facility's HIS assigns it",
+    )
+    disease_case: str = Field(
+        default=f"{_LOCAL_SYSTEM}fhir:id:disease-case",
+        description="notifiable disease case id of the surveillance system",
+    )
+    patient_pseudonym: str = Field(
+        default=f"{_LOCAL_SYSTEM}fhir:id:patient-pseudonym",
+        description="keyed pseudonym of the citizen id (CCCD); the CCCD itself is never sent",
+    )
+    case_subject_pseudonym: str = Field(
+        default=f"{_LOCAL_SYSTEM}fhir:id:case-subject-pseudonym",
+        description="pseudonym of a case subject without a citizen id (one per case)",
+    )
+
+    @field_validator("*")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        value = value.strip()
+        if ":" not in value or " " in value:
+            raise ValueError(f"expected an absolute URI (http://..., urn:...), got {value!r}")
+        return value
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: str(getattr(self, name)) for name in type(self).model_fields}
+
+    def local(self) -> list[str]:
+        """The kinds still on a ``urn:databus:local:`` placeholder."""
+        return [k for k, v in self.as_dict().items() if v.startswith(_LOCAL_SYSTEM)]
+
+
 class HealthAxisSettings(BaseModel):
     """The ministry's health axis (``sinks.health_axis``): FHIR endpoint, OAuth2 client
     credentials, TLS, limits. No ``url`` means no health axis is configured."""
@@ -445,6 +507,10 @@ class HealthAxisSettings(BaseModel):
     pseudonym_key: PseudonymKey | None = Field(
         default=None, description="HMAC key of patient pseudonyms; at least 16 characters"
     )
+    systems: HealthIdentifierSystems = HealthIdentifierSystems()
+    # Production: the identifier systems must be the ministry's. Unset: production
+    # unless the URL is on loopback (the embedded receiver `databus up` starts).
+    production: bool | None = None
 
     @field_validator("url", "token_url")
     @classmethod
@@ -482,7 +548,23 @@ class HealthAxisSettings(BaseModel):
                 raise ValueError(
                     f"DATABUS_HEALTH_AXIS__URL is set, so {' and '.join(missing)} must be too"
                 )
+        if self.url is not None and self.is_production():
+            local = [
+                f"DATABUS_HEALTH_AXIS__SYSTEMS__{kind.upper()}" for kind in self.systems.local()
+            ]
+            if local:
+                raise ValueError(
+                    f"the health axis is in production (DATABUS_HEALTH_AXIS__PRODUCTION, or "
+                    f"a URL off loopback), so {', '.join(local)} must be set to the Ministry "
+                    "of Health's identifier system URIs (not urn:databus:local: placeholders)"
+                )
         return self
+
+    def is_production(self) -> bool:
+        """Production unless said otherwise or the URL is the loopback receiver."""
+        if self.production is not None:
+            return self.production
+        return self.url is not None and not _loopback(self.url)
 
     def resolved_token_url(self) -> str:
         if self.token_url is not None:

@@ -33,25 +33,52 @@ encounters and cases:
   pseudonymised from the case id under a separate identifier system, so two such
   cases are never merged into one person.
 
-Idempotence — a retry or a replay never creates a second record
-----------------------------------------------------------------
-- op ``c`` of an Encounter or a Condition: ``POST`` with ``ifNoneExist`` on the
-  business identifier; helpers (Patient, Organization stub) likewise;
-- ops ``u``/``r`` and every facility event: conditional ``PUT Type?identifier=...``
-  (create when absent). Facility events always update, because an encounter that
-  arrived first may have left an identifier-only Organization stub;
-- op ``d``: a conditional ``PUT`` of the resource marked ``entered-in-error``
-  (Organization: ``active: false``), not a DELETE: the tombstone keeps its version,
-  so a replayed, older create finds it and changes nothing;
-- every main resource carries the source version and event id in ``meta.extension``
-  (:data:`SOURCE_VERSION_URL`, :data:`SOURCE_EVENT_URL`): the receiver applies a
-  ``PUT`` only when (version, event id) is greater than what it holds, so an older
-  event replayed later never overwrites a newer one;
-- each request carries an ``Idempotency-Key`` (:func:`idempotency_key`) derived from
-  the event ids it holds.
+Identifier systems
+------------------
+Every ``Identifier.system`` comes from the settings (``DATABUS_HEALTH_AXIS__SYSTEMS__*``,
+:class:`bus.settings.HealthIdentifierSystems`), passed to :func:`map_event` as a mapping
+kind -> URI: ``facility``, ``facility_licence``, ``encounter``, ``disease_case``,
+``patient_pseudonym``, ``case_subject_pseudonym``. The defaults
+(:data:`LOCAL_SYSTEMS`) are ``urn:databus:local:`` placeholders, which the settings
+refuse in production: there they must be the Ministry of Health's URIs, so its server
+matches a patient or a facility across senders. The code systems and extension URLs
+below (facility type and level, outcomes, commune) are local too, until the ministry's
+profiles name theirs.
 
-The identifier systems below are the bus's own placeholders: before production they
-must be replaced by the NamingSystem URIs the ministry registers.
+A facility code is a national code, so a ministry URI for it is enough to match a
+facility across senders. A patient pseudonym matches across senders only when they
+share both its system and ``DATABUS_HEALTH_AXIS__PSEUDONYM_KEY`` (a key the ministry
+would issue), or when the rules allow sending the CCCD itself under the ministry's
+system; with a key of the province's own, the ministry links a person within the
+province only.
+
+Versions — an older event never overwrites a newer one, with FHIR's own means
+-----------------------------------------------------------------------------
+Real FHIR servers (HAPI, cloud FHIR stores) keep no promise about a client's extension:
+an unconditioned or conditional ``PUT`` is last-write-wins. So the order is kept with
+the server's optimistic locking, by the sink (:mod:`sinks.health_axis`):
+
+1. every main resource carries its source version and event id in a root
+   ``extension`` (:data:`SOURCE_VERSION_URL`, :data:`SOURCE_EVENT_URL`; a plain element
+   every server stores and returns, unlike ``meta`` extensions, which some drop);
+2. before writing, the sink reads the current resources with one ``batch`` of
+   ``GET Type?identifier=system|value`` searches (:func:`search_bundle`);
+3. per resource: none found -> conditional create, ``POST`` with ``ifNoneExist``
+   (:func:`map_event`'s main entry as is); found with a source version
+   (:func:`stored_order`) at least the event's -> nothing is sent (stale or
+   duplicate); found older or without one (an identifier-only stub) -> ``PUT
+   Type/<id>`` with ``ifMatch: W/"<versionId>"`` read in step 2
+   (:func:`guarded_update`);
+4. a writer that came in between makes the server answer ``412 Precondition
+   Failed`` (the version moved) or ``200`` instead of ``201`` to a conditional create
+   (someone created it): the sink reads again and decides again.
+
+op ``d`` writes the resource marked ``entered-in-error`` (Organization: ``active:
+false``), not a DELETE: the tombstone keeps its source version, so a replayed older
+create finds it and changes nothing. Helpers (Patient, Organization stub) are
+conditional creates (``ifNoneExist``), never updates. Each request carries an
+``Idempotency-Key`` (:func:`idempotency_key`) derived from its event ids and the
+versions it was conditioned on.
 """
 
 from __future__ import annotations
@@ -63,32 +90,33 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import quote
+
+from bus.settings import HealthIdentifierSystems
 
 __all__ = [
     "DATASETS",
+    "LOCAL_SYSTEMS",
     "SOURCE_EVENT_URL",
     "SOURCE_VERSION_URL",
-    "SYSTEMS",
     "Entry",
     "Mapped",
     "MappingError",
+    "Match",
     "bundle",
     "entity_key",
+    "guarded_update",
     "idempotency_key",
     "map_event",
     "pseudonym",
+    "search_bundle",
+    "search_results",
     "source_order",
+    "stored_order",
 ]
 
-_BASE = "urn:databus:fhir"
-SYSTEMS = {
-    "facility": f"{_BASE}:id:facility-code",
-    "licence": f"{_BASE}:id:facility-licence",
-    "encounter": f"{_BASE}:id:encounter",
-    "case": f"{_BASE}:id:disease-case",
-    "patient": f"{_BASE}:id:patient-pseudonym",
-    "case_subject": f"{_BASE}:id:case-subject-pseudonym",
-}
+_BASE = "urn:databus:local:fhir"
+LOCAL_SYSTEMS: Mapping[str, str] = HealthIdentifierSystems().as_dict()
 SOURCE_VERSION_URL = f"{_BASE}:ext:source-version"
 SOURCE_EVENT_URL = f"{_BASE}:ext:source-event-id"
 _EXT = {
@@ -146,6 +174,16 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Match:
+    """A resource the server holds for an identity: its id, ``meta.versionId`` and the
+    (source version, event id) it was written from (None: a stub, or not the bus's)."""
+
+    id: str
+    version_id: str
+    order: tuple[int, str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Mapped:
     """What one event becomes: its main entry and the helpers it references."""
 
@@ -164,7 +202,8 @@ def pseudonym(key: bytes, value: str) -> str:
 
 
 def idempotency_key(event_ids: Iterable[str]) -> str:
-    """One key per set of events: the same events always give the same key."""
+    """One key per set of strings (event ids, and the versions a write was conditioned
+    on): the same set always gives the same key, whatever the order."""
     digest = hashlib.sha256()
     for event_id in sorted(set(event_ids)):
         digest.update(event_id.encode("ascii", "replace") + b"\n")
@@ -173,6 +212,25 @@ def idempotency_key(event_ids: Iterable[str]) -> str:
 
 def source_order(event: Mapping[str, Any]) -> tuple[int, str]:
     return int(event["source"]["version"]), str(event["event_id"])
+
+
+def stored_order(resource: Mapping[str, Any]) -> tuple[int, str] | None:
+    """The (source version, event id) a stored resource was written from; None when it
+    carries none (an identifier-only stub, or a resource another sender wrote)."""
+    version: int | None = None
+    event_id = ""
+    for ext in resource.get("extension") or ():
+        if not isinstance(ext, Mapping):
+            continue
+        if ext.get("url") == SOURCE_VERSION_URL:
+            raw = ext.get("valueDecimal", ext.get("valueInteger"))
+            try:
+                version = int(raw)
+            except (TypeError, ValueError):
+                return None
+        elif ext.get("url") == SOURCE_EVENT_URL:
+            event_id = str(ext.get("valueString", ""))
+    return None if version is None else (version, event_id)
 
 
 def _instant(value: Any) -> str:
@@ -195,30 +253,32 @@ def _day(value: Any) -> str:
     return str(value)
 
 
-def _identifier(kind: str, value: str) -> dict[str, str]:
-    return {"system": SYSTEMS[kind], "value": value}
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    secret: bytes
+    systems: Mapping[str, str]
 
+    def identifier(self, kind: str, value: str) -> dict[str, str]:
+        return {"system": self.systems[kind], "value": value}
 
-def _key(resource_type: str, kind: str, value: str) -> tuple[str, str]:
-    return resource_type, f"{SYSTEMS[kind]}|{value}"
+    def key(self, resource_type: str, kind: str, value: str) -> tuple[str, str]:
+        return resource_type, f"{self.systems[kind]}|{value}"
 
 
 def _reference(key: tuple[str, str]) -> dict[str, str]:
     return {"reference": _full_url(key)}
 
 
-def _meta(event: Mapping[str, Any]) -> dict[str, Any]:
+def _source_extensions(event: Mapping[str, Any]) -> list[dict[str, Any]]:
     version, event_id = source_order(event)
-    return {
-        "extension": [
-            {"url": SOURCE_VERSION_URL, "valueDecimal": version},
-            {"url": SOURCE_EVENT_URL, "valueString": event_id},
-        ]
-    }
+    return [
+        {"url": SOURCE_VERSION_URL, "valueDecimal": version},
+        {"url": SOURCE_EVENT_URL, "valueString": event_id},
+    ]
 
 
 def _search(key: tuple[str, str]) -> str:
-    return f"identifier={key[1]}"
+    return "identifier=" + quote(key[1], safe=":/|")
 
 
 def _create(key: tuple[str, str], resource: dict[str, Any], *, helper: bool = False) -> Entry:
@@ -226,19 +286,67 @@ def _create(key: tuple[str, str], resource: dict[str, Any], *, helper: bool = Fa
     return Entry(key, resource, request, helper)
 
 
-def _upsert(key: tuple[str, str], resource: dict[str, Any]) -> Entry:
-    return Entry(key, resource, {"method": "PUT", "url": f"{key[0]}?{_search(key)}"})
+def guarded_update(entry: Entry, match: Match) -> Entry:
+    """``entry`` as an update of the server's resource ``match``, applied only while
+    the server still holds the version read (``If-Match``; else 412)."""
+    resource = {**entry.resource, "id": match.id}
+    request = {
+        "method": "PUT",
+        "url": f"{entry.key[0]}/{match.id}",
+        "ifMatch": f'W/"{match.version_id}"',
+    }
+    return Entry(entry.key, resource, request, entry.helper)
 
 
-def _organization_stub(code: str) -> Entry:
-    key = _key("Organization", "facility", code)
-    resource = {"resourceType": "Organization", "identifier": [_identifier("facility", code)]}
+def search_bundle(keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A batch Bundle reading the resources of ``keys`` (one search each)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"{key[0]}?{_search(key)}"}} for key in keys
+        ],
+    }
+
+
+def search_results(
+    keys: Sequence[tuple[str, str]], response: Mapping[str, Any]
+) -> list[list[Match] | None]:
+    """What the batch-response of :func:`search_bundle` found for each key: the matches,
+    or None when that search failed (its status in the response is not 2xx)."""
+    entries = response.get("entry") or []
+    if response.get("resourceType") != "Bundle" or len(entries) != len(keys):
+        raise MappingError("the read answered no batch-response of the searches sent")
+    found: list[list[Match] | None] = []
+    for key, entry in zip(keys, entries, strict=True):
+        status = str((entry.get("response") or {}).get("status", ""))
+        searchset = entry.get("resource") or {}
+        if status[:1] != "2" or searchset.get("resourceType") != "Bundle":
+            found.append(None)
+            continue
+        matches = []
+        for hit in searchset.get("entry") or ():
+            res = hit.get("resource") or {}
+            if res.get("resourceType") != key[0] or not res.get("id"):
+                continue  # e.g. an OperationOutcome with search mode "outcome"
+            version_id = str((res.get("meta") or {}).get("versionId", ""))
+            matches.append(Match(str(res["id"]), version_id, stored_order(res)))
+        found.append(matches)
+    return found
+
+
+def _organization_stub(ctx: _Ctx, code: str) -> Entry:
+    key = ctx.key("Organization", "facility", code)
+    resource = {"resourceType": "Organization", "identifier": [ctx.identifier("facility", code)]}
     return _create(key, resource, helper=True)
 
 
-def _patient(kind: str, value: str, sex: str | None, birth_year: int | None) -> Entry:
-    key = _key("Patient", kind, value)
-    resource: dict[str, Any] = {"resourceType": "Patient", "identifier": [_identifier(kind, value)]}
+def _patient(ctx: _Ctx, kind: str, value: str, sex: str | None, birth_year: int | None) -> Entry:
+    key = ctx.key("Patient", kind, value)
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [ctx.identifier(kind, value)],
+    }
     if sex in _GENDER:
         resource["gender"] = _GENDER[sex]
     if birth_year is not None:
@@ -246,14 +354,19 @@ def _patient(kind: str, value: str, sex: str | None, birth_year: int | None) -> 
     return _create(key, resource, helper=True)
 
 
-def _organization(event: Mapping[str, Any], rec: Mapping[str, Any], deleted: bool) -> Mapped:
+def _organization(
+    ctx: _Ctx, event: Mapping[str, Any], rec: Mapping[str, Any], deleted: bool
+) -> Mapped:
     code = str(rec["facility_code"])
-    identifiers = [_identifier("facility", code)]
+    identifiers = [ctx.identifier("facility", code)]
     if rec.get("license_number"):
-        identifiers.append(_identifier("licence", str(rec["license_number"])))
+        identifiers.append(ctx.identifier("facility_licence", str(rec["license_number"])))
     resource: dict[str, Any] = {
         "resourceType": "Organization",
-        "meta": _meta(event),
+        "extension": [
+            *_source_extensions(event),
+            {"url": _EXT["commune"], "valueCode": str(rec["commune_code"])},
+        ],
         "identifier": identifiers,
         "active": rec.get("status") == "ACTIVE" and not deleted,
         "name": rec["facility_name"],
@@ -265,26 +378,26 @@ def _organization(event: Mapping[str, Any], rec: Mapping[str, Any], deleted: boo
                 ]
             }
         ],
-        "extension": [{"url": _EXT["commune"], "valueCode": str(rec["commune_code"])}],
     }
     if rec.get("address"):
         resource["address"] = [{"text": rec["address"], "country": "VN"}]
-    key = _key("Organization", "facility", code)
-    return Mapped(_upsert(key, resource), (), source_order(event))
+    key = ctx.key("Organization", "facility", code)
+    return Mapped(_create(key, resource), (), source_order(event))
 
 
 def _encounter(
-    event: Mapping[str, Any], rec: Mapping[str, Any], deleted: bool, secret: bytes
+    ctx: _Ctx, event: Mapping[str, Any], rec: Mapping[str, Any], deleted: bool
 ) -> Mapped:
     birth = rec.get("patient_birth_date")
     birth_year = int(_day(birth)[:4]) if birth is not None else None
     patient = _patient(
-        "patient",
-        pseudonym(secret, str(rec["patient_citizen_id"])),
+        ctx,
+        "patient_pseudonym",
+        pseudonym(ctx.secret, str(rec["patient_citizen_id"])),
         rec.get("patient_sex"),
         birth_year,
     )
-    facility = _organization_stub(str(rec["facility_code"]))
+    facility = _organization_stub(ctx, str(rec["facility_code"]))
     code, display = _ENCOUNTER_CLASS.get(str(rec["encounter_type"]), ("AMB", "ambulatory"))
     period = {"start": _instant(rec["admitted_at"])}
     if rec.get("discharged_at") is not None:
@@ -295,8 +408,8 @@ def _encounter(
         status = "finished" if rec.get("discharged_at") is not None else "in-progress"
     resource: dict[str, Any] = {
         "resourceType": "Encounter",
-        "meta": _meta(event),
-        "identifier": [_identifier("encounter", str(rec["encounter_id"]))],
+        "extension": _source_extensions(event),
+        "identifier": [ctx.identifier("encounter", str(rec["encounter_id"]))],
         "status": status,
         "class": {"system": _ACT_CODE, "code": code, "display": display},
         "subject": _reference(patient.key),
@@ -312,24 +425,24 @@ def _encounter(
                 "coding": [{"system": _EXT["treatment_outcome"], "code": str(rec["outcome"])}]
             }
         }
-    key = _key("Encounter", "encounter", str(rec["encounter_id"]))
-    main = _upsert(key, resource) if deleted or event["op"] != "c" else _create(key, resource)
-    return Mapped(main, (patient, facility), source_order(event))
+    key = ctx.key("Encounter", "encounter", str(rec["encounter_id"]))
+    return Mapped(_create(key, resource), (patient, facility), source_order(event))
 
 
 def _condition(
-    event: Mapping[str, Any], rec: Mapping[str, Any], deleted: bool, secret: bytes
+    ctx: _Ctx, event: Mapping[str, Any], rec: Mapping[str, Any], deleted: bool
 ) -> Mapped:
     case_id = str(rec["case_id"])
     citizen_id = rec.get("patient_citizen_id")
     if citizen_id:
-        patient = _patient("patient", pseudonym(secret, str(citizen_id)), rec.get("sex"), None)
+        value = pseudonym(ctx.secret, str(citizen_id))
+        patient = _patient(ctx, "patient_pseudonym", value, rec.get("sex"), None)
     else:
-        patient = _patient(
-            "case_subject", pseudonym(secret, f"case:{case_id}"), rec.get("sex"), None
-        )
-    facility = _organization_stub(str(rec["reporting_facility_code"]))
+        value = pseudonym(ctx.secret, f"case:{case_id}")
+        patient = _patient(ctx, "case_subject_pseudonym", value, rec.get("sex"), None)
+    facility = _organization_stub(ctx, str(rec["reporting_facility_code"]))
     extensions: list[dict[str, Any]] = [
+        *_source_extensions(event),
         {"url": _EXT["reporting_facility"], "valueReference": _reference(facility.key)},
         {"url": _EXT["commune"], "valueCode": str(rec["commune_code"])},
     ]
@@ -342,9 +455,8 @@ def _condition(
     )
     resource: dict[str, Any] = {
         "resourceType": "Condition",
-        "meta": _meta(event),
         "extension": extensions,
-        "identifier": [_identifier("case", case_id)],
+        "identifier": [ctx.identifier("disease_case", case_id)],
         "verificationStatus": {"coding": [{"system": _VERIFICATION, "code": verification}]},
         "code": {
             "coding": [
@@ -366,9 +478,8 @@ def _condition(
             "system": _UCUM,
             "code": "a",
         }
-    key = _key("Condition", "case", case_id)
-    main = _upsert(key, resource) if deleted or event["op"] != "c" else _create(key, resource)
-    return Mapped(main, (patient, facility), source_order(event))
+    key = ctx.key("Condition", "disease_case", case_id)
+    return Mapped(_create(key, resource), (patient, facility), source_order(event))
 
 
 def _dataset(event: Mapping[str, Any]) -> str:
@@ -376,23 +487,30 @@ def _dataset(event: Mapping[str, Any]) -> str:
     return str(source.get("dataset", "")) if isinstance(source, Mapping) else ""
 
 
-def entity_key(event: Mapping[str, Any]) -> tuple[str, str]:
+def entity_key(
+    event: Mapping[str, Any], systems: Mapping[str, str] = LOCAL_SYSTEMS
+) -> tuple[str, str]:
     """The identity of the resource an event writes (without mapping all of it)."""
     dataset = _dataset(event)
     rec = event.get("after") or event.get("before") or {}
     field, resource_type, kind = {
         "health.facilities": ("facility_code", "Organization", "facility"),
         "health.encounters": ("encounter_id", "Encounter", "encounter"),
-        "health.disease_cases": ("case_id", "Condition", "case"),
+        "health.disease_cases": ("case_id", "Condition", "disease_case"),
     }.get(dataset, ("", "", ""))
     if not field or field not in rec:
         raise MappingError(f"no FHIR mapping for dataset {dataset!r} or no record")
-    return _key(resource_type, kind, str(rec[field]))
+    return resource_type, f"{systems[kind]}|{rec[field]}"
 
 
-def map_event(event: Mapping[str, Any], secret: bytes) -> Mapped:
-    """The FHIR entries of one std event; ``secret`` keys the patient pseudonyms.
+def map_event(
+    event: Mapping[str, Any], secret: bytes, systems: Mapping[str, str] = LOCAL_SYSTEMS
+) -> Mapped:
+    """The FHIR entries of one std event; ``secret`` keys the patient pseudonyms,
+    ``systems`` names the identifier systems (kind -> URI, as the settings give them).
 
+    The main entry is a conditional create; the sink turns it into a guarded update
+    when the server already holds an older version (see the module doc).
     Raises :class:`MappingError` for an event no FHIR resource can represent.
     """
     dataset = _dataset(event)
@@ -400,13 +518,14 @@ def map_event(event: Mapping[str, Any], secret: bytes) -> Mapped:
     rec = event.get("before") if deleted else event.get("after")
     if not isinstance(rec, Mapping):
         raise MappingError(f"{dataset} event without a record (op {event.get('op')!r})")
+    ctx = _Ctx(secret, systems)
     try:
         if dataset == "health.facilities":
-            return _organization(event, rec, deleted)
+            return _organization(ctx, event, rec, deleted)
         if dataset == "health.encounters":
-            return _encounter(event, rec, deleted, secret)
+            return _encounter(ctx, event, rec, deleted)
         if dataset == "health.disease_cases":
-            return _condition(event, rec, deleted, secret)
+            return _condition(ctx, event, rec, deleted)
     except (KeyError, TypeError, ValueError) as exc:
         # a field name, never a value: values may be personal
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else type(exc).__name__

@@ -3,9 +3,20 @@
 ``write(batch)`` maps each event with :mod:`sinks.fhir`, keeps one entry per resource
 (the newest source version when the batch holds several events of one entity), packs
 the entries into transaction Bundles of at most ``bundle_max_entries`` and POSTs each
-with an ``Idempotency-Key`` derived from its event ids. A retry or a replay is
-harmless: creates are conditional (``ifNoneExist``), updates are conditional and
-guarded by the source version (see :mod:`sinks.fhir`).
+with an ``Idempotency-Key`` derived from its event ids and the versions it was conditioned on.
+
+Version safety uses FHIR's own optimistic locking, so it holds against any FHIR
+server (HAPI, cloud FHIR stores), not only the loopback receiver. Before each
+transaction the sink reads the current resources with one ``batch`` of identifier
+searches, then per resource: absent -> conditional create (``ifNoneExist``); held
+from a source version at least the event's -> nothing sent (``stale``); older ->
+``PUT Type/<id>`` with ``ifMatch: W/"<versionId>"``. A ``412`` (another writer moved
+the version) or a conditional create answered ``200`` (another writer created it) makes
+the sink read again and decide again, up to ``_CONFLICT_ROUNDS`` times; then the batch
+fails retriably. Several resources matching one identifier refuse that event
+(``reason="ambiguous"``): the server holds duplicates someone must merge. So a retry
+or a replay is harmless, and an older source version arriving after a newer one
+never overwrites it (see :mod:`sinks.fhir`).
 
 Outcomes, as the sink contract (:mod:`sinks.base`) wants them:
 
@@ -53,7 +64,17 @@ from pyrate_limiter import InMemoryBucket, Limiter, Rate
 from bus.errors import ConfigError, SinkError
 from bus.settings import HealthAxisSettings
 from sinks.base import Rejected, SinkRecord
-from sinks.fhir import Entry, Mapped, MappingError, bundle, idempotency_key, map_event
+from sinks.fhir import (
+    Entry,
+    Mapped,
+    MappingError,
+    bundle,
+    guarded_update,
+    idempotency_key,
+    map_event,
+    search_bundle,
+    search_results,
+)
 
 __all__ = ["TOPICS", "HealthAxisSink"]
 
@@ -65,6 +86,9 @@ _RETRIABLE_STATUS = frozenset({408, 425, 429})
 _BROKEN_STATUS = frozenset({401, 403, 405})
 _BODY_LIMIT = 2000
 _MAX_RETRY_AFTER_S = 60.0
+# Reads and writes in a row that another writer may spoil before the batch fails
+# (retriably): a conflict needs a concurrent writer of the same resource.
+_CONFLICT_ROUNDS = 5
 
 
 def _trim(text: str) -> str:
@@ -151,17 +175,22 @@ class _Unit:
     mapped: Mapped
     records: list[SinkRecord] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
+    write: Entry | None = None  # the main entry as the read decided it
+
+    @property
+    def main(self) -> Entry:
+        return self.write or self.mapped.main
 
 
 def _entries(units: Sequence[_Unit]) -> tuple[list[Entry], list[list[int]]]:
     """The bundle's entries, and for each the units that need it."""
-    mains = {u.mapped.main.key for u in units}
+    mains = {u.main.key for u in units}
     index: dict[tuple[str, str], int] = {}
     entries: list[Entry] = []
     owners: list[list[int]] = []
     for n, unit in enumerate(units):
-        index[unit.mapped.main.key] = len(entries)
-        entries.append(unit.mapped.main)
+        index[unit.main.key] = len(entries)
+        entries.append(unit.main)
         owners.append([n])
     for n, unit in enumerate(units):
         for helper in unit.mapped.helpers:
@@ -214,8 +243,16 @@ class HealthAxisSink:
                 "DATABUS_HEALTH_AXIS__CLIENT_SECRET and DATABUS_HEALTH_AXIS__PSEUDONYM_KEY "
                 "must be set"
             )
+        local = settings.systems.local()
+        if settings.is_production() and local:
+            raise ConfigError(
+                "the health axis is in production, so "
+                + ", ".join(f"DATABUS_HEALTH_AXIS__SYSTEMS__{k.upper()}" for k in local)
+                + " must be set to the Ministry of Health's identifier system URIs"
+            )
         self._settings = settings
         self._url = settings.url
+        self._systems = settings.systems.as_dict()
         self._secret = settings.pseudonym_key.get_secret_value().encode("utf-8")
         self._auth = _ClientCredentials(
             settings.resolved_token_url(),
@@ -229,6 +266,8 @@ class HealthAxisSink:
         self._closed = False
         self._not_before = 0.0
         self.requests = 0
+        self.stale = 0  # events not sent: the server holds their version or a newer one
+        self.conflicts = 0  # reads repeated after a 412 or a raced conditional create
 
     @property
     def tokens_fetched(self) -> int:
@@ -285,7 +324,7 @@ class HealthAxisSink:
         rejected: list[Rejected] = []
         for rec in batch:
             try:
-                mapped = map_event(rec.value, self._secret)
+                mapped = map_event(rec.value, self._secret, self._systems)
             except MappingError as exc:
                 rejected.append(Rejected(rec, "malformed", str(exc), type(exc).__name__))
                 continue
@@ -298,7 +337,7 @@ class HealthAxisSink:
             unit.event_ids.append(mapped.order[1])
         return list(units.values()), rejected
 
-    def _post(self, units: Sequence[_Unit], entries: Sequence[Entry]) -> httpx.Response:
+    def _post(self, payload: dict[str, Any], key: str | None) -> httpx.Response:
         client = self._client
         if client is None:
             raise SinkError("health axis sink is closed", retriable=False)
@@ -306,15 +345,13 @@ class HealthAxisSink:
         if wait > 0:  # the axis asked for a pause (Retry-After)
             time.sleep(wait)
         self._limiter.try_acquire("health-axis")
-        key = idempotency_key(e for u in units for e in u.event_ids)
-        body = json.dumps(bundle(entries), ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        headers = {"Content-Type": "application/fhir+json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         self.requests += 1
         try:
-            return client.post(
-                self._url,
-                content=body.encode("utf-8"),
-                headers={"Content-Type": "application/fhir+json", "Idempotency-Key": key},
-            )
+            return client.post(self._url, content=body.encode("utf-8"), headers=headers)
         except httpx.TimeoutException as exc:
             raise SinkError(
                 f"health axis timed out after {self._settings.timeout_s}s ({type(exc).__name__})",
@@ -332,30 +369,106 @@ class HealthAxisSink:
                 f"health axis unreachable: {type(exc).__name__}: {exc}", retriable=True
             ) from exc
 
+    def _raise_for_server(self, response: httpx.Response) -> None:
+        """Raise for the answers no entry caused: the axis down, busy, or refusing us."""
+        status = response.status_code
+        if status >= 500 or status in _RETRIABLE_STATUS:
+            if status == 429:
+                self._not_before = time.monotonic() + _retry_after(response)
+            raise SinkError(f"health axis answered {status}", retriable=True)
+        if status in _BROKEN_STATUS:
+            raise SinkError(
+                f"health axis refused the sink ({status}): {_trim(response.text)}",
+                retriable=False,
+            )
+
+    def _read(self, units: list[_Unit]) -> tuple[list[_Unit], list[Rejected]]:
+        """Read the server's current resources and decide each unit's write: the units
+        still to send (``write`` set), and the refused ones; stale ones are dropped."""
+        keys = [u.mapped.main.key for u in units]
+        response = self._post(search_bundle(keys), None)
+        self._raise_for_server(response)
+        if response.status_code != 200:
+            raise SinkError(
+                f"health axis refused the read ({response.status_code}): {_trim(response.text)}",
+                retriable=False,
+            )
+        try:
+            found = search_results(keys, response.json())
+        except (ValueError, MappingError) as exc:
+            raise SinkError(f"health axis read: {exc}", retriable=True) from exc
+        ready: list[_Unit] = []
+        rejected: list[Rejected] = []
+        for unit, matches in zip(units, found, strict=True):
+            if matches is None:
+                raise SinkError(
+                    f"health axis read of a {unit.mapped.main.key[0]} failed", retriable=True
+                )
+            if len(matches) > 1:
+                detail = (
+                    f"{len(matches)} {unit.mapped.main.key[0]} resources on the axis hold "
+                    "this identifier; they must be merged there"
+                )
+                rejected.extend(Rejected(rec, "ambiguous", detail) for rec in unit.records)
+                continue
+            if not matches:
+                unit.write = unit.mapped.main  # conditional create (ifNoneExist)
+            elif matches[0].order is not None and matches[0].order >= unit.mapped.order:
+                self.stale += len(unit.records)  # the axis holds this version or a newer one
+                continue
+            else:
+                unit.write = guarded_update(unit.mapped.main, matches[0])
+            ready.append(unit)
+        return ready, rejected
+
     def _send(self, units: list[_Unit]) -> list[Rejected]:
-        """Send ``units`` as transactions until each is taken or refused."""
+        """Read, then write ``units`` until each is taken, stale or refused; read again
+        what another writer changed in between."""
+        rejected: list[Rejected] = []
+        pending = units
+        for _ in range(_CONFLICT_ROUNDS):
+            if not pending:
+                break
+            ready, refused = self._read(pending)
+            rejected.extend(refused)
+            pending = []
+            if ready:
+                rejected.extend(self._transact(ready, pending))
+            self.conflicts += len(pending)
+        else:
+            if pending:
+                raise SinkError(
+                    f"health axis: {len(pending)} resource(s) kept changing under the sink "
+                    f"({_CONFLICT_ROUNDS} reads)",
+                    retriable=True,
+                )
+        if rejected:
+            log.warning("health axis refused %d record(s)", len(rejected))
+        return rejected
+
+    def _transact(self, units: list[_Unit], conflicted: list[_Unit]) -> list[Rejected]:
+        """Send ``units`` as transactions until each is taken, refused, or conflicted
+        (appended to ``conflicted``: to read again)."""
         rejected: list[Rejected] = []
         queue = [units]
         while queue:
             group = queue.pop()
             entries, owners = _entries(group)
-            response = self._post(group, entries)
+            conditions = [f"{e.request['url']}@{e.request.get('ifMatch', '')}" for e in entries]
+            key = idempotency_key([*(e for u in group for e in u.event_ids), *conditions])
+            response = self._post(bundle(entries), key)
+            self._raise_for_server(response)
             status = response.status_code
-            if status >= 500 or status in _RETRIABLE_STATUS:
-                if status == 429:
-                    self._not_before = time.monotonic() + _retry_after(response)
-                raise SinkError(f"health axis answered {status}", retriable=True)
-            if status in _BROKEN_STATUS:
-                raise SinkError(
-                    f"health axis refused the sink ({status}): {_trim(response.text)}",
-                    retriable=False,
-                )
+            if status == 412:  # a version moved, or a conditional write matched several
+                conflicted.extend(group)
+                continue
             try:
                 body = response.json()
             except ValueError:
                 body = None
             refused = _refused_entries(body, len(entries))
             if 200 <= status < 300 and not refused:
+                conflicted.extend(_raced_creates(group, body))
                 continue
             if status < 400 and not refused:
                 raise SinkError(f"health axis answered {status}", retriable=False)
@@ -374,6 +487,20 @@ class HealthAxisSink:
             rest = [u for n, u in enumerate(group) if n not in set(bad)]
             if rest:
                 queue.append(rest)
-        if rejected:
-            log.warning("health axis refused %d record(s)", len(rejected))
         return rejected
+
+
+def _raced_creates(group: Sequence[_Unit], body: Any) -> list[_Unit]:
+    """The units whose conditional create found a resource (``200``, not ``201``):
+    another writer created it after the read, so this event was not applied."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        return []
+    answers = body.get("entry") or []
+    raced = []
+    for n, unit in enumerate(group):  # the main entries come first, in unit order
+        if unit.main.request["method"] != "POST" or n >= len(answers):
+            continue
+        status = str((answers[n].get("response") or {}).get("status", ""))
+        if status.startswith("200"):
+            raced.append(unit)
+    return raced

@@ -4,14 +4,22 @@ A small FHIR R4 server that stores what it receives and can be told to misbehave
 
     POST /token      OAuth2 client credentials (Basic or form client auth); short-lived
                      bearer tokens; a bad secret gets 401 invalid_client
-    POST /           a transaction Bundle, all or nothing, as a FHIR server does it:
-                     ``ifNoneExist`` conditional creates, conditional ``PUT
-                     Type?identifier=...`` updates guarded by the source version the
-                     bus puts in ``meta.extension`` (an older version never overwrites a
-                     newer one), ``urn:uuid`` references resolved inside the bundle, an
-                     ``Idempotency-Key`` answered from the first response; a refused
-                     entry fails the bundle with an OperationOutcome whose issues name
-                     it (``expression: Bundle.entry[i]``)
+    POST /           a transaction Bundle, all or nothing, as a FHIR server (HAPI, a
+                     cloud FHIR store) does it, and nothing more: ``ifNoneExist``
+                     conditional creates (``201`` when created, ``200`` when one
+                     exists), ``PUT Type/id`` updates (create when absent) and
+                     conditional ``PUT Type?identifier=...`` updates, both
+                     last-write-wins unless the entry carries ``ifMatch: W/"<versionId>"``,
+                     which fails the transaction with ``412`` when the resource is at
+                     another version (or absent); every write bumps ``meta.versionId``,
+                     answered as ``etag``; ``urn:uuid`` references resolved inside the
+                     bundle; an ``Idempotency-Key`` answered from the first response; a
+                     refused entry fails the bundle with an OperationOutcome whose
+                     issues name it (``expression: Bundle.entry[i]``)
+                     -- or a batch Bundle of ``GET Type?identifier=system|value``
+                     searches and ``GET Type/id`` reads, each answered on its own
+    GET  /Type?identifier=system|value, GET /Type/id
+                     a search (searchset Bundle), a read (with an ``ETag``)
     GET  /_stats     counters (JSON)
     GET  /_resources stored resources (JSON; ``?type=Encounter`` filters)
     POST /_control   {"action": "fail", "status": 503, "count": 3} | "stall" (seconds) |
@@ -26,6 +34,12 @@ of the API. In process, :class:`HealthReceiver` offers the same controls as meth
     with HealthReceiver(client_secret="s3cret") as axis:
         axis.fail(500, count=3)
         ... axis.url, axis.token_url, axis.stats(), axis.find("Encounter", system, id)
+        axis.interleave(lambda: axis.apply(other_bundle))  # another sender's write,
+        # applied after the client's next read and before its transaction
+
+It enforces nothing a real FHIR server would not: no order of the bus's own (the
+sink keeps it with If-Match), so what the tests see is what HAPI or a cloud FHIR store
+would keep.
 
 As a process: ``python -m databus.standins.health_receiver --port 8090 [--tls-cert cert.pem
 --tls-key key.pem] [--store axis.json]``; it prints its URL and runs until stopped.
@@ -63,10 +77,8 @@ __all__ = ["HealthReceiver", "main"]
 
 log = logging.getLogger(__name__)
 
-_SOURCE_VERSION_URL = "urn:databus:fhir:ext:source-version"
-_SOURCE_EVENT_URL = "urn:databus:fhir:ext:source-event-id"
 _METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3}
-_REASONS = {200: "OK", 201: "Created"}
+_REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found"}
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -111,15 +123,15 @@ def _identifiers(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def _source_order(resource: Mapping[str, Any]) -> tuple[int, str] | None:
-    """The (source version, event id) the bus stamped on a resource; None on stubs."""
-    version, event_id = None, ""
-    for ext in (resource.get("meta") or {}).get("extension") or ():
-        if ext.get("url") == _SOURCE_VERSION_URL:
-            version = int(ext.get("valueDecimal", ext.get("valueInteger", 0)))
-        elif ext.get("url") == _SOURCE_EVENT_URL:
-            event_id = str(ext.get("valueString", ""))
-    return None if version is None else (version, event_id)
+def _etag(resource: Mapping[str, Any]) -> str:
+    return f'W/"{(resource.get("meta") or {}).get("versionId", "")}"'
+
+
+def _version_of(if_match: str) -> str:
+    """``W/"3"`` (or ``"3"``) -> ``3``."""
+    tag = if_match.strip()
+    tag = tag[2:] if tag.startswith("W/") else tag
+    return tag.strip('"')
 
 
 def _search(query: str) -> tuple[str, str]:
@@ -219,6 +231,7 @@ class HealthReceiver:
         self._reject_status = 422
         self._reject_locate = True
         self._idempotent: dict[str, tuple[int, bytes]] = {}
+        self._interleave: list[Callable[[], None]] = []
         self._stats: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -315,6 +328,24 @@ class HealthReceiver:
             self._reject_where = where
             self._reject_status = status
             self._reject_locate = locate
+
+    def interleave(self, write: Callable[[], None]) -> None:
+        """Run ``write`` (another sender's write, e.g. :meth:`apply`) just before the
+        next transaction is applied: after the client's read, before its write, as a
+        concurrent sender would."""
+        with self._lock:
+            self._interleave.append(write)
+
+    def apply(self, bundle: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Apply a transaction in process, as another sender's ``POST /`` would (no
+        token, no fault): the status and the response Bundle or OperationOutcome."""
+        with self._lock:
+            try:
+                response = self._transaction(dict(bundle))
+            except _TransactionError as exc:
+                return exc.status, _outcome(exc.issues)
+            self._persist()
+            return 200, response
 
     def set_token_ttl(self, seconds: float) -> None:
         with self._lock:
@@ -441,6 +472,62 @@ class HealthReceiver:
             return True
         return self._reject_where is not None and self._reject_where(resource)
 
+    def _search_set(self, rtype: str, query: str) -> dict[str, Any]:
+        """A searchset Bundle of ``rtype`` resources with ``identifier=system|value``."""
+        system, value = _search(query)
+        found = self._store.find(rtype, system, value)
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "entry": [
+                {
+                    "fullUrl": f"{self.url}/{rtype}/{res['id']}",
+                    "resource": json.loads(json.dumps(res)),
+                    "search": {"mode": "match"},
+                }
+                for res in found
+            ],
+        }
+
+    def read(self, url: str) -> tuple[int, dict[str, Any]]:
+        """``GET Type?identifier=...`` or ``GET Type/id``: status and body (a searchset,
+        the resource, or an OperationOutcome)."""
+        path, _, query = url.lstrip("/").partition("?")
+        with self._lock:
+            self._stats["reads"] += 1
+            try:
+                if query:
+                    return 200, self._search_set(path, query)
+                rtype, _, rid = path.partition("/")
+                found = self._store.resources.get(rtype, {}).get(rid)
+            except ValueError as exc:
+                return 400, _outcome([_issue("not-supported", str(exc))])
+            if not rid or found is None:
+                return 404, _outcome([_issue("not-found", f"{path} not found")])
+            return 200, json.loads(json.dumps(found))
+
+    def _batch(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
+        """A batch of reads, each answered on its own (writes are not batched here)."""
+        answers = []
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict) or request.get("method") != "GET":
+                status, body = 400, _outcome([_issue("not-supported", "only GET in a batch")])
+            else:
+                status, body = self.read(str(request.get("url", "")))
+            response: dict[str, Any] = {"status": f"{status} {_REASONS.get(status, '')}".strip()}
+            if status == 200 and body.get("resourceType") != "Bundle":
+                response["etag"] = _etag(body)
+            answer: dict[str, Any] = {"response": response}
+            if status == 200:
+                answer["resource"] = body
+            else:
+                response["outcome"] = body
+            answers.append(answer)
+        self._stats["batches"] += 1
+        return {"resourceType": "Bundle", "type": "batch-response", "entry": answers}
+
     def _transaction(self, bundle: Any) -> dict[str, Any]:
         """Apply a transaction Bundle all or nothing; raises _TransactionError."""
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -511,22 +598,37 @@ class HealthReceiver:
                         outcomes[i] = (200, f"{rtype}/{found[0]}")
                         counts["unchanged"] += 1
                         continue
-                elif method == "PUT" and query:
+                elif method == "PUT" and query:  # conditional update: last write wins
+                    if path != rtype:
+                        raise ValueError(f"PUT {path}?... of a {rtype}")
                     found = matches(path, query, i)
+                elif method == "PUT" and "/" in path:  # update by id (create when absent)
+                    path_type, _, path_id = path.partition("/")
+                    if path_type != rtype or resource.get("id", path_id) != path_id:
+                        raise ValueError(f"PUT {path} of a {rtype} with id {resource.get('id')}")
+                    found = [path_id]
                 else:
                     raise ValueError(f"unsupported {method} {request.get('url')!r}")
                 new_id = found[0] if found else str(uuid.uuid4())
                 target = store.resources.get(rtype, {}).get(new_id)
+                if request.get("ifMatch"):
+                    wanted = _version_of(str(request["ifMatch"]))
+                    held = None if target is None else str(target["meta"]["versionId"])
+                    if held != wanted:
+                        self._stats["conflicts"] += 1
+                        raise _TransactionError(
+                            412,
+                            [
+                                _issue(
+                                    "conflict",
+                                    f"{rtype}/{new_id} is at version {held}, not {wanted}",
+                                    i,
+                                )
+                            ],
+                        )
                 resolved[full_url] = f"{rtype}/{new_id}"
                 for system, value in _identifiers(resource):
                     pending.setdefault((rtype, system, value), new_id)
-                stored_order = _source_order(target) if target is not None else None
-                incoming = _source_order(resource)
-                if stored_order is not None and (incoming is None or incoming <= stored_order):
-                    # the version guard: an older or equal event changes nothing
-                    counts["stale" if incoming and incoming < stored_order else "unchanged"] += 1
-                    outcomes[i] = (200, f"{rtype}/{new_id}")
-                    continue
                 plan.append((i, {**resource, "id": new_id}))
                 outcomes[i] = (200 if target is not None else 201, f"{rtype}/{new_id}")
             except (ValueError, KeyError) as exc:
@@ -535,11 +637,13 @@ class HealthReceiver:
         for path, found_id in deletes:
             store.resources.get(path, {}).pop(found_id, None)
             counts["deleted"] += 1
+        etags: dict[int, str] = {}
         for i, resource in plan:
             stored = store.put(_rewrite_references(resource, resolved))
             counts["created" if outcomes[i][0] == 201 else "updated"] += 1
             where = f"{stored['resourceType']}/{stored['id']}"
             outcomes[i] = (outcomes[i][0], f"{where}/_history/{stored['meta']['versionId']}")
+            etags[i] = _etag(stored)
         self._stats.update(counts)
         self._stats["largest_bundle"] = max(self._stats["largest_bundle"], len(entries))
         self._stats["transactions"] += 1
@@ -552,6 +656,7 @@ class HealthReceiver:
                     "response": {
                         "status": f"{outcomes[i][0]} {_REASONS.get(outcomes[i][0], '')}".strip(),
                         **({"location": outcomes[i][1]} if outcomes[i][1] else {}),
+                        **({"etag": etags[i]} if i in etags else {}),
                     }
                 }
                 for i in range(len(entries))
@@ -598,12 +703,22 @@ class HealthReceiver:
             return 401, auth, json.dumps(_outcome([issue])).encode()
         key = headers.get("Idempotency-Key")
         with self._lock:
+            interleaved, self._interleave = self._interleave, []
+        if interleaved and b'"transaction"' in body:
+            for write in interleaved:
+                write()
+        elif interleaved:  # a read: the writes wait for the transaction after it
+            with self._lock:
+                self._interleave = interleaved + self._interleave
+        with self._lock:
             if key and key in self._idempotent:
                 self._stats["idempotent_replays"] += 1
                 status, cached = self._idempotent[key]
                 return status, {}, cached
             try:
                 bundle = json.loads(body)
+                if isinstance(bundle, dict) and bundle.get("type") == "batch":
+                    return 200, {}, json.dumps(self._batch(bundle)).encode()
                 response = self._transaction(bundle)
             except json.JSONDecodeError:
                 return 400, {}, json.dumps(_outcome([_issue("structure", "not JSON")])).encode()
@@ -677,6 +792,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts.path == "/_resources":
             wanted = parse_qs(parts.query).get("type", [None])[0]
             self._json(200, owner.resources(wanted))
+        elif parts.path.strip("/")[:1].isupper():  # a FHIR read or search
+            if not owner._authorized({k: v for k, v in self.headers.items()}):
+                self._json(401, _outcome([_issue("login", "missing or expired bearer token")]))
+                return
+            status, body = owner.read(self.path)
+            extra = {"ETag": _etag(body)} if status == 200 and "meta" in body else {}
+            self._reply(status, json.dumps(body).encode(), extra)
         else:
             self._json(404, _outcome([_issue("not-found", parts.path)]))
 

@@ -67,7 +67,8 @@ from databus.local_stack import (
 )
 from schemas.catalog import get_dataset
 from schemas.topics import bus_topics, sink_dlq_topic
-from sinks.fhir import SOURCE_EVENT_URL, SOURCE_VERSION_URL, SYSTEMS
+from sinks.fhir import LOCAL_SYSTEMS as SYSTEMS
+from sinks.fhir import stored_order
 from sinks.health_axis import TOPICS as HEALTH_TOPICS
 from sinks.ioc.entities import SHARDS, entity_key, shard_tag, sum_key
 from sinks.sql_tables import table_name
@@ -93,7 +94,7 @@ HEALTH_DATASETS = tuple(t.removesuffix(".std.v1") for t in HEALTH_TOPICS)
 _FHIR = {  # FHIR resource type and identifier system -> dataset
     ("Organization", SYSTEMS["facility"]): "health.facilities",
     ("Encounter", SYSTEMS["encounter"]): "health.encounters",
-    ("Condition", SYSTEMS["case"]): "health.disease_cases",
+    ("Condition", SYSTEMS["disease_case"]): "health.disease_cases",
 }
 
 
@@ -667,12 +668,7 @@ class ChaosBus:
         resources = httpx.get(f"{self.axis_url}/_resources", timeout=30).json()
         stored = []
         for res in resources:
-            version, event_id = None, ""
-            for ext in (res.get("meta") or {}).get("extension") or ():
-                if ext.get("url") == SOURCE_VERSION_URL:
-                    version = int(ext.get("valueDecimal", ext.get("valueInteger", 0)))
-                elif ext.get("url") == SOURCE_EVENT_URL:
-                    event_id = str(ext.get("valueString", ""))
+            version, event_id = stored_order(res) or (None, "")
             for ident in res.get("identifier") or ():
                 ds = _FHIR.get((res.get("resourceType"), ident.get("system")))
                 if ds is not None:

@@ -20,7 +20,8 @@ from bus.errors import SinkError
 from bus.settings import HealthAxisSettings
 from databus.standins.health_receiver import HealthReceiver
 from sinks.base import Rejected, SinkRecord
-from sinks.fhir import SOURCE_VERSION_URL, SYSTEMS, entity_key, pseudonym
+from sinks.fhir import LOCAL_SYSTEMS as SYSTEMS
+from sinks.fhir import bundle, entity_key, map_event, pseudonym, stored_order
 from sinks.health_axis import HealthAxisSink
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -107,8 +108,9 @@ def _newest(batch: Sequence[SinkRecord]) -> dict[tuple[str, str], int]:
 
 
 def _version(resource: dict[str, Any]) -> int:
-    ext = {e["url"]: e for e in resource["meta"]["extension"]}
-    return int(ext[SOURCE_VERSION_URL]["valueDecimal"])
+    order = stored_order(resource)
+    assert order is not None, resource.get("resourceType")
+    return order[0]
 
 
 def assert_each_once(
@@ -135,7 +137,7 @@ def assert_each_once(
         if rec.value["after"].get("patient_citizen_id") and entity_key(rec.value) not in missing
     }
     for value in patients:
-        assert len(axis.find("Patient", SYSTEMS["patient"], value)) == 1
+        assert len(axis.find("Patient", SYSTEMS["patient_pseudonym"], value)) == 1
     for org in axis.resources("Organization"):
         codes = [i["value"] for i in org["identifier"] if i["system"] == SYSTEMS["facility"]]
         assert len(axis.find("Organization", SYSTEMS["facility"], codes[0])) == 1
@@ -228,8 +230,7 @@ def test_replayed_twice_out_of_order_no_duplicates(
         assert rejected == []
         start += size
     assert_each_once(receiver, records)
-    stats = receiver.stats()
-    assert stats.get("stale", 0) + stats.get("unchanged", 0) > 0  # replays were no-ops
+    assert sink.stale > 0  # replays were read as held already and not sent
 
 
 def test_older_version_never_overwrites_newer(
@@ -248,9 +249,9 @@ def test_older_version_never_overwrites_newer(
     for rec in newest_first:  # one by one: each older event arrives after the newer
         assert write_like_runner(sink, [rec])[0] == []
     assert_each_once(receiver, newest_first)
-    stats = receiver.stats()
-    assert stats.get("updated", 0) == 0  # older creates found the entity, older updates stale
-    assert stats["stale"] >= 1
+    # the read found each newer version held: no older event was even sent
+    assert receiver.stats().get("updated", 0) == 0
+    assert sink.stale == len(newest_first) - len(updated)
 
 
 def _entity_value(rec: SinkRecord) -> str:
@@ -368,18 +369,18 @@ def test_connection_refused_is_retriable(records: list[SinkRecord]) -> None:
 def test_request_rate_is_limited(receiver: HealthReceiver, records: list[SinkRecord]) -> None:
     sink = make_sink(receiver, rate_per_s=20, bundle_max_entries=3)
     try:
-        batch = records[:11]  # facilities: one entry each, so 11 requests
+        batch = records[:11]  # facilities: one entry each, so 4 bundles
         started = time.monotonic()
         assert sink.write(batch) == []
         elapsed = time.monotonic() - started
-        assert sink.requests == 4
+        assert sink.requests == 8  # each bundle: its read, then its transaction
         assert receiver.stats()["largest_bundle"] <= 3
-        assert elapsed >= 3 * 0.05 * 0.9
+        assert elapsed >= 7 * 0.05 * 0.9
         more = records[11:41]
         started = time.monotonic()
         assert sink.write(more) == []
-        assert sink.requests == 14
-        assert time.monotonic() - started >= 10 * 0.05 * 0.9
+        assert sink.requests == 28
+        assert time.monotonic() - started >= 20 * 0.05 * 0.9
     finally:
         sink.close()
 
@@ -460,3 +461,105 @@ def test_an_entry_the_axis_finds_too_large_is_rejected_alone(
     assert all(r.reason == "http_4xx" and r.message.startswith("HTTP 413") for r in rejected)
     missing = {entity_key(r.value) for r in expected}
     assert_each_once(receiver, [r for r in records if entity_key(r.value) not in missing])
+
+
+# --------------------------------------------------------------- concurrent senders
+# The receiver enforces nothing beyond standard FHIR (If-Match, ifNoneExist; a plain
+# PUT is last-write-wins), so these prove what a real server would keep.
+
+
+def _versions_of_one_entity(records: Sequence[SinkRecord]) -> list[SinkRecord]:
+    by_entity: dict[tuple[str, str], list[SinkRecord]] = defaultdict(list)
+    for rec in records:
+        if rec.topic == "health.encounters.std.v1":
+            by_entity[entity_key(rec.value)].append(rec)
+    recs = next(r for r in by_entity.values() if len(r) >= 2)
+    return sorted(recs, key=lambda r: int(r.value["source"]["version"]))
+
+
+def _other_sender_writes(axis: HealthReceiver, rec: SinkRecord, version: int) -> Callable[[], None]:
+    """Another sender's unconditioned write of ``rec`` stamped ``version``: a plain
+    conditional PUT, last-write-wins, as a sender not using If-Match would do."""
+
+    def write() -> None:
+        value = {**rec.value, "source": {**rec.value["source"], "version": version}}
+        mapped = map_event(value, PSEUDONYM_KEY.encode())
+        key = mapped.main.key
+        main = mapped.main.as_json()
+        main["request"] = {"method": "PUT", "url": f"{key[0]}?identifier={key[1]}"}
+        doc = bundle([*mapped.helpers])
+        doc["entry"].insert(0, main)
+        status, _ = axis.apply(doc)
+        assert status == 200
+
+    return write
+
+
+def _stored_version(axis: HealthReceiver, rec: SinkRecord) -> int:
+    rtype, ident = entity_key(rec.value)
+    system, _, value = ident.partition("|")
+    (found,) = axis.find(rtype, system, value)
+    return _version(found)
+
+
+def test_a_newer_write_between_read_and_update_wins(
+    receiver: HealthReceiver, sink: HealthAxisSink, records: list[SinkRecord]
+) -> None:
+    older, newer = _versions_of_one_entity(records)[:2]
+    assert write_like_runner(sink, [older])[0] == []
+    v_newer = int(newer.value["source"]["version"])
+    receiver.interleave(_other_sender_writes(receiver, newer, v_newer + 5))
+    # the sink read version 1, its If-Match update gets 412, it reads again: newer held
+    assert write_like_runner(sink, [newer])[0] == []
+    assert receiver.stats()["conflicts"] == 1 and sink.conflicts == 1
+    assert _stored_version(receiver, newer) == v_newer + 5
+    assert sink.stale == 1
+
+
+def test_an_older_write_between_read_and_update_is_overwritten(
+    receiver: HealthReceiver, sink: HealthAxisSink, records: list[SinkRecord]
+) -> None:
+    older, newer = _versions_of_one_entity(records)[:2]
+    assert write_like_runner(sink, [older])[0] == []
+    receiver.interleave(_other_sender_writes(receiver, older, 0))
+    assert write_like_runner(sink, [newer])[0] == []
+    assert receiver.stats()["conflicts"] == 1 and sink.conflicts == 1
+    assert _stored_version(receiver, newer) == int(newer.value["source"]["version"])
+
+
+def test_a_create_raced_by_a_newer_sender_is_read_again(
+    receiver: HealthReceiver, sink: HealthAxisSink, records: list[SinkRecord]
+) -> None:
+    older, newer = _versions_of_one_entity(records)[:2]
+    v_newer = int(newer.value["source"]["version"])
+    receiver.interleave(_other_sender_writes(receiver, newer, v_newer))
+    # absent when read: a conditional create, answered 200 (it exists by then)
+    assert write_like_runner(sink, [older])[0] == []
+    assert sink.conflicts == 1 and sink.stale == 1
+    assert _stored_version(receiver, older) == v_newer
+
+
+def test_an_unconditioned_put_is_last_write_wins_on_the_receiver(
+    receiver: HealthReceiver, records: list[SinkRecord]
+) -> None:
+    # what the sink protects against: the server itself keeps no order
+    older, newer = _versions_of_one_entity(records)[:2]
+    _other_sender_writes(receiver, newer, 9)()
+    _other_sender_writes(receiver, older, 1)()
+    assert _stored_version(receiver, older) == 1
+
+
+def test_duplicates_on_the_axis_refuse_the_event(
+    receiver: HealthReceiver, sink: HealthAxisSink, records: list[SinkRecord]
+) -> None:
+    rec = _versions_of_one_entity(records)[0]
+    mapped = map_event(rec.value, PSEUDONYM_KEY.encode())
+    for _ in range(2):  # plain creates: another sender made two of one encounter
+        main = mapped.main.as_json()
+        main["request"] = {"method": "POST", "url": mapped.main.key[0]}
+        doc = bundle([*mapped.helpers])
+        doc["entry"].insert(0, main)
+        assert receiver.apply(doc)[0] == 200
+    rejected, _ = write_like_runner(sink, [rec])
+    assert [r.reason for r in rejected] == ["ambiguous"]
+    assert "must be merged" in rejected[0].message

@@ -19,11 +19,12 @@ from databus.standins.health_receiver import HealthReceiver
 from schemas.catalog import get_dataset, load_schema, value_subject
 from schemas.codec import AvroSerializer
 from schemas.topics import sink_dlq_topic
-from sinks.fhir import SYSTEMS
+from sinks.fhir import LOCAL_SYSTEMS as SYSTEMS
 from sinks.health_axis import HealthAxisSink
 from sinks.runner import SinkRunner
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from databus_cli import run_databus
 from std_samples import std_events
 
 pytestmark = pytest.mark.integration
@@ -122,3 +123,18 @@ def test_a_4xx_lands_in_the_sink_dlq_the_rest_arrives_once(
         assert letter["databus.errors.stage"] == f"sink:{name}".encode()
         assert letter["databus.errors.exception.message"].startswith(b"HTTP 422")
         assert letter["databus.errors.topic"] == topic.encode()
+
+
+def test_sink_health_refuses_local_identifier_systems_in_production(tmp_path: Path) -> None:
+    axis = {
+        "DATABUS_HEALTH_AXIS__URL": "https://axis.example.org/fhir",
+        "DATABUS_HEALTH_AXIS__CLIENT_SECRET": SECRET,
+        "DATABUS_HEALTH_AXIS__PSEUDONYM_KEY": "p" * 20,
+        "DATABUS_HEALTH_AXIS__SYSTEMS__FACILITY": "https://ministry.example.org/sid/facility",
+    }
+    result = run_databus(tmp_path, "sink", "health", **axis)
+    out = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
+    assert result.returncode == 2, out
+    assert "DATABUS_HEALTH_AXIS__SYSTEMS__ENCOUNTER" in out, out
+    assert "DATABUS_HEALTH_AXIS__SYSTEMS__FACILITY," not in out, out
+    assert "Traceback" not in out and SECRET not in out, out

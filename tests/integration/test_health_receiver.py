@@ -1,4 +1,6 @@
-"""The loopback health-axis receiver as a process: token endpoint, control API, stats."""
+"""The loopback health-axis receiver: as a process (token endpoint, control API, stats),
+and as the standard FHIR server it stands in for (versionId/ETag, If-Match -> 412,
+ifNoneExist, last-write-wins PUT, batch reads)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.organization import Organization
+
+from databus.standins.health_receiver import HealthReceiver
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
 SECRET = "process-receiver-secret"
+SYSTEM = "urn:databus:local:fhir:id:facility-code"
 
 
 @pytest.fixture
@@ -55,7 +62,7 @@ def _token(client: httpx.Client, url: str, secret: str) -> httpx.Response:
 
 
 def _bundle(code: str) -> dict[str, object]:
-    ident = {"system": "urn:databus:fhir:id:facility-code", "value": code}
+    ident = {"system": SYSTEM, "value": code}
     return {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -109,3 +116,105 @@ def test_process_serves_tokens_bundles_control_and_stats(
         assert [o["identifier"][0]["value"] for o in orgs] == ["75001"]
     assert "75001" in store.read_text(encoding="utf-8")
     assert stat.S_IMODE(store.stat().st_mode) == 0o600  # patients' resources: owner-only
+
+
+def _org(code: str, name: str, **extra: object) -> dict[str, object]:
+    ident = {"system": SYSTEM, "value": code}
+    return {"resourceType": "Organization", "identifier": [ident], "name": name, **extra}
+
+
+def _transaction(resource: dict[str, object], request: dict[str, str]) -> dict[str, object]:
+    doc = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:0f4b3a9e-2d1c-4e5f-8a7b-6c5d4e3f2a1b",
+                "resource": resource,
+                "request": request,
+            }
+        ],
+    }
+    Bundle.model_validate(doc)  # what the tests send is valid FHIR too
+    return doc
+
+
+@pytest.fixture
+def fhir_client() -> Iterator[tuple[HealthReceiver, httpx.Client]]:
+    with HealthReceiver(client_secret=SECRET) as axis, httpx.Client(timeout=5) as client:
+        token = _token(client, axis.url, SECRET).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield axis, client
+
+
+def test_versions_etags_and_if_match(fhir_client: tuple[HealthReceiver, httpx.Client]) -> None:
+    axis, client = fhir_client
+    search = f"identifier={SYSTEM}|75001"
+    created = client.post(
+        axis.url,
+        json=_transaction(
+            _org("75001", "A"), {"method": "POST", "url": "Organization", "ifNoneExist": search}
+        ),
+    )
+    answer = created.json()["entry"][0]["response"]
+    assert answer["status"] == "201 Created" and answer["etag"] == 'W/"1"'
+    org_id = answer["location"].split("/")[1]
+
+    read = client.get(f"{axis.url}/Organization/{org_id}")
+    assert read.status_code == 200 and read.headers["ETag"] == 'W/"1"'
+    assert Organization.model_validate(read.json()).meta.versionId == "1"
+
+    def put(name: str, if_match: str | None) -> httpx.Response:
+        request = {"method": "PUT", "url": f"Organization/{org_id}"}
+        if if_match is not None:
+            request["ifMatch"] = if_match
+        return client.post(axis.url, json=_transaction(_org("75001", name, id=org_id), request))
+
+    updated = put("B", 'W/"1"')
+    assert updated.status_code == 200
+    assert updated.json()["entry"][0]["response"]["etag"] == 'W/"2"'
+    stale = put("C", 'W/"1"')  # version 1 is gone: 412, nothing written
+    assert stale.status_code == 412
+    assert stale.json()["issue"][0]["expression"] == ["Bundle.entry[0]"]
+    assert axis.stats()["conflicts"] == 1
+    assert put("D", None).status_code == 200  # no If-Match: last write wins
+    held = client.get(f"{axis.url}/Organization?{search}").json()
+    Bundle.model_validate(held)
+    assert held["type"] == "searchset" and held["total"] == 1
+    assert held["entry"][0]["resource"]["name"] == "D"
+    assert held["entry"][0]["resource"]["meta"]["versionId"] == "3"
+    # a conditional PUT is last-write-wins too, whatever the resource says of itself
+    conditional = {"method": "PUT", "url": f"Organization?{search}"}
+    assert client.post(axis.url, json=_transaction(_org("75001", "E"), conditional)).is_success
+    assert axis.find("Organization", SYSTEM, "75001")[0]["name"] == "E"
+
+
+def test_batch_reads(fhir_client: tuple[HealthReceiver, httpx.Client]) -> None:
+    axis, client = fhir_client
+    request = {"method": "POST", "url": "Organization", "ifNoneExist": f"identifier={SYSTEM}|1"}
+    client.post(axis.url, json=_transaction(_org("1", "one"), request))
+    org_id = axis.find("Organization", SYSTEM, "1")[0]["id"]
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": f"Organization?identifier={SYSTEM}|1"}},
+            {"request": {"method": "GET", "url": f"Organization?identifier={SYSTEM}|2"}},
+            {"request": {"method": "GET", "url": f"Organization/{org_id}"}},
+            {"request": {"method": "GET", "url": "Organization/missing"}},
+        ],
+    }
+    Bundle.model_validate(batch)
+    answer = client.post(axis.url, json=batch)
+    assert answer.status_code == 200
+    body = answer.json()
+    Bundle.model_validate(body)
+    assert body["type"] == "batch-response"
+    one, two, by_id, missing = body["entry"]
+    assert one["resource"]["total"] == 1 and two["resource"]["total"] == 0
+    assert by_id["response"]["etag"] == 'W/"1"'
+    assert missing["response"]["status"].startswith("404")
+    assert (
+        client.get(f"{axis.url}/Organization/{org_id}", headers={"Authorization": ""}).status_code
+        == 401
+    )

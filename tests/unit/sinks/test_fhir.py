@@ -1,5 +1,6 @@
 """FHIR R4 mapping of the health datasets: shapes, identifiers, references, no personal
-data in clear, idempotent request forms."""
+data in clear, idempotent request forms. Every bundle the sink builds is validated with
+``fhir.resources`` (its R4B models: R4's successor with the same resources here)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 
+from bus.settings import HealthIdentifierSystems
 from sinks import fhir
-from sinks.fhir import SYSTEMS, Mapped, MappingError, bundle, idempotency_key, map_event
+from sinks.fhir import (
+    LOCAL_SYSTEMS,
+    Mapped,
+    MappingError,
+    Match,
+    bundle,
+    guarded_update,
+    idempotency_key,
+    map_event,
+    search_bundle,
+    search_results,
+    stored_order,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from std_samples import std_events
@@ -57,7 +72,16 @@ def _event_bundle(mapped: Mapped) -> dict[str, Any]:
 
 
 def _source_extension(resource: dict[str, Any]) -> dict[str, Any]:
-    return {ext["url"]: ext for ext in resource["meta"]["extension"]}
+    return {ext["url"]: ext for ext in resource["extension"]}
+
+
+def _valid(doc: dict[str, Any]) -> Bundle:
+    """The bundle, validated by the FHIR models for real (JSON first, as it is sent)."""
+    return Bundle.model_validate(json.loads(json.dumps(doc)))
+
+
+SYSTEMS = LOCAL_SYSTEMS
+MINISTRY = {kind: f"https://ministry.example.org/sid/{kind}" for kind in LOCAL_SYSTEMS}
 
 
 @pytest.mark.parametrize("dataset_id", sorted(MAIN_TYPE))
@@ -76,7 +100,7 @@ def test_every_event_maps_to_a_valid_transaction(dataset_id: str) -> None:
             assert "id" not in resource  # the server assigns ids
             assert resource["identifier"], resource["resourceType"]
             for ident in resource["identifier"]:
-                assert ident["system"].startswith("urn:") and ident["value"]
+                assert ident["system"].startswith("urn:databus:local:") and ident["value"]
             # every reference resolves inside the bundle
             assert set(_references(resource)) <= full_urls
         main = mapped.main.resource
@@ -85,6 +109,7 @@ def test_every_event_maps_to_a_valid_transaction(dataset_id: str) -> None:
         assert ext[fhir.SOURCE_VERSION_URL]["valueDecimal"] == event["source"]["version"]
         assert ext[fhir.SOURCE_EVENT_URL]["valueString"] == str(event["event_id"])
         json.dumps(doc)  # plain JSON, nothing left as datetime or UUID
+        _valid(doc)
 
 
 def test_organization_from_a_facility() -> None:
@@ -97,10 +122,11 @@ def test_organization_from_a_facility() -> None:
     }
     assert org.resource["name"] == rec["facility_name"]
     assert org.resource["active"] is (rec["status"] == "ACTIVE")
-    # a facility always updates: an encounter may have left an identifier-only stub
+    # a create when the axis holds none; the sink makes it a guarded update otherwise
     assert org.request == {
-        "method": "PUT",
-        "url": f"Organization?identifier={SYSTEMS['facility']}|{rec['facility_code']}",
+        "method": "POST",
+        "url": "Organization",
+        "ifNoneExist": f"identifier={SYSTEMS['facility']}|{rec['facility_code']}",
     }
     assert map_event(event, KEY).helpers == ()
 
@@ -123,7 +149,10 @@ def test_encounter_references_its_patient_and_facility() -> None:
         f"identifier={SYSTEMS['encounter']}|{rec['encounter_id']}"
     )
     assert patient.resource["identifier"] == [
-        {"system": SYSTEMS["patient"], "value": fhir.pseudonym(KEY, rec["patient_citizen_id"])}
+        {
+            "system": SYSTEMS["patient_pseudonym"],
+            "value": fhir.pseudonym(KEY, rec["patient_citizen_id"]),
+        }
     ]
     assert patient.resource["birthDate"] == str(rec["patient_birth_date"].year)
     assert patient.request["ifNoneExist"].startswith("identifier=")
@@ -151,10 +180,12 @@ def test_condition_from_a_disease_case() -> None:
     }
     assert "clinicalStatus" in cond
     assert ("onsetDateTime" in cond) != ("onsetAge" in cond)
-    # an update is a conditional PUT on the business identifier
+    # as mapped, an update is a conditional create too: only the read tells the sink
+    # which version the axis holds (see test_guarded_update_*)
     assert mapped.main.request == {
-        "method": "PUT",
-        "url": f"Condition?identifier={SYSTEMS['case']}|{rec['case_id']}",
+        "method": "POST",
+        "url": "Condition",
+        "ifNoneExist": f"identifier={SYSTEMS['disease_case']}|{rec['case_id']}",
     }
 
 
@@ -162,7 +193,7 @@ def test_case_without_citizen_id_gets_its_own_pseudonymous_subject() -> None:
     event = _events("health.disease_cases")[0]
     anonymous = {**event, "after": {**_record(event), "patient_citizen_id": None}}
     patient = map_event(anonymous, KEY).helpers[0].resource
-    assert patient["identifier"][0]["system"] == SYSTEMS["case_subject"]
+    assert patient["identifier"][0]["system"] == SYSTEMS["case_subject_pseudonym"]
     other = {**anonymous, "after": {**anonymous["after"], "case_id": "CB-OTHER"}}
     assert map_event(other, KEY).helpers[0].resource["identifier"] != patient["identifier"]
 
@@ -185,8 +216,9 @@ def test_delete_is_a_versioned_tombstone(dataset_id: str) -> None:
     event = _events(dataset_id)[0]
     deleted = {**event, "op": "d", "before": event["after"], "after": None}
     mapped = map_event(deleted, KEY)
-    assert mapped.main.request["method"] == "PUT"
     resource = mapped.main.resource
+    assert stored_order(resource) == (event["source"]["version"], str(event["event_id"]))
+    _valid(bundle([guarded_update(mapped.main, Match("x1", "4", None)), *mapped.helpers]))
     if dataset_id == "health.facilities":
         assert resource["active"] is False
     elif dataset_id == "health.encounters":
@@ -238,3 +270,83 @@ def test_times_are_utc_instants() -> None:
     start = datetime.fromisoformat(period["start"].replace("Z", "+00:00"))
     assert start == _record(event)["admitted_at"].astimezone(UTC)
     assert period["end"] >= period["start"]
+
+
+def test_local_placeholders_are_marked_local_and_match_the_settings() -> None:
+    assert dict(LOCAL_SYSTEMS) == HealthIdentifierSystems().as_dict()
+    assert all(uri.startswith("urn:databus:local:") for uri in LOCAL_SYSTEMS.values())
+    assert fhir.SOURCE_VERSION_URL.startswith("urn:databus:local:")
+
+
+@pytest.mark.parametrize("dataset_id", sorted(MAIN_TYPE))
+def test_configured_identifier_systems_are_used_everywhere(dataset_id: str) -> None:
+    for event in _events(dataset_id)[:20]:
+        mapped = map_event(event, KEY, MINISTRY)
+        doc = _valid(bundle([mapped.main, *mapped.helpers]))
+        systems = {i.system for e in doc.entry or () for i in e.resource.identifier or ()}
+        assert systems and systems <= set(MINISTRY.values())
+        assert mapped.main.key == fhir.entity_key(event, MINISTRY)
+        assert mapped.main.request["ifNoneExist"].startswith("identifier=https://ministry.")
+        assert "urn:databus:local:fhir:id" not in json.dumps(doc.model_dump(mode="json"))
+
+
+def test_guarded_update_puts_by_id_with_if_match() -> None:
+    event = next(e for e in _events("health.encounters") if e["op"] == "u")
+    mapped = map_event(event, KEY)
+    update = guarded_update(mapped.main, Match("enc-17", "3", (0, "")))
+    assert update.request == {"method": "PUT", "url": "Encounter/enc-17", "ifMatch": 'W/"3"'}
+    assert update.resource["id"] == "enc-17"
+    assert update.key == mapped.main.key and update.full_url == mapped.main.full_url
+    _valid(bundle([update, *mapped.helpers]))
+
+
+def test_search_bundle_and_its_results() -> None:
+    events = [_events(d)[0] for d in sorted(MAIN_TYPE)]
+    keys = [map_event(e, KEY).main.key for e in events]
+    doc = search_bundle(keys)
+    _valid(doc)
+    assert doc["type"] == "batch"
+    assert [e["request"]["method"] for e in doc["entry"]] == ["GET"] * 3
+    assert doc["entry"][0]["request"]["url"] == f"{keys[0][0]}?identifier={keys[0][1]}"
+    held = {**map_event(events[1], KEY).main.resource, "id": "e1", "meta": {"versionId": "7"}}
+    response = {
+        "resourceType": "Bundle",
+        "type": "batch-response",
+        "entry": [
+            {
+                "response": {"status": "200 OK"},
+                "resource": {"resourceType": "Bundle", "type": "searchset"},
+            },
+            {
+                "response": {"status": "200 OK"},
+                "resource": {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [
+                        {"resource": held},
+                        {
+                            "resource": {
+                                "resourceType": "OperationOutcome",
+                                "id": "o",
+                                "issue": [{"severity": "warning", "code": "informational"}],
+                            },
+                            "search": {"mode": "outcome"},
+                        },
+                    ],
+                },
+            },
+            {"response": {"status": "500 Internal Server Error"}},
+        ],
+    }
+    _valid(response)
+    empty, found, failed = search_results(keys, response)
+    assert empty == [] and failed is None
+    assert found == [Match("e1", "7", fhir.source_order(events[1]))]
+    with pytest.raises(MappingError):
+        search_results(keys[:2], response)
+
+
+def test_stored_order_of_a_stub_or_foreign_resource_is_none() -> None:
+    assert stored_order({"resourceType": "Organization"}) is None
+    bad = {"extension": [{"url": fhir.SOURCE_VERSION_URL, "valueDecimal": "x"}]}
+    assert stored_order(bad) is None
