@@ -2,7 +2,7 @@
 
 Reading: ``read_topics`` reads topics from the beginning until every partition
 reported its end *and* no record arrived for a short idle period (the embedded
-broker's high watermarks are approximate, DESIGN.md), so what was consumed is what
+broker's high watermarks are approximate, docs/architecture.md), so what was consumed is what
 counts; ``read_letters`` parses each DLQ record into a ``Letter``.
 
 Replay sends a letter's original key, value and headers (error headers removed, plus
