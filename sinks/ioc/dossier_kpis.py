@@ -35,11 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
+
+from sinks.ioc.codec import local_day
 
 __all__ = [
     "COMPLETED_STATUS",
+    "MEASURES",
     "NO_CONTRIBUTION",
     "OPEN_STATUSES",
     "Contribution",
@@ -55,11 +58,10 @@ __all__ = [
     "unit_kpis",
 ]
 
-# Vietnam keeps UTC+7 all year: a "day" is an Asia/Ho_Chi_Minh calendar day.
-_LOCAL = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")
-
 OPEN_STATUSES = frozenset({"RECEIVED", "IN_PROGRESS", "SUPPLEMENT_REQUESTED"})
 COMPLETED_STATUS = "COMPLETED"
+# the stored per-day measures, in the order of ``kpis_from_counts``'s counts
+MEASURES = ("received", "completed", "completed_on_time", "completed_late")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +182,6 @@ def kpis_from_counts(unit_code: str, counts: Sequence[int]) -> UnitKpis:
     )
 
 
-def _day(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise TypeError("naive datetime: std events carry aware times")
-    return value.astimezone(_LOCAL).date().isoformat()
-
-
 def daily_contribution(dossier: Mapping[str, Any] | None) -> tuple[str, ...]:
     """The per-day counters a dossier state adds 1 to, as ``"YYYY-MM-DD|measure"``.
 
@@ -197,10 +193,10 @@ def daily_contribution(dossier: Mapping[str, Any] | None) -> tuple[str, ...]:
     c = contribution(dossier)
     if dossier is None or c.received == 0:
         return ()
-    out = [f"{_day(dossier['received_at'])}|received"]
+    out = [f"{local_day(dossier['received_at'])}|received"]
     completed_at: datetime | None = dossier.get("completed_at")
     if c.completed and completed_at is not None:
-        day = _day(completed_at)
+        day = local_day(completed_at)
         out.append(f"{day}|completed")
         if c.completed_on_time:
             out.append(f"{day}|completed_on_time")
@@ -233,11 +229,11 @@ def compute_unit_day_kpis(
         for item in daily_contribution(dossier):
             day, measure = item.split("|")
             acc = counts.setdefault((unit, day), [0, 0, 0, 0, 0])
-            acc[_MEASURES.index(measure)] += 1
+            acc[MEASURES.index(measure)] += 1
         c = contribution(dossier)
         if is_open_overdue(c, now):
             assert c.open_due_at is not None
-            counts.setdefault((unit, _day(c.open_due_at)), [0, 0, 0, 0, 0])[4] += 1
+            counts.setdefault((unit, local_day(c.open_due_at)), [0, 0, 0, 0, 0])[4] += 1
     return [
         UnitDayKpis(
             day=day,
@@ -246,6 +242,3 @@ def compute_unit_day_kpis(
         )
         for (unit, day), acc in sorted(counts.items())
     ]
-
-
-_MEASURES = ("received", "completed", "completed_on_time", "completed_late")
