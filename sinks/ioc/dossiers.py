@@ -35,7 +35,7 @@ import redis.exceptions as rex
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 from sinks.ioc.codec import ceil_epoch_ms, local_day, sink_error, text
-from sinks.ioc.dossier_kpis import MEASURES, UnitDayKpis, UnitKpis, kpis_from_counts, unit_kpis
+from sinks.ioc.dossier_kpis import MEASURES, UnitDayKpis, UnitKpis, kpis_from_counts
 from sinks.ioc.entities import UNITS_KEY, placement, slot_key
 from sinks.ioc.kpis import DAILY_KPIS, OPEN_DOSSIERS
 
@@ -111,21 +111,8 @@ def read_unit_kpis(redis_client: redis.Redis, now: datetime) -> list[UnitKpis]:
         rows: list[list[int]] = pipe.execute()
     except rex.RedisError as exc:
         raise sink_error(exc, "read_unit_kpis") from exc
-    result = []
-    for unit, (received, completed, on_time, late, overdue) in zip(units, rows, strict=True):
-        if received == 0:
-            continue
-        result.append(
-            unit_kpis(
-                unit,
-                received=received,
-                completed=completed,
-                completed_on_time=on_time,
-                completed_late=late,
-                open_overdue=overdue,
-            )
-        )
-    return result
+    # row: received, completed, on time, late, open overdue
+    return [kpis_from_counts(unit, row) for unit, row in zip(units, rows, strict=True) if row[0]]
 
 
 def read_sector_kpis(

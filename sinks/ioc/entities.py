@@ -152,7 +152,7 @@ class Placement:
 
 
 def _sharded(dataset_id: str) -> Placement:
-    return Placement(lambda sin: f"{dataset_id}:{shard_of(dataset_id, sin):02d}")
+    return Placement(lambda sin: _tag(dataset_id, shard_of(dataset_id, sin)))
 
 
 _PLACEMENTS: Mapping[str, Placement] = {
@@ -197,8 +197,12 @@ def shard_of(dataset_id: str, shard_input: str) -> int:
     return binascii.crc_hqx(shard_input.encode(), 0) % SHARDS
 
 
+def _tag(dataset_id: str, shard: int) -> str:
+    return f"{dataset_id}:{shard:02d}"
+
+
 def shard_tag(dataset_id: str, shard: int) -> str:
-    return f"{{{dataset_id}:{shard:02d}}}"
+    return f"{{{_tag(dataset_id, shard)}}}"
 
 
 def slot_key(dataset_id: str, shard_input: str, name: str) -> str:
@@ -214,7 +218,7 @@ def entity_key(dataset_id: str, key: str, state: Mapping[str, Any] | None = None
 
 
 def sum_key(dataset_id: str, shard: int) -> str:
-    return f"ioc:{shard_tag(dataset_id, shard)}:sum"
+    return zset_key(dataset_id, shard, "sum")
 
 
 def zset_key(dataset_id: str, shard: int, name: str) -> str:
