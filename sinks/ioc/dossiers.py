@@ -49,6 +49,7 @@ __all__ = [
     "read_unit_day_kpis",
     "read_unit_kpis",
     "unit_sectors",
+    "upgrade_legacy_dossiers",
 ]
 
 _PLACE = placement(DOSSIERS.id)
@@ -67,6 +68,44 @@ _READ_DAILY_LUA = """
 return {redis.call('HGETALL', KEYS[1]),
   redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES')}
 """
+
+
+# A dossier hash written before dossiers went through the entity plan keeps its
+# contribution in _c_received, _c_completed, _c_completed_on_time, _c_completed_late,
+# _c_due (ms or "") and _c_days ("DAY|measure" joined by tabs). KEYS: the hash.
+# ARGV: the dossier id. Rewrites it as the _c the entity plan writes (counters by
+# name, the open member, the daily tallies), byte for byte; 1 when it did.
+_LEGACY_LUA = """
+local c = redis.call('HMGET', KEYS[1], '_c_completed', '_c_completed_late',
+  '_c_completed_on_time', '_c_received', '_c_due', '_c_days')
+if not c[4] then return 0 end
+local names = {'completed', 'completed_late', 'completed_on_time', 'received'}
+local lines = {}
+for i = 1, 4 do
+  if (c[i] or '0') ~= '0' then lines[#lines + 1] = 'h\\t' .. names[i] .. '\\t' .. c[i] end
+end
+if c[5] and c[5] ~= '' then lines[#lines + 1] = 'z\\t3\\t' .. ARGV[1] .. '\\t' .. c[5] end
+for f in string.gmatch(c[6] or '', '[^\\t]+') do lines[#lines + 1] = 'H\\t4\\t' .. f .. '\\t1' end
+redis.call('HSET', KEYS[1], '_c', table.concat(lines, '\\n'))
+redis.call('HDEL', KEYS[1], '_c_completed', '_c_completed_late', '_c_completed_on_time',
+  '_c_received', '_c_due', '_c_days')
+return 1
+"""
+_LEGACY_MATCH = "ioc:{unit:*}:dossier:*"
+
+
+def upgrade_legacy_dossiers(redis_client: redis.Redis, batch: int = 500) -> int:
+    """Rewrite dossier hashes of the earlier layout (see ``_LEGACY_LUA``) so the entity
+    script finds their contribution; the KPI hashes are already right. Idempotent;
+    returns how many it rewrote. One SCAN of the keyspace."""
+    done = 0
+    keys = [text(k) for k in redis_client.scan_iter(match=_LEGACY_MATCH, count=1000)]
+    for i in range(0, len(keys), batch):
+        pipe = redis_client.pipeline(transaction=False)
+        for key in keys[i : i + batch]:
+            pipe.eval(_LEGACY_LUA, 1, key, key.partition("}:dossier:")[2])
+        done += sum(int(n) for n in pipe.execute())
+    return done
 
 
 def dossier_key(unit_code: str, dossier_id: str) -> str:

@@ -89,6 +89,7 @@ from sinks.ioc.dossiers import (
     kpi_key,
     open_dossiers_key,
     read_unit_kpis,
+    upgrade_legacy_dossiers,
 )
 from sinks.ioc.entities import ENTITY_LUA, plan_entity
 from sinks.ioc.geo import GEO_LUA, plan_geo
@@ -169,6 +170,9 @@ class IocStoreSink:
         try:
             self._redis.ping()
             self._load_scripts()
+            upgraded = upgrade_legacy_dossiers(self._redis)
+            if upgraded:
+                log.info("ioc_store: %d dossier hashes moved to the entity layout", upgraded)
         except rex.RedisError as exc:
             raise sink_error(exc, "setup") from exc
 

@@ -262,6 +262,47 @@ def test_replays_leave_every_key_unchanged(
     assert redis_snapshot(r) == before
 
 
+def _to_legacy_layout(r: redis.Redis) -> int:
+    """Rewrite every dossier hash as the dossier script before the entity plan
+    wrote it: the contribution in _c_received.._c_completed_late, _c_due, _c_days."""
+    n = 0
+    for key in r.scan_iter(match="ioc:{unit:*}:dossier:*"):
+        c = (r.hget(key, "_c") or b"").decode()
+        fields = dict.fromkeys(
+            ("_c_received", "_c_completed", "_c_completed_on_time", "_c_completed_late"), "0"
+        )
+        due, days = "", []
+        for line in filter(None, c.split("\n")):
+            p = line.split("\t")
+            if p[0] == "h":
+                fields[f"_c_{p[1]}"] = p[2]
+            elif p[0] == "z":
+                due = p[3]
+            else:
+                days.append(p[2])
+        r.hdel(key, "_c")
+        r.hset(key, mapping={**fields, "_c_due": due, "_c_days": "\t".join(days)})
+        n += 1
+    return n
+
+
+def test_a_store_of_the_earlier_dossier_layout_is_upgraded_at_setup(
+    r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot
+) -> None:
+    events = generated_events(seed=13, n=120)
+    cut = len(events) * 2 // 3
+    sink.write(records(events[:cut]))
+    written = redis_snapshot(r)
+    assert _to_legacy_layout(r) > 50
+    assert redis_snapshot(r) != written
+
+    IocStoreSink(r).setup()
+    assert redis_snapshot(r) == written  # byte for byte what the entity plan writes
+    sink.write(records(events[cut:]))
+    expected = compute_unit_kpis(latest_states(events), NOW)
+    assert read_unit_kpis(r, NOW) == list(expected.values())
+
+
 def test_any_delivery_order_converges_on_the_same_store(r: redis.Redis, sink: IocStoreSink) -> None:
     events = generated_events(seed=5, n=150)
     sink.write(records(events))
