@@ -33,6 +33,7 @@ scratch, so the two can be checked against each other.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,7 +56,7 @@ __all__ = [
     "is_open_overdue",
     "kpis_from_counts",
     "rates",
-    "unit_kpis",
+    "unit_day_kpis",
 ]
 
 OPEN_STATUSES = frozenset({"RECEIVED", "IN_PROGRESS", "SUPPLEMENT_REQUESTED"})
@@ -129,29 +130,6 @@ def rates(
     return overdue_rate, 1.0 - overdue_rate
 
 
-def unit_kpis(
-    unit_code: str,
-    *,
-    received: int,
-    completed: int,
-    completed_on_time: int,
-    completed_late: int,
-    open_overdue: int,
-) -> UnitKpis:
-    """Assemble a unit's KPIs from its counts; the one place rates are derived."""
-    overdue_rate, on_time_rate = rates(completed_on_time, completed_late, open_overdue)
-    return UnitKpis(
-        unit_code=unit_code,
-        received=received,
-        completed=completed,
-        completed_on_time=completed_on_time,
-        completed_late=completed_late,
-        open_overdue=open_overdue,
-        overdue_rate=overdue_rate,
-        on_time_rate=on_time_rate,
-    )
-
-
 def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, UnitKpis]:
     """Reference computation from the latest state of each (non-deleted) dossier.
 
@@ -170,15 +148,19 @@ def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> d
 
 
 def kpis_from_counts(unit_code: str, counts: Sequence[int]) -> UnitKpis:
-    """``unit_kpis`` from [received, completed, on time, late, open overdue]."""
+    """A unit's KPIs from [received, completed, on time, late, open overdue]; the one
+    place rates are derived."""
     received, completed, on_time, late, overdue = counts
-    return unit_kpis(
-        unit_code,
+    overdue_rate, on_time_rate = rates(on_time, late, overdue)
+    return UnitKpis(
+        unit_code=unit_code,
         received=received,
         completed=completed,
         completed_on_time=on_time,
         completed_late=late,
         open_overdue=overdue,
+        overdue_rate=overdue_rate,
+        on_time_rate=on_time_rate,
     )
 
 
@@ -223,22 +205,27 @@ def compute_unit_day_kpis(
     before ``now``. ``sectors`` maps unit codes to sectors (``"unknown"`` when
     absent). Days with no figure at all are left out.
     """
-    counts: dict[tuple[str, str], list[int]] = {}
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * 5))
     for dossier in dossiers:
-        unit = dossier["receiving_unit_code"]
+        days = counts[dossier["receiving_unit_code"]]
         for item in daily_contribution(dossier):
             day, measure = item.split("|")
-            acc = counts.setdefault((unit, day), [0, 0, 0, 0, 0])
-            acc[MEASURES.index(measure)] += 1
+            days[day][MEASURES.index(measure)] += 1
         c = contribution(dossier)
         if is_open_overdue(c, now):
             assert c.open_due_at is not None
-            counts.setdefault((unit, local_day(c.open_due_at)), [0, 0, 0, 0, 0])[4] += 1
+            days[local_day(c.open_due_at)][4] += 1
     return [
-        UnitDayKpis(
-            day=day,
-            sector=sectors.get(unit, "unknown"),
-            kpis=kpis_from_counts(unit, acc),
-        )
-        for (unit, day), acc in sorted(counts.items())
+        row
+        for unit, days in sorted(counts.items())
+        for row in unit_day_kpis(unit, sectors.get(unit, "unknown"), days)
+    ]
+
+
+def unit_day_kpis(unit: str, sector: str, days: Mapping[str, Sequence[int]]) -> list[UnitDayKpis]:
+    """A unit's rows, sorted by day, from day -> [received, completed, on time, late,
+    open overdue]."""
+    return [
+        UnitDayKpis(day=day, sector=sector, kpis=kpis_from_counts(unit, a))
+        for day, a in sorted(days.items())
     ]

@@ -35,7 +35,13 @@ import redis.exceptions as rex
 from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 from sinks.ioc.codec import ceil_epoch_ms, local_day, sink_error, text
-from sinks.ioc.dossier_kpis import MEASURES, UnitDayKpis, UnitKpis, kpis_from_counts
+from sinks.ioc.dossier_kpis import (
+    MEASURES,
+    UnitDayKpis,
+    UnitKpis,
+    kpis_from_counts,
+    unit_day_kpis,
+)
 from sinks.ioc.entities import UNITS_KEY, placement, slot_key
 from sinks.ioc.kpis import DAILY_KPIS, OPEN_DOSSIERS
 
@@ -198,12 +204,5 @@ def read_unit_day_kpis(
             ms = int(float(text(overdue[i])))
             due = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
             days[local_day(due)][4] += 1
-        result.extend(
-            UnitDayKpis(
-                day=day,
-                sector=sector_of.get(unit, "unknown"),
-                kpis=kpis_from_counts(unit, a),
-            )
-            for day, a in sorted(days.items())
-        )
+        result.extend(unit_day_kpis(unit, sector_of.get(unit, "unknown"), days))
     return result

@@ -207,7 +207,11 @@ def shard_tag(dataset_id: str, shard: int) -> str:
 
 def slot_key(dataset_id: str, shard_input: str, name: str) -> str:
     """Key ``name`` in the hash tag of ``shard_input`` of a dataset."""
-    return f"ioc:{{{placement(dataset_id).tag(shard_input)}}}:{name}"
+    return _tagged(placement(dataset_id).tag(shard_input), name)
+
+
+def _tagged(tag: str, name: str) -> str:
+    return f"ioc:{{{tag}}}:{name}"
 
 
 def entity_key(dataset_id: str, key: str, state: Mapping[str, Any] | None = None) -> str:
@@ -276,17 +280,10 @@ def _call(
     script: Script, dataset_id: str, key: str, sin: str, contributor: Contributor,
     args: tuple[str, ...],
 ) -> ScriptCall:  # fmt: skip
-    zsets, hashes = contributor.zsets(sin), contributor.hashes(sin)
     place = placement(dataset_id)
-    keys = (place.sum, *zsets, *hashes)
-    return ScriptCall(
-        script,
-        (
-            slot_key(dataset_id, sin, f"{place.entity}:{key}"),
-            *(slot_key(dataset_id, sin, name) for name in keys),
-        ),
-        args,
-    )
+    names = (f"{place.entity}:{key}", place.sum, *contributor.zsets(sin), *contributor.hashes(sin))
+    tag = place.tag(sin)
+    return ScriptCall(script, tuple(_tagged(tag, name) for name in names), args)
 
 
 def plan_entity(
