@@ -42,7 +42,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
     # rightly raise, which is not what "a replay changes nothing" is about. Off here;
     # it has its own tests (test_alert_rules_stats.py, test_processor_datasets.py).
     data_dir = tmp_path_factory.mktemp("e2e")
-    default_rules = (files("stream_processors") / "alert_rules.toml").read_text()
+    default_rules = (files("stream_processors.alerts.rules") / "alert_rules.toml").read_text()
     head, sep, tail = default_rules.partition("[dead_letter_share]\nenabled = true")
     assert sep, "alert_rules.toml changed: update this test"
     rules = data_dir / "alert_rules.toml"
