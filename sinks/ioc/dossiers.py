@@ -105,12 +105,21 @@ def upgrade_legacy_dossiers(redis_client: redis.Redis, batch: int = 500) -> int:
     script finds their contribution; the KPI hashes are already right. Idempotent;
     returns how many it rewrote. One SCAN of the keyspace."""
     done = 0
-    keys = [text(k) for k in redis_client.scan_iter(match=_LEGACY_MATCH, count=1000)]
-    for i in range(0, len(keys), batch):
+    keys: list[str] = []
+
+    def rewrite() -> int:
         pipe = redis_client.pipeline(transaction=False)
-        for key in keys[i : i + batch]:
+        for key in keys:
             pipe.eval(_LEGACY_LUA, 1, key, key.partition("}:dossier:")[2])
-        done += sum(int(n) for n in pipe.execute())
+        keys.clear()
+        return sum(int(n) for n in pipe.execute())
+
+    for key in redis_client.scan_iter(match=_LEGACY_MATCH, count=1000):
+        keys.append(text(key))
+        if len(keys) == batch:
+            done += rewrite()
+    if keys:
+        done += rewrite()
     return done
 
 

@@ -19,6 +19,7 @@ from redis_db import flushed_redis
 from bus.errors import SinkError
 from sinks.base import Sink, SinkRecord
 from sinks.ioc.dossier_kpis import compute_unit_kpis
+from sinks.ioc.dossiers import upgrade_legacy_dossiers
 from sinks.ioc.offsets import APPLIED_KEY, STORE_KEY
 from sinks.ioc.store import (
     ALERT_CHANNEL,
@@ -293,11 +294,16 @@ def test_a_store_of_the_earlier_dossier_layout_is_upgraded_at_setup(
     cut = len(events) * 2 // 3
     sink.write(records(events[:cut]))
     written = redis_snapshot(r)
-    assert _to_legacy_layout(r) > 50
+    legacy = _to_legacy_layout(r)
+    assert legacy > 50
     assert redis_snapshot(r) != written
-
-    IocStoreSink(r).setup()
+    assert upgrade_legacy_dossiers(r, batch=7) == legacy
     assert redis_snapshot(r) == written  # byte for byte what the entity plan writes
+    assert upgrade_legacy_dossiers(r) == 0
+
+    _to_legacy_layout(r)
+    IocStoreSink(r).setup()
+    assert redis_snapshot(r) == written
     sink.write(records(events[cut:]))
     expected = compute_unit_kpis(latest_states(events), NOW)
     assert read_unit_kpis(r, NOW) == list(expected.values())
