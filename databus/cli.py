@@ -375,7 +375,7 @@ def kpis() -> None:
     import redis
 
     from databus.dashboard import kpi_table
-    from sinks.ioc.store import read_unit_kpis
+    from sinks.ioc import read_unit_kpis
 
     settings = _settings()
     if settings.redis.url is None:

@@ -19,9 +19,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from sinks.ioc.dossier_kpis import UnitKpis
-from sinks.ioc.ledger import read_ledger
-from sinks.ioc.store import read_unit_kpis
+from sinks.ioc import UnitKpis, read_ledger, read_unit_kpis
 
 __all__ = [
     "Figures",

@@ -28,7 +28,7 @@ from databus.cli_common import (
     setup_logging,
     stop_on_signals,
 )
-from sinks.base import Sink
+from sinks import Sink
 
 if TYPE_CHECKING:
     import redis
@@ -58,7 +58,7 @@ def _run(
     SIGTERM. ``checks``: readiness checks of the destination, by name."""
     from bus.health_checks import broker_check, registry_check
     from bus.metrics import Metrics, serve_metrics
-    from sinks.runner import SinkRunner
+    from sinks import SinkRunner
 
     broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     metrics = metrics or Metrics()
@@ -107,7 +107,7 @@ def sink_ioc(
     from bus.health_checks import redis_check
     from bus.metrics import Metrics
     from schemas.catalog import ALERTS_TOPIC, QUALITY_TOPIC
-    from sinks.ioc.store import IocStoreSink
+    from sinks.ioc import IocStoreSink
 
     setup_logging()
     settings = settings_or_exit()
@@ -168,9 +168,8 @@ def _rebuild_ioc(
     then replay every topic from its start up to the ends it has now."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from sinks.ioc.offsets import forget_applied
-    from sinks.ioc.store import IocStoreSink
-    from sinks.runner import SinkRunner
+    from sinks import SinkRunner
+    from sinks.ioc import IocStoreSink, forget_applied
 
     started = time.monotonic()
     ends = _watermarks(settings, topics)
@@ -246,7 +245,7 @@ def _rebuild_ioc(
 def sink_sql() -> None:
     """The shared repository (SQL): current state and history of every dataset."""
     from bus.health_checks import sql_check
-    from sinks.shared_repo import SharedRepoSink
+    from sinks import SharedRepoSink
 
     setup_logging()
     settings = settings_or_exit()

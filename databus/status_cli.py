@@ -288,7 +288,7 @@ def _alerts(settings: Settings, timeout: float) -> tuple[str, list[OpenAlert]]:
     if settings.redis.url is not None:
         import redis
 
-        from sinks.ioc.alerts import OPEN_ALERTS_KEY
+        from sinks.ioc import OPEN_ALERTS_KEY
 
         client = redis.Redis.from_url(settings.redis.url, socket_timeout=timeout)
         try:

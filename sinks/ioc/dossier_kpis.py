@@ -33,13 +33,17 @@ scratch, so the two can be checked against each other.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
+
+from sinks.ioc.codec import local_day
 
 __all__ = [
     "COMPLETED_STATUS",
+    "MEASURES",
     "NO_CONTRIBUTION",
     "OPEN_STATUSES",
     "Contribution",
@@ -52,14 +56,13 @@ __all__ = [
     "is_open_overdue",
     "kpis_from_counts",
     "rates",
-    "unit_kpis",
+    "unit_day_kpis",
 ]
-
-# Vietnam keeps UTC+7 all year: a "day" is an Asia/Ho_Chi_Minh calendar day.
-_LOCAL = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")
 
 OPEN_STATUSES = frozenset({"RECEIVED", "IN_PROGRESS", "SUPPLEMENT_REQUESTED"})
 COMPLETED_STATUS = "COMPLETED"
+# the stored per-day measures, in the order of ``kpis_from_counts``'s counts
+MEASURES = ("received", "completed", "completed_on_time", "completed_late")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,29 +130,6 @@ def rates(
     return overdue_rate, 1.0 - overdue_rate
 
 
-def unit_kpis(
-    unit_code: str,
-    *,
-    received: int,
-    completed: int,
-    completed_on_time: int,
-    completed_late: int,
-    open_overdue: int,
-) -> UnitKpis:
-    """Assemble a unit's KPIs from its counts; the one place rates are derived."""
-    overdue_rate, on_time_rate = rates(completed_on_time, completed_late, open_overdue)
-    return UnitKpis(
-        unit_code=unit_code,
-        received=received,
-        completed=completed,
-        completed_on_time=completed_on_time,
-        completed_late=completed_late,
-        open_overdue=open_overdue,
-        overdue_rate=overdue_rate,
-        on_time_rate=on_time_rate,
-    )
-
-
 def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> dict[str, UnitKpis]:
     """Reference computation from the latest state of each (non-deleted) dossier.
 
@@ -168,22 +148,20 @@ def compute_unit_kpis(dossiers: Iterable[Mapping[str, Any]], now: datetime) -> d
 
 
 def kpis_from_counts(unit_code: str, counts: Sequence[int]) -> UnitKpis:
-    """``unit_kpis`` from [received, completed, on time, late, open overdue]."""
+    """A unit's KPIs from [received, completed, on time, late, open overdue]; the one
+    place rates are derived."""
     received, completed, on_time, late, overdue = counts
-    return unit_kpis(
-        unit_code,
+    overdue_rate, on_time_rate = rates(on_time, late, overdue)
+    return UnitKpis(
+        unit_code=unit_code,
         received=received,
         completed=completed,
         completed_on_time=on_time,
         completed_late=late,
         open_overdue=overdue,
+        overdue_rate=overdue_rate,
+        on_time_rate=on_time_rate,
     )
-
-
-def _day(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise TypeError("naive datetime: std events carry aware times")
-    return value.astimezone(_LOCAL).date().isoformat()
 
 
 def daily_contribution(dossier: Mapping[str, Any] | None) -> tuple[str, ...]:
@@ -197,10 +175,10 @@ def daily_contribution(dossier: Mapping[str, Any] | None) -> tuple[str, ...]:
     c = contribution(dossier)
     if dossier is None or c.received == 0:
         return ()
-    out = [f"{_day(dossier['received_at'])}|received"]
+    out = [f"{local_day(dossier['received_at'])}|received"]
     completed_at: datetime | None = dossier.get("completed_at")
     if c.completed and completed_at is not None:
-        day = _day(completed_at)
+        day = local_day(completed_at)
         out.append(f"{day}|completed")
         if c.completed_on_time:
             out.append(f"{day}|completed_on_time")
@@ -227,25 +205,27 @@ def compute_unit_day_kpis(
     before ``now``. ``sectors`` maps unit codes to sectors (``"unknown"`` when
     absent). Days with no figure at all are left out.
     """
-    counts: dict[tuple[str, str], list[int]] = {}
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * 5))
     for dossier in dossiers:
-        unit = dossier["receiving_unit_code"]
+        days = counts[dossier["receiving_unit_code"]]
         for item in daily_contribution(dossier):
             day, measure = item.split("|")
-            acc = counts.setdefault((unit, day), [0, 0, 0, 0, 0])
-            acc[_MEASURES.index(measure)] += 1
+            days[day][MEASURES.index(measure)] += 1
         c = contribution(dossier)
         if is_open_overdue(c, now):
             assert c.open_due_at is not None
-            counts.setdefault((unit, _day(c.open_due_at)), [0, 0, 0, 0, 0])[4] += 1
+            days[local_day(c.open_due_at)][4] += 1
     return [
-        UnitDayKpis(
-            day=day,
-            sector=sectors.get(unit, "unknown"),
-            kpis=kpis_from_counts(unit, acc),
-        )
-        for (unit, day), acc in sorted(counts.items())
+        row
+        for unit, days in sorted(counts.items())
+        for row in unit_day_kpis(unit, sectors.get(unit, "unknown"), days)
     ]
 
 
-_MEASURES = ("received", "completed", "completed_on_time", "completed_late")
+def unit_day_kpis(unit: str, sector: str, days: Mapping[str, Sequence[int]]) -> list[UnitDayKpis]:
+    """A unit's rows, sorted by day, from day -> [received, completed, on time, late,
+    open overdue]."""
+    return [
+        UnitDayKpis(day=day, sector=sector, kpis=kpis_from_counts(unit, a))
+        for day, a in sorted(days.items())
+    ]

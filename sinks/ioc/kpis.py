@@ -21,6 +21,9 @@ health.disease_cases        ``cases|COMMUNE``                          always
 feedback.reports            ``open|UNIT``                              status RECEIVED, ASSIGNED,
                                                                        IN_PROGRESS
 environment.station_readings ``readings|STATION``                      always
+publicservice.dossiers      ``received``, ``completed``,               ``dossier_kpis`` rules
+                            ``completed_on_time``, ``completed_late``
+                            (the unit's ``kpi`` hash)
 =========================== ========================================== ===========================
 
 Sorted-set members (named sets of the entity's shard):
@@ -29,7 +32,14 @@ Sorted-set members (named sets of the entity's shard):
   (ms) while the report is open; overdue = open with deadline < now, counted when
   read, since a report becomes overdue while no one writes;
 - environment.station_readings: ``aqi:STATION`` gets ``READING_MS|AQI`` scored by
-  the reading time; the latest AQI of a station is the highest score.
+  the reading time; the latest AQI of a station is the highest score;
+- publicservice.dossiers: ``open`` gets the dossier id scored by its due time (ms)
+  while the dossier is open (overdue is counted when read, as for feedback).
+
+Tallies (counters of another named hash of the entity's slot):
+
+- publicservice.dossiers: ``kpi:daily`` gets 1 on ``YYYY-MM-DD|measure`` for each
+  local day a figure happened (:func:`sinks.ioc.dossier_kpis.daily_contribution`).
 
 Classes, students and teachers are counted per school; the commune comes from
 the school's own latest state (the ``school|…`` join counter) when read, so a
@@ -46,21 +56,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from schemas.catalog import DOSSIERS
+from sinks.ioc import dossier_kpis
 from sinks.ioc.codec import epoch_ms, field_text
 
 __all__ = [
     "CONTRIBUTORS",
+    "DAILY_KPIS",
     "FEEDBACK_OPEN_STATUSES",
     "NOTHING",
+    "OPEN_DOSSIERS",
     "TEACHER_ON_STAFF",
     "Contribution",
+    "Contributor",
     "Member",
+    "Tally",
 ]
 
 FEEDBACK_OPEN_STATUSES = frozenset({"RECEIVED", "ASSIGNED", "IN_PROGRESS"})
 TEACHER_ON_STAFF = frozenset({"ACTIVE", "ON_LEAVE"})
 UNKNOWN = "unknown"
 UNASSIGNED = "unassigned"
+# a unit's named keys beside its ``kpi`` sums (see :mod:`sinks.ioc.dossiers`)
+OPEN_DOSSIERS = "open"
+DAILY_KPIS = "kpi:daily"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +92,19 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Tally:
+    """An amount added to a field of one of the slot's named hashes (not ``sum``)."""
+
+    hash: str
+    field: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class Contribution:
     counters: Mapping[str, int] = field(default_factory=dict)
     members: tuple[Member, ...] = ()
+    tallies: tuple[Tally, ...] = ()
 
 
 NOTHING = Contribution()
@@ -140,6 +169,21 @@ def station_reading(r: Mapping[str, Any]) -> Contribution:
     return Contribution({f"readings|{station}": 1}, members)
 
 
+def dossier(d: Mapping[str, Any]) -> Contribution:
+    c = dossier_kpis.contribution(d)
+    counters = {
+        "received": c.received,
+        "completed": c.completed,
+        "completed_on_time": c.completed_on_time,
+        "completed_late": c.completed_late,
+    }
+    members: tuple[Member, ...] = ()
+    if c.open_due_at is not None:
+        members = (Member(OPEN_DOSSIERS, str(d["dossier_id"]), epoch_ms(c.open_due_at)),)
+    days = tuple(Tally(DAILY_KPIS, day, 1) for day in dossier_kpis.daily_contribution(d))
+    return Contribution({k: n for k, n in counters.items() if n}, members, days)
+
+
 def _zsets_feedback(shard_input: str) -> tuple[str, ...]:
     return ("due",)
 
@@ -156,6 +200,7 @@ class Contributor:
 
     contribute: Callable[[Mapping[str, Any]], Contribution]
     zsets: Callable[[str], tuple[str, ...]] = lambda _shard_input: ()
+    hashes: Callable[[str], tuple[str, ...]] = lambda _shard_input: ()
 
 
 CONTRIBUTORS: Mapping[str, Contributor] = {
@@ -167,4 +212,5 @@ CONTRIBUTORS: Mapping[str, Contributor] = {
     "health.disease_cases": Contributor(disease_case),
     "feedback.reports": Contributor(feedback_report, _zsets_feedback),
     "environment.station_readings": Contributor(station_reading, _zsets_station),
+    DOSSIERS.id: Contributor(dossier, lambda _unit: (OPEN_DOSSIERS,), lambda _unit: (DAILY_KPIS,)),
 }

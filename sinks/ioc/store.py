@@ -6,9 +6,9 @@ This module plans and executes; the parts live beside it:
 =================== ==============================================================
 module              what it does
 =================== ==============================================================
-``ioc_dossiers``    dossiers per receiving unit; unit, day and sector KPIs
-``ioc_entities``    latest state of the other 16 datasets, sharded, with KPI sums
-``ioc_kpis``        pure: what a sector state contributes to the KPIs
+``ioc_entities``    the one plan: latest state of every dataset, with KPI sums
+``ioc_kpis``        pure: what a dataset's state contributes to the KPIs
+``ioc_dossiers``    dossier keys (per receiving unit); unit, day and sector KPIs
 ``ioc_read``        reading the sector KPIs (education, health, AQI, feedback)
 ``ioc_geo``         the geo index of located entities (GEOADD / GEOSEARCH)
 ``ioc_alerts``      the capped alert stream, open alerts, the pub/sub channel
@@ -45,8 +45,8 @@ and replays from Kafka whatever a store that lost data, came back from an older
 snapshot or is a new replica lacks (``sinks.replay``, runbook
 ``docs/runbooks/ioc-store.md``).
 
-Personal fields (catalog ``personal_fields``) never reach Redis: dossiers copy an
-allowlist, other datasets their std schema's fields minus the personal ones.
+Personal fields (catalog ``personal_fields``) never reach Redis: every dataset
+copies its std schema's fields minus the personal ones.
 
 Failures: a record that cannot be planned (missing fields, naive times, unknown
 shape) is returned as ``Rejected(reason="malformed")`` and the rest of the batch
@@ -83,16 +83,15 @@ from sinks.ioc.alerts import (
 )
 from sinks.ioc.codec import RETRIABLE, ScriptCall, sink_error
 from sinks.ioc.dossiers import (
-    DOSSIER_LUA,
     UNITS_KEY,
     daily_kpi_key,
     dossier_key,
     kpi_key,
     open_dossiers_key,
-    plan_dossier,
     read_unit_kpis,
+    upgrade_legacy_dossiers,
 )
-from sinks.ioc.entities import ENTITY_DATASETS, ENTITY_LUA, plan_entity
+from sinks.ioc.entities import ENTITY_LUA, plan_entity
 from sinks.ioc.geo import GEO_LUA, plan_geo
 from sinks.ioc.ledger import QUALITY_LUA, is_quality, plan_quality, refresh_ledger
 from sinks.ioc.offsets import OFFSETS_LUA, plan_offsets, read_applied
@@ -145,7 +144,6 @@ class IocStoreSink:
         if alert_stream_maxlen < 1:
             raise ValueError("alert_stream_maxlen must be positive")
         self._redis = redis_client
-        self._dossier_topic = dossier_topic
         self._alert_topic = alert_topic
         self._maxlen = str(alert_stream_maxlen)
         self._channel = alert_channel
@@ -153,16 +151,14 @@ class IocStoreSink:
         # keep it at least as long as the alerts topic's retention
         self._dedup_ttl_ms = str(max(1, alert_dedup_ttl // _MS))
         self._tombstone_ttl_ms = "0" if tombstone_ttl is None else str(max(1, tombstone_ttl // _MS))
-        self._dossier_script = redis_client.register_script(DOSSIER_LUA)
         self._alert_script = redis_client.register_script(ALERT_LUA)
         self._entity_script = redis_client.register_script(ENTITY_LUA)
         self._geo_script = redis_client.register_script(GEO_LUA)
         self._quality_script = redis_client.register_script(QUALITY_LUA)
         self._offsets_script = redis_client.register_script(OFFSETS_LUA)
         self._unit_names = {u.code: u.name for u in load_reference().receiving_units.values()}
-        self._by_topic: dict[str, Dataset] = {
-            DATASETS[d].std_topic: DATASETS[d] for d in ENTITY_DATASETS
-        }
+        self._by_topic: dict[str, Dataset] = {d.std_topic: d for d in DATASETS.values()}
+        self._by_topic[dossier_topic] = DOSSIERS
         self._closed = False
         self._metrics = metrics  # for the ledger gauges
         self._from: dict[TP, int] = {}
@@ -174,6 +170,9 @@ class IocStoreSink:
         try:
             self._redis.ping()
             self._load_scripts()
+            upgraded = upgrade_legacy_dossiers(self._redis)
+            if upgraded:
+                log.info("ioc_store: %d dossier hashes moved to the entity layout", upgraded)
         except rex.RedisError as exc:
             raise sink_error(exc, "setup") from exc
 
@@ -182,10 +181,10 @@ class IocStoreSink:
             raise SinkError("ioc_store: write after close", retriable=False)
         plans: list[tuple[int, list[ScriptCall]]] = []
         rejected: dict[int, Rejected] = {}
-        units: set[str] = set()
+        indexed: set[tuple[str, str]] = set()
         for i, record in enumerate(batch):
             try:
-                plans.append((i, self.plan(record, units)))
+                plans.append((i, self.plan(record, indexed)))
             except _MALFORMED as exc:
                 rejected[i] = Rejected(
                     record,
@@ -203,15 +202,15 @@ class IocStoreSink:
         )
         if batch:
             try:
-                results = self._execute([*calls, (-1, offsets)], units)
+                results = self._execute([*calls, (-1, offsets)], indexed)
                 if any(isinstance(r, rex.NoScriptError) for r in results):
                     # Redis restarted or SCRIPT FLUSH ran: load and resend the
                     # batch, which the version guards make safe.
                     self._load_scripts()
-                    results = self._execute([*calls, (-1, offsets)], units)
+                    results = self._execute([*calls, (-1, offsets)], indexed)
             except rex.RedisError as exc:
                 raise sink_error(exc, "write") from exc
-            first = 1 if units else 0
+            first = len({index for index, _member in indexed})
             self._note_gaps(results[-1])
             for (i, _call), result in zip(calls, results[first:-1], strict=True):
                 if isinstance(result, rex.ResponseError) and i not in rejected:
@@ -273,8 +272,9 @@ class IocStoreSink:
 
     # -- planning -------------------------------------------------------------
 
-    def plan(self, record: SinkRecord, units: set[str]) -> list[ScriptCall]:
-        """The script calls that store one record (no I/O); raises on a malformed one."""
+    def plan(self, record: SinkRecord, indexed: set[tuple[str, str]]) -> list[ScriptCall]:
+        """The script calls that store one record (no I/O); raises on a malformed one.
+        Adds to ``indexed`` the (SET key, member) pairs to add beside the scripts."""
         value = record.value
         if record.topic == self._alert_topic or (
             record.topic not in self._by_topic and is_alert(value)
@@ -290,44 +290,42 @@ class IocStoreSink:
             ]
         if self._is_quality(record):
             return [plan_quality(self._quality_script, value)]
-        dataset = self._dataset_of(record)
-        if dataset is None:
-            return plan_dossier(self._dossier_script, record, units, self._tombstone_ttl_ms)
         entity = plan_entity(
-            self._entity_script, dataset, value, record.key, self._tombstone_ttl_ms
+            self._entity_script,
+            self._dataset_of(record),
+            value,
+            record.key,
+            self._tombstone_ttl_ms,
         )
+        if entity.index is not None:
+            indexed.add(entity.index)
         geo = plan_geo(self._geo_script, entity)
-        return [entity.call] if geo is None else [entity.call, geo]
+        return [*entity.calls] if geo is None else [*entity.calls, geo]
 
     def _is_quality(self, record: SinkRecord) -> bool:
         return record.topic == QUALITY_TOPIC or (
             record.topic not in self._by_topic and is_quality(record.value)
         )
 
-    def _dataset_of(self, record: SinkRecord) -> Dataset | None:
-        """The sector dataset of a record; None for a dossier; ValueError otherwise."""
-        if record.topic == self._dossier_topic:
-            return None
+    def _dataset_of(self, record: SinkRecord) -> Dataset:
+        """The catalog dataset of a record; ValueError when it is none's."""
         found = self._by_topic.get(record.topic)
         if found is not None:
             return found
         value: Mapping[str, Any] = record.value
         source = value.get("source")
         named = source.get("dataset") if isinstance(source, Mapping) else None
-        if named == DOSSIERS.id:
-            return None
-        if named in ENTITY_DATASETS:
+        if named in DATASETS:
             return DATASETS[named]
         state = value.get("after") or value.get("before")
         if isinstance(state, Mapping) and "dossier_id" in state and "receiving_unit_code" in state:
-            return None
+            return DOSSIERS
         raise ValueError("neither a std event of a catalog dataset nor an alert")
 
     # -- execution ------------------------------------------------------------
 
     def _load_scripts(self) -> None:
         for script in (
-            self._dossier_script,
             self._alert_script,
             self._entity_script,
             self._geo_script,
@@ -336,12 +334,17 @@ class IocStoreSink:
         ):
             self._redis.script_load(script.script)
 
-    def _execute(self, calls: Sequence[tuple[int, ScriptCall]], units: set[str]) -> list[Any]:
+    def _execute(
+        self, calls: Sequence[tuple[int, ScriptCall]], indexed: set[tuple[str, str]]
+    ) -> list[Any]:
         # EVALSHA straight on the pipeline: redis-py's Script-in-pipeline path
         # sends SCRIPT EXISTS first, a second round trip on every batch.
         pipe = self._redis.pipeline(transaction=False)
-        if units:
-            pipe.sadd(UNITS_KEY, *sorted(units))
+        members: dict[str, list[str]] = {}
+        for index, member in sorted(indexed):
+            members.setdefault(index, []).append(member)
+        for index, names in members.items():
+            pipe.sadd(index, *names)
         for _i, call in calls:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         results: list[Any] = pipe.execute(raise_on_error=False)

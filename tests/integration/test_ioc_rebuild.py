@@ -379,10 +379,10 @@ class FussySink(IocStoreSink):
         super().__init__(client)
         self.poison = poison
 
-    def plan(self, record: SinkRecord, units: set[str]) -> list[ScriptCall]:
+    def plan(self, record: SinkRecord, indexed: set[tuple[str, str]]) -> list[ScriptCall]:
         if self.poison(record.value):
             raise RuntimeError("cannot store this")
-        return super().plan(record, units)
+        return super().plan(record, indexed)
 
 
 def test_a_record_that_makes_the_ioc_sink_raise_counts_as_applied(

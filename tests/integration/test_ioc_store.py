@@ -19,6 +19,7 @@ from redis_db import flushed_redis
 from bus.errors import SinkError
 from sinks.base import Sink, SinkRecord
 from sinks.ioc.dossier_kpis import compute_unit_kpis
+from sinks.ioc.dossiers import upgrade_legacy_dossiers
 from sinks.ioc.offsets import APPLIED_KEY, STORE_KEY
 from sinks.ioc.store import (
     ALERT_CHANNEL,
@@ -260,6 +261,52 @@ def test_replays_leave_every_key_unchanged(
     write_in_batches(sink, shuffled, random.Random(4))
 
     assert redis_snapshot(r) == before
+
+
+def _to_legacy_layout(r: redis.Redis) -> int:
+    """Rewrite every dossier hash as the dossier script before the entity plan
+    wrote it: the contribution in _c_received.._c_completed_late, _c_due, _c_days."""
+    n = 0
+    for key in r.scan_iter(match="ioc:{unit:*}:dossier:*"):
+        c = (r.hget(key, "_c") or b"").decode()
+        fields = dict.fromkeys(
+            ("_c_received", "_c_completed", "_c_completed_on_time", "_c_completed_late"), "0"
+        )
+        due, days = "", []
+        for line in filter(None, c.split("\n")):
+            p = line.split("\t")
+            if p[0] == "h":
+                fields[f"_c_{p[1]}"] = p[2]
+            elif p[0] == "z":
+                due = p[3]
+            else:
+                days.append(p[2])
+        r.hdel(key, "_c")
+        r.hset(key, mapping={**fields, "_c_due": due, "_c_days": "\t".join(days)})
+        n += 1
+    return n
+
+
+def test_a_store_of_the_earlier_dossier_layout_is_upgraded_at_setup(
+    r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot
+) -> None:
+    events = generated_events(seed=13, n=120)
+    cut = len(events) * 2 // 3
+    sink.write(records(events[:cut]))
+    written = redis_snapshot(r)
+    legacy = _to_legacy_layout(r)
+    assert legacy > 50
+    assert redis_snapshot(r) != written
+    assert upgrade_legacy_dossiers(r, batch=7) == legacy
+    assert redis_snapshot(r) == written  # byte for byte what the entity plan writes
+    assert upgrade_legacy_dossiers(r) == 0
+
+    _to_legacy_layout(r)
+    IocStoreSink(r).setup()
+    assert redis_snapshot(r) == written
+    sink.write(records(events[cut:]))
+    expected = compute_unit_kpis(latest_states(events), NOW)
+    assert read_unit_kpis(r, NOW) == list(expected.values())
 
 
 def test_any_delivery_order_converges_on_the_same_store(r: redis.Redis, sink: IocStoreSink) -> None:

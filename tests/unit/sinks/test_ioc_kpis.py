@@ -13,7 +13,7 @@ from std_samples import sink_records, std_events
 from schemas.catalog import DATASETS
 from sinks.base import SinkRecord
 from sinks.ioc.dossier_kpis import compute_unit_day_kpis, daily_contribution
-from sinks.ioc.entities import ENTITY_DATASETS, public_fields
+from sinks.ioc.entities import ENTITY_DATASETS, SHARDED_DATASETS, public_fields
 from sinks.ioc.kpis import Member, class_stat, feedback_report, school, station_reading, teacher
 from sinks.ioc.store import IocStoreSink
 
@@ -101,7 +101,7 @@ def _dossier_record() -> SinkRecord:
     return SinkRecord("publicservice.dossiers.std.v1", 0, 0, None, value)
 
 
-@pytest.mark.parametrize("dataset_id", ENTITY_DATASETS)
+@pytest.mark.parametrize("dataset_id", SHARDED_DATASETS)
 def test_every_script_call_touches_one_hash_slot(dataset_id: str) -> None:
     sink = IocStoreSink(redis.Redis())  # no I/O: planning only
     events = std_events(dataset_id)[:80]
