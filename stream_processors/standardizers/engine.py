@@ -186,32 +186,32 @@ QUALITY_FLAGS: frozenset[str] = frozenset(
         "completed_before_received",
         "completed_at_missing",  # status COMPLETED without completed_at
         "procedure_not_in_list",  # a procedure code the procedures code list lacks
-    "compact_local_time",  # yyyyMMddHHmm[ss] read as Asia/Ho_Chi_Minh
-    "name_case_normalized",  # an all-caps or all-lowercase person name title-cased
-    "code_case_normalized",  # a code upper-cased or trimmed
-    "code_mapped",  # a source spelling mapped to the national code
-    "code_not_in_list",  # a code kept as sent: not in the national list
-    "phone_normalized",  # written to E.164
-    "phone_prefix_remapped",  # an 11-digit pre-2018 mobile number moved to 10 digits
-    "phone_invalid_removed",  # an unusable optional phone number dropped
-    "email_invalid_removed",
-    "insurance_number_normalized",
-    "coordinates_outside_province",
-    "future_date",  # a date after the event that the record allows (e.g. a start date)
-    "due_before_started",
-    "due_before_assigned",
-    "due_before_received",
-    "onset_after_report",
-    "disease_not_notifiable",
-    "total_score_mismatch",
-    "owner_citizen_id_missing",
-    "organization_with_citizen_id",
-    "inspection_expiry_before_registration",
-    "use_term_before_valid_from",
-    "issued_without_number",
-    "received_at_on_outgoing",
-    "parameter_of_other_station_type",
-    "class_count_zero_with_students",
+        "compact_local_time",  # yyyyMMddHHmm[ss] read as Asia/Ho_Chi_Minh
+        "name_case_normalized",  # an all-caps or all-lowercase person name title-cased
+        "code_case_normalized",  # a code upper-cased or trimmed
+        "code_mapped",  # a source spelling mapped to the national code
+        "code_not_in_list",  # a code kept as sent: not in the national list
+        "phone_normalized",  # written to E.164
+        "phone_prefix_remapped",  # an 11-digit pre-2018 mobile number moved to 10 digits
+        "phone_invalid_removed",  # an unusable optional phone number dropped
+        "email_invalid_removed",
+        "insurance_number_normalized",
+        "coordinates_outside_province",
+        "future_date",  # a date after the event that the record allows (e.g. a start date)
+        "due_before_started",
+        "due_before_assigned",
+        "due_before_received",
+        "onset_after_report",
+        "disease_not_notifiable",
+        "total_score_mismatch",
+        "owner_citizen_id_missing",
+        "organization_with_citizen_id",
+        "inspection_expiry_before_registration",
+        "use_term_before_valid_from",
+        "issued_without_number",
+        "received_at_on_outgoing",
+        "parameter_of_other_station_type",
+        "class_count_zero_with_students",
     }
 )
 
@@ -322,9 +322,7 @@ def check_same_entity(
         return
     for name in key_fields:
         if before.get(name) != after.get(name):
-            raise Invalid(
-                "entity_mismatch", f"after.{name}", "differs from before: another entity"
-            )
+            raise Invalid("entity_mismatch", f"after.{name}", "differs from before: another entity")
 
 
 def _to_millis(moment: datetime) -> datetime:
@@ -1186,5 +1184,5 @@ def run(
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
         # A value no rule foresaw (e.g. a datetime too close to year 1 to convert): still
         # data, still dead-lettered; the detail names the exception type, not the value.
-        problem = Invalid("invalid_field", "", f"unexpected {type(exc).__name__}")
-        return rejected(problem, rules.wording)
+        unforeseen = Invalid("invalid_field", "", f"unexpected {type(exc).__name__}")
+        return rejected(unforeseen, rules.wording)

@@ -151,7 +151,9 @@ DOSSIERS = DatasetRules(
         _PortalTime("due_at", deadline=True),
         _PortalTime("completed_at", required=False),
         _PortalDate("applicant_birth_date", required=False, birth=True, event_name="received_at"),
-        _PortalCitizenId("applicant_citizen_id", birth_date="applicant_birth_date", sex="applicant_sex"),
+        _PortalCitizenId(
+            "applicant_citizen_id", birth_date="applicant_birth_date", sex="applicant_sex"
+        ),
         Unit("receiving_unit_code"),
         Commune("admin_unit_code"),
     ),
