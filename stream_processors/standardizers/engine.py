@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from functools import cached_property, lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 from uuid import UUID
 
 from schemas.catalog import DEFAULT_EARLIEST
@@ -256,8 +256,17 @@ def _event_id(value: object) -> str:
     raise Invalid("invalid_envelope", "event_id", "expected a UUID")
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # Decoded events are plain dicts: skip the slower ABC check for them.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
 def _source(value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
+    if not _is_mapping(value):
         raise Invalid("invalid_envelope", "source", "expected a record")
     get = value.get
     version = get("version")
@@ -368,6 +377,23 @@ class Context:
 class Image:
     """One ``before``/``after`` record being standardized."""
 
+    __slots__ = (
+        "_future_limit",
+        "_future_limit_day",
+        "_local_day",
+        "changed_at",
+        "ctx",
+        "earliest",
+        "earliest_day",
+        "event_time",
+        "flags",
+        "now",
+        "out",
+        "prefix",
+        "raw",
+        "texts",
+    )
+
     def __init__(
         self,
         raw: Mapping[str, Any],
@@ -377,6 +403,7 @@ class Image:
         changed_at: datetime,
         event_time: str | None,
         earliest: datetime | None = None,
+        blank: Mapping[str, None] | None = None,
     ) -> None:
         self.raw = raw
         self.prefix = prefix
@@ -387,7 +414,9 @@ class Image:
         # The dataset's earliest plausible instant (local midnight of its first day).
         self.earliest = earliest if earliest is not None else earliest_instant(DEFAULT_EARLIEST)
         self.earliest_day = self.earliest.date()
-        self.out: dict[str, Any] = {}
+        # Keyed in the std record's order up front when the rules run in another one.
+        self.out: dict[str, Any] = dict(blank) if blank else {}
+        self.texts: dict[str, str] = {}  # text already read and checked (require_text)
         self.flags: dict[str, None] = {}
         self._future_limit: datetime | None = None
         self._future_limit_day: date | None = None
@@ -448,6 +477,9 @@ class Image:
 
     def string(self, field_name: str, required: bool) -> str | None:
         """Normalized text; blank optional text becomes None."""
+        checked = self.texts.get(field_name)
+        if checked is not None:
+            return checked
         value = self.raw.get(field_name)
         if value is None:
             if required:
@@ -491,9 +523,18 @@ def require_text(*names: str) -> Callable[[Image], None]:
     ``missing_field``; a normalization is flagged ``text_normalized``."""
 
     def check(img: Image) -> None:
+        get = img.raw.get
+        texts = img.texts
         for name in names:
-            img.sent_text(name, required=True, normalize=False)
-            img.string(name, required=True)
+            value = get(name)
+            if not isinstance(value, str):
+                raise img.fail("invalid_field", name, "expected a string")
+            text, changed = normalize_text(value)
+            if not text:
+                raise img.fail("missing_field", name, "empty after trimming")
+            if changed:
+                img.flags["text_normalized"] = None
+            texts[name] = text
 
     return check
 
@@ -1083,6 +1124,11 @@ class DatasetRules:
     schema_generated: bool = True
 
     @cached_property
+    def blank(self) -> Mapping[str, None]:
+        """An empty std record in ``fields`` order (empty without ``fields``)."""
+        return dict.fromkeys(self.fields)
+
+    @cached_property
     def wording(self) -> Mapping[str, tuple[str, str]]:
         """Every reason's (English, Vietnamese) base message for this dataset."""
         return {**REASONS, **self.reasons} if self.reasons else REASONS
@@ -1097,20 +1143,15 @@ def _image(
     changed_at: datetime,
     earliest: datetime,
 ) -> dict[str, Any]:
-    if not isinstance(raw_image, Mapping):
+    if not _is_mapping(raw_image):
         raise Invalid("invalid_field", prefix, "expected a record")
-    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time, earliest)
+    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time, earliest, rules.blank)
     for check in rules.prechecks:
         check(img)
     for rule in rules.rules:
         rule.apply(img)
     for check in rules.checks:
         check(img)
-    if rules.fields:
-        out = img.out
-        ordered = {name: out[name] for name in rules.fields}
-        ordered["quality_flags"] = list(img.flags)
-        return ordered
     img.out["quality_flags"] = list(img.flags)
     return img.out
 
@@ -1123,44 +1164,53 @@ def _standardize(
     earliest: datetime,
     key_fields: Sequence[str],
 ) -> Standardized:
-    if not isinstance(raw, Mapping):
+    if not _is_mapping(raw):
         raise Invalid("invalid_envelope", "", "expected a record")
-    event_id = _event_id(raw.get("event_id"))
-    op = raw.get("op")
+    get = raw.get
+    event_id = _event_id(get("event_id"))
+    op = get("op")
     if op not in rules.ops:
         raise Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
-    ts = _aware(raw.get("ts_ms"), "ts_ms").astimezone(UTC)
-    source = _source(raw.get("source"))
-    changed_at = source["ts_ms"].astimezone(UTC)
+    ts = _utc(_aware(get("ts_ms"), "ts_ms"))
+    source = _source(get("source"))
+    changed_at = _utc(source["ts_ms"])
     check_envelope_times(ts, changed_at, now, earliest)
     # Without a processor clock, "now" is the emit time (the event's own clock, not the
     # processor's), so a replay judges an event exactly as the first run did.
     reference_now = now if now is not None else ts
     needed = "before" if op == "d" else "after"
-    if raw.get(needed) is None:
+    if get(needed) is None:
         raise Invalid("missing_payload", needed, f"op {op!r} requires {needed!r}")
-    images: dict[str, dict[str, Any] | None] = {}
-    for prefix in ("before", "after"):
-        image = raw.get(prefix)
-        images[prefix] = (
-            None
-            if image is None
-            else _image(rules, image, prefix, ctx, reference_now, changed_at, earliest)
-        )
-    check_same_entity(images["before"], images["after"], key_fields)
-    flags: dict[str, None] = {}
-    for std_image in images.values():
-        if std_image is not None:
-            flags.update(dict.fromkeys(std_image["quality_flags"]))
+    raw_before, raw_after = get("before"), get("after")
+    before = (
+        None
+        if raw_before is None
+        else _image(rules, raw_before, "before", ctx, reference_now, changed_at, earliest)
+    )
+    after = (
+        None
+        if raw_after is None
+        else _image(rules, raw_after, "after", ctx, reference_now, changed_at, earliest)
+    )
+    check_same_entity(before, after, key_fields)
+    if before is None:
+        flags = tuple(after["quality_flags"]) if after is not None else ()
+    elif after is None:
+        flags = tuple(before["quality_flags"])
+    else:
+        merged = dict.fromkeys(before["quality_flags"])
+        merged.update(dict.fromkeys(after["quality_flags"]))
+        flags = tuple(merged)
+    source["ts_ms"] = _to_millis(changed_at)  # a dict of our own (_source)
     event = {
         "event_id": event_id,
         "op": op,
         "ts_ms": _to_millis(ts),
-        "source": {**source, "ts_ms": _to_millis(changed_at)},
-        "before": images["before"],
-        "after": images["after"],
+        "source": source,
+        "before": before,
+        "after": after,
     }
-    return Standardized(event=event, flags=tuple(flags))
+    return Standardized(event=event, flags=flags)
 
 
 def run(
