@@ -31,7 +31,8 @@ from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
 from schemas.domain.citizen_id import make_citizen_id
 from schemas.domain.reference import ReferenceData
-from schemas.models.public_service import Channel, Dossier, DossierStatus, Op, Sex
+from schemas.models.common import Op, Sex
+from schemas.models.public_service import Channel, Dossier, DossierStatus
 
 __all__ = [
     "HOLIDAY_SHARE",

@@ -65,7 +65,7 @@ from producers.headers import HeaderTemplate, new_ids, new_traceparent
 from producers.spool import Spool, SpoolRecord
 from schemas.catalog import DATASETS, Dataset, load_schema, value_subject
 from schemas.codec.serde import AvroSerializer, frame, unframe
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = ["AsyncPublisher", "Change", "Publisher", "record_size"]
 

@@ -28,7 +28,7 @@ from producers.simulators._common import (
     emit,
 )
 from schemas.domain.reference import ReferenceData
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 from schemas.models.transport import (
     BusPosition,
     OwnerKind,

@@ -25,6 +25,7 @@ from bus.errors import RegistryError
 from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings
+from bus.topic_admin import ensure_topics
 from producers.dossier_simulator import SimConfig, SimEvent, generate
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
@@ -33,7 +34,6 @@ from schemas.domain.reference import ReferenceData, load_reference
 from schemas.topics import (
     TopicSpec,
     changelog_topic,
-    ensure_topics,
     processor_topics,
     rule_deltas_topic,
 )

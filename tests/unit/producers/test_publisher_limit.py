@@ -19,7 +19,8 @@ from bus.settings import load_settings
 from producers.publisher import Change, Publisher, record_size
 from schemas.catalog import DOSSIERS
 from schemas.codec.serde import frame
-from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Channel, Dossier, DossierStatus
 
 LIMIT = 1_000
 
