@@ -7,8 +7,17 @@ the same declarations that produce the records (``stream_processors.standardizer
 and cannot drift from them.
 
 Bad events are data: ``run`` never raises for any input, it returns ``Rejected``. One
-problem in either image rejects the whole event, as for dossiers. Reason messages are
-bilingual and never contain a citizen id, a name, a phone number or a birth date.
+problem in either image rejects the whole event (a sink that sees half of an update
+would compute wrong KPIs). Reason messages are bilingual and never contain a citizen
+id, a name, a phone number or a birth date.
+
+What a dataset's contract needs beyond the rules is declared, not coded beside the
+engine: rule options; ``DatasetRules`` prechecks (e.g. ``require_text``), record checks,
+the std record's field order (``fields``), the dataset's wording of a reason
+(``reasons``); and, where a contract reads a value its own way, a rule subclass in the
+dataset's module that overrides a documented hook — ``read`` (``Timestamp``, ``Date``,
+``CitizenId``: how the raw value is read) or ``too_far`` (``Timestamp``: how a far-future
+time is worded). The dossiers (``standardizers.public_service``) use all of these.
 """
 
 from __future__ import annotations

@@ -160,15 +160,9 @@ DOSSIERS = DatasetRules(
     checks=(_dossier_times, _procedure_listed),
     event_time="received_at",
     fields=(
-        "dossier_id",
-        "dossier_code",
-        "procedure_code",
-        "procedure_name",
-        "receiving_unit_code",
-        "admin_unit_code",
+        *_TEXT_FIELDS[:6],  # the text fields up to admin_unit_code, in the record's order
         "admin_unit_code_source",
-        "applicant_citizen_id",
-        "applicant_name",
+        *_TEXT_FIELDS[6:],
         "applicant_birth_date",
         "applicant_sex",
         "status",
