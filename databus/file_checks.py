@@ -10,15 +10,15 @@ from pydantic import BaseModel
 
 from producers.file_drop import RowCheck
 from schemas.catalog import DOSSIERS, Dataset
+from schemas.domain.reference import load_reference
+from stream_processors.standardizers import STANDARDIZERS, Rejected
 
 __all__ = ["row_check_for"]
 
 
 def _dossier_check() -> RowCheck:
-    from schemas.domain.reference import load_reference
-    from stream_processors.standardize import Rejected, standardize_dossier_event
-
     reference = load_reference()
+    standardize = STANDARDIZERS[DOSSIERS.id]
 
     def check(record: BaseModel) -> tuple[str, str, str] | None:
         now = datetime.now(UTC)
@@ -36,7 +36,7 @@ def _dossier_check() -> RowCheck:
             "before": None,
             "after": record.model_dump(mode="json"),
         }
-        result = standardize_dossier_event(raw, reference, now=now)
+        result = standardize(raw, reference, now)
         if isinstance(result, Rejected):
             return result.field.removeprefix("after."), result.message_en, result.message_vi
         return None

@@ -40,7 +40,7 @@ from producers.publisher import Publisher
 from schemas.catalog import Dataset
 from schemas.domain.timeparse import to_ms
 from schemas.headers import BACKFILL_HEADER
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = ["BACKFILL_HEADER", "BackfillPublisher", "event_time", "publish_backfill"]
 

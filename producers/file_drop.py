@@ -27,7 +27,7 @@ from pydantic import ValidationError as PydanticValidationError
 from bus.errors import ValidationError
 from producers.publisher import Publisher
 from schemas.catalog import Dataset
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = [
     "DropResult",

@@ -60,7 +60,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from bus.errors import ConfigError, DatabusError, PublishValidationError
 from schemas.catalog import Dataset, get_dataset
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = [
     "DEFAULT_TABLE",

@@ -24,13 +24,14 @@ from schemas.catalog import Dataset, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.dead_letters import DeadLetter, codec_letter
 from schemas.domain.reference import ReferenceData
-from stream_processors.standardize import Rejected, Standardized
+from stream_processors.standardizers import (
+    Rejected,
+    Standardized,
+    Standardizer,
+    build_standardizer,
+)
 
 __all__ = ["DatasetPipeline", "Output", "Standardizer", "standardizer_for"]
-
-Standardizer = Callable[
-    [Mapping[str, Any], ReferenceData, datetime | None], Standardized | Rejected
-]
 
 
 def _passthrough(
@@ -40,8 +41,6 @@ def _passthrough(
 
 
 def standardizer_for(dataset: Dataset) -> Standardizer:
-    from stream_processors.standardizers import build_standardizer
-
     found = build_standardizer(dataset)  # bound to this entry's earliest day and key
     if found is None:
         if dataset.std_schema is not None:

@@ -18,7 +18,7 @@ from bus.settings import Settings
 from producers.publisher.encoding import Change
 from producers.publisher.sync import Publisher
 from schemas.catalog import Dataset
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = ["AsyncPublisher"]
 

@@ -31,7 +31,7 @@ from bus.errors import PublishValidationError, RecordTooLargeError
 from producers.headers import HeaderTemplate, new_ids, new_traceparent
 from schemas.catalog import Dataset
 from schemas.codec import AvroSerializer, frame, unframe
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = ["Change", "EncodedEvent", "EventEncoder", "dict_is_dump", "record_size"]
 

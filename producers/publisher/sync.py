@@ -54,7 +54,7 @@ from producers.spool import Spool, SpoolRecord
 from producers.spool_pump import SpoolPump
 from schemas.catalog import DATASETS, Dataset, load_schema, value_subject
 from schemas.codec import AvroSerializer
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = ["Publisher"]
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from schemas.domain.citizen_id import make_citizen_id
 from schemas.domain.reference import ReferenceData
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 __all__ = [
     "LOCAL",

@@ -26,6 +26,7 @@ from producers.simulators._common import (
 )
 from schemas.domain.citizen_id import make_citizen_id
 from schemas.domain.reference import ReferenceData
+from schemas.models.common import Sex
 from schemas.models.education import (
     ClassStat,
     EmploymentType,
@@ -36,7 +37,6 @@ from schemas.models.education import (
     School,
     SchoolLevel,
     SchoolStatus,
-    Sex,
     Teacher,
     TeacherStatus,
 )

@@ -26,6 +26,7 @@ from producers.simulators._common import (
     local_compact,
 )
 from schemas.domain.reference import ReferenceData
+from schemas.models.common import Sex
 from schemas.models.health import (
     CaseClassification,
     CaseOutcome,
@@ -38,7 +39,6 @@ from schemas.models.health import (
     FacilityType,
     HealthFacility,
     Ownership,
-    Sex,
 )
 
 __all__ = ["simulate_disease_cases", "simulate_encounters", "simulate_facilities"]

@@ -55,14 +55,8 @@ from producers.simulators._common import (
 )
 from schemas.domain.citizen_id import make_citizen_id
 from schemas.domain.reference import ReferenceData
-from schemas.models.public_service import (
-    Channel,
-    Dossier,
-    DossierStatus,
-    DossierStep,
-    Sex,
-    StepStatus,
-)
+from schemas.models.common import Sex
+from schemas.models.public_service import Channel, Dossier, DossierStatus, DossierStep, StepStatus
 
 __all__ = [
     "DATASET",

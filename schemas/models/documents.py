@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG
 
 __all__ = [
     "Confidentiality",
@@ -23,7 +25,6 @@ __all__ = [
     "Urgency",
 ]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 _Code = Field(min_length=1, max_length=64)
 
 
@@ -54,7 +55,7 @@ class OfficialDocument(BaseModel):
     rejected as an unknown symbol.
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     document_id: str = _Code
     direction: Direction
@@ -92,7 +93,7 @@ class DocumentTask(BaseModel):
     auditable; it is not citizen personal data (as for ``DossierStep``).
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     task_id: str = _Code
     document_id: str = _Code

@@ -11,7 +11,9 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG, Sex
 
 __all__ = [
     "ClassStat",
@@ -23,22 +25,15 @@ __all__ = [
     "School",
     "SchoolLevel",
     "SchoolStatus",
-    "Sex",
     "Teacher",
     "TeacherStatus",
 ]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 _Code = Field(min_length=1, max_length=64)
 _Commune = Field(min_length=1, max_length=16, description="5-digit commune/ward code")
 _CitizenId = Field(min_length=1, max_length=20, repr=False)
 _SubjectCode = Annotated[str, Field(min_length=1, max_length=16)]
 _Score = Annotated[float, Field(ge=0, le=10)]
-
-
-class Sex(StrEnum):
-    MALE = "MALE"
-    FEMALE = "FEMALE"
 
 
 class SchoolLevel(StrEnum):
@@ -65,7 +60,7 @@ class SchoolStatus(StrEnum):
 class School(BaseModel):
     """A school (trường học) as the education database stores it."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     school_id: str = _Code
     school_name: str = Field(min_length=1, max_length=300)
@@ -84,7 +79,7 @@ class School(BaseModel):
 class ClassStat(BaseModel):
     """Class and enrolment counts of one grade of one school in one school year."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     school_id: str = _Code
     school_year: str = Field(pattern=r"^[0-9]{4}-[0-9]{4}$", description="YYYY-YYYY")
@@ -122,7 +117,7 @@ class TeacherStatus(StrEnum):
 class Teacher(BaseModel):
     """A teacher (giáo viên) employed by a school."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     teacher_id: str = _Code
     school_id: str = _Code
@@ -150,7 +145,7 @@ class ExamResult(BaseModel):
     would be mostly null and break with every reform. A subject not sat is absent.
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     exam_type: ExamType
     exam_year: int = Field(ge=2000, le=2100)

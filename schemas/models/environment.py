@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG
 
 __all__ = ["StationReading", "StationType"]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 _Conc = Field(default=None, ge=0)
 
 
@@ -30,7 +31,7 @@ class StationReading(BaseModel):
     (pH, mg/L) for air stations; a parameter the station does not measure is null.
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     station_id: str = Field(min_length=1, max_length=64)
     station_type: StationType

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG
 
 __all__ = ["FeedbackReport", "ReportCategory", "ReportStatus"]
-
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 
 
 class ReportCategory(StrEnum):
@@ -41,7 +41,7 @@ class ReportStatus(StrEnum):
 class FeedbackReport(BaseModel):
     """A citizen report (phản ánh kiến nghị) from the citizen app."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     report_id: str = Field(min_length=1, max_length=64)
     category: ReportCategory

@@ -15,7 +15,9 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG, Sex
 
 __all__ = [
     "CaseClassification",
@@ -29,21 +31,14 @@ __all__ = [
     "FacilityType",
     "HealthFacility",
     "Ownership",
-    "Sex",
 ]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 _Code = Field(min_length=1, max_length=64)
 _FacilityCode = Field(min_length=1, max_length=16, description="5-digit insurance facility code")
 _Commune = Field(min_length=1, max_length=16, description="5-digit commune/ward code")
 _Time = Field(min_length=1, max_length=40, description="yyyyMMddHHmm or ISO 8601")
 # Shape only: whether a code is in the ICD-10 list is the standardizer's check.
 _Icd10 = Annotated[str, Field(min_length=3, max_length=16)]
-
-
-class Sex(StrEnum):
-    MALE = "MALE"
-    FEMALE = "FEMALE"
 
 
 class FacilityLevel(StrEnum):
@@ -77,7 +72,7 @@ class FacilityStatus(StrEnum):
 class HealthFacility(BaseModel):
     """A health facility (cơ sở khám chữa bệnh)."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     facility_code: str = _FacilityCode
     facility_name: str = Field(min_length=1, max_length=300)
@@ -113,7 +108,7 @@ class EncounterOutcome(StrEnum):
 class Encounter(BaseModel):
     """One encounter (lượt khám chữa bệnh): EMR summary with its insurance visit."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     encounter_id: str = _Code
     facility_code: str = _FacilityCode
@@ -153,7 +148,7 @@ class DiseaseCase(BaseModel):
     are quasi-identifiers: the dataset is classified restricted.
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     case_id: str = _Code
     disease_code: _Icd10

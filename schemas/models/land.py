@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG
 
 __all__ = ["ConstructionPermit", "Parcel", "PermitStatus", "PermitType"]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 _Code = Field(min_length=1, max_length=64)
 _Commune = Field(min_length=1, max_length=16, description="5-digit commune/ward code")
 
@@ -26,7 +27,7 @@ class Parcel(BaseModel):
     parcels carry suffixes (``125a``).
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     parcel_id: str = _Code
     commune_code: str = _Commune
@@ -59,7 +60,7 @@ class PermitStatus(StrEnum):
 class ConstructionPermit(BaseModel):
     """A construction permit (giấy phép xây dựng) and its application."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     permit_id: str = _Code
     permit_number: str | None = Field(default=None, min_length=1, max_length=64)

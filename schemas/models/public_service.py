@@ -1,25 +1,29 @@
-"""Pydantic models of what source systems send: validated before anything is published.
+"""Pydantic models of the public-service datasets, as the public-service portal sends them.
+
+Each model is the record inside the Debezium-style envelope of
+``schemas/avro/publicservice/<dataset>.raw.v1.avsc``; field names match the Avro record
+exactly. Personal fields are kept out of ``repr`` so they never reach a log line.
 
 The models check what the Avro schema can express (types, required fields, code
 lists, lengths). Semantic checks that need reference data — is the citizen id
 well formed, does the unit exist — belong to the stream processors, so a record
 that fails them is dead-lettered with its reason instead of vanishing at the edge.
+Times are text as the portal sends them (ISO 8601, dd/mm/yyyy HH:MM or epoch); the
+standardizer parses them.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-__all__ = ["Channel", "Dossier", "DossierStatus", "DossierStep", "Op", "Sex", "StepStatus"]
+from schemas.models.common import RECORD_CONFIG, Sex
 
+__all__ = ["Channel", "Dossier", "DossierStatus", "DossierStep", "StepStatus"]
 
-class Op(StrEnum):
-    CREATE = "c"
-    UPDATE = "u"
-    DELETE = "d"
-    READ = "r"
+_Code = Field(min_length=1, max_length=64)
+_Time = Field(min_length=1, max_length=40, description="ISO 8601, dd/mm/yyyy HH:MM, or epoch")
 
 
 class DossierStatus(StrEnum):
@@ -36,19 +40,10 @@ class Channel(StrEnum):
     IN_PERSON = "IN_PERSON"
 
 
-class Sex(StrEnum):
-    MALE = "MALE"
-    FEMALE = "FEMALE"
-
-
-_Code = Field(min_length=1, max_length=64)
-_Time = Field(min_length=1, max_length=40, description="ISO 8601, dd/mm/yyyy HH:MM, or epoch")
-
-
 class Dossier(BaseModel):
     """An administrative-procedure dossier as the public-service portal stores it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+    model_config = RECORD_CONFIG
 
     # The examples make `databus template` write a row that passes every check.
     dossier_id: str = Field(min_length=1, max_length=64, examples=["HS-STP-000001"])
@@ -89,7 +84,7 @@ class DossierStep(BaseModel):
     auditable; it is not citizen personal data, and the dataset is classified internal.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+    model_config = RECORD_CONFIG
 
     step_id: str = _Code
     dossier_id: str = _Code

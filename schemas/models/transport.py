@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
+
+from schemas.models.common import RECORD_CONFIG
 
 __all__ = [
     "BusPosition",
@@ -20,7 +22,6 @@ __all__ = [
     "VehicleType",
 ]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
 _Plate = Field(min_length=1, max_length=20, description="e.g. 60A-123.45")
 
 
@@ -54,7 +55,7 @@ class VehicleRegistration(BaseModel):
     masked for some records only.
     """
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     plate: str = _Plate
     vehicle_type: VehicleType
@@ -72,7 +73,7 @@ class VehicleRegistration(BaseModel):
 class BusPosition(BaseModel):
     """One GPS fix of a bus on a public route; ``position_time`` is the device's clock."""
 
-    model_config = _CONFIG
+    model_config = RECORD_CONFIG
 
     vehicle_plate: str = _Plate
     route_id: str = Field(min_length=1, max_length=32)

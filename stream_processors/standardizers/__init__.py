@@ -6,15 +6,17 @@ the dataset's ``.std.v1`` schema, plus its quality flags) or ``Rejected`` (a rea
 for the DLQ, bilingual messages without personal data). It never raises on bad data.
 
 ``now`` bounds "far future" times; ``None`` uses the event's own ``ts_ms`` (its emit
-time), the same default as ``standardize_dossier_event``, so replays are deterministic.
+time), so replays are deterministic.
 
 Each standardizer is bound to its catalog entry (``build_standardizer``): the dataset's
 ``earliest`` plausible day bounds every time in the event, and its ``key`` is what
 ``before`` and ``after`` of one event must share.
 
-The dossiers keep their hand-written ``stream_processors.standardize``; the 16 other
-datasets are declarations (``RULES``) run by one engine (``engine.run``) against the
+Every dataset is a declaration (``RULES``) run by one engine (``engine.run``) against the
 reference data, the code lists of ``schemas/data/codes_*.csv`` and the province area.
+What one dataset's contract needs beyond the engine's rules is declared in its module,
+as options of the rules or as a rule subclass overriding a documented hook
+(``read``, ``too_far``); see ``standardizers.public_service`` for the dossiers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from typing import Any
 
 from schemas.catalog import DATASETS, Dataset
 from schemas.domain.reference import ReferenceData
-from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
 from stream_processors.standardizers.config import context_for
 from stream_processors.standardizers.documents import OFFICIAL_DOCUMENTS, TASKS
 from stream_processors.standardizers.education import (
@@ -41,7 +42,8 @@ from stream_processors.standardizers.environment import STATION_READINGS
 from stream_processors.standardizers.feedback import REPORTS
 from stream_processors.standardizers.health import DISEASE_CASES, ENCOUNTERS, FACILITIES
 from stream_processors.standardizers.land import CONSTRUCTION_PERMITS, PARCELS
-from stream_processors.standardizers.public_service import DOSSIER_STEPS
+from stream_processors.standardizers.public_service import DOSSIER_STEPS, DOSSIERS
+from stream_processors.standardizers.result import Rejected, Standardized
 from stream_processors.standardizers.transport import BUS_POSITIONS, VEHICLE_REGISTRATIONS
 
 __all__ = [
@@ -64,6 +66,7 @@ RULES: Mapping[str, DatasetRules] = MappingProxyType(
     {
         rules.dataset_id: rules
         for rules in (
+            DOSSIERS,
             DOSSIER_STEPS,
             SCHOOLS,
             CLASS_STATS,
@@ -85,15 +88,6 @@ RULES: Mapping[str, DatasetRules] = MappingProxyType(
 )
 
 
-_DOSSIERS_ID = "publicservice.dossiers"
-
-
-def _dossiers(
-    earliest: date, raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
-) -> Standardized | Rejected:
-    return standardize_dossier_event(raw, ref, now=now, earliest=earliest)
-
-
 def _rules_standardizer(
     rules: DatasetRules,
     earliest: date,
@@ -108,8 +102,6 @@ def _rules_standardizer(
 def build_standardizer(dataset: Dataset) -> Standardizer | None:
     """The standardizer of ``dataset.id`` bound to this catalog entry's ``earliest``
     and key; None for a dataset without one."""
-    if dataset.id == _DOSSIERS_ID:
-        return partial(_dossiers, dataset.earliest)
     rules = RULES.get(dataset.id)
     if rules is None:
         return None
@@ -118,7 +110,7 @@ def build_standardizer(dataset: Dataset) -> Standardizer | None:
 
 def _packaged() -> dict[str, Standardizer]:
     found: dict[str, Standardizer] = {}
-    for dataset_id in (_DOSSIERS_ID, *RULES):
+    for dataset_id in RULES:
         built = build_standardizer(DATASETS[dataset_id])
         assert built is not None
         found[dataset_id] = built

@@ -7,8 +7,17 @@ the same declarations that produce the records (``stream_processors.standardizer
 and cannot drift from them.
 
 Bad events are data: ``run`` never raises for any input, it returns ``Rejected``. One
-problem in either image rejects the whole event, as for dossiers. Reason messages are
-bilingual and never contain a citizen id, a name, a phone number or a birth date.
+problem in either image rejects the whole event (a sink that sees half of an update
+would compute wrong KPIs). Reason messages are bilingual and never contain a citizen
+id, a name, a phone number or a birth date.
+
+What a dataset's contract needs beyond the rules is declared, not coded beside the
+engine: rule options; ``DatasetRules`` prechecks (e.g. ``require_text``), record checks,
+the std record's field order (``fields``), the dataset's wording of a reason
+(``reasons``); and, where a contract reads a value its own way, a rule subclass in the
+dataset's module that overrides a documented hook — ``read`` (``Timestamp``, ``Date``,
+``CitizenId``: how the raw value is read) or ``too_far`` (``Timestamp``: how a far-future
+time is worded). The dossiers (``standardizers.public_service``) use all of these.
 """
 
 from __future__ import annotations
@@ -17,9 +26,10 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from functools import cached_property, lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
+from uuid import UUID
 
 from schemas.catalog import DEFAULT_EARLIEST
 from schemas.domain.citizen_id import CitizenIdRejection, check_citizen_id
@@ -35,25 +45,7 @@ from schemas.domain.timeparse import (
     parse_date,
     parse_timestamp,
 )
-from stream_processors.standardize import (
-    QUALITY_FLAGS as DOSSIER_FLAGS,
-)
-from stream_processors.standardize import (
-    REASONS as DOSSIER_REASONS,
-)
-from stream_processors.standardize import (
-    Rejected,
-    Standardized,
-    _aware,
-    _event_id,
-    _Invalid,
-    _source,
-    _to_millis,
-    _too_early,
-    check_envelope_times,
-    check_same_entity,
-    earliest_instant,
-)
+from stream_processors.standardizers.result import Invalid, Rejected, Standardized, rejected
 
 __all__ = [
     "QUALITY_FLAGS",
@@ -79,11 +71,52 @@ __all__ = [
     "Timestamp",
     "Unit",
     "Verify",
+    "check_envelope_times",
+    "check_same_entity",
+    "earliest_instant",
+    "require_text",
     "run",
 ]
 
+# reason -> (English, Vietnamese) base message; a dataset may word one its own way
+# (``DatasetRules.reasons``).
 REASONS: Mapping[str, tuple[str, str]] = {
-    **DOSSIER_REASONS,
+    "invalid_envelope": ("event envelope is invalid", "Phong bì sự kiện không hợp lệ"),
+    "missing_payload": (
+        "event has no dossier image for its operation",
+        "Sự kiện không có dữ liệu hồ sơ tương ứng với thao tác",
+    ),
+    "missing_field": (
+        "required field is missing or empty",
+        "Thiếu trường bắt buộc hoặc trường bị để trống",
+    ),
+    "invalid_field": ("field has an invalid value", "Trường có giá trị không hợp lệ"),
+    "invalid_timestamp": ("date/time is invalid", "Ngày giờ không hợp lệ"),
+    "far_future_timestamp": (
+        "date/time is more than 1 day in the future",
+        "Ngày giờ ở tương lai quá 1 ngày",
+    ),
+    "invalid_date": ("date is invalid", "Ngày không hợp lệ"),
+    "timestamp_before_earliest": (
+        "date/time is before the dataset's earliest plausible date",
+        "Ngày giờ sớm hơn mốc sớm nhất hợp lý của bộ dữ liệu",
+    ),
+    "entity_mismatch": (
+        "before and after images are different entities",
+        "Dữ liệu trước và sau thay đổi thuộc hai đối tượng khác nhau",
+    ),
+    "invalid_citizen_id": (
+        "citizen id (CCCD/CMND) is invalid",
+        "Số định danh cá nhân (CCCD/CMND) không hợp lệ",
+    ),
+    "citizen_id_mismatch": (
+        "citizen id does not match the record's birth year or sex",
+        "Số CCCD không khớp với năm sinh hoặc giới tính trong hồ sơ",
+    ),
+    "unknown_admin_unit": (
+        "commune/ward code is not in the administrative-unit list",
+        "Mã đơn vị hành chính cấp xã không có trong danh mục",
+    ),
     "unknown_receiving_unit": (
         "unit code is not in the list of units",
         "Mã đơn vị không có trong danh mục đơn vị",
@@ -144,34 +177,52 @@ REASONS: Mapping[str, tuple[str, str]] = {
     "score_out_of_range": ("exam score is outside 0-10", "Điểm thi nằm ngoài thang điểm 0-10"),
 }
 
-QUALITY_FLAGS: frozenset[str] = DOSSIER_FLAGS | {
-    "compact_local_time",  # yyyyMMddHHmm[ss] read as Asia/Ho_Chi_Minh
-    "name_case_normalized",  # an all-caps or all-lowercase person name title-cased
-    "code_case_normalized",  # a code upper-cased or trimmed
-    "code_mapped",  # a source spelling mapped to the national code
-    "code_not_in_list",  # a code kept as sent: not in the national list
-    "phone_normalized",  # written to E.164
-    "phone_prefix_remapped",  # an 11-digit pre-2018 mobile number moved to 10 digits
-    "phone_invalid_removed",  # an unusable optional phone number dropped
-    "email_invalid_removed",
-    "insurance_number_normalized",
-    "coordinates_outside_province",
-    "future_date",  # a date after the event that the record allows (e.g. a start date)
-    "due_before_started",
-    "due_before_assigned",
-    "due_before_received",
-    "onset_after_report",
-    "disease_not_notifiable",
-    "total_score_mismatch",
-    "owner_citizen_id_missing",
-    "organization_with_citizen_id",
-    "inspection_expiry_before_registration",
-    "use_term_before_valid_from",
-    "issued_without_number",
-    "received_at_on_outgoing",
-    "parameter_of_other_station_type",
-    "class_count_zero_with_students",
-}
+QUALITY_FLAGS: frozenset[str] = frozenset(
+    {
+        "text_normalized",  # a text field changed under NFC/space/Đ/tone normalization
+        "blank_as_null",  # an optional field held only whitespace
+        "naive_time_assumed_local",  # a time without offset read as Asia/Ho_Chi_Minh
+        "date_only_start_of_day",  # a date without time read as 00:00 local
+        "date_only_end_of_day",  # a deadline without time read as 23:59:59.999 local
+        "epoch_seconds",  # a number read as Unix seconds
+        "epoch_millis",  # a number read as Unix milliseconds
+        "excel_serial_date",  # a number read as an Excel day serial
+        "citizen_id_spaces_removed",
+        "legacy_cmnd_id",  # 9-digit CMND instead of a CCCD
+        "admin_unit_code_zero_padded",  # leading zeros restored (lost by spreadsheets)
+        "admin_unit_remapped",  # a pre-reform code replaced with the current one
+        "admin_unit_code_outdated",  # a pre-reform code used after the cut-over
+        "completed_before_received",
+        "completed_at_missing",  # status COMPLETED without completed_at
+        "procedure_not_in_list",  # a procedure code the procedures code list lacks
+        "compact_local_time",  # yyyyMMddHHmm[ss] read as Asia/Ho_Chi_Minh
+        "name_case_normalized",  # an all-caps or all-lowercase person name title-cased
+        "code_case_normalized",  # a code upper-cased or trimmed
+        "code_mapped",  # a source spelling mapped to the national code
+        "code_not_in_list",  # a code kept as sent: not in the national list
+        "phone_normalized",  # written to E.164
+        "phone_prefix_remapped",  # an 11-digit pre-2018 mobile number moved to 10 digits
+        "phone_invalid_removed",  # an unusable optional phone number dropped
+        "email_invalid_removed",
+        "insurance_number_normalized",
+        "coordinates_outside_province",
+        "future_date",  # a date after the event that the record allows (e.g. a start date)
+        "due_before_started",
+        "due_before_assigned",
+        "due_before_received",
+        "onset_after_report",
+        "disease_not_notifiable",
+        "total_score_mismatch",
+        "owner_citizen_id_missing",
+        "organization_with_citizen_id",
+        "inspection_expiry_before_registration",
+        "use_term_before_valid_from",
+        "issued_without_number",
+        "received_at_on_outgoing",
+        "parameter_of_other_station_type",
+        "class_count_zero_with_students",
+    }
+)
 
 # Avro int bounds: a standardized int must encode.
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -183,6 +234,125 @@ _TIMESTAMP_AVRO = {"type": "long", "logicalType": "timestamp-millis"}
 _DATE_AVRO = {"type": "int", "logicalType": "date"}
 
 Future = Literal["reject", "flag", "allow"]
+
+
+# --- the envelope ---------------------------------------------------------------------------
+
+
+def _aware(value: object, field: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise Invalid("invalid_envelope", field, "expected a timezone-aware datetime")
+    return value
+
+
+def _envelope_str(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise Invalid("invalid_envelope", field, "expected a non-empty string")
+    return value
+
+
+def _event_id(value: object) -> str:
+    # fastavro decodes the uuid logical type to uuid.UUID; hand-built dicts carry a str.
+    # Either way the std event gets the canonical lowercase form, so that sinks that
+    # deduplicate on event_id see one spelling per event.
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            return str(UUID(value))
+        except ValueError:
+            pass
+    raise Invalid("invalid_envelope", "event_id", "expected a UUID")
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # Decoded events are plain dicts: skip the slower ABC check for them.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def _source(value: object) -> dict[str, Any]:
+    if not _is_mapping(value):
+        raise Invalid("invalid_envelope", "source", "expected a record")
+    get = value.get
+    version = get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Invalid("invalid_envelope", "source.version", "expected an integer")
+    return {
+        "system": _envelope_str(get("system"), "source.system"),
+        "unit": _envelope_str(get("unit"), "source.unit"),
+        "dataset": _envelope_str(get("dataset"), "source.dataset"),
+        "ts_ms": _aware(get("ts_ms"), "source.ts_ms"),
+        "version": version,
+    }
+
+
+@lru_cache(maxsize=64)
+def earliest_instant(earliest: date) -> datetime:
+    """The start (local midnight, Asia/Ho_Chi_Minh) of a dataset's earliest plausible day."""
+    return datetime.combine(earliest, time(), LOCAL_TZ)
+
+
+def _too_early(field: str, earliest: datetime) -> Invalid:
+    day = earliest.date().isoformat()
+    return Invalid("timestamp_before_earliest", field, f"before {day} (the dataset's earliest)")
+
+
+def check_envelope_times(
+    ts: datetime, changed_at: datetime, now: datetime | None, earliest: datetime
+) -> None:
+    """The envelope's own times: ``ts_ms`` (when the publisher emitted the event) and
+    ``source.ts_ms`` (when the change happened at the source). Both are dead-lettered
+    when implausible, like a record's own times: before the dataset's earliest day
+    (``timestamp_before_earliest``), or more than the far-future tolerance after ``now``
+    (``far_future_timestamp``; ``now`` is the processor's clock, or without one the
+    emit time, against which only the change time is judged). Raises ``Invalid``."""
+    if now is not None and ts > now + FAR_FUTURE_TOLERANCE:
+        raise Invalid(
+            "far_future_timestamp",
+            "ts_ms",
+            f"{ts.isoformat()} is more than 1 day after {now.isoformat()}",
+        )
+    if ts < earliest:
+        raise _too_early("ts_ms", earliest)
+    reference = now if now is not None else ts
+    if changed_at > reference + FAR_FUTURE_TOLERANCE:
+        raise Invalid(
+            "far_future_timestamp",
+            "source.ts_ms",
+            f"{changed_at.isoformat()} is more than 1 day after {reference.isoformat()}",
+        )
+    if changed_at < earliest:
+        raise _too_early("source.ts_ms", earliest)
+
+
+def check_same_entity(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, key_fields: Sequence[str]
+) -> None:
+    """An event with both images must change one entity: the standardized key fields of
+    ``before`` and ``after`` must be equal (a key change is a delete and a create, as
+    Debezium emits it). Raises ``Invalid("entity_mismatch")``; the detail never carries
+    the values."""
+    if before is None or after is None:
+        return
+    for name in key_fields:
+        if before.get(name) != after.get(name):
+            raise Invalid("entity_mismatch", f"after.{name}", "differs from before: another entity")
+
+
+def _to_millis(moment: datetime) -> datetime:
+    # The std schemas store milliseconds; truncating here makes a decoded event equal
+    # to the one we produced.
+    micros = moment.microsecond
+    if not micros % 1000:
+        return moment
+    return moment.replace(microsecond=micros // 1000 * 1000)
+
+
+# --- images and rules ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +386,23 @@ class Context:
 class Image:
     """One ``before``/``after`` record being standardized."""
 
+    __slots__ = (
+        "_future_limit",
+        "_future_limit_day",
+        "_local_day",
+        "changed_at",
+        "ctx",
+        "earliest",
+        "earliest_day",
+        "event_time",
+        "flags",
+        "now",
+        "out",
+        "prefix",
+        "raw",
+        "texts",
+    )
+
     def __init__(
         self,
         raw: Mapping[str, Any],
@@ -225,6 +412,7 @@ class Image:
         changed_at: datetime,
         event_time: str | None,
         earliest: datetime | None = None,
+        blank: Mapping[str, None] | None = None,
     ) -> None:
         self.raw = raw
         self.prefix = prefix
@@ -235,7 +423,9 @@ class Image:
         # The dataset's earliest plausible instant (local midnight of its first day).
         self.earliest = earliest if earliest is not None else earliest_instant(DEFAULT_EARLIEST)
         self.earliest_day = self.earliest.date()
-        self.out: dict[str, Any] = {}
+        # Keyed in the std record's order up front when the rules run in another one.
+        self.out: dict[str, Any] = dict(blank) if blank else {}
+        self.texts: dict[str, str] = {}  # text already read and checked (require_text)
         self.flags: dict[str, None] = {}
         self._future_limit: datetime | None = None
         self._future_limit_day: date | None = None
@@ -284,8 +474,8 @@ class Image:
         for one in flags:
             self.flags[one] = None
 
-    def fail(self, reason: str, field_name: str, detail: str) -> _Invalid:
-        return _Invalid(reason, self.name(field_name), detail)
+    def fail(self, reason: str, field_name: str, detail: str) -> Invalid:
+        return Invalid(reason, self.name(field_name), detail)
 
     def value(self, field_name: str, required: bool) -> Any:
         """The raw value; a missing required one stops the event."""
@@ -296,6 +486,9 @@ class Image:
 
     def string(self, field_name: str, required: bool) -> str | None:
         """Normalized text; blank optional text becomes None."""
+        checked = self.texts.get(field_name)
+        if checked is not None:
+            return checked
         value = self.raw.get(field_name)
         if value is None:
             if required:
@@ -312,6 +505,47 @@ class Image:
         if changed:
             self.flag("text_normalized")
         return text
+
+    def sent_text(self, field_name: str, required: bool, normalize: bool) -> str | None:
+        """Text under a contract that types its fields strictly: anything but a string
+        (null included, when required) is ``invalid_field``. ``normalize``: normalized
+        without a ``text_normalized`` flag, blank as null (``blank_as_null``); otherwise the
+        text as sent."""
+        value = self.raw.get(field_name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            raise self.fail("invalid_field", field_name, "expected a string")
+        if not normalize:
+            return value
+        text = normalize_text(value).text
+        if not text:
+            self.flag("blank_as_null")
+            return None
+        return text
+
+
+def require_text(*names: str) -> Callable[[Image], None]:
+    """A precheck: each of ``names`` must be a non-blank string, read in this order before
+    any rule reads a field, for a contract that reports a text problem before any other.
+    Anything but a string, null included, is ``invalid_field``; blank text is
+    ``missing_field``; a normalization is flagged ``text_normalized``."""
+
+    def check(img: Image) -> None:
+        get = img.raw.get
+        texts = img.texts
+        for name in names:
+            value = get(name)
+            if not isinstance(value, str):
+                raise img.fail("invalid_field", name, "expected a string")
+            text, changed = normalize_text(value)
+            if not text:
+                raise img.fail("missing_field", name, "empty after trimming")
+            if changed:
+                img.flags["text_normalized"] = None
+            texts[name] = text
+
+    return check
 
 
 class Rule(ABC):
@@ -380,13 +614,17 @@ class Text(Rule):
 
 @dataclass(frozen=True)
 class Enum(Rule):
+    """One of ``symbols``. ``null_is_invalid``: a null required value is reported as an
+    invalid value (``invalid_field``), as the dossier contract words it, not a missing one."""
+
     name: str
     symbols: frozenset[str]
     required: bool = True
+    null_is_invalid: bool = False
 
     def apply(self, img: Image) -> None:
-        value = img.value(self.name, self.required)
-        if value is not None and value not in self.symbols:
+        value = img.value(self.name, self.required and not self.null_is_invalid)
+        if (value is not None or self.required) and value not in self.symbols:
             raise img.fail(
                 "invalid_field", self.name, f"expected one of {', '.join(sorted(self.symbols))}"
             )
@@ -475,36 +713,42 @@ class Timestamp(Rule):
     compact: bool = False
 
     def apply(self, img: Image) -> None:
-        value = img.value(self.name, self.required)
-        if value is None:
-            img.out[self.name] = None
-            return
-        moment: datetime | None
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise img.fail("invalid_timestamp", self.name, "a time without a time zone")
-            moment = value.astimezone(UTC)
-        elif isinstance(value, str):
-            moment = self._parse(img)
-        else:
-            raise img.fail("invalid_timestamp", self.name, "expected a time")
+        moment = self.read(img)
         if moment is None:
             img.out[self.name] = None
             return
         if not self.deadline and moment > img.future_limit:
-            raise img.fail(
-                "far_future_timestamp",
-                self.name,
-                f"{moment.isoformat()} is more than 1 day after {img.now.isoformat()}",
-            )
+            raise self.too_far(img, moment)
         if moment < img.earliest:
             raise _too_early(img.name(self.name), img.earliest)
         img.out[self.name] = _to_millis(moment)
 
-    def _parse(self, img: Image) -> datetime | None:
-        text = img.string(self.name, self.required)
-        if text is None:
+    def read(self, img: Image) -> datetime | None:
+        """The instant the raw value denotes (flagged), None for an absent optional one.
+
+        A dataset whose contract reads its times differently overrides this hook."""
+        value = img.value(self.name, self.required)
+        if value is None:
             return None
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise img.fail("invalid_timestamp", self.name, "a time without a time zone")
+            return value.astimezone(UTC)
+        if isinstance(value, str):
+            text = img.string(self.name, self.required)
+            return None if text is None else self.parse(img, text)
+        raise img.fail("invalid_timestamp", self.name, "expected a time")
+
+    def too_far(self, img: Image, moment: datetime) -> Invalid:
+        """The rejection of a (non-deadline) instant beyond the far-future tolerance."""
+        return img.fail(
+            "far_future_timestamp",
+            self.name,
+            f"{moment.isoformat()} is more than 1 day after {img.now.isoformat()}",
+        )
+
+    def parse(self, img: Image, text: str) -> datetime:
+        """``text`` as an instant (flagged); no far-future or earliest check yet."""
         if self.compact:
             try:
                 compact = _compact(text)
@@ -538,15 +782,10 @@ class Date(Rule):
     required: bool = True
     future: Future = "reject"
     birth: bool = False
+    event_name: str = "the event"  # how a birth date's rejection names the record's time
 
     def apply(self, img: Image) -> None:
-        value = img.value(self.name, self.required)
-        if value is None:
-            img.out[self.name] = None
-            return
-        if isinstance(value, datetime) or not isinstance(value, date | str):
-            raise img.fail("invalid_date", self.name, "expected a date")
-        day = value if isinstance(value, date) else self._parse(img)
+        day = self.read(img)
         if day is None:
             img.out[self.name] = None
             return
@@ -555,7 +794,7 @@ class Date(Rule):
             if day.year < _OLDEST_BIRTH_YEAR:
                 raise img.fail("invalid_date", self.name, "birth year before 1900")
             if day > img.at_day:
-                raise img.fail("invalid_date", self.name, "birth date after the event")
+                raise img.fail("invalid_date", self.name, f"birth date after {self.event_name}")
         elif day < img.earliest_day:
             raise _too_early(img.name(self.name), img.earliest)
         elif day > limit:
@@ -567,10 +806,21 @@ class Date(Rule):
                 img.flag("future_date")
         img.out[self.name] = day
 
-    def _parse(self, img: Image) -> date | None:
-        text = img.string(self.name, self.required)
-        if text is None:
+    def read(self, img: Image) -> date | None:
+        """The date the raw value denotes, None for an absent optional one.
+
+        A dataset whose contract reads its dates differently overrides this hook."""
+        value = img.value(self.name, self.required)
+        if value is None:
             return None
+        if isinstance(value, datetime) or not isinstance(value, date | str):
+            raise img.fail("invalid_date", self.name, "expected a date")
+        if isinstance(value, date):
+            return value
+        text = img.string(self.name, self.required)
+        return None if text is None else self.parse(img, text)
+
+    def parse(self, img: Image, text: str) -> date:
         parsed = parse_date(text)
         if isinstance(parsed, TimeRejection):
             raise img.fail(parsed.reason, self.name, parsed.detail)
@@ -590,7 +840,7 @@ class CitizenId(Rule):
     sex: str | None = None
 
     def apply(self, img: Image) -> None:
-        value = img.value(self.name, self.required)
+        value = self.read(img)
         if value is None:
             img.out[self.name] = None
             return
@@ -607,6 +857,12 @@ class CitizenId(Rule):
             raise img.fail(checked.reason, self.name, checked.detail)
         img.flag(*checked.flags)
         img.out[self.name] = checked.value
+
+    def read(self, img: Image) -> Any:
+        """The value to check: the raw one (``check_citizen_id`` rejects a non-string).
+
+        A dataset whose contract reads it differently overrides this hook."""
+        return img.value(self.name, self.required)
 
     def avro(self, raw: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
         doc = _doc(raw, self.name, "Structure-checked, spaces removed.")
@@ -867,6 +1123,24 @@ class DatasetRules:
     prechecks: Sequence[Check] = ()  # before any rule, on img.raw
     event_time: str | None = None  # the output timestamp field that dates the record
     ops: Collection[str] = field(default=frozenset({"c", "u", "d", "r"}))
+    # The std record's fields in order, when the rules run in another order (a contract
+    # that reports its problems in an order of its own); empty: the rules' order.
+    fields: Sequence[str] = ()
+    # The dataset's own wording of some reasons; the others come from REASONS.
+    reasons: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # False: the .std.v1.avsc is written by hand (registered before the generator
+    # existed); the generator must then agree with its structure, not its text.
+    schema_generated: bool = True
+
+    @cached_property
+    def blank(self) -> Mapping[str, None]:
+        """An empty std record in ``fields`` order (empty without ``fields``)."""
+        return dict.fromkeys(self.fields)
+
+    @cached_property
+    def wording(self) -> Mapping[str, tuple[str, str]]:
+        """Every reason's (English, Vietnamese) base message for this dataset."""
+        return {**REASONS, **self.reasons} if self.reasons else REASONS
 
 
 def _image(
@@ -878,9 +1152,9 @@ def _image(
     changed_at: datetime,
     earliest: datetime,
 ) -> dict[str, Any]:
-    if not isinstance(raw_image, Mapping):
-        raise _Invalid("invalid_field", prefix, "expected a record")
-    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time, earliest)
+    if not _is_mapping(raw_image):
+        raise Invalid("invalid_field", prefix, "expected a record")
+    img = Image(raw_image, prefix, ctx, now, changed_at, rules.event_time, earliest, rules.blank)
     for check in rules.prechecks:
         check(img)
     for rule in rules.rules:
@@ -899,54 +1173,53 @@ def _standardize(
     earliest: datetime,
     key_fields: Sequence[str],
 ) -> Standardized:
-    if not isinstance(raw, Mapping):
-        raise _Invalid("invalid_envelope", "", "expected a record")
-    event_id = _event_id(raw.get("event_id"))
-    op = raw.get("op")
+    if not _is_mapping(raw):
+        raise Invalid("invalid_envelope", "", "expected a record")
+    get = raw.get
+    event_id = _event_id(get("event_id"))
+    op = get("op")
     if op not in rules.ops:
-        raise _Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
-    ts = _aware(raw.get("ts_ms"), "ts_ms").astimezone(UTC)
-    source = _source(raw.get("source"))
-    changed_at = source["ts_ms"].astimezone(UTC)
+        raise Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
+    ts = _utc(_aware(get("ts_ms"), "ts_ms"))
+    source = _source(get("source"))
+    changed_at = _utc(source["ts_ms"])
     check_envelope_times(ts, changed_at, now, earliest)
-    # As for dossiers: without a processor clock, "now" is the emit time, so a replay
-    # judges an event exactly as the first run did.
+    # Without a processor clock, "now" is the emit time (the event's own clock, not the
+    # processor's), so a replay judges an event exactly as the first run did.
     reference_now = now if now is not None else ts
     needed = "before" if op == "d" else "after"
-    if raw.get(needed) is None:
-        raise _Invalid("missing_payload", needed, f"op {op!r} requires {needed!r}")
-    images: dict[str, dict[str, Any] | None] = {}
-    for prefix in ("before", "after"):
-        image = raw.get(prefix)
-        images[prefix] = (
-            None
-            if image is None
-            else _image(rules, image, prefix, ctx, reference_now, changed_at, earliest)
-        )
-    check_same_entity(images["before"], images["after"], key_fields)
-    flags: dict[str, None] = {}
-    for std_image in images.values():
-        if std_image is not None:
-            flags.update(dict.fromkeys(std_image["quality_flags"]))
+    if get(needed) is None:
+        raise Invalid("missing_payload", needed, f"op {op!r} requires {needed!r}")
+    raw_before, raw_after = get("before"), get("after")
+    before = (
+        None
+        if raw_before is None
+        else _image(rules, raw_before, "before", ctx, reference_now, changed_at, earliest)
+    )
+    after = (
+        None
+        if raw_after is None
+        else _image(rules, raw_after, "after", ctx, reference_now, changed_at, earliest)
+    )
+    check_same_entity(before, after, key_fields)
+    if before is None:
+        flags = tuple(after["quality_flags"]) if after is not None else ()
+    elif after is None:
+        flags = tuple(before["quality_flags"])
+    else:
+        merged = dict.fromkeys(before["quality_flags"])
+        merged.update(dict.fromkeys(after["quality_flags"]))
+        flags = tuple(merged)
+    source["ts_ms"] = _to_millis(changed_at)  # a dict of our own (_source)
     event = {
         "event_id": event_id,
         "op": op,
         "ts_ms": _to_millis(ts),
-        "source": {**source, "ts_ms": _to_millis(changed_at)},
-        "before": images["before"],
-        "after": images["after"],
+        "source": source,
+        "before": before,
+        "after": after,
     }
-    return Standardized(event=event, flags=tuple(flags))
-
-
-def rejected(problem: _Invalid) -> Rejected:
-    english, vietnamese = REASONS[problem.reason]
-    return Rejected(
-        reason=problem.reason,
-        field=problem.field,
-        message_en=f"{problem.field}: {english}: {problem.detail}",
-        message_vi=f"{vietnamese} (trường {problem.field})",
-    )
+    return Standardized(event=event, flags=flags)
 
 
 def run(
@@ -965,9 +1238,10 @@ def run(
     must share."""
     try:
         return _standardize(rules, raw, ctx, now, earliest_instant(earliest), key_fields)
-    except _Invalid as problem:
-        return rejected(problem)
+    except Invalid as problem:
+        return rejected(problem, rules.wording)
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
         # A value no rule foresaw (e.g. a datetime too close to year 1 to convert): still
         # data, still dead-lettered; the detail names the exception type, not the value.
-        return rejected(_Invalid("invalid_field", "", f"unexpected {type(exc).__name__}"))
+        unforeseen = Invalid("invalid_field", "", f"unexpected {type(exc).__name__}")
+        return rejected(unforeseen, rules.wording)

@@ -2,7 +2,9 @@
 
 The files under ``schemas/avro/<domain>/`` are checked in (the registry and reviewers
 read them); a unit test asserts each equals what ``std_schema_document`` generates, so a
-rule change that alters the output must come with its schema. Regenerate with
+rule change that alters the output must come with its schema. A schema written by hand
+(``DatasetRules.schema_generated`` false: the dossiers') is left alone; the test asserts
+its structure (parsing canonical form) is the generated one. Regenerate with
 ``python -m stream_processors.standardizers.schema``.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 
 from schemas.catalog import avro_root, get_dataset, read_schema
 from schemas.catalog_check import envelope_record
+from stream_processors.standardizers import RULES
 from stream_processors.standardizers.engine import DatasetRules
 
 __all__ = ["std_schema_document", "std_schema_path", "std_schema_text"]
@@ -33,6 +36,9 @@ def std_schema_document(rules: DatasetRules) -> dict[str, Any]:
     fields: list[dict[str, Any]] = []
     for rule in rules.rules:
         fields += rule.avro(raw_fields)
+    if rules.fields:
+        by_name = {f["name"]: f for f in fields}
+        fields = [by_name[name] for name in rules.fields]
     fields.append(
         {
             "name": "quality_flags",
@@ -81,10 +87,10 @@ def std_schema_text(rules: DatasetRules) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from stream_processors.standardizers import RULES
-
     root = Path(str(avro_root()))
     for rules in RULES.values():
+        if not rules.schema_generated:
+            continue
         path = root / std_schema_path(rules)
         path.write_text(std_schema_text(rules), encoding="utf-8")
         print(f"wrote {path}")

@@ -27,7 +27,8 @@ from producers.file_drop import template_rows
 from producers.publisher import Publisher
 from schemas.catalog import ALERTS_TOPIC, DOSSIERS, QUALITY_TOPIC
 from schemas.codec import AvroDeserializer
-from schemas.models.public_service import Dossier, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Dossier
 from schemas.topics import rule_deltas_topic
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,7 @@ from schemas.topics import changelog_topic, processor_topics, rule_deltas_topic
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop
 from stream_processors.pipeline import DatasetPipeline
-from stream_processors.standardize import Rejected, Standardized, standardize_dossier_event
+from stream_processors.standardizers import STANDARDIZERS, Rejected, Standardized
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ DOSSIERS = replace(CATALOG_DOSSIERS, id=f"publicservice.dossiers_looptest{uuid.u
 def _dossier(
     raw: Mapping[str, Any], ref: ReferenceData, now: datetime | None
 ) -> Standardized | Rejected:
-    return standardize_dossier_event(raw, ref, now=None)
+    return STANDARDIZERS[CATALOG_DOSSIERS.id](raw, ref, None)
 
 
 def _contributions(

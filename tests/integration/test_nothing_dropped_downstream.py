@@ -30,7 +30,7 @@ from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 from schemas.topics import changelog_topic, processor_topics
 from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore

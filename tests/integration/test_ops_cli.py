@@ -29,7 +29,8 @@ from producers.publisher import Publisher
 from producers.simulators import SimSpec, generate_dataset, publish_records
 from schemas.catalog import DATASETS, DOSSIERS
 from schemas.domain.reference import load_reference
-from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Channel, Dossier, DossierStatus
 from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,8 @@ from bus.topic_admin import ensure_topics
 from producers.publisher import Publisher
 from schemas.catalog import DOSSIERS
 from schemas.codec import AvroDeserializer, unframe
-from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Channel, Dossier, DossierStatus
 from schemas.topics import bus_topics
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from bus.topic_admin import ensure_topics
 from producers.publisher import AsyncPublisher, Change, Publisher
 from schemas.catalog import DATASETS, DOSSIERS, Dataset, load_schema
 from schemas.codec import AvroDeserializer
+from schemas.models.common import Op
 from schemas.models.education import ClassStat
 from schemas.models.environment import StationReading, StationType
-from schemas.models.public_service import Op
 from schemas.topics import bus_topics
 from tests.integration.test_publisher import consume_until, dossier
 

@@ -26,7 +26,8 @@ from producers.file_drop import template_rows
 from producers.publisher import EventEncoder, Publisher
 from schemas.catalog import DOSSIERS, load_schema
 from schemas.codec import unframe
-from schemas.models.public_service import Dossier, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Dossier
 
 NOW = datetime(2025, 10, 20, 3, 0, tzinfo=UTC)
 

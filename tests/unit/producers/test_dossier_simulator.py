@@ -13,7 +13,7 @@ from producers.simulators import DossierEvent, DossierSpec, generate_dossiers, l
 from producers.simulators.public_service import DOSSIER_DEFECTS
 from schemas.domain.citizen_id import CitizenId, check_citizen_id
 from schemas.domain.reference import ReferenceData, load_reference
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 from sinks.ioc.dossier_kpis import compute_unit_kpis
 
 END = datetime(2025, 9, 15, 10, 0, 7, tzinfo=UTC)

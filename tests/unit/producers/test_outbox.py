@@ -21,7 +21,7 @@ from producers.outbox import (
     mark_sent,
     parse_op,
 )
-from schemas.models.public_service import Op
+from schemas.models.common import Op
 
 DOSSIER: dict[str, Any] = {
     "dossier_id": "HS-OUTBOX-1",

@@ -38,7 +38,8 @@ from producers.publisher import EventEncoder, dict_is_dump
 from producers.simulators import SIMULATORS, SimSpec, generate_dataset
 from schemas.catalog import DATASETS, DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroSerializer, frame, unframe
-from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Channel, Dossier, DossierStatus
 
 SECRET = "079190012345678901234"  # a personal value no refusal may quote
 SCHEMA_ID = 42

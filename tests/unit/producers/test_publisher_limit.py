@@ -22,7 +22,8 @@ from bus.settings import load_settings
 from producers.publisher import EventEncoder, Publisher, record_size
 from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroSerializer
-from schemas.models.public_service import Channel, Dossier, DossierStatus, Op
+from schemas.models.common import Op
+from schemas.models.public_service import Channel, Dossier, DossierStatus
 
 LIMIT = 1_000
 

@@ -28,9 +28,9 @@ from producers.simulators.transport import ROUTES
 from schemas.catalog import DATASETS, load_schema
 from schemas.domain.citizen_id import CitizenId, check_citizen_id
 from schemas.domain.reference import ReferenceData, load_reference
+from schemas.models.common import Op
 from schemas.models.environment import StationReading, StationType
 from schemas.models.health import Encounter
-from schemas.models.public_service import Op
 from schemas.models.transport import BusPosition
 
 if TYPE_CHECKING:

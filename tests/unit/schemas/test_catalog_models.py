@@ -33,7 +33,8 @@ from pydantic.fields import FieldInfo
 
 from schemas.catalog import DATASETS, DOSSIERS, Dataset, load_schema
 from schemas.catalog_check import envelope_record
-from schemas.models.public_service import Channel, DossierStatus, Sex
+from schemas.models.common import Sex
+from schemas.models.public_service import Channel, DossierStatus
 
 SAMPLES = 150
 _TEXT = string.ascii_letters + string.digits + " -/.ạăâđêôơưáàảãấầẩẫậắằẳẵặéèẻẽẹếềểễệíìỉĩịóòỏõọố"

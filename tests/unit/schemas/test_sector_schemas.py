@@ -24,6 +24,7 @@ import fastavro
 import pytest
 from pydantic import BaseModel
 
+from schemas.models.common import Sex
 from schemas.models.documents import (
     Confidentiality,
     Direction,
@@ -46,7 +47,6 @@ from schemas.models.education import (
     Teacher,
     TeacherStatus,
 )
-from schemas.models.education import Sex as EduSex
 from schemas.models.environment import StationReading, StationType
 from schemas.models.feedback import FeedbackReport, ReportCategory, ReportStatus
 from schemas.models.health import (
@@ -62,7 +62,6 @@ from schemas.models.health import (
     HealthFacility,
 )
 from schemas.models.health import Ownership as HealthOwnership
-from schemas.models.health import Sex as HealthSex
 from schemas.models.land import ConstructionPermit, Parcel, PermitStatus, PermitType
 from schemas.models.transport import (
     BusPosition,
@@ -213,7 +212,7 @@ SAMPLES: dict[str, BaseModel] = {
         full_name="Nguyễn Thị Thu Hà",
         citizen_id="075185001234",
         birth_date=date(1985, 3, 14),
-        sex=EduSex.FEMALE,
+        sex=Sex.FEMALE,
         subject_code="VAN",
         qualification=Qualification.MASTER,
         employment_type=EmploymentType.CIVIL_SERVANT,
@@ -255,7 +254,7 @@ SAMPLES: dict[str, BaseModel] = {
         patient_citizen_id="075062000111",
         patient_name="Lê Văn Hùng",
         patient_birth_date=date(1962, 5, 20),
-        patient_sex=HealthSex.MALE,
+        patient_sex=Sex.MALE,
         insurance_number="HT2757520001234",
         encounter_type=EncounterType.INPATIENT,
         department_code="K03",
@@ -275,7 +274,7 @@ SAMPLES: dict[str, BaseModel] = {
         reporting_facility_code="75001",
         commune_code="75013",
         age_years=14,
-        sex=HealthSex.FEMALE,
+        sex=Sex.FEMALE,
         patient_citizen_id=None,
         classification=CaseClassification.CONFIRMED,
         outcome=CaseOutcome.UNDER_TREATMENT,

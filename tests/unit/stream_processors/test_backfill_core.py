@@ -37,8 +37,7 @@ from stream_processors.batch_core import (
 )
 from stream_processors.pipeline import DatasetPipeline, Output
 from stream_processors.quality import field_presence
-from stream_processors.standardize import Standardized
-from stream_processors.standardizers import STANDARDIZERS
+from stream_processors.standardizers import STANDARDIZERS, Standardized
 
 TOPIC = DOSSIERS.raw_topic
 NOW = datetime(2025, 10, 20, 10, 0, tzinfo=UTC)

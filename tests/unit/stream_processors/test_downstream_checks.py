@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -21,25 +22,36 @@ from test_backfill_core import NOW_MS, TOPIC, StubPipeline, record
 from bus.errors import ConfigError
 from schemas.catalog import DATASETS, DEFAULT_EARLIEST, read_catalog
 from schemas.domain.code_lists import default_code_lists, load_code_lists
-from schemas.domain.reference import load_reference
+from schemas.domain.reference import ReferenceData, load_reference
 from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore
 from stream_processors.event_ids import RecentEventIds
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.quality import field_presence
-from stream_processors.standardize import (
+from stream_processors.standardizers import (
     QUALITY_FLAGS,
     REASONS,
+    STANDARDIZERS,
     Rejected,
     Standardized,
-    standardize_dossier_event,
+    build_standardizer,
 )
 from stream_processors.standardizers import REASONS as ENGINE_REASONS
-from stream_processors.standardizers import STANDARDIZERS
 
 REF = load_reference()
 EMITTED = datetime(2025, 8, 4, 2, 0, tzinfo=UTC)
 ID_A = "5b0f4a52-8d2c-4c55-9a4e-3f1f3a1d2c01"
+
+
+def standardize_dossier_event(
+    raw: Any, ref: ReferenceData, *, now: datetime | None = None, earliest: date | None = None
+) -> Standardized | Rejected:
+    dataset = DATASETS["publicservice.dossiers"]
+    if earliest is not None:
+        dataset = replace(dataset, earliest=earliest)
+    standardize = build_standardizer(dataset)
+    assert standardize is not None
+    return standardize(raw, ref, now)
 
 
 # ---- the window of recent event ids -----------------------------------------------

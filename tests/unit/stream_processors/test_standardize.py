@@ -15,12 +15,12 @@ import pytest
 
 from schemas.domain.citizen_id import make_citizen_id
 from schemas.domain.reference import CrosswalkEntry, ReferenceData, load_reference
-from stream_processors.standardize import (
+from stream_processors.standardizers import (
     QUALITY_FLAGS,
     REASONS,
+    STANDARDIZERS,
     Rejected,
     Standardized,
-    standardize_dossier_event,
 )
 
 AVRO_DIR = Path(__file__).resolve().parents[3] / "schemas" / "avro" / "publicservice"
@@ -30,6 +30,12 @@ STD_SCHEMA = fastavro.parse_schema(json.loads((AVRO_DIR / "dossiers.std.v1.avsc"
 REF = load_reference()
 EMITTED = datetime(2025, 8, 4, 2, 0, 0, 123_000, tzinfo=UTC)  # 09:00 in Đồng Nai
 CITIZEN_ID = make_citizen_id("075", 1990, "FEMALE", 4242)
+
+
+def standardize_dossier_event(
+    raw: Any, ref: ReferenceData, *, now: datetime | None = None
+) -> Standardized | Rejected:
+    return STANDARDIZERS["publicservice.dossiers"](raw, ref, now)
 
 
 def dossier(**changes: Any) -> dict[str, Any]:

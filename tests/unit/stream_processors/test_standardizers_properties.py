@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.simulators import SimSpec, generate_dataset
+from producers.simulators import DossierSpec, SimSpec, generate_dataset, generate_dossiers
 from producers.simulators._common import SimRecord
-from schemas.catalog import get_dataset, load_schema
+from schemas.catalog import DOSSIERS, get_dataset, load_schema
 from schemas.domain.reference import load_reference
 from stream_processors.standardizers import RULES, STANDARDIZERS, Rejected, Standardized
 
@@ -50,7 +50,14 @@ values = st.one_of(
 
 @cache
 def valid_record(dataset_id: str) -> tuple[SimRecord, dict[str, Any]]:
-    rec = generate_dataset(dataset_id, SPEC, REF)[0]
+    if dataset_id == DOSSIERS.id:  # valid dossiers only: no defective or messy ones
+        config = DossierSpec(days=2, bad_share=0.0, messy_share=0.0, seed=5, end=SPEC.end)
+        event = generate_dossiers(config, REF)[0]
+        rec = SimRecord(
+            dataset_id, event.dossier, event.version, event.op, event.at, event.event_id
+        )
+    else:
+        rec = generate_dataset(dataset_id, SPEC, REF)[0]
     return rec, rec.record.model_dump(mode="python")
 
 

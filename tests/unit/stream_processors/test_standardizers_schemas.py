@@ -6,12 +6,17 @@ import json
 
 import avro.schema
 import fastavro
+import fastavro.schema
 import pytest
 
 from schemas.catalog import avro_root, get_dataset, load_schema
 from schemas.catalog_check import envelope_record
 from stream_processors.standardizers import RULES
-from stream_processors.standardizers.schema import std_schema_path, std_schema_text
+from stream_processors.standardizers.schema import (
+    std_schema_document,
+    std_schema_path,
+    std_schema_text,
+)
 
 
 @pytest.mark.parametrize("dataset_id", sorted(RULES))
@@ -20,9 +25,18 @@ def test_checked_in_std_schema_is_the_generated_one(dataset_id: str) -> None:
     path = std_schema_path(rules)
     assert get_dataset(dataset_id).std_schema == path
     on_disk = avro_root().joinpath(path).read_text(encoding="utf-8")
+    if not rules.schema_generated:
+        # Written by hand and registered (the dossiers'): its docs are its own, its
+        # structure must be what the rules produce.
+        assert canonical(json.loads(on_disk)) == canonical(std_schema_document(rules))
+        return
     assert on_disk == std_schema_text(rules), (
         "regenerate with: python -m stream_processors.standardizers.schema"
     )
+
+
+def canonical(document: dict[str, object]) -> str:
+    return str(fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(document)))
 
 
 @pytest.mark.parametrize("dataset_id", sorted(RULES))
