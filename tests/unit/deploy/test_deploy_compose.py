@@ -50,6 +50,8 @@ SECRET_WORDS = ("PASSWORD", "SECRET", "PSEUDONYM_KEY")
 def sample_value(name: str) -> str:
     if name.endswith("TOKEN_URL"):
         return "https://health-axis.example.invalid/fhir/token"
+    if "__SYSTEMS__" in name:  # the ministry's FHIR identifier systems
+        return f"https://identifiers.example.invalid/{name.rsplit('__', 1)[1].lower()}"
     if name.endswith("URL"):
         return "https://health-axis.example.invalid/fhir"
     if name == "PROCESSOR_REPLICAS":
