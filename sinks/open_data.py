@@ -441,15 +441,11 @@ def _export_dataset(
     ]
     agg: Aggregate | None = None
     if AGGREGATE_COLUMN in kept:
-        agg = _aggregate(
-            kept, rows, min_count, commune_names=_commune_names(), province=province
-        )
+        agg = _aggregate(kept, rows, min_count, commune_names=_commune_names(), province=province)
         agg_types = [pa.string(), pa.string(), pa.int64(), pa.bool_()]
         agg_stem = f"{stem}.by_{agg.level}"
         agg_files = [
-            _write_file(
-                out_dir, f"{agg_stem}.csv", _csv_bytes(agg.header, agg.cells, bom=csv_bom)
-            ),
+            _write_file(out_dir, f"{agg_stem}.csv", _csv_bytes(agg.header, agg.cells, bom=csv_bom)),
             _write_file(
                 out_dir, f"{agg_stem}.parquet", _parquet_bytes(agg.header, agg_types, agg.cells)
             ),
