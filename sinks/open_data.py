@@ -378,6 +378,7 @@ def _export_dataset(
     min_count: int,
     csv_bom: bool,
     province: DcatArea,
+    base_uri: str,
 ) -> tuple[DatasetExport, list[DcatDataset]] | None:
     name = table_name(dataset)
     if not sa.inspect(conn).has_table(name, schema=db_schema):
@@ -404,7 +405,7 @@ def _export_dataset(
     ]
     unit = load_reference().receiving_unit(dataset.owner_unit)
     publisher = unit.name if unit is not None else dataset.owner_unit
-    publisher_id = f"urn:databus:unit:{dataset.owner_unit}"
+    publisher_id = f"{base_uri}publishers/{dataset.owner_unit}"
     domain = dataset.id.split(".", 1)[0]
     theme = THEMES.get(domain)
     keywords = [
@@ -566,7 +567,14 @@ def export_open_data(
     with engine.connect().execution_options(**options) as conn, conn.begin():
         for dataset in sorted(public, key=lambda d: d.id):
             found = _export_dataset(
-                conn, dataset, out_dir, db_schema, min_count, csv_bom, metadata.area
+                conn,
+                dataset,
+                out_dir,
+                db_schema,
+                min_count,
+                csv_bom,
+                metadata.area,
+                metadata.base_uri,
             )
             if found is None:
                 skipped.append(dataset.id)

@@ -55,7 +55,7 @@ def dataset(ident: str, modified: datetime | None) -> DcatDataset:
         title_en="Schools",
         description_vi="Mô tả",
         description_en="Description",
-        publisher_id="urn:databus:unit:DNA.SGDDT",
+        publisher_id=BASE + "publishers/DNA.SGDDT",
         publisher_name="Sở Giáo dục và Đào tạo",
         modified=modified,
         files=[
