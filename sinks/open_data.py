@@ -250,7 +250,9 @@ def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: boo
     buffer = io.StringIO(newline="")
     buffer.write("\ufeff" if bom else "")
     for row in (header, *rows):
-        buffer.write(",".join(_csv_cell(v) for v in row) + "\r\n")  # RFC 4180
+        line = ",".join(_csv_cell(v) for v in row)
+        # one empty field: quoted, or the row would read back as no field (as csv does)
+        buffer.write((line or '""') + "\r\n")  # RFC 4180
     return buffer.getvalue().encode("utf-8")
 
 

@@ -9,6 +9,9 @@ import io
 import threading
 from datetime import UTC, date, datetime
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from schemas.catalog import get_dataset
 from sinks.dcat import DcatArea
 from sinks.open_data import (
@@ -85,6 +88,19 @@ def test_formula_cells_are_neutralised_the_owasp_way() -> None:
     lines = data.decode("utf-8-sig").split("\r\n")
     assert lines[1].startswith('"\'=HYPERLINK(""http')
     assert lines[2] == "\"'+cmd|' /C calc'!A0\",-5"
+
+
+@given(st.lists(st.text(alphabet=st.characters(exclude_categories=("Cs",))), max_size=4))
+def test_any_text_reads_back_as_itself_or_neutralised(texts: list[str]) -> None:
+    rows = spreadsheet_rows(_csv_bytes(["x"] * len(texts), [texts]))
+    cells = rows[1] if texts else []
+    assert len(cells) == len(texts)
+    for cell, text in zip(cells, texts, strict=True):
+        if text.startswith(FORMULA_PREFIXES):
+            assert cell == "'" + text
+        else:
+            assert cell == text
+            assert not cell.startswith(FORMULA_PREFIXES)
 
 
 def test_counts_below_the_minimum_are_blank_and_flagged() -> None:
