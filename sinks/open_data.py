@@ -280,11 +280,11 @@ def _write_file(out_dir: Path, name: str, data: bytes) -> ExportedFile:
 # ---- the export ---------------------------------------------------------------------
 
 _CSV_NOTE_VI = (
-    "CSV: UTF-8 (có BOM), phân cách bằng dấu phẩy; ô văn bản bắt đầu bằng = + - @ "
+    "CSV: UTF-8{bom}, phân cách bằng dấu phẩy; ô văn bản bắt đầu bằng = + - @ "
     "được thêm dấu ' ở đầu để bảng tính không coi là công thức."
 )
 _CSV_NOTE_EN = (
-    "CSV: UTF-8 (with BOM), comma-separated (RFC 4180); a text cell starting with "
+    "CSV: UTF-8{bom}, comma-separated (RFC 4180); a text cell starting with "
     "= + - @ tab or CR is prefixed with ' so that spreadsheets do not run it as a formula."
 )
 _PARQUET_NOTE_VI = "Parquet: giá trị giữ nguyên kiểu dữ liệu, không thay đổi."
@@ -437,7 +437,7 @@ def _export_dataset(
                 f"{dataset.description_en}: {len(rows)} current records from the shared "
                 "repository; personal fields and internal quality fields removed."
             ),
-            files=_dcat_files(files),
+            files=_dcat_files(files, csv_bom),
             keywords=keywords,
             **common,
         )
@@ -465,7 +465,7 @@ def _export_dataset(
                 title_en=f"{dataset.description_en} — {title_en}",
                 description_vi=description_vi,
                 description_en=description_en,
-                files=_dcat_files(agg_files),
+                files=_dcat_files(agg_files, csv_bom),
                 keywords=[*keywords, ("vi", "thống kê"), ("en", "aggregate")],
                 derived_from=dataset.id,
                 **common,
@@ -484,7 +484,9 @@ def _export_dataset(
     return report, dcat
 
 
-def _dcat_files(files: Sequence[ExportedFile]) -> list[DcatFile]:
+def _dcat_files(files: Sequence[ExportedFile], csv_bom: bool) -> list[DcatFile]:
+    csv_vi = _CSV_NOTE_VI.format(bom=" (có BOM)" if csv_bom else "")
+    csv_en = _CSV_NOTE_EN.format(bom=" (with BOM)" if csv_bom else "")
     out = []
     for f in files:
         csv_file = f.name.endswith(".csv")
@@ -493,8 +495,8 @@ def _dcat_files(files: Sequence[ExportedFile]) -> list[DcatFile]:
                 f.name,
                 f.byte_size,
                 f.sha256,
-                description_vi=_CSV_NOTE_VI if csv_file else _PARQUET_NOTE_VI,
-                description_en=_CSV_NOTE_EN if csv_file else _PARQUET_NOTE_EN,
+                description_vi=csv_vi if csv_file else _PARQUET_NOTE_VI,
+                description_en=csv_en if csv_file else _PARQUET_NOTE_EN,
             )
         )
     return out
