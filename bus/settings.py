@@ -366,6 +366,18 @@ class OpenDataSettings(BaseModel):
     )
     publisher_name: str = Field(default="UBND tỉnh Đồng Nai", min_length=1)
     license_uri: str = "https://creativecommons.org/licenses/by/4.0/"
+    # CSV files start with a UTF-8 byte-order mark, so that Excel on Windows reads
+    # Vietnamese right; turn off for consumers that choke on it.
+    csv_bom: bool = True
+    # DCAT-AP: the catalogue's foaf:homepage (the portal page; empty: base_uri), its
+    # contact point (name empty: publisher_name; URL empty: the homepage), and the
+    # administrative code of the province (dct:spatial, with the bounding box of
+    # schemas/data/province_area.csv).
+    homepage: str = ""
+    contact_name: str = ""
+    contact_email: str = Field(default="", pattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")
+    contact_url: str = ""
+    province_code: str = Field(default="75", pattern=r"^\d{2}$")
 
     @field_validator("base_uri")
     @classmethod
@@ -373,6 +385,19 @@ class OpenDataSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http(s):// URI, got {value!r}")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("homepage", "contact_url", "license_uri")
+    @classmethod
+    def _http_uri(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URI, got {value!r}")
+        return value
+
+    @property
+    def base_uri_is_placeholder(self) -> bool:
+        """Still the shipped ``.invalid`` address: download URLs lead nowhere."""
+        host = self.base_uri.split("://", 1)[1].split("/", 1)[0]
+        return host.endswith(".invalid")
 
     def resolved_out_dir(self, data_dir: Path) -> Path:
         return self.out_dir if self.out_dir is not None else data_dir / "open_data"

@@ -36,7 +36,11 @@ def _report_table(report: object) -> Table:
             f"{d.rows:,}",
             str(len(d.columns)),
             str(len(d.dropped)),
-            f"{d.suppressed_cells}/{d.aggregate_cells}" if d.aggregate_cells else "—",
+            (
+                f"{d.suppressed_cells}/{d.aggregate_cells} by {d.aggregate_level}"
+                if d.aggregate_cells
+                else "—"
+            ),
             ", ".join(f.name for f in d.files),
         )
     for skipped in report.skipped:
@@ -62,6 +66,14 @@ def export(
         every = settings.open_data.interval_s
 
     audit = audit_log(settings)
+    if settings.open_data.base_uri_is_placeholder:
+        # The embedded run may keep it; a portal must not publish links that lead nowhere.
+        console.print(
+            f"[yellow]DATABUS_OPEN_DATA__BASE_URI is the placeholder "
+            f"{escape(settings.open_data.base_uri)}: the catalogue's download URLs and "
+            "identifiers lead nowhere until it names where the portal serves the files[/]"
+        )
+        log.warning("open data: DATABUS_OPEN_DATA__BASE_URI is still the .invalid placeholder")
 
     def job() -> ExportReport:
         with console.status("exporting public datasets from the shared repository …"):

