@@ -202,9 +202,13 @@ def up_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         reader.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
         run = UpRun(cwd, -1, "".join(chunks), victim, killed_pid, restarted_pid, restarts)
         pytest.fail(f"{exc}\n{run.out}\n{_logs(run)}")
     reader.join(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
     try:
         yield UpRun(
             cwd, proc.returncode, "".join(chunks), victim, killed_pid, restarted_pid, restarts
