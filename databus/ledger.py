@@ -1,20 +1,10 @@
-"""The delivery ledger: per owner unit, what the catalog assigns it and what it delivers.
+"""Reading the delivery ledger's inputs off the bus.
 
-"Sở Y tế: 3/3 delivering, 2 live" — for each owner unit of the catalog:
-
-- **assigned**: datasets the catalog gives it;
-- **delivering**: assigned datasets the bus has received at least one event of;
-- **live**: delivering datasets whose newest *data* (the event time of the newest
-  standardized event) lies within the catalog's update obligation. A source that sends
-  week-old records today is delivering but not live: it is **late**. Judging by event
-  time, not arrival time, is what makes a backfill count as late;
-- **quality**: the mean overall quality score of its delivering datasets;
-- **declared / received / missing**: the sources' own declarations reconciled with the
-  raw topics (``databus.reconcile``), summed over the days asked for.
-
-``build_ledger`` is pure: the quality rows are the latest ``quality.v1`` record per
-(dataset, source unit), as the processor publishes them; ``read_quality_rows`` reads
-them from the topic.
+The ledger itself — per owner unit, what the catalog assigns it and what it delivers
+(assigned, delivering, live, late, quality, declared / received / missing) — is
+computed by the pure ``schemas.domain.delivery.build_ledger``, which the IOC sink uses
+too. This module reads what it needs: the latest ``quality.v1`` record per (dataset,
+source unit), as the processor publishes them (``read_quality_rows``).
 """
 
 from __future__ import annotations
