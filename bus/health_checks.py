@@ -12,17 +12,24 @@ Checks of this module (built lazily; each carries its own short client timeout t
 - ``registry_check``: ``GET /subjects`` on the schema registry;
 - ``redis_check``: ``PING`` on a client of its own;
 - ``sql_check``: ``SELECT 1`` on an engine;
+- ``tcp_check``: a TCP connection to a URL's host and port opens (an HTTP destination
+  reached without a request, so no token or quota is spent per probe);
+- ``dir_check``: a directory the process writes into exists and is writable;
 - ``thread_check``: a worker thread of the process is alive.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -35,9 +42,11 @@ __all__ = [
     "CheckResult",
     "Readiness",
     "broker_check",
+    "dir_check",
     "redis_check",
     "registry_check",
     "sql_check",
+    "tcp_check",
     "thread_check",
 ]
 
@@ -223,5 +232,42 @@ def thread_check(what: str, thread: Callable[[], threading.Thread | None]) -> Ch
             raise CheckFailed(f"{what} not started yet")
         if not t.is_alive():
             raise CheckFailed(f"{what} stopped")
+
+    return check
+
+
+def tcp_check(url: str | Callable[[], str | None], timeout_s: float = 2.0) -> Check:
+    """A TCP connection to ``url``'s host and port (443/80 by scheme when it names
+    none) opens within ``timeout_s``, then closes. ``url`` may be a callable, for an
+    address known only once something is bound (``None``: not yet)."""
+
+    def check() -> None:
+        target = url() if callable(url) else url
+        if target is None:
+            raise CheckFailed("not listening yet")
+        parts = urlsplit(target)
+        host = parts.hostname
+        if not host:
+            raise CheckFailed("the URL names no host")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                pass
+        except OSError as exc:
+            raise CheckFailed(f"{host}:{port} unreachable ({exc.strerror or exc})") from exc
+
+    return check
+
+
+def dir_check(path: Path) -> Check:
+    """``path`` is a directory the process can write into (created if missing)."""
+
+    def check() -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckFailed(f"cannot create {path}: {exc.strerror or exc}") from exc
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise CheckFailed(f"{path} is not writable")
 
     return check

@@ -10,13 +10,20 @@ unit codes of the reference data and the catalog (or "unknown").
 runs and every check of ``Metrics.liveness`` passes (an essential thread alive), else
 503 naming them; ``/readyz``, 200 when every check of ``Metrics.readiness`` passes, else 503
 naming the failing checks and why (``bus.health_checks``).
+
+Counters an alert or a panel reads exist at 0 from start-up for their known label
+values (``Metrics.init_sink``, ``init_publisher``, ``init_processor``): a first failure
+is then a step from 0 to 1 that ``increase()`` sees, not a series that appears at 1.
+``HealthServer.final_scrape`` keeps ``/metrics`` up a few seconds before a process that
+failed exits, so the value it died on is scraped.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -25,12 +32,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 
 from bus.health_checks import Readiness
 
-__all__ = ["HealthServer", "Metrics", "serve_metrics", "start_health_server"]
+__all__ = [
+    "DROP_REASONS",
+    "SINK_CIRCUIT_STATES",
+    "SINK_FAILURE_KINDS",
+    "HealthServer",
+    "Metrics",
+    "serve_metrics",
+    "start_health_server",
+]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 # From the publisher to the std topic: milliseconds when caught up, minutes in a backlog.
 _END_TO_END_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 LEDGER_STATES = ("assigned", "delivering", "live", "late")
+# The known values of bounded labels, pre-initialised at 0 (see the init_* methods).
+SINK_FAILURE_KINDS = ("retriable", "permanent", "rejected", "undecodable")
+SINK_CIRCUIT_STATES = ("closed", "half_open", "open")
+DROP_REASONS = ("duplicate", "stale")
 
 
 class Metrics:
@@ -229,6 +248,36 @@ class Metrics:
             registry=r,
         )
 
+    # ---- series at 0 from start-up, for the label values a process knows it will use
+
+    def init_sink(self, sink: str, datasets: Iterable[str] = ()) -> None:
+        """Sink ``sink``'s counters at 0: failures of every kind, retries, circuit
+        transitions, and records written per dataset of ``datasets``."""
+        for kind in SINK_FAILURE_KINDS:
+            self.sink_failures.labels(sink, kind)
+        for state in SINK_CIRCUIT_STATES:
+            self.sink_circuit_transitions.labels(sink, state)
+        self.sink_retries.labels(sink)
+        for dataset in datasets:
+            self.sink_records_written.labels(sink, dataset)
+
+    def init_publisher(self, datasets: Iterable[str]) -> None:
+        """A publisher's counters at 0 for every dataset it may publish: raw events
+        produced and delivery failures."""
+        for dataset in datasets:
+            self.events_produced.labels(dataset, "raw")
+            self.delivery_failures.labels(dataset)
+
+    def init_processor(self, datasets: Iterable[str]) -> None:
+        """The processor's counters at 0 per dataset: raw events consumed, std events
+        produced, events dropped. (Dead letters are by reason code, an open set: the
+        alert rules count a series that appears as new failures.)"""
+        for dataset in datasets:
+            self.events_consumed.labels(dataset, "raw")
+            self.events_produced.labels(dataset, "std")
+            for reason in DROP_REASONS:
+                self.events_dropped.labels(dataset, reason)
+
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow client never holds the process at exit
@@ -249,6 +298,9 @@ class HealthServer:
             host, port, self._app, server_class=_Server, handler_class=_QuietHandler
         )
         self.port = int(self._server.server_port)
+        # Monotonic time of the last /metrics answer (0.0: none yet), for final_scrape.
+        self._scraped_at = 0.0
+        self._scraped = threading.Condition()
         self._thread = threading.Thread(
             # The poll interval only bounds how long close() waits.
             target=self._server.serve_forever,
@@ -257,6 +309,27 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
+
+    def final_scrape(self, timeout_s: float) -> bool:
+        """Keep serving until ``/metrics`` has been scraped once more (the values a
+        failing process ends on reach Prometheus), at most ``timeout_s``; returns whether
+        a scrape came. Called before a process exits on an error."""
+        if timeout_s <= 0:
+            return False
+        since = time.monotonic()
+        deadline = since + timeout_s
+        with self._scraped:
+            while self._scraped_at <= since:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._scraped.wait(left)
+        return True
+
+    def _sent(self) -> None:
+        with self._scraped:
+            self._scraped_at = time.monotonic()
+            self._scraped.notify_all()
 
     def close(self) -> None:
         self._server.shutdown()
@@ -286,8 +359,23 @@ class HealthServer:
                 "application/json",
             )
         if path in ("/", "/metrics"):
-            return self._scrape(environ, start_response)  # type: ignore[no-any-return]
+            return _Sent(self._scrape(environ, start_response), self._sent)
         return _reply(start_response, "404 Not Found", b"not found\n", "text/plain; charset=utf-8")
+
+
+class _Sent:
+    """A WSGI body that calls ``done`` once the server has written all of it (WSGI
+    servers call ``close()`` after the last byte)."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
+        self._body = body
+        self._done = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        self._done()
 
 
 def _reply(start_response: StartResponse, status: str, body: bytes, ctype: str) -> list[bytes]:

@@ -242,6 +242,14 @@ class MetricsSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    final_scrape_s: float = Field(
+        default=20.0,
+        ge=0,
+        le=300,
+        description="Before a process exits on an error, keep serving /metrics until the "
+        "next scrape, at most this long, so the failure counted last reaches Prometheus "
+        "(a little over the 15 s scrape interval; 0: exit at once)",
+    )
 
 
 class AlertSettings(BaseModel):

@@ -111,6 +111,8 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port (default: settings; 0: free)")] = None,
 ) -> None:
     """Serve the subscription API: agencies read their shared datasets over HTTP."""
+    from bus.health_checks import broker_check, registry_check, tcp_check
+    from bus.metrics import Metrics, start_health_server
     from sinks.subscription_api import create_app, serve
 
     setup_logging()
@@ -122,6 +124,19 @@ def api(
         _fail(f"{exc}\nFix the access policy (see schemas/access_policy.py for its format).")
     app = create_app(settings, source, _audit(settings))
     _audit_grants(settings, source.current(), "databus-api")
+    # /metrics, /livez, /readyz on the metrics port like every bus process: ready while
+    # the broker and registry answer and the API's own port accepts connections.
+    listening: dict[str, str] = {}
+    metrics = Metrics()
+    metrics.readiness.add("broker", broker_check(settings))
+    metrics.readiness.add("schema_registry", registry_check(settings))
+    metrics.readiness.add("api", tcp_check(lambda: listening.get("url")))
+    health = start_health_server(metrics, settings.metrics.host, settings.metrics.port)
+    log.info("api: metrics on http://%s:%d/metrics", settings.metrics.host, health.port)
+
+    def bound(host: str, port: int) -> None:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        listening["url"] = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -133,9 +148,13 @@ def api(
             host or settings.access.api_host,
             settings.access.api_port if port is None else port,
             stop,
+            on_listening=bound,
         )
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        health.close()
 
 
 class AclFormat(StrEnum):

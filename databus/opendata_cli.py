@@ -108,13 +108,16 @@ def export(
 
     # A scheduled export is a long-running process: /metrics, /livez and /readyz like
     # every other one, ready while its own destination's source (the repository) answers.
-    from bus.health_checks import sql_check
+    from bus.health_checks import dir_check, sql_check
     from bus.metrics import Metrics, serve_metrics
     from sinks.shared_repo import repo_engine_from_settings
 
     metrics = Metrics()
     engine = repo_engine_from_settings(settings)
     metrics.readiness.add("shared_repo", sql_check(engine))
+    # Its destination: the folder the portal serves the files from.
+    out_dir = settings.open_data.resolved_out_dir(settings.data_dir)
+    metrics.readiness.add("out_dir", dir_check(out_dir))
     serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     try:
         run_schedule(job, interval_s=every, stop=stop_on_signals(), on_result=show, on_error=failed)

@@ -57,7 +57,7 @@ def _run(
     """Serve metrics and probes, then consume ``topics`` into ``sink`` until Ctrl-C or
     SIGTERM. ``checks``: readiness checks of the destination, by name."""
     from bus.health_checks import broker_check, registry_check
-    from bus.metrics import Metrics, serve_metrics
+    from bus.metrics import Metrics, start_health_server
     from sinks import SinkRunner
 
     broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
@@ -77,9 +77,17 @@ def _run(
     for check_name, check in (checks or {}).items():
         readiness.add(check_name, check)
     readiness.add("circuit", runner.check_circuit)
-    port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
-    log.info("%s sink: metrics on http://%s:%d/metrics", name, settings.metrics.host, port)
-    runner.run(stop_on_signals())
+    server = start_health_server(metrics, settings.metrics.host, settings.metrics.port)
+    log.info("%s sink: metrics on http://%s:%d/metrics", name, settings.metrics.host, server.port)
+    try:
+        runner.run(stop_on_signals())
+    except Exception:
+        # A permanent failure was just counted: let Prometheus scrape it before exiting.
+        log.info("%s sink: waiting for a last scrape of /metrics before exiting", name)
+        server.final_scrape(settings.metrics.final_scrape_s)
+        raise
+    finally:
+        server.close()
 
 
 def std_topics(datasets: Sequence[str] | None = None) -> list[str]:
@@ -262,6 +270,7 @@ def sink_sql() -> None:
 @sink_app.command("health")
 def sink_health() -> None:
     """The ministry health axis: health datasets as FHIR R4 transaction bundles over HTTPS."""
+    from bus.health_checks import tcp_check
     from sinks.health_axis import TOPICS, HealthAxisSink
 
     setup_logging()
@@ -272,6 +281,14 @@ def sink_health() -> None:
             "endpoint (or at `databus health-receiver` to try it locally)."
         )
         raise typer.Exit(2)
-    # The ministry's endpoint is not pinged (it would cost a token and a request per
-    # probe): the circuit check says whether the last writes got through.
-    _run(settings, HealthAxisSink(settings.health_axis), name="health_axis", topics=TOPICS)
+    # The ministry's endpoint is reached without a request (a request would cost a
+    # token per probe): /readyz fails while its host and port do not accept a TCP
+    # connection; the circuit check says whether the last writes got through.
+    url = settings.health_axis.url
+    _run(
+        settings,
+        HealthAxisSink(settings.health_axis),
+        name="health_axis",
+        topics=TOPICS,
+        checks={"health_axis": tcp_check(url)},
+    )

@@ -142,6 +142,9 @@ class SinkRunner:
             on_change=self._circuit_changed,
         )
         self._metrics.sink_circuit_state.labels(name).set(0)
+        # Failures, retries and writes at 0 from the start: the first failure is a step
+        # from 0 to 1 the alert rules see (deploy/prometheus/rules).
+        self._metrics.init_sink(name, sorted({_dataset(t) for t in self._topics}))
         self._held: _Batch | None = None
         # Per owned partition: the next offset to commit, for the lag gauge.
         self._next: dict[TP, int] = {}

@@ -617,14 +617,23 @@ def make_runner(app: web.Application) -> web.AppRunner:
     return web.AppRunner(app, access_log_class=AccessLog)
 
 
-async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve ``app`` until ``stop`` is set."""
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    on_listening: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve ``app`` until ``stop`` is set; ``on_listening(host, port)`` once bound."""
     runner = make_runner(app)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     for address in runner.addresses:
         log.info("subscription API on http://%s:%s", *address[:2])
+    if on_listening is not None and runner.addresses:
+        bound_host, bound_port = runner.addresses[0][:2]
+        on_listening(str(bound_host), int(bound_port))
     try:
         await stop.wait()
     finally:

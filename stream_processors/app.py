@@ -96,6 +96,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             raise CheckFailed("the batch loop stopped; the process is exiting")
 
     metrics.liveness.add("batch_loop", loop_alive)
+    metrics.init_processor(sorted(DATASETS))  # the alert rules' series at 0 from start-up
     session_s = kafka.session_timeout_ms / 1000
     app = faust.App(
         settings.processor_group,

@@ -17,6 +17,9 @@ import redis
 from bus.settings import Settings, load_settings
 from databus.local_stack import LocalStack
 
+# A process that fails exits at once in the tests: no Prometheus will scrape it.
+os.environ.setdefault("DATABUS_METRICS__FINAL_SCRAPE_S", "0")
+
 
 def _docker_kafka() -> Iterator[str | None]:
     """Kafka from testcontainers where a Docker engine exists and it is asked for."""

@@ -84,6 +84,9 @@ class Publisher:
         producer_conf = producer_config(settings, **producer_overrides)
         self._max_bytes = int(producer_conf["message.max.bytes"])
         self._metrics = metrics or Metrics()
+        # Produced and failed at 0 for every dataset: a first delivery failure is a
+        # step from 0 the alert rules see.
+        self._metrics.init_publisher(sorted(_RAW_TOPIC_DATASET.values()))
         # Labelled children looked up once per dataset, not once per delivery report.
         self._produced: dict[str, Counter] = {}
         self._failed: dict[str, Counter] = {}
