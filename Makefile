@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PACKAGES := bus databus producers schemas sinks stream_processors
 
-.PHONY: install run test test-slow test-all lint bench chaos clean
+.PHONY: install run test test-rules test-slow test-all lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ test: $(STAMP)
 	@# Byte-compile the project once: the tests start many `databus` processes, and
 	@# where PYTHONDONTWRITEBYTECODE is set each would compile every module again.
 	$(BIN)/python -m compileall -q $(PACKAGES) > /dev/null
+	@$(MAKE) --no-print-directory test-rules
 	$(BIN)/python -m pytest -m "not slow" tests
+
+## promtool check + unit tests of the alert rules (deploy/prometheus/tests); skipped,
+## saying so, where promtool is not installed (Debian: apt-get install prometheus)
+test-rules:
+	@if command -v promtool > /dev/null 2>&1; then \
+		promtool check rules deploy/prometheus/rules/*.yml && \
+		promtool test rules deploy/prometheus/tests/*.test.yml; \
+	else \
+		echo "SKIPPED: promtool is not on PATH, so the Prometheus rule tests (deploy/prometheus/tests) did not run; install it: apt-get install prometheus"; \
+	fi
 
 ## slow fault-injection and soak tests
 test-slow: $(STAMP)
