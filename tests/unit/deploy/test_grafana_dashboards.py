@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +160,75 @@ def test_queries_select_only_labels_the_metrics_have(dashboard: dict[str, Any]) 
             if series in labels:
                 unknown = used - labels[series]
                 assert not unknown, f"{dashboard['uid']} {where}: {series} has no {unknown}"
+
+
+# --- a healthy bus shows 0, not "No data" ------------------------------------------------
+
+_FALLBACK = re.compile(r"\bor(?: on \(\))? vector\(0\)$")
+
+
+def counter_panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target that reads a counter, and of every stat
+    or bar gauge that sums or counts: each may find no series on a healthy bus."""
+    found = []
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            counter = re.search(r"\bdatabus_[a-z0-9_]+_total\b", expr)
+            summed = panel["type"] in ("stat", "bargauge") and re.match(r"(sum|count)\(", expr)
+            if (counter or summed) and not expr.startswith("count(up"):
+                found.append((f"{dashboard['uid']} panel {panel['title']!r}", expr))
+    return found
+
+
+def test_counter_panels_fall_back_to_zero(dashboard: dict[str, Any]) -> None:
+    """A counter (or a sum of gauges) with no series yet shows 0: ``or vector(0)``, or
+    ``or on () vector(0)`` after a ``by``, so the 0 appears only when nothing else does."""
+    for where, expr in counter_panel_queries(dashboard):
+        assert _FALLBACK.search(expr), f"{where}: no `or vector(0)` fallback: {expr}"
+        if re.match(r"\(?(sum|count|topk)\b(?: by \(|\(\d)", expr):  # grouped at the top
+            assert expr.endswith("or on () vector(0)"), f"{where}: grouped, needs `on ()`"
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not on PATH: the dashboards' queries were not evaluated "
+    "(apt-get install prometheus)",
+)
+def test_counter_panels_show_zero_with_no_series(tmp_path: Path) -> None:
+    """promtool evaluates every such query with no databus series at all (the worst
+    case: a bus just started): each gives exactly one sample, 0."""
+    exprs = sorted(
+        {
+            re.sub(r'"\$\w+"', '".*"', expr)  # a template variable: match everything
+            for path in DASHBOARDS
+            for _, expr in counter_panel_queries(json.loads(path.read_text("utf-8")))
+        }
+    )
+    rules = tmp_path / "none.rules.yml"
+    rules.write_text("groups: []\n", encoding="utf-8")
+    test = {
+        "rule_files": [rules.name],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": 'up{job="databus-processor"}', "values": "1x90"}],
+                "promql_expr_test": [
+                    {"expr": e, "eval_time": "80m", "exp_samples": [{"labels": "{}", "value": 0}]}
+                    for e in exprs
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "dashboards.test.yml"
+    path.write_text(json.dumps(test), encoding="utf-8")
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(exprs) >= 20
