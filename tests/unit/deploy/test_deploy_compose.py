@@ -39,7 +39,7 @@ COMMANDS = {
     "opendata": ["opendata", "export", "--scheduled"],
 }
 # Processes that serve no /readyz (deploy/README.md, "Probes").
-NO_HEALTH_SERVER = {"api"}
+NO_HEALTH_SERVER: set[str] = set()
 INFRA = {"kafka-1", "kafka-2", "kafka-3", "schema-registry", "redis", "postgres"}
 MONITORING = {"prometheus", "alertmanager", "grafana"}
 # `${NAME:?message}`, `${NAME:-default}`, `${NAME-default}`, `${NAME}`

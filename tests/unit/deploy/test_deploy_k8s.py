@@ -36,7 +36,7 @@ BUS_DEPLOYMENTS = {
     "databus-api": ["api"],
 }
 # Processes that serve no /metrics, /livez, /readyz (deploy/README.md, "Probes").
-NO_HEALTH_SERVER = {"databus-api"}
+NO_HEALTH_SERVER: set[str] = set()
 SECRET_WORDS = ("PASSWORD", "SECRET", "PSEUDONYM_KEY", "TOKEN")
 
 
@@ -395,9 +395,7 @@ def test_pod_monitor_scrapes_every_bus_pod_with_the_alerting_job_names(
     job_label = monitor["spec"]["jobLabel"]
     rules = (ROOT / "deploy/prometheus/rules/databus.rules.yml").read_text(encoding="utf-8")
     (job_regex,) = re.findall(r'up\{job=~"([^"]+)"\}', rules)
-    # `databus share` is scraped too; DatabusWorkerDown's regex (deploy/prometheus, not
-    # this file's owner) does not cover it yet.
-    not_alerting = {"databus-share"}
+    not_alerting: set[str] = set()
     scraped = 0
     for doc, spec in pod_specs(docs):
         labels = pod_template(doc)["metadata"]["labels"]
@@ -414,7 +412,7 @@ def test_pod_monitor_scrapes_every_bus_pod_with_the_alerting_job_names(
             scraped += 1
             job = labels[job_label]
             assert re.fullmatch(job_regex, job) or job in not_alerting, job
-    assert scraped == 5
+    assert scraped == 6
 
 
 def test_prometheus_rule_holds_the_rules_file(docs: list[dict[str, Any]]) -> None:

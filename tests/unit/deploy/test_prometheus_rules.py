@@ -150,7 +150,7 @@ def test_worker_down_covers_the_scrape_jobs(rules: dict[str, Any]) -> None:
     (down,) = [r for r in all_rules(rules) if r.get("alert") == "DatabusWorkerDown"]
     (regex,) = re.findall(r'job=~"([^"]+)"', down["expr"])
     workers = [j for j in jobs if j.startswith("databus-") and j != "databus-publishers"]
-    assert len(workers) == 4
+    assert len(workers) == 7  # processor, three sinks, share, api, opendata
     assert all(re.fullmatch(regex, j) for j in workers)
     assert 'job="databus-processor"' in next(
         r["expr"] for r in all_rules(rules) if r.get("alert") == "DatabusProcessorAbsent"
