@@ -1,7 +1,8 @@
 """Every long-running bus process serves /metrics, /livez and /readyz, and its readiness
 follows its own destination: `databus sink health` is not ready while the health
 axis (the project's stand-in receiver here) does not answer, ready once it does;
-`databus api` is ready once its own port listens."""
+`databus api` is ready once its own port listens. A sink that stops on a permanent
+failure waits for a last scrape, which shows the failure counted, before it exits."""
 
 from __future__ import annotations
 
@@ -18,9 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
+from registry_clients import registry_client
+from std_samples import std_events
 
+from bus.settings import Settings
+from bus.topic_admin import TopicSpec, ensure_topics
 from databus.local_stack import LocalStack, free_port
 from databus.standins.health_receiver import HealthReceiver
+from schemas.catalog import get_dataset, load_schema, value_subject
+from schemas.codec import AvroSerializer
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +164,63 @@ def test_api_serves_metrics_and_probes_and_is_ready_once_listening(
         assert get(port, "/livez") == (200, "ok\n")
         status, _text = get(port, "/metrics")
         assert status == 200
+
+
+def test_a_sink_stopping_on_a_permanent_failure_is_scraped_once_more_before_it_exits(
+    stack: LocalStack, stack_settings: Settings, registry_url: str, tmp_path: Path
+) -> None:
+    dataset = get_dataset("health.encounters")
+    assert dataset.std_schema is not None
+    topic = dataset.std_topic
+    ensure_topics(stack_settings, [TopicSpec(topic, stack_settings.kafka.partitions)])
+    with (
+        HealthReceiver(client_secret="the-right-secret") as axis,
+        bus_process(
+            stack,
+            tmp_path,
+            "sink-health-failing",
+            "sink",
+            "health",
+            DATABUS_HEALTH_AXIS__URL=axis.url,
+            # a wrong secret: the token endpoint answers 401, a permanent failure
+            DATABUS_HEALTH_AXIS__CLIENT_SECRET="a-wrong-secret",
+            DATABUS_HEALTH_AXIS__PSEUDONYM_KEY="probe-test-pseudonym-key",
+            DATABUS_METRICS__FINAL_SCRAPE_S="120",
+            DATABUS_LOG_LEVEL="INFO",
+        ) as (proc, port, log),
+    ):
+        permanent = 'databus_sink_failures_total{kind="permanent",sink="health_axis"}'
+
+        def serving() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(log.read_text(errors="replace")[-3000:])
+            try:
+                return get(port, "/livez")[0] == 200
+            except OSError:
+                return False
+
+        poll("the sink's /livez", serving)
+        status, text = get(port, "/metrics")
+        assert status == 200 and f"{permanent} 0.0" in text  # at 0 before any failure
+
+        serialize = AvroSerializer(
+            registry_client({"url": registry_url}),
+            value_subject(topic),
+            load_schema(dataset.std_schema),
+        )
+        event = std_events("health.encounters")[0]
+        producer = Producer(stack_settings.kafka.client_config())
+        producer.produce(topic, serialize(event), key=event["after"]["encounter_id"].encode())
+        assert producer.flush(15) == 0
+
+        waiting = "waiting for a last scrape of /metrics before exiting"
+        poll("the sink's permanent failure", lambda: waiting in log.read_text(errors="replace"))
+        assert proc.poll() is None, "the sink exited before its last scrape"
+        # only /metrics ends the wait: the probes do not
+        assert get(port, "/livez")[0] == 200
+        status, text = get(port, "/metrics")
+        assert status == 200 and f"{permanent} 1.0" in text, text
+        scraped = time.monotonic()
+        proc.wait(60)  # well before its 120 s bound: the scrape came
+        assert time.monotonic() - scraped < 30
+        assert proc.returncode != 0
