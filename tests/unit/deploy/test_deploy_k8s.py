@@ -572,3 +572,16 @@ def test_network_policies_deny_by_default_and_allow_what_each_part_needs(
     for name, labels in pods.items():
         if name.startswith("databus-") or name == "schema-registry":
             assert any(selects(p["podSelector"], labels) for p in plain["networkPolicyPeers"])
+
+
+def test_the_scrape_policy_admits_every_pod_the_pod_monitor_selects(
+    docs: list[dict[str, Any]],
+) -> None:
+    (monitor,) = of_kind(docs, "PodMonitor")
+    (selects,) = monitor["spec"]["selector"]["matchExpressions"]
+    (policy,) = [
+        d for d in of_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "allow-metrics-scrape"
+    ]
+    (admits,) = policy["spec"]["podSelector"]["matchExpressions"]
+    assert admits["key"] == selects["key"]
+    assert set(admits["values"]) == set(selects["values"])
