@@ -659,11 +659,13 @@ def test_a_registry_outage_holds_the_batch_until_it_decodes(
     topic: str,
     group: str,
     runners: list[SinkRunner],
+    request: pytest.FixtureRequest,
 ) -> None:
     acked = produce(stack_settings, topic, readings(registry, topic, 4))
     metrics = Metrics()
     sink = RecordingSink()
     restarting = RestartingRegistry(registry_url, down_for=3)
+    request.addfinalizer(restarting.close)
     runner = make_runner(stack_settings, sink, topic, group, restarting, runners, metrics)
     held: list[bool] = []
 
