@@ -15,7 +15,7 @@ import copy
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from pg_backends import terminate_backends
+from pydantic import SecretStr
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from sink_contract import Held, SinkContract, fresh_entities
@@ -47,7 +48,7 @@ Snapshot = Callable[[redis.Redis], dict[bytes, object]]
 
 
 def _state(event: dict[str, Any]) -> dict[str, Any]:
-    state = event["after"] if event["op"] != "d" else event["before"]
+    state: dict[str, Any] | None = event["after"] if event["op"] != "d" else event["before"]
     assert state is not None
     return state
 
@@ -130,7 +131,7 @@ class IocHarness:
         key = self._key(event)
         if self._client.type(key) != b"hash":
             return None
-        stored = self._client.hgetall(key)
+        stored: dict[bytes, bytes] = self._client.hgetall(key)  # type: ignore[assignment]
         return Held(int(stored[b"_version"]), stored[b"_event_id"].decode(), stored[b"_op"] == b"d")
 
     def snapshot(self) -> object:
@@ -174,8 +175,8 @@ class HealthHarness:
     def build(self) -> Sink:
         settings = HealthAxisSettings(
             url=self._receiver.url,
-            client_secret=SECRET,
-            pseudonym_key=PSEUDONYM_KEY,
+            client_secret=SecretStr(SECRET),
+            pseudonym_key=SecretStr(PSEUDONYM_KEY),
             rate_per_s=1000,
             timeout_s=5,
         )
@@ -295,7 +296,7 @@ class SqlHarness:
         return _foreign("feedback.reports", offset)  # a catalog dataset this sink does not own
 
 
-def _sqlite_harness(tmp_path: Path) -> Iterator[SqlHarness]:
+def _sqlite_harness(tmp_path: Path) -> Generator[SqlHarness]:
     path = tmp_path / "repo.db"
     # a short busy timeout: a locked database fails the write at once, retriably
     engine = create_repo_engine(f"sqlite:///{path}", connect_args={"timeout": 0.2})
@@ -317,7 +318,7 @@ def _sqlite_harness(tmp_path: Path) -> Iterator[SqlHarness]:
         engine.dispose()
 
 
-def _postgres_harness(url: str) -> Iterator[SqlHarness]:
+def _postgres_harness(url: str) -> Generator[SqlHarness]:
     app_name = f"databus-contract-{uuid.uuid4().hex[:12]}"
     schema = f"t_contract_{uuid.uuid4().hex[:10]}"
     engine = create_repo_engine(url, connect_args={"application_name": app_name})
