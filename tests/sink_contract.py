@@ -12,7 +12,11 @@ The cases, as :mod:`sinks.base` states the contract:
 - an older version arriving after a newer one never overwrites it; equal versions
   converge on the greater event id, in either order (order);
 - the destination unavailable: ``write`` raises ``SinkError(retriable=True)`` and
-  nothing of the batch is visible; the same batch later is written whole;
+  nothing of the batch is visible; the same batch later is written whole. (Only the SQL
+  sink is atomic per batch: an outage that starts in the middle of a batch leaves the
+  bundles or pipeline commands already taken on the FHIR axis or in Redis, and the
+  retry converges because it is idempotent; the harnesses' outages start before the
+  batch, except PostgreSQL's, which drops the connection inside the transaction.)
 - a record refused for good comes back as a :class:`~sinks.base.Rejected` (not an
   exception) and the rest of its batch is written; so does a malformed record and a
   record of a dataset the sink does not handle;
