@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.organization import Organization
 
+from bus.errors import StackError
 from databus.standins.health_receiver import HealthReceiver
 
 pytestmark = pytest.mark.integration
@@ -220,3 +221,20 @@ def test_batch_reads(fhir_client: tuple[HealthReceiver, httpx.Client]) -> None:
         client.get(f"{axis.url}/Organization/{org_id}", headers={"Authorization": ""}).status_code
         == 401
     )
+
+
+def test_started_again_after_a_stop_it_answers_on_the_same_address() -> None:
+    receiver = HealthReceiver(client_secret=SECRET).start()
+    try:
+        url = receiver.url
+        receiver.stop()
+        with pytest.raises(StackError):
+            _ = receiver.url
+        receiver.start()
+        assert receiver.url == url
+        with pytest.raises(StackError):
+            receiver.start()
+        with httpx.Client() as client:
+            assert _token(client, url, SECRET).status_code == 200
+    finally:
+        receiver.stop()
