@@ -21,7 +21,7 @@ from schemas.models.common import Op
 from schemas.models.education import ClassStat
 from schemas.models.environment import StationReading, StationType
 from schemas.topics import bus_topics
-from tests.integration.test_publisher import consume_until, dossier
+from test_publisher import consume_until, dossier
 
 pytestmark = pytest.mark.integration
 
