@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from test_publisher import consume_until, dossier
 
 from bus.errors import PublishValidationError, RecordTooLargeError
 from bus.settings import Settings, load_settings
@@ -21,7 +22,6 @@ from schemas.models.common import Op
 from schemas.models.education import ClassStat
 from schemas.models.environment import StationReading, StationType
 from schemas.topics import bus_topics
-from test_publisher import consume_until, dossier
 
 pytestmark = pytest.mark.integration
 
