@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from schemas.dead_letters import HEADER_PREFIX, DeadLetter, dlq_headers
 
 ORIGINAL = [
@@ -21,7 +23,7 @@ LETTER = DeadLetter(
 )
 
 
-def headers(original: list[tuple[str, bytes | None]] = ORIGINAL) -> list[tuple[str, bytes]]:
+def headers(original: Sequence[tuple[str, bytes | None]] = ORIGINAL) -> list[tuple[str, bytes]]:
     return dlq_headers(
         original, topic="publicservice.dossiers.raw.v1", partition=3, offset=12345, letter=LETTER
     )
