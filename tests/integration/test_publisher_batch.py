@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from typing import cast
 
 import pytest
 from confluent_kafka import Message, TopicPartition
@@ -66,7 +67,9 @@ def positions(bootstrap: str, topic: str) -> list[TopicPartition]:
 
 
 def headers(msg: Message) -> dict[str, bytes]:
-    return {k: v for k, v in msg.headers() or [] if v is not None}
+    return {
+        k: v for k, v in cast(list[tuple[str, bytes | None]], msg.headers() or []) if v is not None
+    }
 
 
 def test_batch_arrives_complete_in_order_with_headers(
@@ -206,7 +209,7 @@ def test_composite_key_dataset(
     ids = publisher.publish_many(CLASS_STATS, [Change(s, 1) for s in stats])
     publisher.flush(timeout=15)
     got = [m for m in consume_until(kafka_bootstrap, start, keys[-1]) if m.key() in keys]
-    assert sorted(m.key() for m in got) == sorted(keys)
+    assert sorted(m.key() or b"" for m in got) == sorted(keys)
     for m in got:
         assert m.topic() == CLASS_STATS.raw_topic
         env = _decode(registry, CLASS_STATS, m)
