@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import DeliveryError, SinkError
 from bus.metrics import Metrics
@@ -104,7 +105,7 @@ class RecordingSink:
 
 @pytest.fixture
 def registry(registry_url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry_url})
+    return registry_client({"url": registry_url})
 
 
 @pytest.fixture
