@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from schemas.dead_letters import HEADER_PREFIX, DeadLetter, dlq_headers
 
 ORIGINAL = [
@@ -23,7 +21,9 @@ LETTER = DeadLetter(
 )
 
 
-def headers(original: Sequence[tuple[str, bytes | None]] = ORIGINAL) -> list[tuple[str, bytes]]:
+def headers(
+    original: list[tuple[str, bytes]] | list[tuple[str, bytes | None]] = ORIGINAL,
+) -> list[tuple[str, bytes]]:
     return dlq_headers(
         original, topic="publicservice.dossiers.raw.v1", partition=3, offset=12345, letter=LETTER
     )
