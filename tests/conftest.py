@@ -9,7 +9,7 @@ testcontainers instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 import redis
@@ -19,7 +19,7 @@ from bus.settings import Settings, load_settings
 from databus.local_stack import LocalStack
 
 
-def _docker_kafka() -> Iterator[str | None]:
+def _docker_kafka() -> Generator[str | None]:
     """Kafka from testcontainers where a Docker engine exists and it is asked for."""
     if os.environ.get("DATABUS_TEST_DOCKER") != "1":
         yield None

@@ -8,7 +8,7 @@ import ssl
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ def assert_each_once(
     axis: HealthReceiver,
     batch: Sequence[SinkRecord],
     *,
-    missing: set[tuple[str, str]] = frozenset(),
+    missing: Collection[tuple[str, str]] = frozenset(),
 ) -> None:
     """Every entity of ``batch`` is stored exactly once, at its newest version; so is
     every patient and facility they reference; nothing else was created."""

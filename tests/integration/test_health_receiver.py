@@ -127,7 +127,7 @@ def _org(code: str, name: str, **extra: object) -> dict[str, object]:
 
 
 def _transaction(resource: dict[str, object], request: dict[str, str]) -> dict[str, object]:
-    doc = {
+    doc: dict[str, object] = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
@@ -165,7 +165,8 @@ def test_versions_etags_and_if_match(fhir_client: tuple[HealthReceiver, httpx.Cl
 
     read = client.get(f"{axis.url}/Organization/{org_id}")
     assert read.status_code == 200 and read.headers["ETag"] == 'W/"1"'
-    assert Organization.model_validate(read.json()).meta.versionId == "1"
+    meta = Organization.model_validate(read.json()).meta
+    assert meta is not None and meta.versionId == "1"
 
     def put(name: str, if_match: str | None) -> httpx.Response:
         request = {"method": "PUT", "url": f"Organization/{org_id}"}

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import date
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -129,7 +129,7 @@ def live(dataset_id: str) -> list[dict[str, Any]]:
 
 
 def decoded(r: redis.Redis, key: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+    return {k.decode(): v.decode() for k, v in cast(dict[bytes, bytes], r.hgetall(key)).items()}
 
 
 # -- latest state ---------------------------------------------------------------------
@@ -313,7 +313,7 @@ def test_no_personal_field_reaches_redis(r: redis.Redis, sink: IocStoreSink) -> 
             if dataset_id in DATASETS:
                 assert not set(content) & set(DATASETS[dataset_id].personal_fields)
         elif kind == b"zset":
-            texts += [m.decode() for m in r.zrange(key, 0, -1)]
+            texts += [m.decode() for m in cast(list[bytes], r.zrange(key, 0, -1))]
     assert len(texts) > 5000
     for t in texts:
         assert t not in personal

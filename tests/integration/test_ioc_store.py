@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -189,7 +189,7 @@ def logical_state(r: redis.Redis) -> dict[bytes, Any]:
         elif kind == b"set":
             out[key] = r.smembers(key)
         elif kind == b"stream":
-            out[key] = [fields for _id, fields in r.xrange(key)]
+            out[key] = [fields for _id, fields in cast(list[Any], r.xrange(key))]
         elif key == STORE_KEY.encode():
             out[key] = b"present"  # the store's identity is random per store
         else:
@@ -264,7 +264,7 @@ def _to_legacy_layout(r: redis.Redis) -> int:
     wrote it: the contribution in _c_received.._c_completed_late, _c_due, _c_days."""
     n = 0
     for key in r.scan_iter(match="ioc:{unit:*}:dossier:*"):
-        c = (r.hget(key, "_c") or b"").decode()
+        c = cast(bytes, r.hget(key, "_c") or b"").decode()
         fields = dict.fromkeys(
             ("_c_received", "_c_completed", "_c_completed_on_time", "_c_completed_late"), "0"
         )
@@ -278,7 +278,8 @@ def _to_legacy_layout(r: redis.Redis) -> int:
             else:
                 days.append(p[2])
         r.hdel(key, "_c")
-        r.hset(key, mapping={**fields, "_c_due": due, "_c_days": "\t".join(days)})
+        # redis-py: hset(mapping=) is a Mapping over a union key type, which dict[str, str] is not
+        r.hset(key, mapping={**fields, "_c_due": due, "_c_days": "\t".join(days)})  # type: ignore[dict-item]
         n += 1
     return n
 
@@ -506,7 +507,7 @@ def make_alert(
 
 
 def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot) -> None:
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub = r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py
     pubsub.subscribe(ALERT_CHANNEL)
     pubsub.get_message(timeout=2.0)  # reads (and drops) the subscribe confirmation
     try:
@@ -539,7 +540,7 @@ def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink, redis_snapshot: Sna
         sink.write(records([make_alert("UPDATED", 7)], topic=ALERT_TOPIC))
         assert r.hlen(OPEN_ALERTS_KEY) == 0
         assert r.xlen(ALERT_STREAM_KEY) == 4
-        states = [f[b"state"] for _id, f in r.xrange(ALERT_STREAM_KEY)]
+        states = [f[b"state"] for _id, f in cast(list[Any], r.xrange(ALERT_STREAM_KEY))]
         assert states == [b"RAISED", b"UPDATED", b"RESOLVED", b"UPDATED"]
 
         published = [pubsub.get_message(timeout=2.0) for _ in range(3)]

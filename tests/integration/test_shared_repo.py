@@ -357,7 +357,7 @@ def test_postgresql_drops_connections_nothing_lost(
 
 def schools_v2(extra: dict[str, Any]) -> dict[str, Any]:
     """A test-only next revision of the schools std schema: one more optional field."""
-    envelope = json.loads(load_schema(SCHOOLS.std_value_schema))
+    envelope: dict[str, Any] = json.loads(load_schema(SCHOOLS.std_value_schema))
     for field in envelope["fields"]:
         if field["name"] == "before":
             record = next(b for b in field["type"] if isinstance(b, dict))

@@ -125,11 +125,11 @@ def test_clear_rate_above_raise_rate_is_refused(monkeypatch: pytest.MonkeyPatch)
 def test_settings_are_frozen() -> None:
     s = load_settings(kafka={"bootstrap_servers": "k:9092"})
     with pytest.raises(PydanticValidationError):
-        s.processor_group = "other"  # type: ignore[misc]
+        s.processor_group = "other"
     with pytest.raises(PydanticValidationError):
-        s.kafka.bootstrap_servers = "evil:9092"  # type: ignore[misc]
+        s.kafka.bootstrap_servers = "evil:9092"
     with pytest.raises(PydanticValidationError):
-        s.kafka = KafkaSettings(bootstrap_servers="evil:9092")  # type: ignore[misc]
+        s.kafka = KafkaSettings(bootstrap_servers="evil:9092")
     assert s.kafka.bootstrap_servers == "k:9092"
     assert isinstance(s, Settings)
 

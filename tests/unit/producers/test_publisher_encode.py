@@ -55,7 +55,7 @@ def registry() -> Iterator[SchemaRegistryClient]:
     url = f"http://127.0.0.1:{_closed_port()}"
     client = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
     yield client
-    client.__exit__()
+    client.close()
 
 
 def encoder_of(registry: SchemaRegistryClient, dataset_id: str) -> EventEncoder:

@@ -69,7 +69,7 @@ def test_sink_settings_are_validated() -> None:
         SinkSettings(backoff_initial_s=5, backoff_max_s=1)
     for bad in ({"backoff_initial_s": 0}, {"breaker_fail_max": 0}, {"batch_size": -1}):
         with pytest.raises(SettingsInvalid):
-            SinkSettings(**bad)  # type: ignore[arg-type]
+            SinkSettings(**bad)
 
 
 def test_sink_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
