@@ -47,6 +47,8 @@ __all__ = [
     "TRACEPARENT",
     "Span",
     "SpanKind",
+    "Status",
+    "StatusCode",
     "configure",
     "current_ids",
     "enabled",
