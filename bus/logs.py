@@ -8,7 +8,8 @@
   ``span_id`` (the current OpenTelemetry span; fields bound with :func:`bound`; or a
   call's ``extra=``). The bus never logs payload values, citizen ids or names: fields
   say where (dataset, topic, partition, offset, event id), never what.
-- Libraries log at sane levels: ``httpx``/``httpcore`` at WARNING (no INFO line per
+- Libraries log at sane levels: ``httpx``/``httpcore`` (and the registry client's
+  ``httpx2``/``httpcore2``) at WARNING (no INFO line per
   registry call), ``aiokafka``, ``faust`` and ``mode`` at WARNING
   (``DATABUS_FAUST_LOG_LEVEL`` overrides the last two).
 - librdkafka's log lines and error callbacks go through one :class:`RepeatSummary`
@@ -53,6 +54,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LIBRARY_LEVELS: dict[str, int] = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
+    # the schema registry client's own copies of httpx and httpcore
+    "httpx2": logging.WARNING,
+    "httpcore2": logging.WARNING,
     "aiokafka": logging.WARNING,
     "faust": logging.WARNING,
     "mode": logging.WARNING,
