@@ -55,6 +55,7 @@ __all__ = [
     "end_error",
     "parent_from",
     "shutdown",
+    "start_child",
     "start_span",
     "traceparent_of",
     "use",
@@ -171,6 +172,35 @@ def parent_from(headers: Iterable[tuple[str, bytes | str | None]] | None) -> Con
                 return None
             return trace.set_span_in_context(NonRecordingSpan(parent))
     return None
+
+
+_UNSAMPLED_LAST = frozenset(b"02468ace")  # a flags byte's last hex digit, sampled bit 0
+
+
+def start_child(
+    name: str,
+    headers: Iterable[tuple[str, bytes | str | None]] | None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    start_time: int | None = None,
+) -> Span | None:
+    """The span of a hop that handles a record: the child of the span the record's
+    ``traceparent`` names (a new trace's root when it has none). None when that
+    traceparent says the trace is not sampled: the publisher decided, nothing is
+    recorded, and the record's traceparent is passed on as it is. Set attributes on
+    the span when ``span.is_recording()``."""
+    if _tracer is None:
+        return None
+    parent = None
+    for key, value in headers or ():
+        if key == TRACEPARENT:
+            if value and len(value) == 55:
+                last = value[-1] if isinstance(value, bytes) else ord(value[-1])
+                if last in _UNSAMPLED_LAST:
+                    return None
+            parent = parent_from(((key, value),))
+            break
+    return _tracer.start_span(name, context=parent, kind=kind, start_time=start_time)
 
 
 def start_span(

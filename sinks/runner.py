@@ -91,13 +91,17 @@ def _trace_written(
     span fails with the rejection's reason."""
     reasons = {(r.record.topic, r.record.partition, r.record.offset): r.reason for r in rejected}
     for rec in batch:
-        event_id = next((v.decode("utf-8", "replace") for k, v in rec.headers if k == "ce_id"), "")
-        span = tracing.start_span(
+        span = tracing.start_child(
             f"sink {sink} {rec.topic}",
+            rec.headers,
             kind=tracing.SpanKind.CONSUMER,
-            parent=tracing.parent_from(rec.headers),
             start_time=started_ns,
-            attributes={
+        )
+        if span is None or not span.is_recording():
+            continue  # not sampled
+        event_id = next((v.decode("utf-8", "replace") for k, v in rec.headers if k == "ce_id"), "")
+        span.set_attributes(
+            {
                 "messaging.system": "kafka",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": rec.topic,
@@ -106,7 +110,7 @@ def _trace_written(
                 "messaging.message.id": event_id,
                 "databus.dataset": _dataset(rec.topic),
                 "databus.sink": sink,
-            },
+            }
         )
         reason = reasons.get((rec.topic, rec.partition, rec.offset))
         if reason is not None:

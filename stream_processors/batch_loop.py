@@ -438,26 +438,29 @@ class BatchLoop:
     def _trace_std(self, out: BatchOutput) -> None:
         """Tracing on: a ``process`` span per std record, the child of its raw record's
         span (its ``traceparent``), from the batch's start to now; the std record's
-        ``traceparent`` names it, so the sinks continue the trace."""
+        ``traceparent`` names it, so the sinks continue the trace. A record whose trace
+        is not sampled costs no span."""
         started = self._batch_started_ns
         for (topic, _key, _value, headers), r in zip(out.std, out.std_from, strict=True):
-            dataset = self._datasets.get(r.topic)
-            span = tracing.start_span(
-                f"process {r.topic}",
-                kind=tracing.SpanKind.CONSUMER,
-                parent=tracing.parent_from(r.headers),
-                start_time=started,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": r.topic,
-                    "messaging.destination.partition.id": str(r.partition),
-                    "messaging.kafka.offset": r.offset,
-                    "messaging.message.id": _header(r.headers, "ce_id"),
-                    "databus.dataset": dataset.id if dataset is not None else "",
-                    "databus.std_topic": topic,
-                },
+            span = tracing.start_child(
+                f"process {r.topic}", r.headers, kind=tracing.SpanKind.CONSUMER, start_time=started
             )
+            if span is None:
+                continue  # not sampled: the std record keeps the raw record's traceparent
+            if span.is_recording():
+                dataset = self._datasets.get(r.topic)
+                span.set_attributes(
+                    {
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": r.topic,
+                        "messaging.destination.partition.id": str(r.partition),
+                        "messaging.kafka.offset": r.offset,
+                        "messaging.message.id": _header(r.headers, "ce_id"),
+                        "databus.dataset": dataset.id if dataset is not None else "",
+                        "databus.std_topic": topic,
+                    }
+                )
             traceparent = tracing.traceparent_of(span)
             span.end()
             for i, (name, _v) in enumerate(headers):

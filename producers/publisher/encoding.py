@@ -331,17 +331,17 @@ class EventEncoder:
         self, after: BaseModel | None, *, event_id: str, **change: Any
     ) -> EncodedEvent:
         topic = self.dataset.raw_topic
-        span = tracing.start_span(
-            f"create {topic}",
-            kind=tracing.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "create",
-                "messaging.destination.name": topic,
-                "messaging.message.id": event_id,
-                "databus.dataset": self.dataset.id,
-            },
-        )
+        span = tracing.start_span(f"create {topic}", kind=tracing.SpanKind.PRODUCER)
+        if span.is_recording():  # sampled (OTEL_TRACES_SAMPLER): the span is recorded
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "create",
+                    "messaging.destination.name": topic,
+                    "messaging.message.id": event_id,
+                    "databus.dataset": self.dataset.id,
+                }
+            )
         try:
             encoded = self.encode(
                 after, event_id=event_id, traceparent=tracing.traceparent_of(span), **change
