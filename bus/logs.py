@@ -28,7 +28,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -47,6 +47,7 @@ __all__ = [
     "json_formatter",
     "kafka_client_logging",
     "log_settings_from_env",
+    "record_fields",
 ]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -99,12 +100,35 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def record_fields(
+    topic: str, headers: Iterable[tuple[str, bytes | str | None]] | None
+) -> dict[str, str]:
+    """The ``extra=`` of a line about one record: its dataset (from the topic), event id
+    (``ce_id``) and trace id (``traceparent``) where it has them — where, never what."""
+    fields = {"dataset": topic.rsplit(".", 2)[0]} if topic.count(".") >= 2 else {}
+    for name, value in headers or ():
+        if name not in ("ce_id", "traceparent") or not value:
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if name == "ce_id":
+            fields["event_id"] = text[:64]
+        elif len(parts := text.split("-")) >= 3 and len(parts[1]) == 32:
+            fields["trace_id"] = parts[1]
+    return fields
+
+
+class _TimeFirst(JsonFormatter):
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {"time": log_data.pop("time", None), **log_data}
+
+
 def json_formatter() -> logging.Formatter:
     """One JSON object per line: time, level, logger, message, then the record's extras."""
-    return JsonFormatter(
-        "{asctime}{levelname}{name}{message}",
+    return _TimeFirst(
+        "{levelname}{name}{message}",
         style="{",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",  # ISO 8601, UTC
     )
 
 

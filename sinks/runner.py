@@ -37,6 +37,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus import tracing
 from bus.consumers import TP, consumer_config, next_offsets, partition_lag, take
 from bus.errors import CodecError, DatabusError, SinkError
+from bus.logs import record_fields
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.codec import AvroDeserializer
@@ -361,6 +362,7 @@ class SinkRunner:
                     partition,
                     offset,
                     exc.reason,
+                    extra=record_fields(topic, headers),
                 )
                 bare = SinkRecord(topic, partition, offset, msg.key(), {}, raw, headers)
                 letter = undecodable_letter(self._name, exc)
@@ -432,6 +434,7 @@ class SinkRunner:
                     record.partition,
                     record.offset,
                     type(exc).__name__,
+                    extra=record_fields(record.topic, record.headers),
                 )
                 # the class only: an exception's text may quote the record's values
                 return [

@@ -76,6 +76,7 @@ from bus import tracing
 from bus.consumers import partition_lag, take
 from bus.errors import DatabusError, DeliveryError
 from bus.kafka_client import producer_config
+from bus.logs import record_fields
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.catalog import Dataset
@@ -381,6 +382,7 @@ class BatchLoop:
             "dead letter" if dead else "standardized record",
             err.name(),
             size,
+            extra=record_fields(r.topic, r.headers),
         )
 
     def _produce_outputs(self, group: Group, writes: Writes) -> None:

@@ -71,7 +71,8 @@ def test_json_lines_carry_where_and_the_trace(restore_logging: None) -> None:
     log.info("after")
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["message"] == "wrote 3 records"
-    assert first["level"] == "INFO" and first["logger"] == "databus.test" and first["time"]
+    assert first["level"] == "INFO" and first["logger"] == "databus.test"
+    assert first["time"].endswith("+00:00")  # ISO 8601, UTC
     assert (first["dataset"], first["event_id"], first["topic"]) == ("dossiers", "e-1", "t.std")
     ctx = span.get_span_context()
     assert first["trace_id"] == f"{ctx.trace_id:032x}"
@@ -182,3 +183,17 @@ def test_an_unreachable_broker_gives_a_bounded_number_of_lines() -> None:
     assert len(lines) <= len(firsts) * (2 + int(elapsed)), text
     assert len(lines) < len(seen) / 3, text
     assert any("repeated" in r.getMessage() for r in lines)
+
+
+def test_record_fields_say_where_never_what() -> None:
+    headers = [
+        ("ce_id", b"3f6c1a52-8d0e-4b7a-9c21-5e4d3b2a1f00"),
+        ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("ce_source", b"/databus/his/DNA.SYT"),
+    ]
+    assert logs.record_fields("health.encounters.std.v1", headers) == {
+        "dataset": "health.encounters",
+        "event_id": "3f6c1a52-8d0e-4b7a-9c21-5e4d3b2a1f00",
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    }
+    assert logs.record_fields("odd", [("traceparent", b"garbage")]) == {}
