@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import logging
@@ -184,7 +185,11 @@ def configure(
     for name, level in LIBRARY_LEVELS.items():
         chosen: int | str = faust_level if faust_level and name in _FAUST_LOGGERS else level
         logging.getLogger(name).setLevel(chosen)
-    RepeatSummary.default().every_s = settings.repeat_every_s
+    summary = RepeatSummary.default()
+    summary.every_s = settings.repeat_every_s
+    if not summary.flush_at_exit:
+        summary.flush_at_exit = True
+        atexit.register(summary.flush)  # the counts not logged yet, at exit
     return handler
 
 
@@ -256,6 +261,7 @@ class RepeatSummary:
         # key -> [count since last line, last line's time, level, latest text]
         self._seen: dict[str, list[Any]] = {}
         self._kafka_logger: _KafkaLogger | None = None
+        self.flush_at_exit = False
 
     @classmethod
     def default(cls) -> RepeatSummary:
