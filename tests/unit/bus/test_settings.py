@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError as PydanticValidationError
 
 from bus.errors import ConfigError
+from bus.logs import kafka_client_logging
 from bus.settings import KafkaSettings, Settings, load_settings
 
 
@@ -56,6 +57,7 @@ def test_prefixed_nested_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> 
     assert s.kafka.client_config() == {
         "bootstrap.servers": "k1:9092,k2:9093",
         "security.protocol": "PLAINTEXT",
+        **kafka_client_logging(),  # librdkafka's lines and errors, summarised
     }
     assert s.schema_registry.client_config() == {"url": "http://registry:8081"}
 
