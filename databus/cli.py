@@ -70,6 +70,7 @@ def process() -> None:
     """Run the stream processor: standardize, dead-letter, alert."""
     import faust
 
+    from bus.logs import faust_worker_options
     from bus.metrics import Metrics, serve_metrics
     from stream_processors.app import create_app
 
@@ -80,9 +81,12 @@ def process() -> None:
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
     faust_app = create_app(settings, metrics)
-    # Faust configures logging again when the worker starts: keep the level asked for.
-    level = os.environ.get("DATABUS_FAUST_LOG_LEVEL", "WARNING")
-    worker = faust.Worker(faust_app, loglevel=level, redirect_stdouts=False)
+    # The logging set up above is kept (text or JSON, no colour codes); the spinner and
+    # the banner only on a terminal (bus.logs.faust_worker_options).
+    options = faust_worker_options()
+    worker = faust.Worker(faust_app, **options)
+    if options["quiet"]:
+        worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -9,7 +9,7 @@ testcontainers instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 import redis
@@ -22,7 +22,7 @@ from databus.local_stack import LocalStack
 os.environ.setdefault("DATABUS_METRICS__FINAL_SCRAPE_S", "0")
 
 
-def _docker_kafka() -> Iterator[str | None]:
+def _docker_kafka() -> Generator[str | None]:
     """Kafka from testcontainers where a Docker engine exists and it is asked for."""
     if os.environ.get("DATABUS_TEST_DOCKER") != "1":
         yield None

@@ -45,6 +45,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+from bus import tracing
 from bus.errors import DeliveryError, PublishValidationError
 from bus.kafka_client import producer_config, registry_client
 from bus.metrics import Metrics
@@ -75,6 +76,9 @@ class Publisher:
         **producer_overrides: Any,
     ) -> None:
         self._source_system = source_system
+        # Each event's trace starts in encode: exported when OTEL_EXPORTER_OTLP_ENDPOINT is
+        # set (a process that configured tracing already keeps its own name).
+        tracing.configure("databus-publisher")
         # added to every event's headers (e.g. the backfill mark, producers/backfill.py)
         self._extra_headers = tuple(extra_headers)
         # A registry client made here is closed with this object; one passed in is the caller's.

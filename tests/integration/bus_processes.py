@@ -92,7 +92,8 @@ def read_topic(settings: Settings, topic: str, since: dict[int, int] | None = No
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in parts])
-    records, eof = [], set()
+    records: list[Any] = []
+    eof: set[int | None] = set()
     while len(eof) < len(parts):
         for msg in take(consumer, 500, 1.0):
             if msg.error():

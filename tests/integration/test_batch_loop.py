@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from bus_processes import read_topic
@@ -294,7 +294,7 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
         runner.stop()
     assert flaky.failures > 0, "the outage happened"
     retried = [
-        int(r.args[0])
+        int(cast(int, r.args[0]))
         for r in caplog.records
         if r.msg.startswith("batch of") and isinstance(r.args, tuple)
     ]

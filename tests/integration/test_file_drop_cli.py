@@ -91,8 +91,8 @@ def _consume_all(bootstrap: str, registry_url: str, prefix: str) -> list[dict[st
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+            if (err := msg.error()) is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err
                 pending.discard(msg.partition())
                 continue
             event = decode(msg.value(), None)

@@ -247,6 +247,9 @@ def test_every_command_exits_3_when_the_broker_is_unreachable(
         "DATABUS_SCHEMA_REGISTRY__URL": "http://127.0.0.1:1",
         "DATABUS_REDIS__URL": "redis://127.0.0.1:1/0",
     }
+    if command[0] == "publish":
+        made = run_databus(tmp_path, "template", "--dataset", "health.facilities")
+        assert made.returncode == 0, made.stderr
     done = run_databus(tmp_path, *command, timeout=60, **env)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "cannot reach the broker at 127.0.0.1:1" in _err(done)

@@ -31,6 +31,7 @@ from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
 from schemas.models.common import Op
+from schemas.models.public_service import Dossier
 from schemas.topics import changelog_topic, processor_topics
 from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore
@@ -106,7 +107,7 @@ def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
     now = datetime.now(UTC)
     tag = uuid.uuid4().hex[:8]
 
-    def dossier(n: int, **changes: object) -> object:
+    def dossier(n: int, **changes: object) -> Dossier:
         return template.model_copy(update={"dossier_id": f"HS-H4-{tag}-{n}", **changes})
 
     pipeline = DatasetPipeline(

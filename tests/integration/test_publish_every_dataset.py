@@ -49,7 +49,7 @@ def test_every_dataset_publishes_and_decodes(stack_settings: Settings) -> None:
         while len(eof) < len(parts):
             for msg in take(consumer, 500, 1.0):
                 if msg.error():
-                    eof.add(msg.partition())
+                    eof.add(msg.partition() or 0)
                 else:
                     seen.add(str(decode(msg.value())["event_id"]))
         consumer.close()

@@ -55,7 +55,7 @@ def offline() -> Iterator[tuple[Settings, SchemaRegistryClient]]:
     )
     registry = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
     yield settings, registry
-    registry.__exit__()
+    registry.close()
 
 
 def test_init_sink_scrapes_every_failure_kind_at_zero() -> None:
