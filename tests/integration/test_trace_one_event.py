@@ -20,6 +20,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import SecretStr
 
 from bus import tracing
 from bus.metrics import Metrics
@@ -113,8 +114,8 @@ def test_one_event_is_one_trace_from_publish_to_every_sink(
         with receiver:
             axis = HealthAxisSettings(
                 url=receiver.url,
-                client_secret=SECRET,
-                pseudonym_key="pseudonym-key-tracing-test",
+                client_secret=SecretStr(SECRET),
+                pseudonym_key=SecretStr("pseudonym-key-tracing-test"),
                 rate_per_s=1000,
             )
             for name, sink in (

@@ -80,7 +80,7 @@ def test_json_lines_carry_where_and_the_trace(restore_logging: None) -> None:
     assert "dataset" not in second and "trace_id" not in second
 
 
-def tracing_span(span: tracing.Span):  # type: ignore[no-untyped-def]
+def tracing_span(span: tracing.Span):
     from opentelemetry import trace
 
     return trace.use_span(span, end_on_exit=False)
