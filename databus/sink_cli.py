@@ -83,8 +83,14 @@ def _run(
         runner.run(stop_on_signals())
     except Exception:
         # A permanent failure was just counted: let Prometheus scrape it before exiting.
-        log.info("%s sink: waiting for a last scrape of /metrics before exiting", name)
-        server.final_scrape(settings.metrics.final_scrape_s)
+        wait_s = settings.metrics.final_scrape_s
+        if wait_s > 0:
+            log.info(
+                "%s sink: waiting for a last scrape of /metrics before exiting (at most %g s)",
+                name,
+                wait_s,
+            )
+            server.final_scrape(wait_s)
         raise
     finally:
         server.close()
