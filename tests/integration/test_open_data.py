@@ -372,6 +372,7 @@ def test_a_scheduled_export_serves_its_health_endpoints(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert ready is not None, "no /readyz within 60 s"
         assert ready["status"] == "ready" and ready["checks"]["shared_repo"]["ok"], ready
+        assert ready["checks"]["out_dir"]["ok"], ready  # its destination folder is writable
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2) as r:
             assert r.status == 200
     finally:
