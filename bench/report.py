@@ -2,8 +2,9 @@
 
 - **Current figures**: for each benchmark, its newest full-size run (else its newest
   ``--quick`` run): every figure with its ratio to the run's baseline.
-- **Before/after**: the newest ``ab-*.json`` (``bench/ab.py``): per figure, the median
-  of each side, after ÷ before, and the in-run ratio on each side.
+- **Before/after**: for each benchmark, the newest ``ab-*.json`` that compares it
+  (``bench/ab.py``): per figure, the median of each side, after ÷ before, and the
+  in-run ratio on each side.
 
     .venv/bin/python bench/report.py            # print the Markdown
     .venv/bin/python bench/report.py --write    # replace the generated part of the doc
@@ -78,17 +79,39 @@ def current_tables() -> list[str]:
     return lines
 
 
-def ab_table(path: Path) -> list[str]:
-    doc = _load(path)
+def _external(label: str) -> bool:
+    """A baseline that runs none of the project's code (a plain client loop, fastavro):
+    its after ÷ before is the noise of the moment, never in bold."""
+    return "(baseline)" in label or label.endswith(", fastavro")
+
+
+def newest_ab() -> list[tuple[Path, dict[str, Any]]]:
+    """The ``ab-*.json`` files that hold the newest before/after of some benchmark
+    (a later file that compares only some benchmarks does not hide the others)."""
+    taken: set[str] = set()
+    picked: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(runs.RESULTS.glob("ab-*.json"), reverse=True):
+        doc = _load(path)
+        benches = {row["bench"] for row in doc["summary"]} - taken
+        if benches:
+            doc["summary"] = [row for row in doc["summary"] if row["bench"] in benches]
+            picked.append((path, doc))
+            taken |= benches
+    return sorted(picked, key=lambda p: BENCHES.index(p[1]["summary"][0]["bench"]))
+
+
+def ab_table(path: Path, doc: dict[str, Any]) -> list[str]:
     sides = doc["sides"]
+    benches = list(dict.fromkeys(row["bench"] for row in doc["summary"]))
+    slow = [b for b in benches if b in ("end_to_end", "processor")]
+    rounds = f"{doc['rounds']} runs a side"
+    if slow:
+        rounds += f" ({doc['slow_rounds']} for {' and '.join(slow)})"
     lines = [
-        f"Before `{sides['before']['commit'][:7]}`, after `{sides['after']['commit'][:7]}`"
+        f"**{', '.join(benches)}**: before `{sides['before']['commit'][:7]}`, after "
+        f"`{sides['after']['commit'][:7]}`"
         f"{' (with uncommitted changes)' if sides['after']['dirty'] else ''}; "
-        f"{doc['rounds']} runs a side ({doc['slow_rounds']} for end_to_end and processor), "
-        f"interleaved, all `--quick`; {_link(path)}. **after ÷ before** is the ratio of "
-        "the medians (for a time, before ÷ after): above 1, after is better. "
-        "**in-run ratio** is the figure ÷ its same-run baseline (median of each side), which "
-        f"the load of the moment cancels out of. Changes within ±{NOISE:.0%} are noise here.",
+        f"{rounds}, interleaved, all `--quick`; {_link(path)}.",
         "",
         "| benchmark | figure | unit | before (median) | after (median) | after ÷ before "
         "| in-run ratio before → after |",
@@ -97,7 +120,7 @@ def ab_table(path: Path) -> list[str]:
     for row in doc["summary"]:
         change = row["after_vs_before"]
         shown = "" if change is None else f"{change:.2f}"
-        if change is not None and change < 1 - NOISE:
+        if change is not None and change < 1 - NOISE and not _external(row["figure"]):
             shown = f"**{shown}**"
         in_run = row["in_run_ratio_medians"]
         ratio = "" if in_run is None else f"{in_run[0]:.2f} → {in_run[1]:.2f}"
@@ -110,9 +133,21 @@ def ab_table(path: Path) -> list[str]:
 
 def markdown() -> str:
     lines = [BEGIN, "", "### Current figures", "", *current_tables()]
-    abs_ = sorted(runs.RESULTS.glob("ab-*.json"))
-    if abs_:
-        lines += ["### Before/after", "", *ab_table(abs_[-1])]
+    picked = newest_ab()
+    if picked:
+        lines += [
+            "### Before/after figures",
+            "",
+            "**after ÷ before** is the ratio of the medians (for a time, before ÷ after): "
+            "above 1, after is better; below 0.9 it is in bold, except for the baselines that "
+            "run none of the project's code (plain client loops, fastavro), whose change is "
+            "the noise of the moment. **in-run ratio** is the "
+            "figure ÷ its same-run baseline (median of each side), which the load of the "
+            f"moment cancels out of. Changes within ±{NOISE:.0%} are noise on this machine.",
+            "",
+        ]
+        for path, doc in picked:
+            lines += ab_table(path, doc)
     lines.append(END)
     return "\n".join(lines)
 
