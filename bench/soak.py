@@ -155,6 +155,7 @@ def main() -> int:
         action="store_true",
         help="a check that the soak runs: 1 minute, 15 s of warm-up, a sample every 5 s",
     )
+    ap.add_argument("--out", type=Path, default=RESULTS, help="directory of the run's JSON")
     args = ap.parse_args()
     if args.quick:
         args.minutes, args.warmup_minutes, args.every = 1.0, 0.25, 5.0
@@ -211,9 +212,9 @@ def main() -> int:
                 proc.wait()
         log.close()
     figures = summarize(samples, args.warmup_minutes * 60) if samples else {}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"soak-{stamp}.json"
+    out = args.out / f"soak-{stamp}.json"
     out.write_text(
         json.dumps(
             {
