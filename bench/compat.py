@@ -9,6 +9,8 @@ Nothing here changes behaviour: the same objects under one name.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 try:  # the layered tree
     from bus.kafka_client import producer_config
     from bus.topic_admin import TopicSpec, ensure_topics
@@ -32,32 +34,33 @@ try:  # the layered tree
     CLI_MODULE = "databus"
     LAYERED = True
 except ImportError:  # before the layers (43788e1 and earlier)
-    from bus.dashboard import scrape  # type: ignore[no-redef]
-    from bus.local_stack import (  # type: ignore[no-redef]
-        LocalStack,
-        free_port,
-        start_redis,
-    )
-    from bus.topics import TopicSpec, bus_topics, ensure_topics  # type: ignore[no-redef]
-    from producers.dossier_simulator import (  # type: ignore[no-redef]
-        SimConfig as DossierSpec,
-    )
-    from producers.dossier_simulator import SimEvent as DossierEvent  # type: ignore[no-redef]
-    from producers.dossier_simulator import generate as generate_dossiers  # type: ignore
-    from producers.dossier_simulator import publish_events as publish_records  # type: ignore
-    from schemas.avro_compile import compile_encoder  # type: ignore[no-redef]
-    from schemas.avro_decode import compile_decoder  # type: ignore[no-redef]
-    from sinks.ioc_codec import field_text  # type: ignore[no-redef]
-    from sinks.ioc_store import IocStoreSink  # type: ignore[no-redef]
-    from stream_processors.alert_facts import contributions  # type: ignore[no-redef]
-    from stream_processors.dlq import DeadLetter, dlq_headers  # type: ignore[no-redef]
-    from stream_processors.reference import load_reference  # type: ignore[no-redef]
+    if not TYPE_CHECKING:  # mypy checks the layered tree's names only
+        from bus.dashboard import scrape
+        from bus.local_stack import (
+            LocalStack,
+            free_port,
+            start_redis,
+        )
+        from bus.topics import TopicSpec, bus_topics, ensure_topics
+        from producers.dossier_simulator import (
+            SimConfig as DossierSpec,
+        )
+        from producers.dossier_simulator import SimEvent as DossierEvent
+        from producers.dossier_simulator import generate as generate_dossiers
+        from producers.dossier_simulator import publish_events as publish_records
+        from schemas.avro_compile import compile_encoder
+        from schemas.avro_decode import compile_decoder
+        from sinks.ioc_codec import field_text
+        from sinks.ioc_store import IocStoreSink
+        from stream_processors.alert_facts import contributions
+        from stream_processors.dlq import DeadLetter, dlq_headers
+        from stream_processors.reference import load_reference
 
-    from producers.publisher import producer_config  # type: ignore[no-redef]
-    from schemas.models import Dossier  # type: ignore[no-redef]
+        from producers.publisher import producer_config
+        from schemas.models import Dossier
 
-    CLI_MODULE = "bus"
-    LAYERED = False
+        CLI_MODULE = "bus"
+        LAYERED = False
 
 __all__ = [
     "CLI_MODULE",

@@ -19,6 +19,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import runs
 from compat import (
@@ -37,7 +38,9 @@ from producers.publisher import Change, Publisher
 from schemas.catalog import DOSSIERS
 
 
-def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def capture(
+    settings: Settings, n: int
+) -> list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]:
     """The exact records the Publisher wrote (key, value, headers), read back."""
     consumer = Consumer(
         {
@@ -49,11 +52,12 @@ def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[s
         }
     )
     consumer.subscribe([DOSSIERS.raw_topic])
-    out: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+    out: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]] = []
     while len(out) < n:
         for m in consumer.consume(1000, 1.0):
             if not m.error():
-                out.append((m.key() or b"", m.value() or b"", list(m.headers() or [])))
+                headers = cast(list[tuple[str, str | bytes | None]], m.headers() or [])
+                out.append((m.key() or b"", m.value() or b"", list(headers)))
     consumer.close()
     return out
 

@@ -176,8 +176,8 @@ def main() -> None:
     run = runs.Run.from_args("sink_sql", args)
     evs = events(args.events)
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        measure("SQLite file", url, None, evs, args.batch, run)
+        sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        measure("SQLite file", sqlite_url, None, evs, args.batch, run)
     url = postgres_url()
     if url is None:
         print("\nPostgreSQL: none answers, skipped")

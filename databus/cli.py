@@ -70,6 +70,7 @@ def process() -> None:
     """Run the stream processor: standardize, dead-letter, alert."""
     import faust
 
+    from bus.logs import faust_worker_options
     from bus.metrics import Metrics, serve_metrics
     from stream_processors.app import create_app
 
@@ -80,9 +81,12 @@ def process() -> None:
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
     faust_app = create_app(settings, metrics)
-    # Faust configures logging again when the worker starts: keep the level asked for.
-    level = os.environ.get("DATABUS_FAUST_LOG_LEVEL", "WARNING")
-    worker = faust.Worker(faust_app, loglevel=level, redirect_stdouts=False)
+    # The logging set up above is kept (text or JSON, no colour codes); the spinner and
+    # the banner only on a terminal (bus.logs.faust_worker_options).
+    options = faust_worker_options()
+    worker = faust.Worker(faust_app, **options)
+    if options["quiet"]:
+        worker.spinner = None
     worker.execute_from_commandline()
 
 
@@ -157,15 +161,15 @@ def schemas_register() -> None:
     if settings.schema_registry.url is None:
         console.print("[red]DATABUS_SCHEMA_REGISTRY__URL is not set[/]: point it at the registry.")
         raise typer.Exit(2)
-    client = SchemaRegistryClient(settings.schema_registry.client_config())
     try:
-        done = register_catalog(
-            client,
-            DATASETS,
-            on_progress=lambda subject, path, version, sid: console.print(
-                f"  {subject} ← {path}: version {version}, id {sid}"
-            ),
-        )
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as client:
+            done = register_catalog(
+                client,
+                DATASETS,
+                on_progress=lambda subject, path, version, sid: console.print(
+                    f"  {subject} ← {path}: version {version}, id {sid}"
+                ),
+            )
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 1))
     console.print(f"[green]✓[/] {len(done)} subjects registered or already current")
