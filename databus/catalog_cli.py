@@ -136,7 +136,7 @@ def catalog_status(
         )
         if datasets:
             for d in u.datasets:
-                state = "live" if d.live else "late" if d.late else "silent"
+                state = d.state
                 table.add_row(
                     f"  [dim]{d.dataset}[/] {state}", "", "", "", "", _pct(d.quality), "", "", ""
                 )

@@ -11,9 +11,10 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.live import Live
 from rich.markup import escape
 
@@ -22,6 +23,9 @@ from bus.private_files import owner_only_umask
 from databus.agency_cli import agency_app
 from databus.catalog_cli import catalog_app
 from databus.cli_common import (
+    CATCHING_UP_LAG,
+    EXIT_BAD_SETTING,
+    EXIT_BROKER,
     broker_or_exit,
     console,
     err_console,
@@ -39,7 +43,10 @@ from databus.sink_cli import sink_app
 from databus.status_cli import status_app
 
 if TYPE_CHECKING:
+    from databus.dashboard import Snapshot
     from databus.local_stack import LocalStack
+    from databus.stack_file import StackInfo
+    from databus.supervisor import Supervisor
 
 __all__ = ["app", "main"]
 
@@ -59,6 +66,29 @@ app.add_typer(ops_app)  # tail, backfill
 app.add_typer(status_app)  # status
 app.add_typer(topics_app, name="topics")
 log = logging.getLogger("databus")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"databus {version('databus')}")
+        except PackageNotFoundError:
+            typer.echo("databus (not installed: run `make install`)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """databus, the provincial data-sharing bus. `databus up` runs it all locally."""
 
 
 _settings = settings_or_exit
@@ -399,6 +429,55 @@ def _check_broker_memory(stack: LocalStack) -> None:
         )
 
 
+def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold ``<data_dir>/up.lock`` for as long as `up` runs; exit 2 naming the running
+    one when another `up` holds it (two stacks cannot share a data directory)."""
+    import fcntl
+
+    from bus.private_files import private_dir
+    from databus.stack_file import read_stack
+
+    private_dir(data_dir, tighten=True)
+    lock = (data_dir / "up.lock").open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        running = read_stack(data_dir)
+        who = f" (pid {running.pid})" if running is not None else ""
+        fail(
+            f"another `databus up`{who} already runs on the data directory {data_dir}.\n"
+            "Use it (`databus env` prints its addresses for another shell), stop it "
+            "(Ctrl-C in its terminal), or start this one with another DATABUS_DATA_DIR.",
+            EXIT_BAD_SETTING,
+        )
+    return lock
+
+
+def _stack_info(
+    stack: LocalStack, receiver_port: int, ports: dict[str, int], supervisor: Supervisor
+) -> StackInfo:
+    from datetime import UTC, datetime
+
+    from databus.stack_file import StackInfo, safe_sql_url
+
+    s = stack.settings
+    data_dir = s.data_dir.resolve()
+    sql_set = s.shared_repo.url.get_secret_value() if s.shared_repo.url is not None else None
+    return StackInfo(
+        pid=os.getpid(),
+        data_dir=str(data_dir),
+        kafka=s.kafka.bootstrap_servers,
+        schema_registry=s.schema_registry.url,
+        redis=s.redis.url,
+        sql=safe_sql_url(sql_set) if sql_set else s.shared_repo.resolved_url(data_dir),
+        health_receiver=f"http://127.0.0.1:{receiver_port}",
+        metrics_ports=dict(ports),
+        pids={name: c.pid for name, c in supervisor.children.items() if c.pid is not None},
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 @app.command()
 def up(
     for_seconds: Annotated[
@@ -406,32 +485,49 @@ def up(
     ] = None,
     rate: Annotated[float, typer.Option(help="Simulator events per second")] = 500,
     days: Annotated[int, typer.Option(help="Simulated history, in days")] = 30,
+    every: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between summary lines when stdout is not a terminal (piped, a log)"
+        ),
+    ] = 10.0,
+    catching_up_lag: Annotated[
+        int, typer.Option(help="Processor lag (records) above which figures are 'catching up'")
+    ] = CATCHING_UP_LAG,
 ) -> None:
-    """Start the embedded servers and the whole bus, fed by the dossier simulator."""
+    """Start the embedded servers and the whole bus, fed by the dossier simulator.
+
+    Its addresses go to <data_dir>/stack.json: other `databus` commands in this project
+    find the bus there; `databus env` prints them for other shells."""
     import redis
-    from rich.console import Group
 
     from bus.topic_admin import ensure_topics
-    from databus.dashboard import Figures, render, scrape
+    from databus.dashboard import Figures, render_compact, render_full, summary_line, take_snapshot
     from databus.local_stack import LocalStack, free_port
+    from databus.stack_file import remove_stack, write_stack
     from databus.supervisor import PROCESSES_FILE, Supervisor
     from schemas.topics import bus_topics
 
-    settings = _settings()
+    settings = settings_or_exit(use_stack=False)  # `up` starts its own servers
+    if every <= 0:
+        fail("--every must be more than 0 seconds", EXIT_BAD_SETTING)
     logging.basicConfig(level=logging.WARNING)
+    data_dir = settings.data_dir.resolve()
+    lock = _lock_data_dir(data_dir)
     # Ctrl-C and a plain `kill` both stop everything cleanly, even when started from a
     # shell that ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print("[bold]databus[/]: starting the local stack …")
     supervisor: Supervisor | None = None
+    last_summary: list[RenderableType] = []  # printed once on the way out, piped or not
     try:
         with LocalStack(settings) as stack:
             for line in stack.started or ["nothing: every address comes from settings"]:
                 console.print(f"  started {line}")
             created = ensure_topics(stack.settings, bus_topics(stack.settings))
             console.print(f"  topics: {len(created)} created from the catalog")
-            log_dir = stack.settings.data_dir.resolve() / "logs"
+            log_dir = data_dir / "logs"
             ports: dict[str, int] = {}
             receiver_port = free_port()
             # Fresh secrets for this run only: nothing to configure, nothing committed.
@@ -446,7 +542,7 @@ def up(
                     "DATABUS_ALERTS__EVALUATE_EVERY_S", "5"
                 ),
             }
-            store = stack.settings.data_dir.resolve() / "health_axis_received.json"
+            store = data_dir / "health_axis_received.json"
             plan = {
                 "health-receiver": [
                     *("health-receiver", "--port", str(receiver_port), "--store", str(store))
@@ -463,7 +559,7 @@ def up(
             }
             supervisor = Supervisor(
                 log_dir=log_dir,
-                state_file=stack.settings.data_dir.resolve() / PROCESSES_FILE,
+                state_file=data_dir / PROCESSES_FILE,
                 settings=stack.settings.supervise,
                 addresses={
                     "kafka": stack.settings.kafka.bootstrap_servers or "",
@@ -477,54 +573,128 @@ def up(
                 env = {**bus_env, "DATABUS_METRICS__PORT": str(port)}
                 supervisor.add(name, args, env, ports.get(name))
             console.print(f"  processes: {', '.join(supervisor.children)} (logs in {log_dir})")
+            info = _stack_info(stack, receiver_port, ports, supervisor)
+            console.print(
+                f"  stack file: {write_stack(data_dir, info)} — other shells: "
+                '`databus status`, `databus tail …` find the bus; `eval "$(databus env)"` '
+                "exports its addresses"
+            )
             try:
                 client = redis.Redis.from_url(stack.settings.redis.url or "")
                 figures = Figures()
                 started = time.monotonic()
 
-                def frame() -> Group:
-                    totals = scrape(ports.values())
-                    figures.update(totals)
-                    elapsed = time.monotonic() - started
-                    return render(
-                        figures,
-                        totals,
+                def snapshot() -> Snapshot:
+                    snap = take_snapshot(
+                        ports.values(),
                         client,
-                        elapsed,
+                        time.monotonic() - started,
                         supervisor.rows(),
                         broker_mb=stack.broker_rss_mb(),
+                        catching_up_lag=catching_up_lag,
                     )
+                    figures.update(snap.totals)
+                    return snap
 
-                with Live(console=console, refresh_per_second=2) as live:
+                def supervise() -> None:
+                    nonlocal info
+                    # A process that exited or stayed not ready is restarted, with
+                    # backoff; why is logged and the summary counts the restarts.
+                    supervisor.check()
+                    healed = stack.heal_redis()
+                    if healed:
+                        console.print(f"[yellow]{escape(healed)}[/]")
+                    supervisor.bound_logs()
+                    _check_broker_memory(stack)
+                    now_info = _stack_info(stack, receiver_port, ports, supervisor)
+                    if now_info.pids != info.pids:  # a restart: new pids for the stack file
+                        info = now_info
+                        write_stack(data_dir, info)
+
+                def running() -> bool:
+                    return for_seconds is None or time.monotonic() - started < for_seconds
+
+                try:
+                    if console.is_terminal:
+                        with Live(console=console, refresh_per_second=2, transient=True) as live:
+                            while running():
+                                supervise()
+                                size = console.size
+                                live.update(
+                                    render_compact(figures, snapshot(), size.width, size.height)
+                                )
+                                time.sleep(1.0)  # the refresh period of the display
+                    else:
+                        # A log, a pipe (`make run | tee`): one plain line per interval.
+                        next_line = time.monotonic()
+                        while running():
+                            supervise()
+                            if time.monotonic() >= next_line:
+                                console.print(
+                                    summary_line(figures, snapshot()),
+                                    markup=False,
+                                    highlight=False,
+                                    soft_wrap=True,
+                                )
+                                next_line += every
+                            time.sleep(1.0)  # the supervision period
+                finally:
+                    # The summary left on screen (or in the log) shows the figures at
+                    # the stop, whole, even after Ctrl-C.
                     try:
-                        while for_seconds is None or time.monotonic() - started < for_seconds:
-                            # A process that exited or stayed not ready is restarted, with
-                            # backoff; why is logged and the summary counts the restarts.
-                            supervisor.check()
-                            healed = stack.heal_redis()
-                            if healed:
-                                console.print(f"[yellow]{escape(healed)}[/]")
-                            supervisor.bound_logs()
-                            _check_broker_memory(stack)
-                            live.update(frame())
-                            time.sleep(1.0)  # the refresh period of the display
-                    finally:
-                        # The summary left on screen shows the figures at the stop.
-                        live.update(frame())
+                        snap = snapshot()
+                        last_summary[:] = [render_full(figures, snap), summary_line(figures, snap)]
+                    except Exception as exc:  # the stop goes on whatever the figures do
+                        log.warning("no last summary: %s", exc)
+                    client.close()
             finally:
-                if not console.is_terminal:
-                    console.line()  # rich's Live ends its last frame without one when piped
+                _print_summary(last_summary)
                 console.print("[bold]databus[/]: stopping …")
                 # Children first: they need the broker to leave their groups cleanly.
                 supervisor.stop()
     except KeyboardInterrupt:
+        _print_summary(last_summary)
         console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 1))
     finally:
         if supervisor is not None:
             supervisor.stop()  # no-op when already stopped; covers start-up failures
+        remove_stack(data_dir, os.getpid())
+        lock.close()
     console.print("[bold]databus[/]: stopped cleanly.")
+
+
+def _print_summary(parts: list[RenderableType]) -> None:
+    """Print the last summary once (the whole one, then its plain line)."""
+    if not parts:
+        return
+    full, line = parts
+    parts.clear()
+    console.print(full)
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("env")
+def env_cmd() -> None:
+    """Print `export DATABUS_...=...` lines for the bus `databus up` runs in this project.
+
+    `eval "$(databus env)"` in another shell points every command (and any tool reading
+    the variables) at it. Exit 3 when no `databus up` runs on this data directory."""
+    from databus.stack_file import export_lines, read_stack, stack_path
+
+    settings = settings_or_exit(use_stack=False)
+    info = read_stack(settings.data_dir)
+    if info is None:
+        fail(
+            f"no `databus up` runs on the data directory {settings.data_dir.resolve()} "
+            f"({stack_path(settings.data_dir)} is missing or its process is gone).\n"
+            "Start it with `databus up` (or `make run`) in this project, or set "
+            "DATABUS_DATA_DIR to the data directory of the one that runs.",
+            EXIT_BROKER,
+        )
+    for line in export_lines(info):
+        typer.echo(line)
 
 
 def main() -> None:
