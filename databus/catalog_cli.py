@@ -12,7 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from bus.errors import DatabusError
-from databus.cli_common import broker_or_exit, console, exit_code_for, fail, settings_or_exit
+from databus.cli_common import (
+    broker_or_exit,
+    console,
+    err_console,
+    exit_code_for,
+    fail,
+    settings_or_exit,
+)
 
 __all__ = ["catalog_app"]
 
@@ -34,13 +41,12 @@ def catalog_validate(
     try:
         datasets = read_catalog(path)
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc), exit_code_for(exc, 1))
     problems = validate_catalog(datasets)
     for problem in problems:
-        console.print(f"[red]✗[/] {escape(str(problem))}")
+        err_console.print(f"[red]✗[/] {escape(str(problem))}")
     if problems:
-        console.print(f"{len(problems)} problem(s) in {path}; fix them and run this again.")
+        err_console.print(f"{len(problems)} problem(s) in {path}; fix them and run this again.")
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {len(datasets)} datasets in {path} are valid")
 
@@ -52,7 +58,7 @@ def catalog_list() -> None:
 
     table = Table(title="Dataset catalog", title_justify="left")
     for col in ("dataset", "owner unit", "class", "update", "key", "personal fields"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for ds in sorted(DATASETS.values(), key=lambda d: d.id):
         table.add_row(
             ds.id,
@@ -110,7 +116,7 @@ def catalog_status(
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     table = Table(title=f"Delivery ledger at {now:%Y-%m-%d %H:%M} UTC", title_justify="left")
-    table.add_column("owner unit")
+    table.add_column("owner unit", overflow="fold")
     for col in (
         "assigned",
         "delivering",
@@ -121,7 +127,7 @@ def catalog_status(
         "received",
         "missing",
     ):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     for u in ledger:
         table.add_row(
             f"{escape(u.name)} ({u.unit})",

@@ -26,6 +26,7 @@ from databus.cli_common import (
     CATCHING_UP_LAG,
     EXIT_BAD_SETTING,
     EXIT_BROKER,
+    NO_BUS_HINT,
     broker_or_exit,
     console,
     err_console,
@@ -185,8 +186,7 @@ def schemas_register() -> None:
 
     settings = _settings()
     if settings.schema_registry.url is None:
-        console.print("[red]DATABUS_SCHEMA_REGISTRY__URL is not set[/]: point it at the registry.")
-        raise typer.Exit(2)
+        fail(f"DATABUS_SCHEMA_REGISTRY__URL is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
     client = SchemaRegistryClient(settings.schema_registry.client_config())
     try:
         done = register_catalog(
@@ -204,10 +204,14 @@ def schemas_register() -> None:
 @app.command()
 def template(
     dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id")],
-    out: Annotated[Path | None, typer.Option(help="Write here (default: <dataset>.csv)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write to this file (default: standard output)"),
+    ] = None,
 ) -> None:
-    """Write the CSV header a file drop expects, with one example row."""
+    """The CSV header a file drop expects, with one example row (to stdout, or -o FILE)."""
     import csv
+    import sys
 
     from producers.file_drop import template_rows
     from schemas.catalog import get_dataset
@@ -215,12 +219,17 @@ def template(
     try:
         ds = get_dataset(dataset)
     except DatabusError as exc:
-        fail(str(exc), exit_code_for(exc, 2))
+        fail(f"{exc}\nSee `databus catalog list`.", exit_code_for(exc, 2))
     header, example = template_rows(ds.model)
-    target = out or Path(f"{ds.id}.csv")
-    with target.open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([header, example])
-    console.print(f"wrote {target}: {len(header)} columns; replace the example row with your data")
+    if out is None:
+        csv.writer(sys.stdout, lineterminator="\n").writerows([header, example])
+        return
+    try:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([header, example])
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_BAD_SETTING)
+    err_console.print(f"wrote {out}: {len(header)} columns; replace the example row with your data")
 
 
 @app.command()
@@ -255,11 +264,11 @@ def publish(
         raise refuse(exc) from exc
     settings = _settings()
     if not settings.kafka.bootstrap_servers or not settings.schema_registry.url:
-        console.print(
-            "[red]DATABUS_KAFKA__BOOTSTRAP_SERVERS and DATABUS_SCHEMA_REGISTRY__URL must be set[/]"
-            " to publish a file (ask the data team for the bus addresses)."
+        fail(
+            "DATABUS_KAFKA__BOOTSTRAP_SERVERS and DATABUS_SCHEMA_REGISTRY__URL must be set "
+            f"to publish a file: {NO_BUS_HINT}.",
+            EXIT_BAD_SETTING,
         )
-        raise typer.Exit(2)
     broker_or_exit(settings)
     try:
         with (
@@ -324,8 +333,7 @@ def declare(
             settings, dataset, unit, date.fromisoformat(day), count, source_system=source_system
         )
     except ValueError as exc:
-        console.print(f"[red]--day: {escape(str(exc))}[/] (expected YYYY-MM-DD)")
-        raise typer.Exit(2) from exc
+        fail(f"--day: {exc} (expected YYYY-MM-DD)", EXIT_BAD_SETTING)
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 2))
     console.print(f"declared {count} events of {dataset} from {unit} on {day}")
@@ -333,28 +341,40 @@ def declare(
 
 @app.command()
 def reconcile(
-    day_from: Annotated[str, typer.Option("--from", help="First local day, YYYY-MM-DD")],
-    day_to: Annotated[str, typer.Option("--to", help="Last local day, YYYY-MM-DD")],
+    day_from: Annotated[
+        str | None, typer.Option("--from", help="First local day, YYYY-MM-DD (default: today)")
+    ] = None,
+    day_to: Annotated[
+        str | None, typer.Option("--to", help="Last local day, YYYY-MM-DD (default: --from)")
+    ] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Dataset id(s); default all")] = None,
     unit: Annotated[str | None, typer.Option(help="Only this sending unit")] = None,
 ) -> None:
-    """Declared vs received vs dead-lettered per dataset, unit and day. Exit 1 on a gap."""
-    from datetime import date
+    """Declared vs received vs dead-lettered per dataset, unit and day. Exit 1 on a gap.
+
+    Without --from/--to: today (Asia/Ho_Chi_Minh)."""
+    from datetime import UTC, date, datetime
 
     from rich.table import Table
 
     from databus.reconcile import count_topics
     from schemas.catalog import DATASETS
+    from schemas.domain.delivery import local_day
     from schemas.domain.delivery import reconcile as reconcile_rows
 
+    try:
+        first = date.fromisoformat(day_from) if day_from else local_day(datetime.now(UTC))
+        last = date.fromisoformat(day_to) if day_to else first
+    except ValueError as exc:
+        fail(f"{exc} (days are YYYY-MM-DD)", EXIT_BAD_SETTING)
+    if last < first:
+        fail(f"--to {last} is before --from {first}", EXIT_BAD_SETTING)
     settings = _settings()
+    if settings.kafka.bootstrap_servers is None:
+        fail(f"DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
     broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     try:
-        first, last = date.fromisoformat(day_from), date.fromisoformat(day_to)
         counts = count_topics(settings, dataset or sorted(DATASETS), first, last)
-    except ValueError as exc:
-        console.print(f"[red]{escape(str(exc))}[/] (days are YYYY-MM-DD)")
-        raise typer.Exit(2) from exc
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 2))
     rows = [
@@ -409,10 +429,15 @@ def kpis() -> None:
 
     settings = _settings()
     if settings.redis.url is None:
-        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
-        raise typer.Exit(2)
+        fail(f"DATABUS_REDIS__URL is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
     client = redis.Redis.from_url(settings.redis.url)
-    console.print(kpi_table(read_unit_kpis(client, datetime.now(UTC))))
+    try:
+        kpis = read_unit_kpis(client, datetime.now(UTC))
+    except (redis.RedisError, DatabusError) as exc:
+        fail(f"the IOC store's Redis at {settings.redis.url} cannot be used: {exc}", EXIT_BROKER)
+    finally:
+        client.close()
+    console.print(kpi_table(kpis))
 
 
 def _check_broker_memory(stack: LocalStack) -> None:

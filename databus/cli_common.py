@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus.audit import AuditLog
-from bus.errors import BrokerError, ConfigError, DatabusError
+from bus.errors import BrokerError, ConfigError, DatabusError, DeliveryError, RegistryError
 from bus.settings import Settings, load_settings
 
 __all__ = [
@@ -64,12 +64,16 @@ BROKER_CHECK_TIMEOUT_S = 10.0
 
 def exit_code_for(exc: BaseException, default: int = 1) -> int:
     """The exit code of a command stopped by ``exc``: 2 for a bad setting, 3 for a
-    broker that cannot be used (unreachable, refused login, failed TLS), else ``default``."""
+    server that cannot be used now (the broker unreachable, a refused login, a failed
+    TLS handshake, a broker that does not acknowledge, an unreachable or failing schema
+    registry), else ``default``."""
     from bus.kafka_client import is_broker_failure
 
     if isinstance(exc, ConfigError):
         return EXIT_BAD_SETTING
-    if isinstance(exc, BrokerError) or is_broker_failure(exc):
+    if isinstance(exc, BrokerError | DeliveryError) or is_broker_failure(exc):
+        return EXIT_BROKER
+    if isinstance(exc, RegistryError) and exc.retriable:
         return EXIT_BROKER
     return default
 

@@ -33,6 +33,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from bus.errors import SinkError
 from databus.cli_common import CATCHING_UP_LAG
 from schemas.domain.delivery import delivery_state
 from sinks.ioc import UnitKpis, read_ledger, read_unit_kpis
@@ -369,7 +370,7 @@ def take_snapshot(
     try:
         snap.kpis = read_unit_kpis(client, datetime.now(UTC))
         snap.ledger = read_ledger(client)
-    except redis.RedisError as exc:
+    except (redis.RedisError, SinkError) as exc:  # the store is down (`up` restarts it)
         snap.store_error = str(exc)
     return snap
 

@@ -183,15 +183,56 @@ def _decoded(settings: Settings, ds: Dataset, letter: Letter) -> None:
     console.print_json(json.dumps(masked, ensure_ascii=False, default=str))
 
 
+def _newest(dataset: str | None, last: int) -> None:
+    """The ``last`` newest dead letters (of one dataset, or of all), newest first."""
+    settings = _settings()
+    datasets = [_dataset(dataset)] if dataset else sorted(DATASETS.values(), key=lambda d: d.id)
+    try:
+        newest = latest((lt.view for lt in read_letters(settings, datasets)), last)
+    except DatabusError as exc:
+        _fail(str(exc), _exit_code(exc))
+    where = datasets[0].dlq_topic if dataset else f"the {len(datasets)} DLQ topics"
+    if not newest:
+        console.print(f"[green]✓[/] no dead letters in {where}")
+        return
+    table = Table(title=f"newest {len(newest)} dead letters in {where}", title_justify="left")
+    table.add_column("dataset", no_wrap=True, overflow="fold")
+    for col in ("partition", "offset"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for col in ("time (UTC)", "reason", "message"):
+        table.add_column(col)
+    for v in newest:
+        table.add_row(
+            v.dataset, str(v.dlq_partition), str(v.dlq_offset), _when(v), v.reason, _message(v)
+        )
+    console.print(table)
+    console.print("One in full: databus dlq show --dataset <id> --partition <p> --offset <n>")
+
+
 @dlq_app.command("show")
 def show(
-    dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id")],
-    offset: Annotated[int, typer.Option(min=0, help="Offset in the DLQ topic")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Catalog dataset id (default: all)")
+    ] = None,
+    offset: Annotated[
+        int | None,
+        typer.Option(min=0, help="Offset in the DLQ topic (default: list the newest letters)"),
+    ] = None,
     partition: Annotated[
         int | None, typer.Option(min=0, help="Partition of the DLQ topic (when ambiguous)")
     ] = None,
+    last: Annotated[
+        int, typer.Option(min=1, help="Without --offset: how many of the newest letters")
+    ] = 20,
 ) -> None:
-    """One dead letter in full: headers, the record (personal fields masked), next step."""
+    """One dead letter in full: headers, the record (personal fields masked), next step.
+
+    Without --offset: the newest dead letters (the last 20), to pick one from."""
+    if offset is None:
+        _newest(dataset, last)
+        return
+    if dataset is None:
+        _fail("--offset needs --dataset (offsets are per DLQ topic)", 2)
     settings = _settings()
     ds = _dataset(dataset)
     try:

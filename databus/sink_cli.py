@@ -24,6 +24,7 @@ from bus.settings import Settings
 from databus.cli_common import (
     broker_or_exit,
     console,
+    fail,
     settings_or_exit,
     setup_logging,
     stop_on_signals,
@@ -112,8 +113,7 @@ def sink_ioc(
     setup_logging()
     settings = settings_or_exit()
     if settings.redis.url is None:
-        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
-        raise typer.Exit(2)
+        fail("DATABUS_REDIS__URL is not set: point it at the IOC store's Redis.", 2)
     client = redis.Redis.from_url(settings.redis.url)
     metrics = Metrics()
     topics = [*std_topics(), ALERTS_TOPIC, QUALITY_TOPIC]
@@ -134,8 +134,6 @@ def sink_ioc(
 def _watermarks(settings: Settings, topics: Sequence[str]) -> dict[TP, tuple[int, int]]:
     """(low, high) of every partition of the existing ``topics``."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    from databus.cli_common import fail
 
     probe = Consumer({**settings.kafka.client_config(), "group.id": "databus-rebuild-probe"})
     try:
