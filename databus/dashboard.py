@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from rich import box
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
@@ -378,7 +379,7 @@ def take_snapshot(
 def _catching_up_note(snap: Snapshot) -> str:
     if not snap.catching_up:
         return ""
-    return f" [yellow]— catching up (processor lag {snap.lag:,}): not final[/]"
+    return f" [yellow]— catching up (lag {snap.lag:,}), not final[/]"
 
 
 def pipeline_table(figures: Figures, snap: Snapshot) -> Table:
@@ -450,6 +451,30 @@ def _process_line(rows: Sequence[ProcessRow]) -> tuple[str, list[ProcessRow]]:
     return f"processes: {running} of {len(rows)} running, {restarts} restarts", odd
 
 
+def _sink_line(totals: dict[str, float]) -> str:
+    """The sinks in one line: written per sink, then DLQ, retries, open circuits, held."""
+    written = _sum_by(totals, "databus_sink_records_written_total", "sink")
+    circuit = _sum_by(totals, "databus_sink_circuit_state", "sink")
+    names = sorted(set(written) | set(circuit))
+    if not names:
+        return "sinks: none reported yet"
+    per = " · ".join(f"{n} {int(written.get(n, 0)):,}" for n in names)
+    odd = [f"{n} {_CIRCUIT.get(int(circuit.get(n, 0)), '?')}" for n in names if circuit.get(n)]
+    dead = int(sum(_sum_by(totals, "databus_sink_dead_lettered_total", "sink").values()))
+    retries = int(sum(_sum_by(totals, "databus_sink_retries_total", "sink").values()))
+    held = int(sum(_sum_by(totals, "databus_sink_held_records", "sink").values()))
+    tail = f"sink DLQ {dead:,} · retries {retries:,} · held {held:,}"
+    circuits = f" · circuit {', '.join(odd)}" if odd else " · circuits closed"
+    return f"sinks written: {per}\n  {tail}{circuits}"
+
+
+def _compact(table: Table) -> Table:
+    """A table drawn with a header rule only: three lines of frame instead of five."""
+    table.box = box.SIMPLE_HEAD
+    table.show_edge = False
+    return table
+
+
 def render_compact(figures: Figures, snap: Snapshot, width: int = 100, height: int = 40) -> Group:
     """The live summary for a terminal of ``width`` × ``height``: the headline figures
     first, then the processes (a table only for those not running or restarted), sinks,
@@ -463,14 +488,16 @@ def render_compact(figures: Figures, snap: Snapshot, width: int = 100, height: i
             line, odd = _process_line(snap.processes)
             parts.append(line)
             if odd:
-                parts.append(process_table(odd[: max(1, limit)]))
-        parts.append(sink_table(snap.totals))
-        parts.append(dataset_table(snap.totals, dataset_states(snap.ledger), limit=limit))
+                parts.append(_compact(process_table(odd[: max(1, limit)])))
+        parts.append(_sink_line(snap.totals))
+        states = dataset_states(snap.ledger)
+        parts.append(_compact(dataset_table(snap.totals, states, limit=limit)))
         if snap.store_error is not None:
             parts.append(f"[red]IOC store unreachable: {escape(snap.store_error)}[/]")
         else:
-            parts.append(ledger_table(snap.ledger, limit=max(1, limit // 2), note=note))
-            parts.append(kpi_table(snap.kpis, title=f"Per-unit dossier KPIs{note}", limit=limit))
+            parts.append(_compact(ledger_table(snap.ledger, limit=max(1, limit // 2), note=note)))
+            kpis = kpi_table(snap.kpis, title=f"Per-unit dossier KPIs{note}", limit=limit)
+            parts.append(_compact(kpis))
         return Group(*parts)
 
     scratch = Console(width=width, height=height, file=io.StringIO(), color_system=None)
