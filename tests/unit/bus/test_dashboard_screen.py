@@ -60,9 +60,7 @@ def _ledger(units: int) -> list[dict[str, Any]]:
 
 
 def _snapshot(lag: int = 0) -> Snapshot:
-    kpis = [
-        UnitKpis(f"DNA.K{i:02d}", 100, 50, 40, 10, 5, i / 100, 0.8) for i in range(40)
-    ]
+    kpis = [UnitKpis(f"DNA.K{i:02d}", 100, 50, 40, 10, 5, i / 100, 0.8) for i in range(40)]
     processes = [(f"proc-{i}", 1000 + i, "running", 0, "") for i in range(7)]
     processes.append(("sink-sql", 2000, "running", 1, "exited with code -9"))
     return Snapshot(
