@@ -460,10 +460,10 @@ def _lock_data_dir(data_dir: Path) -> IO[bytes]:
     import fcntl
 
     from bus.private_files import private_dir
-    from databus.stack_file import read_stack
+    from databus.stack_file import LOCK_FILE, read_stack
 
     private_dir(data_dir, tighten=True)
-    lock = (data_dir / "up.lock").open("ab")
+    lock = (data_dir / LOCK_FILE).open("ab")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

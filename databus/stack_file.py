@@ -30,10 +30,12 @@ from sqlalchemy.exc import ArgumentError
 from bus.settings import Settings
 
 __all__ = [
+    "LOCK_FILE",
     "STACK_FILE",
     "StackInfo",
     "apply_stack",
     "export_lines",
+    "lock_free",
     "pid_alive",
     "read_stack",
     "remove_stack",
@@ -129,14 +131,36 @@ def write_stack(data_dir: Path, info: StackInfo) -> Path:
     return target
 
 
+LOCK_FILE = "up.lock"
+
+
+def lock_free(data_dir: Path) -> bool:
+    """True when no process holds ``<data_dir>/up.lock`` (`up` holds it while it runs);
+    False when one does or there is no lock file to tell."""
+    import fcntl
+
+    try:
+        fh = (data_dir.resolve() / LOCK_FILE).open("rb")
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
+
+
 def read_stack(data_dir: Path, *, include_stale: bool = False) -> StackInfo | None:
     """The running stack of ``data_dir``; None when there is none, the file is
-    unreadable, or its `up` process is gone (stale) unless ``include_stale``."""
+    unreadable, or it is stale — its `up` process is gone, or the data directory's
+    lock is free (a reused pid) — unless ``include_stale``."""
     try:
         info = StackInfo.from_json(json.loads(stack_path(data_dir).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not include_stale and not pid_alive(info.pid):
+    if not include_stale and (not pid_alive(info.pid) or lock_free(data_dir)):
         return None
     return info
 

@@ -14,6 +14,7 @@ import pytest
 
 from bus.settings import load_settings
 from databus.stack_file import (
+    LOCK_FILE,
     STACK_FILE,
     StackInfo,
     apply_stack,
@@ -57,6 +58,21 @@ def test_a_stack_whose_process_is_gone_is_stale(tmp_path: Path) -> None:
     write_stack(tmp_path, _info(tmp_path, pid=_dead_pid()))
     assert read_stack(tmp_path) is None
     assert read_stack(tmp_path, include_stale=True) is not None
+
+
+def test_a_free_lock_makes_a_live_pid_stale(tmp_path: Path) -> None:
+    """A reused pid is not taken for `up`: `up` holds the data directory's lock."""
+    import fcntl
+
+    write_stack(tmp_path, _info(tmp_path))
+    lock = (tmp_path / LOCK_FILE).open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert read_stack(tmp_path) is not None  # held: `up` runs
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        assert read_stack(tmp_path) is None  # free: whoever has that pid, it is not `up`
+    finally:
+        lock.close()
 
 
 def test_missing_or_broken_files_read_as_no_stack(tmp_path: Path) -> None:
