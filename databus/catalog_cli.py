@@ -15,7 +15,6 @@ from bus.errors import DatabusError
 from databus.cli_common import (
     broker_or_exit,
     console,
-    err_console,
     exit_code_for,
     fail,
     settings_or_exit,
@@ -44,9 +43,9 @@ def catalog_validate(
         fail(str(exc), exit_code_for(exc, 1))
     problems = validate_catalog(datasets)
     for problem in problems:
-        err_console.print(f"[red]✗[/] {escape(str(problem))}")
+        console.print(f"[red]✗[/] {escape(str(problem))}")  # the report: stdout
     if problems:
-        err_console.print(f"{len(problems)} problem(s) in {path}; fix them and run this again.")
+        console.print(f"{len(problems)} problem(s) in {path}; fix them and run this again.")
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {len(datasets)} datasets in {path} are valid")
 
