@@ -383,9 +383,22 @@ def reconcile(
         if unit is None or r.unit == unit
     ]
     table = Table(title=f"Reconciliation {first} … {last}", title_justify="left")
-    for col in ("dataset", "unit", "day", "declared", "received", "dead-lettered", "missing"):
-        table.add_column(col, justify="left" if col in ("dataset", "unit", "day") else "right")
-    table.add_column("status")
+    # dataset and unit are copied into other commands: wide enough for the longest
+    whole = {
+        "dataset": max((len(r.dataset) for r in rows), default=7),
+        "unit": max((len(r.unit) for r in rows), default=4),
+        "day": 10,
+    }
+    # short headers: the whole row fits 100 columns (declared, received, dead-lettered,
+    # missing = declared - received)
+    for col in ("dataset", "unit", "day", "decl", "recv", "DLQ", "miss"):
+        table.add_column(
+            col,
+            justify="left" if col in whole else "right",
+            no_wrap=True,
+            min_width=whole.get(col, 4),
+        )
+    table.add_column("status", no_wrap=True, min_width=10)
     for r in rows:
         colour = {"ok": "green", "undeclared": "yellow"}.get(r.status, "red")
         table.add_row(

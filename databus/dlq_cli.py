@@ -195,17 +195,22 @@ def _newest(dataset: str | None, last: int) -> None:
     if not newest:
         console.print(f"[green]✓[/] no dead letters in {where}")
         return
-    table = Table(title=f"newest {len(newest)} dead letters in {where}", title_justify="left")
-    table.add_column("dataset", no_wrap=True, overflow="fold")
-    for col in ("partition", "offset"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for col in ("time (UTC)", "reason", "message"):
-        table.add_column(col)
+    console.print(f"[bold]newest {len(newest)} dead letters in {where}[/]")
+    # one plain line per letter: what is copied into `dlq show` / `dlq replay` (dataset,
+    # partition, offset, reason) is never cut; the message is cut to the width
     for v in newest:
-        table.add_row(
-            v.dataset, str(v.dlq_partition), str(v.dlq_offset), _when(v), v.reason, _message(v)
+        console.print(
+            f"{v.dataset}  --partition {v.dlq_partition} --offset {v.dlq_offset}  "
+            f"{_when(v)}  [bold]{escape(v.reason)}[/]",
+            soft_wrap=True,
+            highlight=False,
         )
-    console.print(table)
+        console.print(
+            f"    {escape(' '.join(v.message.split()))}",
+            no_wrap=True,
+            overflow="ellipsis",
+            highlight=False,
+        )
     console.print("One in full: databus dlq show --dataset <id> --partition <p> --offset <n>")
 
 
