@@ -265,11 +265,11 @@ def sink_health() -> None:
     setup_logging()
     settings = settings_or_exit()
     if settings.health_axis.url is None:
-        console.print(
-            "[red]DATABUS_HEALTH_AXIS__URL is not set[/]: point it at the ministry's FHIR "
-            "endpoint (or at `databus health-receiver` to try it locally)."
+        fail(
+            "DATABUS_HEALTH_AXIS__URL is not set: point it at the ministry's FHIR "
+            "endpoint (or at `databus health-receiver` to try it locally).",
+            2,
         )
-        raise typer.Exit(2)
     # The ministry's endpoint is not pinged (it would cost a token and a request per
     # probe): the circuit check says whether the last writes got through.
     _run(settings, HealthAxisSink(settings.health_axis), name="health_axis", topics=TOPICS)
