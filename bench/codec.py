@@ -69,7 +69,7 @@ def _envelopes(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _best(run: Callable[[], None], repeat: int) -> float:
+def _best(run: Callable[[], object], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()

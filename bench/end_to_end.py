@@ -36,7 +36,7 @@ DS = "publicservice.dossiers"
 def baseline(settings: object, n: int, value: bytes) -> tuple[float, float]:
     """Plain client loop: produce n records, then consume them back. Returns (prod/s, cons/s)."""
     topic = f"bench.baseline.raw.v1.{time.monotonic_ns()}"
-    ensure_topics(settings, [TopicSpec(topic, settings.kafka.partitions)])  # type: ignore[attr-defined]
+    ensure_topics(settings, [TopicSpec(topic, settings.kafka.partitions)])  # type: ignore[attr-defined, arg-type]
     producer = Producer(producer_config(settings))  # type: ignore[arg-type]
     t0 = time.perf_counter()
     for i in range(n):

@@ -94,7 +94,7 @@ from stream_processors.quality import field_presence
 # A latency sample: (send time, seconds from send until the reader had the record).
 Sample = tuple[float, float]
 # A plain loop's codec: decode a raw value, encode a record for the out topic.
-Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
+Codec = tuple[Callable[[bytes | None], Any], Callable[[Any], bytes]]
 
 
 def consumer(settings: Settings, group: str) -> Consumer:
@@ -135,11 +135,11 @@ def stock_codec(registry: SchemaRegistryClient, out_topic: str) -> Codec:
     raw_ctx = SerializationContext(DOSSIERS.raw_topic, MessageField.VALUE)
     out_ctx = SerializationContext(out_topic, MessageField.VALUE)
 
-    def decode(value: bytes) -> Any:
+    def decode(value: bytes | None) -> Any:
         return de(value, raw_ctx)
 
     def encode(record: Any) -> bytes:
-        out = ser(record, out_ctx)
+        out: bytes | None = ser(record, out_ctx)
         assert out is not None
         return out
 
@@ -182,11 +182,12 @@ def same_work(registry: SchemaRegistryClient) -> Work:
         raw = pipeline.decode(value)
         out = raw if isinstance(raw, DeadLetter) else pipeline.standardize(raw, headers)
         if isinstance(out, DeadLetter):
-            where = {"topic": m.topic() or "", "partition": m.partition() or 0}
+            where: dict[str, Any] = {"topic": m.topic() or "", "partition": m.partition() or 0}
             letter = dlq_headers(headers, **where, offset=m.offset() or 0, letter=out)
-            producer.produce(DOSSIERS.dlq_topic, key=m.key(), value=value, headers=letter)
+            # confluent-kafka stub: produce(headers=) is an invariant List of str|bytes|None
+            producer.produce(DOSSIERS.dlq_topic, key=m.key(), value=value, headers=letter)  # type: ignore[arg-type]
         else:
-            producer.produce(DOSSIERS.std_topic, key=m.key(), value=out.value, headers=out.headers)
+            producer.produce(DOSSIERS.std_topic, key=m.key(), value=out.value, headers=out.headers)  # type: ignore[arg-type]
 
     return work
 
@@ -265,7 +266,9 @@ def _commit_at_end(settings: Settings, group: str) -> None:
     while batch := scan.consume(1000, 0.5):
         for m in batch:
             if not m.error():
-                ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+                part, offset = m.partition(), m.offset()
+                assert part is not None and offset is not None  # a consumed record has both
+                ends[part] = max(ends.get(part, 0), offset + 1)
     scan.close()
     if not ends:
         return  # an empty topic: "earliest" is its end
@@ -563,7 +566,7 @@ def broker_latency(
             for m in batch:
                 if m.error():
                     continue
-                if m.key().startswith(b"w"):
+                if (m.key() or b"").startswith(b"w"):
                     seen["warmup"] += 1
                 else:
                     sent = m.timestamp()[1] / 1000
@@ -637,7 +640,7 @@ def latency(
             for m in batch:
                 if m.error():
                     continue
-                headers = dict(m.headers() or [])
+                headers = dict(cast(list[tuple[str, bytes]], m.headers() or []))
                 source = headers["ce_source"]
                 if source.startswith(b"/databus/bench-warmup/"):
                     seen["worker"] += 1

@@ -17,6 +17,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 from confluent_kafka import Consumer, Producer
 
@@ -30,7 +31,9 @@ from schemas.catalog import DOSSIERS
 from schemas.domain.reference import load_reference
 
 
-def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def capture(
+    settings: Settings, n: int
+) -> list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]:
     """The exact records the Publisher wrote (key, value, headers), read back."""
     consumer = Consumer(
         {
@@ -42,11 +45,12 @@ def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[s
         }
     )
     consumer.subscribe([DOSSIERS.raw_topic])
-    out: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+    out: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]] = []
     while len(out) < n:
         for m in consumer.consume(1000, 1.0):
             if not m.error():
-                out.append((m.key() or b"", m.value() or b"", list(m.headers() or [])))
+                headers = cast(list[tuple[str, str | bytes | None]], m.headers() or [])
+                out.append((m.key() or b"", m.value() or b"", list(headers)))
     consumer.close()
     return out
 

@@ -101,6 +101,7 @@ def process() -> None:
     """Run the stream processor: standardize, dead-letter, alert."""
     import faust
 
+    from bus.logs import faust_worker_options
     from bus.metrics import Metrics, serve_metrics
     from stream_processors.app import create_app
 
@@ -111,9 +112,12 @@ def process() -> None:
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
     faust_app = create_app(settings, metrics)
-    # Faust configures logging again when the worker starts: keep the level asked for.
-    level = os.environ.get("DATABUS_FAUST_LOG_LEVEL", "WARNING")
-    worker = faust.Worker(faust_app, loglevel=level, redirect_stdouts=False)
+    # The logging set up above is kept (text or JSON, no colour codes); the spinner and
+    # the banner only on a terminal (bus.logs.faust_worker_options).
+    options = faust_worker_options()
+    worker = faust.Worker(faust_app, **options)
+    if options["quiet"]:
+        worker.spinner = None
     worker.execute_from_commandline()
 
 
@@ -187,15 +191,15 @@ def schemas_register() -> None:
     settings = _settings()
     if settings.schema_registry.url is None:
         fail(f"DATABUS_SCHEMA_REGISTRY__URL is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
-    client = SchemaRegistryClient(settings.schema_registry.client_config())
     try:
-        done = register_catalog(
-            client,
-            DATASETS,
-            on_progress=lambda subject, path, version, sid: console.print(
-                f"  {subject} ← {path}: version {version}, id {sid}"
-            ),
-        )
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as client:
+            done = register_catalog(
+                client,
+                DATASETS,
+                on_progress=lambda subject, path, version, sid: console.print(
+                    f"  {subject} ← {path}: version {version}, id {sid}"
+                ),
+            )
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 1))
     console.print(f"[green]✓[/] {len(done)} subjects registered or already current")

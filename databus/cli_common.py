@@ -16,9 +16,8 @@ Exit codes, the same from every command (docs/operations.md, "Exit codes"):
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -128,10 +127,13 @@ NO_BUS_HINT = (
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=os.environ.get("DATABUS_LOG_LEVEL", level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs as ``DATABUS_LOG__*`` asks (``bus.logs``), and traces exported when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``bus.tracing``), named after the command."""
+    from bus import logs, tracing
+
+    logs.configure(default_level=level)
+    words = [a for a in sys.argv[1:3] if not a.startswith("-")]
+    tracing.configure("-".join(["databus", *words]))
 
 
 def stop_on_signals() -> threading.Event:

@@ -74,11 +74,6 @@ def declare(
     or a negative count, and ``DeliveryError`` when the broker does not acknowledge.
     """
     _check(dataset_id, unit, day, count, source_system)
-    serializer = AvroSerializer(
-        SchemaRegistryClient(settings.schema_registry.client_config()),
-        value_subject(DECLARATIONS_TOPIC),
-        load_schema(DECLARATIONS_SCHEMA),
-    )
     record = {
         "dataset": dataset_id,
         "unit": unit,
@@ -87,10 +82,14 @@ def declare(
         "declared_at": datetime.now(UTC),
         "source_system": source_system,
     }
-    try:
-        value = serializer(record)
-    except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
-        raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
+    with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+        serializer = AvroSerializer(
+            registry, value_subject(DECLARATIONS_TOPIC), load_schema(DECLARATIONS_SCHEMA)
+        )
+        try:
+            value = serializer(record)
+        except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
+            raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
     failures: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:

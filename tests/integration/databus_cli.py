@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import overload
 
 __all__ = ["clean_env", "run_databus"]
 
@@ -28,7 +29,15 @@ def clean_env(cwd: Path | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+# For mypy only: callers pass `**env` (strings) whose keys are variable names, never
+# `timeout`; without these overloads mypy takes every such call for a str timeout.
+@overload
+def run_databus(cwd: Path | None, *args: str, **extra: str) -> subprocess.CompletedProcess[str]: ...
+@overload
 def run_databus(
+    cwd: Path | None, *args: str, timeout: float, **extra: str
+) -> subprocess.CompletedProcess[str]: ...
+def run_databus(  # type: ignore[misc]  # (an **env holding "timeout" is the case excluded)
     cwd: Path | None, *args: str, timeout: float = 120.0, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

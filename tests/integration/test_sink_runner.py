@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import DeliveryError, SinkError
 from bus.metrics import Metrics
@@ -104,7 +105,7 @@ class RecordingSink:
 
 @pytest.fixture
 def registry(registry_url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry_url})
+    return registry_client({"url": registry_url})
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def produce(
     settings: Settings,
     topic: str,
     values: Sequence[tuple[int, bytes]],
-    headers: Callable[[int], list[tuple[str, bytes]]] | None = None,
+    headers: Callable[[int], list[tuple[str, str | bytes | None]]] | None = None,
 ) -> dict[Where, bytes]:
     """Write (partition, value) pairs; returns each record's acknowledged position."""
     producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True})
@@ -504,7 +505,7 @@ def test_an_outage_holds_one_sink_without_slowing_another_and_loses_nothing(
     down.set()
     retried = threading.Event()
     failing = RecordingSink(
-        down=down, expect=12, on_fail=lambda: failing.failures >= 4 and retried.set()
+        down=down, expect=12, on_fail=lambda: retried.set() if failing.failures >= 4 else None
     )
     healthy = RecordingSink(expect=12)
     metrics = Metrics()
@@ -658,11 +659,13 @@ def test_a_registry_outage_holds_the_batch_until_it_decodes(
     topic: str,
     group: str,
     runners: list[SinkRunner],
+    request: pytest.FixtureRequest,
 ) -> None:
     acked = produce(stack_settings, topic, readings(registry, topic, 4))
     metrics = Metrics()
     sink = RecordingSink()
     restarting = RestartingRegistry(registry_url, down_for=3)
+    request.addfinalizer(restarting.close)
     runner = make_runner(stack_settings, sink, topic, group, restarting, runners, metrics)
     held: list[bool] = []
 

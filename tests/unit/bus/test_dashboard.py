@@ -104,7 +104,7 @@ def test_scrape_keeps_what_answers_when_one_port_is_closed() -> None:
 
 
 def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
-    totals = {
+    totals: dict[str, float] = {
         "databus_events_produced_total{dataset=a.x,stage=raw}": 10,
         "databus_events_produced_total{dataset=a.x,stage=std}": 7,
         "databus_events_produced_total{dataset=b.y,stage=std}": 4,

@@ -21,7 +21,9 @@ LETTER = DeadLetter(
 )
 
 
-def headers(original: list[tuple[str, bytes | None]] = ORIGINAL) -> list[tuple[str, bytes]]:
+def headers(
+    original: list[tuple[str, bytes]] | list[tuple[str, bytes | None]] = ORIGINAL,
+) -> list[tuple[str, bytes]]:
     return dlq_headers(
         original, topic="publicservice.dossiers.raw.v1", partition=3, offset=12345, letter=LETTER
     )

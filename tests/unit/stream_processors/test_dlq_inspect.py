@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from databus.dlq_inspect import (
     MASK,
@@ -150,7 +151,12 @@ def test_mask_personal_masks_inside_the_envelope_and_leaves_the_rest() -> None:
         "applicant_sex": "FEMALE",
         "status": "COMPLETED",
     }
-    envelope = {"event_id": "e1", "op": "u", "before": dict(dossier), "after": dossier}
+    envelope: dict[str, Any] = {
+        "event_id": "e1",
+        "op": "u",
+        "before": dict(dossier),
+        "after": dossier,
+    }
     masked = mask_personal(envelope, DATASETS[DS].personal_fields)
     text = json.dumps(masked, ensure_ascii=False)
     assert CITIZEN_ID not in text and NAME not in text and "15/03/1990" not in text
