@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time as _time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
@@ -224,27 +224,33 @@ def ensure_cloudevent(
     time_ms: int,
     content_type: str = "application/octet-stream",
 ) -> list[tuple[str, bytes]]:
-    """``headers`` as they are when they make a CloudEvent (every required attribute
-    set); otherwise, without their partial ``ce_*`` headers, plus a new event's:
-    id ``derived_id(source, fallback_id, stage)`` (the record's coordinates, say)."""
-    given = [(k, v or b"") for k, v in headers]
-    present = {k for k, v in given if _is_ce(k) and v}
-    if all(h in present for h in REQUIRED_HEADERS) and given and _spec_ok(given):
-        if CONTENT_TYPE_HEADER in present:
-            return given
-        return [*given, (CONTENT_TYPE_HEADER, content_type.encode())]
-    rest = [(k, v) for k, v in given if not _is_ce(k)]
-    return [
-        *cloudevent(
-            id=derived_id(source, fallback_id, stage),
-            source=source,
-            type=type,
-            time_ms=time_ms,
-            content_type=content_type,
-        ),
-        *rest,
-    ]
+    """``headers``, completed into a CloudEvent's: kept in order (an empty attribute
+    dropped, a ``ce_specversion`` other than 1.0 set to 1.0), the missing attributes
+    added after them: ``ce_specversion``, ``ce_id`` = ``derived_id(source, fallback_id,
+    stage)`` (``fallback_id``: the record's coordinates, say), ``source``, ``type``,
+    ``time_ms``, ``content_type``."""
+    out: list[tuple[str, bytes]] = []
+    present: set[str] = set()
+    for name, value in headers:
+        if name in _ALL_SET:
+            if not value:
+                continue
+            if name == "ce_specversion":
+                value = _SPEC[1]
+            present.add(name)
+        out.append((name, value or b""))
+    if len(present) == len(_ALL_SET):
+        return out
+    missing: dict[str, Callable[[], str]] = {
+        "ce_specversion": lambda: SPECVERSION,
+        "ce_id": lambda: derived_id(source, fallback_id, stage),
+        "ce_source": lambda: source,
+        "ce_type": lambda: type,
+        "ce_time": lambda: ce_time_text(time_ms),
+        CONTENT_TYPE_HEADER: lambda: content_type,
+    }
+    out.extend((name, make().encode()) for name, make in missing.items() if name not in present)
+    return out
 
 
-def _spec_ok(headers: list[tuple[str, bytes]]) -> bool:
-    return next((v for k, v in headers if k == "ce_specversion"), b"") == _SPEC[1]
+_ALL_SET = frozenset((*REQUIRED_HEADERS, "ce_time", CONTENT_TYPE_HEADER))
