@@ -362,13 +362,14 @@ def test_undecodable_record_goes_to_the_sink_dlq_and_does_not_block_the_partitio
     assert offsets[(topic, 0)] == ends(acked)[(topic, 0)] == 3
     [letter] = read_topic(stack_settings, sink_dlq_topic(name), 1)
     assert letter.value == bad
-    assert letter.headers[f"{ERR}offset"] == str(bad_at[2]).encode()
+    assert letter.headers[f"{CONNECT}offset"] == str(bad_at[2]).encode()
     assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
     assert letter.headers[f"{ERR}reason"] == b"bad_magic_byte"
-    assert letter.headers[f"{ERR}exception.class.name"] == b"CodecError"
+    assert letter.headers[f"{CONNECT}exception.class.name"] == b"CodecError"
 
 
 ERR = "databus.errors."
+CONNECT = "__connect.errors."
 
 
 class Letter:
@@ -455,9 +456,9 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
     letters = read_topic(stack_settings, sink_dlq_topic(name), 3)
     by_offset = {
         (
-            letter.headers[f"{ERR}topic"].decode(),
-            int(letter.headers[f"{ERR}partition"]),
-            int(letter.headers[f"{ERR}offset"]),
+            letter.headers[f"{CONNECT}topic"].decode(),
+            int(letter.headers[f"{CONNECT}partition"]),
+            int(letter.headers[f"{CONNECT}offset"]),
         ): letter
         for letter in letters
     }
@@ -469,7 +470,7 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
         assert letter.headers["ce_id"] == f"event-{i}".encode()
         assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
         assert letter.headers[f"{ERR}reason"] == b"http_4xx"
-        assert letter.headers[f"{ERR}exception.class.name"] == b"HTTPStatusError"
+        assert letter.headers[f"{CONNECT}exception.class.name"] == b"HTTPStatusError"
         assert letter.headers[f"{ERR}exception.message"] == b"HTTP 422: value out of range"
         assert letter.headers[f"{ERR}exception.message.vi"]
     dataset = topic.rsplit(".", 2)[0]
@@ -750,7 +751,7 @@ def test_a_record_that_makes_the_sink_raise_is_isolated_and_the_sink_goes_on(
     assert {letter.key for letter in letters} == {b"k3", b"k8"}
     for letter in letters:
         assert letter.headers[f"{ERR}reason"] == b"sink_crashed"
-        assert letter.headers[f"{ERR}exception.class.name"] == b"ValueError"
+        assert letter.headers[f"{CONNECT}exception.class.name"] == b"ValueError"
         assert b"cannot handle" not in letter.headers[f"{ERR}exception.message"]
     assert sorted(rec.value["value"] for rec in sink.records) == [
         i for i in range(12) if i not in (3, 8)
