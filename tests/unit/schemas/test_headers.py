@@ -11,6 +11,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
 
 from schemas.headers import (
+    DERIVED_NAMESPACE,
     ORIGINID_HEADER,
     PROCESSOR_SOURCE,
     SHARE_SOURCE,
@@ -59,6 +60,7 @@ def test_derived_id_is_a_deterministic_uuid5_unique_per_origin_and_stage() -> No
     a = derived_id("/databus/portal/DNA.STP", "e-1", "std")
     assert a == derived_id("/databus/portal/DNA.STP", "e-1", "std")
     assert uuid.UUID(a).version == 5
+    assert a == str(uuid.uuid5(DERIVED_NAMESPACE, "/databus/portal/DNA.STP\ne-1\nstd"))
     others = {
         derived_id("/databus/portal/DNA.STP", "e-2", "std"),
         derived_id("/databus/portal/HCM.STP", "e-1", "std"),
