@@ -63,7 +63,8 @@ def headers_of(msg: object) -> dict[str, bytes]:
 
 
 def ce_ids(bus: Bus, topic: str) -> set[str]:
-    return {headers_of(m).get("ce_id", b"").decode() for m in read_topic(bus.settings, topic)}
+    """The source events' ids on a std topic (a std event's own id is derived)."""
+    return {headers_of(m).get("ce_originid", b"").decode() for m in read_topic(bus.settings, topic)}
 
 
 def other_records() -> tuple[list[SimRecord], list[SimRecord], list[SimRecord]]:

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -468,10 +470,14 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
         i = int(letter.key.decode()[1:]) if letter.key else -1
         assert i % 3 == 0
         assert letter.headers["ce_id"] == f"event-{i}".encode()
+        # a CloudEvent for the SDK: the original's id kept, the missing attributes added
+        event = from_binary(KafkaMessage(letter.headers, letter.key, letter.value), JSONFormat())
+        assert (event.get_id(), event.get_source()) == (f"event-{i}", f"urn:databus:sink:{name}")
+        assert event.get_type() == "vn.gov.databus.deadletter"
         assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
         assert letter.headers[f"{ERR}reason"] == b"http_4xx"
         assert letter.headers[f"{CONNECT}exception.class.name"] == b"HTTPStatusError"
-        assert letter.headers[f"{ERR}exception.message"] == b"HTTP 422: value out of range"
+        assert letter.headers[f"{CONNECT}exception.message"] == b"HTTP 422: value out of range"
         assert letter.headers[f"{ERR}exception.message.vi"]
     dataset = topic.rsplit(".", 2)[0]
     labels = {"sink": name, "dataset": dataset, "reason": "http_4xx"}
@@ -710,7 +716,7 @@ def test_a_refused_record_too_large_for_the_dlq_goes_as_its_digest_and_the_sink_
     assert letter.value == b""  # no bytes: their size and digest instead
     assert letter.headers[f"{ERR}original.size"] == str(len(big)).encode()
     assert letter.headers[f"{ERR}original.sha256"] == hashlib.sha256(big).hexdigest().encode()
-    coordinates = (f"{ERR}topic", f"{ERR}partition", f"{ERR}offset")
+    coordinates = (f"{CONNECT}topic", f"{CONNECT}partition", f"{CONNECT}offset")
     assert tuple(letter.headers[h].decode() for h in coordinates) == tuple(map(str, at))
     assert letter.headers[f"{ERR}reason"] == b"http_4xx"
     assert runner.records_written == 5
@@ -752,7 +758,7 @@ def test_a_record_that_makes_the_sink_raise_is_isolated_and_the_sink_goes_on(
     for letter in letters:
         assert letter.headers[f"{ERR}reason"] == b"sink_crashed"
         assert letter.headers[f"{CONNECT}exception.class.name"] == b"ValueError"
-        assert b"cannot handle" not in letter.headers[f"{ERR}exception.message"]
+        assert b"cannot handle" not in letter.headers[f"{CONNECT}exception.message"]
     assert sorted(rec.value["value"] for rec in sink.records) == [
         i for i in range(12) if i not in (3, 8)
     ]
