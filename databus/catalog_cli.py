@@ -94,8 +94,8 @@ def catalog_status(
     broker_or_exit(settings)
     now = datetime.now(UTC)
     try:
-        registry = SchemaRegistryClient(settings.schema_registry.client_config())
-        rows = read_quality_rows(settings, AvroDeserializer(registry))
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+            rows = read_quality_rows(settings, AvroDeserializer(registry))
         recon: list[ReconRow] = []
         if days:
             last: date = local_day(now)

@@ -157,15 +157,15 @@ def schemas_register() -> None:
     if settings.schema_registry.url is None:
         console.print("[red]DATABUS_SCHEMA_REGISTRY__URL is not set[/]: point it at the registry.")
         raise typer.Exit(2)
-    client = SchemaRegistryClient(settings.schema_registry.client_config())
     try:
-        done = register_catalog(
-            client,
-            DATASETS,
-            on_progress=lambda subject, path, version, sid: console.print(
-                f"  {subject} ← {path}: version {version}, id {sid}"
-            ),
-        )
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as client:
+            done = register_catalog(
+                client,
+                DATASETS,
+                on_progress=lambda subject, path, version, sid: console.print(
+                    f"  {subject} ← {path}: version {version}, id {sid}"
+                ),
+            )
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 1))
     console.print(f"[green]✓[/] {len(done)} subjects registered or already current")

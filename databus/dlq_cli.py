@@ -170,9 +170,9 @@ def _decoded(settings: Settings, ds: Dataset, letter: Letter) -> None:
             f"({framing_hint(letter.value)})"
         )
         return
-    decode = AvroDeserializer(SchemaRegistryClient(settings.schema_registry.client_config()))
     try:
-        record = decode(letter.value)
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+            record = AvroDeserializer(registry)(letter.value)
     except CodecError as exc:
         console.print(
             f"[red]cannot decode the value[/]: {exc.reason}: {escape(str(exc))}\n"

@@ -77,9 +77,7 @@ def declare(
     or a negative count, and ``DeliveryError`` when the broker does not acknowledge.
     """
     _check(dataset_id, unit, day, count, source_system)
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
     subject = value_subject(DECLARATIONS_TOPIC)
-    serializer = AvroSerializer(registry, subject, load_schema(DECLARATIONS_SCHEMA))
     declared_at = datetime.now(UTC)
     record = {
         "dataset": dataset_id,
@@ -89,10 +87,13 @@ def declare(
         "declared_at": declared_at,
         "source_system": source_system,
     }
-    try:
-        value = serializer(record)
-    except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
-        raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
+    with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+        serializer = AvroSerializer(registry, subject, load_schema(DECLARATIONS_SCHEMA))
+        try:
+            value = serializer(record)
+        except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
+            raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
+        version = schema_version(registry, subject, load_schema(DECLARATIONS_SCHEMA))
     key = declaration_key(dataset_id, unit, day)
     headers: list[tuple[str, str | bytes | None]] = [
         *cloudevent(
@@ -101,9 +102,7 @@ def declare(
             type=DECLARATIONS_TYPE,
             time_ms=int(declared_at.timestamp() * 1000),
             subject=key,
-            schema=dataschema(
-                subject, schema_version(registry, subject, load_schema(DECLARATIONS_SCHEMA))
-            ),
+            schema=dataschema(subject, version),
         )
     ]
     failures: list[KafkaError] = []

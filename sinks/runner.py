@@ -36,6 +36,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.consumers import TP, consumer_config, next_offsets, partition_lag, take
 from bus.errors import CodecError, DatabusError, SinkError
+from bus.kafka_client import registry_client
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.codec import AvroDeserializer
@@ -131,9 +132,9 @@ class SinkRunner:
         self._metrics = metrics or Metrics()
         self._batch_size = batch_size or conf.batch_size
         self._consumer = Consumer(consumer_config(settings, group))
-        self._decode = AvroDeserializer(
-            registry or SchemaRegistryClient(settings.schema_registry.client_config())
-        )
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self._owned_registry = registry_client(settings, registry)
+        self._decode = AvroDeserializer(registry)
         self._dlq = dead_letters or SinkDeadLetters(settings, name)
         self._backoff = backoff(conf.backoff_initial_s, conf.backoff_max_s)
         self._circuit = Circuit(
@@ -191,7 +192,11 @@ class SinkRunner:
             try:
                 self._dlq.close()
             finally:
-                self._sink.close()
+                try:
+                    self._sink.close()
+                finally:
+                    if self._owned_registry is not None:
+                        self._owned_registry.close()
 
     def check_circuit(self) -> None:
         """A readiness check: raises while the circuit in front of the destination is

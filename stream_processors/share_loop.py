@@ -27,6 +27,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.audit import AuditLog
 from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
+from bus.kafka_client import registry_client
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.access_policy import AccessPolicy
@@ -66,7 +67,9 @@ class ShareLoop:
         self._plans = {p.std_topic: p for p in plans}
         self._audit = audit
         self._batch_size = batch_size
-        client = registry or SchemaRegistryClient(settings.schema_registry.client_config())
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self._owned_registry = registry_client(settings, registry)
+        client = registry
         self._decode = AvroDeserializer(client)
         self._encode = {p.std_topic: AvroSerializer(client, p.subject, p.schema_str) for p in plans}
         self._registry = client
@@ -119,6 +122,8 @@ class ShareLoop:
             self._consumer.close()
         finally:
             self._producer.flush(_FLUSH_TIMEOUT_S)
+            if self._owned_registry is not None:
+                self._owned_registry.close()
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume, mask, publish and commit one batch; returns the records published."""

@@ -20,6 +20,7 @@ import pytest
 from bus_processes import read_topic
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import RegistryError
 from bus.kafka_client import producer_config
@@ -212,7 +213,7 @@ def publish(settings: Settings, events: list[DossierEvent], repeat_ids: bool = F
 
 
 def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> None:
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     std_start = ends(settings, DOSSIERS.std_topic)
     dlq_start = ends(settings, DOSSIERS.dlq_topic)
     raw_start = ends(settings, DOSSIERS.raw_topic)
@@ -276,7 +277,7 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
     """Small batches (10 records) make several groups be in flight when the registry
     goes down for a second: all of them are recalled, rolled back and processed again.
     Std records may repeat (at least once); state, counts and rule deltas may not."""
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     std_start = ends(settings, DOSSIERS.std_topic)
     start_group_at(settings, ends(settings, DOSSIERS.raw_topic))
     events = generate_dossiers(
@@ -305,7 +306,7 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
 
 
 def test_a_broken_record_does_not_stop_the_loop(settings: Settings) -> None:
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     dlq_start = ends(settings, DOSSIERS.dlq_topic)
     runner = Runner(settings, registry)
     try:

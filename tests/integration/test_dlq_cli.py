@@ -17,8 +17,8 @@ from typing import cast
 
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
+from registry_clients import registry_client
 
 from bus.kafka_client import producer_config
 from bus.settings import Settings
@@ -51,7 +51,7 @@ def databus(
 
 def encoded_event(settings: Settings, plate: str) -> tuple[bytes, bytes, Headers]:
     """A valid raw event (key, framed value, CloudEvents headers) with personal data."""
-    client = SchemaRegistryClient(settings.schema_registry.client_config())
+    client = registry_client(settings.schema_registry.client_config())
     serializer = AvroSerializer(client, value_subject(DS.raw_topic), load_schema(DS.raw_schema))
     event_id = str(uuid.uuid4())
     now = datetime.now(UTC)

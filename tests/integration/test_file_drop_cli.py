@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
 from openpyxl import Workbook
+from registry_clients import registry_client
 
 from schemas.catalog import DOSSIERS
 from schemas.codec import AvroDeserializer
@@ -69,7 +69,7 @@ def _consume_all(bootstrap: str, registry_url: str, prefix: str) -> list[dict[st
     """Every record of the raw topic from the beginning, decoded, whose dossier id
     carries ``prefix``: read until each partition reports its end (counted, not
     inferred from watermarks, which the embedded broker reports wrong)."""
-    decode = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    decode = AvroDeserializer(registry_client({"url": registry_url}))
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.settings import HealthAxisSettings, Settings, SinkSettings
 from bus.topic_admin import TopicSpec, ensure_topics
@@ -68,7 +68,7 @@ def test_a_4xx_lands_in_the_sink_dlq_the_rest_arrives_once(
     assert dataset.std_schema is not None
     topic = f"test.health{uuid.uuid4().hex[:10]}.std.v1"
     assert ensure_topics(stack_settings, [TopicSpec(topic, 1)]) == [topic]
-    registry = SchemaRegistryClient({"url": registry_url})
+    registry = registry_client({"url": registry_url})
     serialize = AvroSerializer(registry, value_subject(topic), load_schema(dataset.std_schema))
     events = std_events("health.encounters")[:60]
     refused = {events[7]["after"]["encounter_id"], events[41]["after"]["encounter_id"]}

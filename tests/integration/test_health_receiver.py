@@ -53,6 +53,8 @@ def receiver_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _token(client: httpx.Client, url: str, secret: str) -> httpx.Response:

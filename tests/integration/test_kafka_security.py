@@ -21,8 +21,9 @@ import pytest
 import trustme
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema
 from databus_cli import run_databus
+from registry_clients import registry_client
 from tls_proxy import TlsProxy
 
 from bus.errors import BrokerAuthError
@@ -144,15 +145,15 @@ def test_the_registry_keeps_its_schemas_in_kafka_over_tls(tls_broker: TlsBroker)
     # `databus up` against a TLS broker: the stack's registry uses the TLS settings
     with LocalStack(settings) as stack:
         assert stack.settings.schema_registry.url is not None
-        client = SchemaRegistryClient(stack.settings.schema_registry.client_config())
+        client = registry_client(stack.settings.schema_registry.client_config())
         schema_id = client.register_schema("tls-value", schema)
     # a second registry on another topic, then one replaying the first's topic over TLS
     security = settings.kafka.security_config()
     with RegistryServer(tls_broker.proxy.bootstrap, topic=topic, security=security) as server:
-        other = SchemaRegistryClient({"url": server.url}).register_schema("tls-value", schema)
+        other = registry_client({"url": server.url}).register_schema("tls-value", schema)
         assert other >= 1
     with RegistryServer(tls_broker.proxy.bootstrap, security=security) as replayed:
-        found = SchemaRegistryClient({"url": replayed.url}).get_latest_version("tls-value")
+        found = registry_client({"url": replayed.url}).get_latest_version("tls-value")
     assert found.schema_id == schema_id
 
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bus_processes import read_topic
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.metrics import Metrics
 from bus.settings import Settings
@@ -92,7 +92,7 @@ def _wait(check: Callable[[], bool], thread: threading.Thread, timeout: float = 
 
 
 def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     std_start = _ends(settings, DOSSIERS.std_topic)
     dlq_start = _ends(settings, DOSSIERS.dlq_topic)
     _start_group_at(settings, _ends(settings, DOSSIERS.raw_topic))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from producers.publisher import Publisher
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset, publish_records
@@ -86,7 +86,7 @@ def test_every_dataset_standardized_or_dead_lettered_exactly(
         assert len(dlq) == len(invalid), f"{dataset_id}: each letter once"
 
     # Quality reports for the datasets, with validity below 1 where there were defects.
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
 
     def reports() -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
@@ -128,7 +128,7 @@ def test_air_quality_alert_raised_then_resolved(bus: Bus, records: list[SimRecor
         for i, aqi in enumerate(levels):
             at = start + timedelta(hours=i)
             pub.publish(ds, reading(template, at, aqi), version=1, changed_at=at)  # type: ignore[arg-type]
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
 
     def states() -> list[str]:
         return [

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.kafka_client import producer_config
 from bus.topic_admin import TopicSpec, ensure_topics
@@ -109,7 +109,7 @@ def big_dossier(bus: Bus) -> tuple[str, bytes, bytes]:
         "before": None,
         "after": after,
     }
-    registry = SchemaRegistryClient(bus.settings.schema_registry.client_config())
+    registry = registry_client(bus.settings.schema_registry.client_config())
     encode = AvroSerializer(
         registry, value_subject(DOSSIERS.raw_topic), load_schema(DOSSIERS.raw_schema)
     )

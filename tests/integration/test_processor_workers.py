@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from producers.publisher import Publisher
 from producers.simulators import DossierSpec, generate_dossiers, publish_records
@@ -83,7 +83,7 @@ def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:
     )
     assert set(ids_on(bus, DOSSIERS.std_topic)) == valid, "nothing else on the std topic"
 
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
 
     def overdue() -> list[dict[str, object]]:
         alerts = [decode(m.value()) for m in read_topic(bus.settings, ALERTS_TOPIC)]

@@ -15,6 +15,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import DeliveryError, SinkError
 from bus.metrics import Metrics
@@ -106,7 +107,7 @@ class RecordingSink:
 
 @pytest.fixture
 def registry(registry_url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry_url})
+    return registry_client({"url": registry_url})
 
 
 @pytest.fixture
