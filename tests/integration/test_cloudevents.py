@@ -67,7 +67,8 @@ def events(bus: Bus, topic: str) -> list[BaseCloudEvent]:
     for e in found:
         assert e.get_specversion() == "1.0", topic
         assert e.get_id() and e.get_source() and e.get_type(), topic
-        assert e.get_time() is not None and e.get_time().tzinfo is not None, topic
+        when = e.get_time()
+        assert when is not None and when.tzinfo is not None, topic
         assert e.get_datacontenttype(), topic
     ids = [(e.get_source(), e.get_id()) for e in found]
     assert len(ids) == len(set(ids)), f"{topic}: (source, id) must be unique per event"
@@ -90,7 +91,9 @@ def test_every_topic_the_bus_writes_is_read_as_cloudevents(bus: Bus) -> None:
     spec = SimSpec(days=1, per_day=8, seed=5, invalid_share=0.25)
     records = [r for ds in (AQI, FEEDBACK) for r in generate_dataset(ds, spec, ref)]
     template = next(
-        r for r in records if r.dataset_id == AQI and r.expect_reason is None and r.record.aqi
+        r
+        for r in records
+        if r.dataset_id == AQI and r.expect_reason is None and getattr(r.record, "aqi", None)
     )
     aqi, feedback = get_dataset(AQI), get_dataset(FEEDBACK)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=8)
@@ -132,7 +135,7 @@ def test_every_topic_the_bus_writes_is_read_as_cloudevents(bus: Bus) -> None:
             assert e.get_id() not in raw_ids
             assert e.get_extension("originid") in raw_ids
             assert DATASCHEMA.match(e.get_dataschema() or ""), e.get_dataschema()
-            assert e.get_dataschema().startswith(f"urn:databus:schema:{ds.std_topic}-value:")
+            assert str(e.get_dataschema()).startswith(f"urn:databus:schema:{ds.std_topic}-value:")
             assert e.get_type().startswith(f"vn.gov.databus.{ds.id}.std.")
 
     # dlq: the original event, with Connect's error headers beside it
@@ -184,7 +187,7 @@ def test_every_topic_the_bus_writes_is_read_as_cloudevents(bus: Bus) -> None:
     wait_for("quality reports", lambda: bool(read_topic(bus.settings, QUALITY_TOPIC)))
     for e in events(bus, QUALITY_TOPIC):
         assert e.get_source() == "urn:databus:quality"
-        assert e.get_subject() and "|" in e.get_subject()
+        assert "|" in str(e.get_subject())
         assert DATASCHEMA.match(e.get_dataschema() or ""), e.get_dataschema()
 
     # shared: the share loop over the std topics the processor wrote
@@ -207,7 +210,8 @@ def test_every_topic_the_bus_writes_is_read_as_cloudevents(bus: Bus) -> None:
             assert e.get_source() == "urn:databus:share"
             assert e.get_extension("originid") in std_ids
             assert e.get_id() not in std_ids
-            assert e.get_dataschema().startswith(f"urn:databus:schema:{p.shared_topic}-value:")
+            schema = str(e.get_dataschema())
+            assert schema.startswith(f"urn:databus:schema:{p.shared_topic}-value:")
 
     # control topics: a declaration and a replay's record
     [declared] = events(bus, DECLARATIONS_TOPIC)

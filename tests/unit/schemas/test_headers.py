@@ -122,7 +122,8 @@ def test_derived_headers_parse_with_the_cloudevents_sdk() -> None:
     assert event.get_dataschema() == SCHEMA
     assert event.get_datacontenttype() == "application/avro"
     assert event.get_extension("originid") == "7f1c3a52-0b1e-4d0e-9a43-3d4a1f2c9e11"
-    assert event.get_time() is not None and event.get_time().tzinfo is not None
+    when = event.get_time()
+    assert when is not None and when.tzinfo is not None
 
 
 def test_a_new_event() -> None:

@@ -11,7 +11,7 @@ from schemas.dead_letters import (
     error_context,
 )
 
-ORIGINAL = [
+ORIGINAL: list[tuple[str, bytes | None]] = [
     ("ce_specversion", b"1.0"),
     ("ce_id", b"7f1c3a52-0b1e-4d0e-9a43-3d4a1f2c9e11"),
     ("ce_source", b"/databus/portal/DNA.STP"),
@@ -140,7 +140,11 @@ def test_stale_error_headers_old_and_new_are_replaced_not_duplicated() -> None:
 
 
 def test_similar_but_foreign_prefixes_are_kept() -> None:
-    original = [("databus.errorsX", b"1"), ("databus.error.reason", b"2"), ("DATABUS", b"3")]
+    original: list[tuple[str, bytes | None]] = [
+        ("databus.errorsX", b"1"),
+        ("databus.error.reason", b"2"),
+        ("DATABUS", b"3"),
+    ]
     assert headers(original)[:3] == original
 
 

@@ -121,7 +121,7 @@ def test_an_old_style_letter_reads_the_same_as_a_new_one() -> None:
 
 
 def test_a_derived_events_letter_names_its_origin() -> None:
-    std = [
+    std: list[tuple[str, bytes | None]] = [
         ("ce_id", b"derived"),
         ("ce_originid", b"raw-id"),
         ("ce_source", b"urn:databus:processor"),
