@@ -630,7 +630,8 @@ def latency(
 
     Two warm-ups before the clock starts: one for the worker (group join, restore), from
     its own Publisher; one for the measured Publisher (InitProducerId, metadata), whose
-    records are told apart from the timed ones by their ``ce_id`` (the event id)."""
+    records are told apart from the timed ones by the raw event's id (a std record's
+    ``ce_originid``)."""
     group = f"bench-lat-{time.monotonic_ns()}"
     _commit_at_end(settings, f"{group}-standardize")
     s = settings.model_copy(update={"processor_group": group})
@@ -649,6 +650,8 @@ def latency(
     worker_warmup, pub_warmup = valid[:200], valid[200 : 200 + warm]
     events = valid[200 + warm : 200 + warm + int(rate * seconds)]
     warm_ids = {e.event_id.encode() for e in pub_warmup}
+    worker_ids = {e.event_id.encode() for e in worker_warmup}
+    timed_ids = {e.event_id.encode() for e in events}
     lat: list[Sample] = []
     seen = {"worker": 0, "publisher": 0}
     stop = threading.Event()
@@ -661,12 +664,12 @@ def latency(
                 if m.error():
                     continue
                 headers = dict(cast(list[tuple[str, bytes]], m.headers() or []))
-                source = headers["ce_source"]
-                if source.startswith(b"/databus/bench-warmup/"):
+                origin = headers["ce_originid"]  # the raw event's id; ce_time is the raw's
+                if origin in worker_ids:
                     seen["worker"] += 1
-                elif headers["ce_id"] in warm_ids:
+                elif origin in warm_ids:
                     seen["publisher"] += 1
-                elif source.startswith(b"/databus/bench-latency/"):
+                elif origin in timed_ids:
                     sent = datetime.fromisoformat(headers["ce_time"].decode()).timestamp()
                     lat.append((sent, now - sent))
 
