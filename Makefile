@@ -62,9 +62,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy $(MYPY_TESTS)
 
-## end-to-end throughput with its same-run baseline (figures in docs/benchmarks.md)
+## every throughput benchmark with its same-run baseline, JSON in bench/results/
+## (figures in docs/benchmarks.md); `make bench BENCH_ARGS=--quick` for small sizes
+BENCHES ?= codec standardize sink_redis sink_sql publisher end_to_end processor
 bench: $(STAMP)
-	$(BIN)/python bench/end_to_end.py
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
 
 ## the chaos suite: every fault scenario, its table, JSON in bench/results/chaos-*.json
 chaos: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import overload
 
@@ -20,6 +21,10 @@ def clean_env(cwd: Path | None = None, **extra: str) -> dict[str, str]:
     env["COLUMNS"] = "160"  # wide enough that rich does not truncate what tests look for
     if cwd is not None:
         env["DATABUS_DATA_DIR"] = str(cwd / "data")
+    else:
+        # not the checkout's .databus: a `make run` there would lend its addresses
+        # (databus/stack_file.py) to commands a test runs without any
+        env["DATABUS_DATA_DIR"] = str(Path(tempfile.gettempdir()) / "databus-tests-no-stack")
     env.update(extra)
     return env
 

@@ -248,7 +248,7 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
 
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
     dlq = read_topic(settings, DOSSIERS.dlq_topic, dlq_start)
-    std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
+    std_ids = [dict(m.headers())["ce_originid"].decode() for m in std]
     assert sorted(std_ids) == sorted(e.event_id for e in valid), "each valid event exactly once"
     reasons = sorted(dict(m.headers())["databus.errors.reason"].decode() for m in dlq)
     # Invalid events are not remembered: the re-sent copies are dead-lettered again.
@@ -300,7 +300,7 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
     ]
     assert max(retried) > 10, f"earlier batches in flight were recalled too: {retried}"
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
-    assert {dict(m.headers())["ce_id"].decode() for m in std} == {e.event_id for e in valid}
+    assert {dict(m.headers())["ce_originid"].decode() for m in std} == {e.event_id for e in valid}
     assert runner.consumed() == len(events), "each record counted once"
     assert net_status_deltas(settings) == dossiers_per_unit(valid)
 

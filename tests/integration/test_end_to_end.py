@@ -140,7 +140,7 @@ def test_dossiers_end_to_end_and_replay(
     for ev in invalid:
         headers = got[ev.event_id]
         assert headers["databus.errors.reason"].decode() == ev.expect_reason
-        assert headers["databus.errors.topic"].decode() == DOSSIERS.raw_topic
+        assert headers["__connect.errors.topic"].decode() == DOSSIERS.raw_topic
         assert headers["databus.errors.exception.message.vi"]
     by_id = {e.event_id: e for e in invalid}
     raw_bytes = {m.value() for m in dlq}

@@ -172,7 +172,8 @@ def test_publish_without_settings_names_the_variables(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [_row("FD-nosettings", 1)])
     done = run_databus(tmp_path, "publish", "--dataset", DOSSIERS.id, str(path))
     assert done.returncode == 2, done.stdout + done.stderr
-    out = " ".join(done.stdout.split())
+    assert done.stdout == ""  # errors go to stderr
+    out = " ".join(done.stderr.split())
     assert "DATABUS_KAFKA__BOOTSTRAP_SERVERS" in out
     assert "DATABUS_SCHEMA_REGISTRY__URL" in out
     assert not list(tmp_path.glob("*.rejects.csv"))

@@ -122,8 +122,8 @@ def test_a_4xx_lands_in_the_sink_dlq_the_rest_arrives_once(
     for letter in letters:
         assert letter["databus.errors.reason"] == b"http_4xx"
         assert letter["databus.errors.stage"] == f"sink:{name}".encode()
-        assert letter["databus.errors.exception.message"].startswith(b"HTTP 422")
-        assert letter["databus.errors.topic"] == topic.encode()
+        assert letter["__connect.errors.exception.message"].startswith(b"HTTP 422")
+        assert letter["__connect.errors.topic"] == topic.encode()
 
 
 def test_sink_health_refuses_local_identifier_systems_in_production(tmp_path: Path) -> None:

@@ -217,7 +217,14 @@ def test_every_command_exits_3_on_a_refused_login(
     tls_broker: TlsBroker, command: tuple[str, ...]
 ) -> None:
     if command[0] == "publish":
-        made = run_databus(tls_broker.data_dir, "template", "--dataset", "health.facilities")
+        made = run_databus(
+            tls_broker.data_dir,
+            "template",
+            "--dataset",
+            "health.facilities",
+            "-o",
+            "health.facilities.csv",
+        )
         assert made.returncode == 0, made.stdout + made.stderr
     done = run_databus(tls_broker.data_dir, *command, timeout=60, **_sasl_env(tls_broker))
     assert done.returncode == 3, done.stdout + done.stderr

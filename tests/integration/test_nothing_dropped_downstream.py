@@ -190,7 +190,7 @@ def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
     assert letters[mismatch]["databus.errors.field"] == b"after.dossier_id"
 
     decode = AvroDeserializer(registry)
-    by_id = {dict(m.headers())["ce_id"].decode(): decode(m.value()) for m in std}
+    by_id = {dict(m.headers())["ce_originid"].decode(): decode(m.value()) for m in std}
     assert set(by_id) == {e.event_id for e in normal} | {reused_id, flagged_id}
     assert by_id[reused_id]["after"]["dossier_id"] == f"HS-H4-{tag}-1"
     assert by_id[flagged_id]["after"]["procedure_code"] == "9.999999"

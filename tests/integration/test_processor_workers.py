@@ -37,7 +37,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
 
 
 def ids_on(bus: Bus, topic: str) -> list[str]:
-    return [dict(m.headers())["ce_id"].decode() for m in read_topic(bus.settings, topic)]
+    """The source events' ids: a std event's origin (``ce_originid``), a letter's ``ce_id``."""
+    found = [dict(m.headers()) for m in read_topic(bus.settings, topic)]
+    return [(h.get("ce_originid") or h["ce_id"]).decode() for h in found]
 
 
 def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:

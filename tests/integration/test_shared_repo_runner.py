@@ -92,5 +92,5 @@ def test_refused_rows_land_in_the_sink_dlq_and_the_rest_is_stored_once(
         headers = dict(m.headers() or [])
         assert headers["databus.errors.reason"] == b"db_rejected"
         assert headers["databus.errors.stage"] == f"sink:{name}".encode()
-        assert headers["databus.errors.topic"] == topic.encode()
+        assert headers["__connect.errors.topic"] == topic.encode()
     engine.dispose()

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from registry_clients import registry_client
@@ -363,13 +365,14 @@ def test_undecodable_record_goes_to_the_sink_dlq_and_does_not_block_the_partitio
     assert offsets[(topic, 0)] == ends(acked)[(topic, 0)] == 3
     [letter] = read_topic(stack_settings, sink_dlq_topic(name), 1)
     assert letter.value == bad
-    assert letter.headers[f"{ERR}offset"] == str(bad_at[2]).encode()
+    assert letter.headers[f"{CONNECT}offset"] == str(bad_at[2]).encode()
     assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
     assert letter.headers[f"{ERR}reason"] == b"bad_magic_byte"
-    assert letter.headers[f"{ERR}exception.class.name"] == b"CodecError"
+    assert letter.headers[f"{CONNECT}exception.class.name"] == b"CodecError"
 
 
 ERR = "databus.errors."
+CONNECT = "__connect.errors."
 
 
 class Letter:
@@ -456,9 +459,9 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
     letters = read_topic(stack_settings, sink_dlq_topic(name), 3)
     by_offset = {
         (
-            letter.headers[f"{ERR}topic"].decode(),
-            int(letter.headers[f"{ERR}partition"]),
-            int(letter.headers[f"{ERR}offset"]),
+            letter.headers[f"{CONNECT}topic"].decode(),
+            int(letter.headers[f"{CONNECT}partition"]),
+            int(letter.headers[f"{CONNECT}offset"]),
         ): letter
         for letter in letters
     }
@@ -468,10 +471,14 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
         i = int(letter.key.decode()[1:]) if letter.key else -1
         assert i % 3 == 0
         assert letter.headers["ce_id"] == f"event-{i}".encode()
+        # a CloudEvent for the SDK: the original's id kept, the missing attributes added
+        event = from_binary(KafkaMessage(letter.headers, letter.key, letter.value), JSONFormat())
+        assert (event.get_id(), event.get_source()) == (f"event-{i}", f"urn:databus:sink:{name}")
+        assert event.get_type() == "vn.gov.databus.deadletter"
         assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
         assert letter.headers[f"{ERR}reason"] == b"http_4xx"
-        assert letter.headers[f"{ERR}exception.class.name"] == b"HTTPStatusError"
-        assert letter.headers[f"{ERR}exception.message"] == b"HTTP 422: value out of range"
+        assert letter.headers[f"{CONNECT}exception.class.name"] == b"HTTPStatusError"
+        assert letter.headers[f"{CONNECT}exception.message"] == b"HTTP 422: value out of range"
         assert letter.headers[f"{ERR}exception.message.vi"]
     dataset = topic.rsplit(".", 2)[0]
     labels = {"sink": name, "dataset": dataset, "reason": "http_4xx"}
@@ -712,7 +719,7 @@ def test_a_refused_record_too_large_for_the_dlq_goes_as_its_digest_and_the_sink_
     assert letter.value == b""  # no bytes: their size and digest instead
     assert letter.headers[f"{ERR}original.size"] == str(len(big)).encode()
     assert letter.headers[f"{ERR}original.sha256"] == hashlib.sha256(big).hexdigest().encode()
-    coordinates = (f"{ERR}topic", f"{ERR}partition", f"{ERR}offset")
+    coordinates = (f"{CONNECT}topic", f"{CONNECT}partition", f"{CONNECT}offset")
     assert tuple(letter.headers[h].decode() for h in coordinates) == tuple(map(str, at))
     assert letter.headers[f"{ERR}reason"] == b"http_4xx"
     assert runner.records_written == 5
@@ -753,8 +760,8 @@ def test_a_record_that_makes_the_sink_raise_is_isolated_and_the_sink_goes_on(
     assert {letter.key for letter in letters} == {b"k3", b"k8"}
     for letter in letters:
         assert letter.headers[f"{ERR}reason"] == b"sink_crashed"
-        assert letter.headers[f"{ERR}exception.class.name"] == b"ValueError"
-        assert b"cannot handle" not in letter.headers[f"{ERR}exception.message"]
+        assert letter.headers[f"{CONNECT}exception.class.name"] == b"ValueError"
+        assert b"cannot handle" not in letter.headers[f"{CONNECT}exception.message"]
     assert sorted(rec.value["value"] for rec in sink.records) == [
         i for i in range(12) if i not in (3, 8)
     ]

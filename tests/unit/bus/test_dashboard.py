@@ -118,10 +118,11 @@ def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
     }
     rows = {
         line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
-        for line in _text(dataset_table(totals)).splitlines()
+        for line in _text(dataset_table(totals, {"a.x": "late"})).splitlines()
         if line.startswith("│")
     }
-    assert rows["a.x"] == ["10", "7", "3", "3", "1/2"]
+    # The state is the delivery ledger's (one definition of "live"), not a gauge's.
+    assert rows["a.x"] == ["10", "7", "3", "3", "late"]
     assert rows["b.y"] == ["0", "4", "1", "0", "–"]
     # Reasons summed over datasets, the commonest first.
     assert _reasons(totals) == "bad_date: 3, empty_value: 1"
