@@ -63,6 +63,7 @@ __all__ = [
     "Enum",
     "Float",
     "Image",
+    "ImageFunction",
     "Insurance",
     "Int",
     "Phone",
@@ -76,6 +77,7 @@ __all__ = [
     "earliest_instant",
     "require_text",
     "run",
+    "run_with",
 ]
 
 # reason -> (English, Vietnamese) base message; a dataset may word one its own way
@@ -545,6 +547,7 @@ def require_text(*names: str) -> Callable[[Image], None]:
                 img.flags["text_normalized"] = None
             texts[name] = text
 
+    check.text_names = names  # type: ignore[attr-defined]  # read by the compiler
     return check
 
 
@@ -1165,8 +1168,28 @@ def _image(
     return img.out
 
 
+ImageFunction = Callable[
+    [object, str, Context, datetime, datetime, datetime], dict[str, Any]
+]  # (raw image, prefix, ctx, now, changed_at, earliest) -> std image
+
+
+def _interpreted(rules: DatasetRules) -> ImageFunction:
+    def image(
+        raw_image: object,
+        prefix: str,
+        ctx: Context,
+        now: datetime,
+        changed_at: datetime,
+        earliest: datetime,
+    ) -> dict[str, Any]:
+        return _image(rules, raw_image, prefix, ctx, now, changed_at, earliest)
+
+    return image
+
+
 def _standardize(
     rules: DatasetRules,
+    image: ImageFunction,
     raw: Mapping[str, Any],
     ctx: Context,
     now: datetime | None,
@@ -1194,12 +1217,12 @@ def _standardize(
     before = (
         None
         if raw_before is None
-        else _image(rules, raw_before, "before", ctx, reference_now, changed_at, earliest)
+        else image(raw_before, "before", ctx, reference_now, changed_at, earliest)
     )
     after = (
         None
         if raw_after is None
-        else _image(rules, raw_after, "after", ctx, reference_now, changed_at, earliest)
+        else image(raw_after, "after", ctx, reference_now, changed_at, earliest)
     )
     check_same_entity(before, after, key_fields)
     if before is None:
@@ -1235,9 +1258,25 @@ def run(
 
     ``earliest``: the dataset's earliest plausible day (the catalog's ``earliest``);
     ``key_fields``: its key (the catalog's ``key``), which ``before`` and ``after``
-    must share."""
+    must share. This is the interpreted engine, the reference: every rule object's
+    ``apply`` in turn. ``standardizers.compiled`` runs the same declaration as one
+    generated function per dataset, and must give the same results."""
+    return run_with(rules, _interpreted(rules), raw, ctx, now, earliest, key_fields)
+
+
+def run_with(
+    rules: DatasetRules,
+    image: ImageFunction,
+    raw: Mapping[str, Any],
+    ctx: Context,
+    now: datetime | None,
+    earliest: date,
+    key_fields: Sequence[str],
+) -> Standardized | Rejected:
+    """``run`` with ``image`` standardizing each image of the event (``_image`` of the
+    rules, or the compiled form of them)."""
     try:
-        return _standardize(rules, raw, ctx, now, earliest_instant(earliest), key_fields)
+        return _standardize(rules, image, raw, ctx, now, earliest_instant(earliest), key_fields)
     except Invalid as problem:
         return rejected(problem, rules.wording)
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
