@@ -4,7 +4,7 @@ The interpreted engine (``engine.run``) sends every field of every record throug
 rule object: a method call, attribute reads of the rule's options, ``Image`` helpers.
 ``compile_rules`` writes, once per dataset, the source of a function that does the
 same steps with the options as constants and the common rules (``Text``, ``Enum``,
-``Int``, ``Unit``, ``Timestamp``, ``Date``, ``CitizenId`` and the ``require_text``
+``Int``, ``Unit``, ``Commune``, ``Timestamp``, ``Date``, ``CitizenId`` and the ``require_text``
 precheck) inlined, and ``exec``s it; any other rule, a rule subclass's hook (``read``,
 ``parse``, ``too_far``) and the record checks are called as they are. The declaration
 stays the one description of the dataset; the interpreted engine stays the reference,
@@ -25,6 +25,7 @@ from schemas.domain.text import normalize_text
 from stream_processors.standardizers import engine
 from stream_processors.standardizers.engine import (
     CitizenId,
+    Commune,
     Context,
     DatasetRules,
     Date,
@@ -159,6 +160,8 @@ class _Compiler:
             self.int(rule)  # type: ignore[arg-type]
         elif kind is Unit:
             self.unit(rule)  # type: ignore[arg-type]
+        elif kind is Commune:
+            self.commune(rule)  # type: ignore[arg-type]
         elif isinstance(rule, Timestamp) and kind.apply is Timestamp.apply:
             self.timestamp(rule)
         elif isinstance(rule, Date) and kind.apply is Date.apply:
@@ -221,6 +224,31 @@ class _Compiler:
         )
         emit(1, f"out[{n!r}] = {v}")
 
+    def commune(self, rule: Commune) -> None:
+        emit, n = self.w.emit, rule.name
+        v = self.fresh()
+        self.string(1, v, n, rule.required)
+        emit(1, f"if {v} is None:")
+        emit(2, f"out[{n!r}] = out[{n + '_source'!r}] = None")
+        emit(1, "else:")
+        emit(2, f"u = {v}")
+        emit(2, f"if u.isascii() and u.isdigit() and len(u) < {engine._COMMUNE_CODE_LENGTH}:")
+        emit(3, f"u = u.zfill({engine._COMMUNE_CODE_LENGTH})")
+        emit(3, "flags['admin_unit_code_zero_padded'] = None")
+        emit(2, "u = ctx.ref.resolve_admin_unit(u, img.at)")
+        emit(2, "if u is None:")
+        emit(
+            3,
+            f"raise Invalid('unknown_admin_unit', {self.field(n)}, "
+            f"f'{{{v}!r}} is not in admin_units_crosswalk.csv')",
+        )
+        emit(2, "if u.remapped:")
+        emit(3, "flags['admin_unit_remapped'] = None")
+        emit(2, "if u.outdated:")
+        emit(3, "flags['admin_unit_code_outdated'] = None")
+        emit(2, f"out[{n!r}] = u.code")
+        emit(2, f"out[{n + '_source'!r}] = {v}")
+
     def timestamp(self, rule: Timestamp) -> None:
         emit, n = self.w.emit, rule.name
         m = self.fresh("m")
@@ -274,7 +302,6 @@ class _Compiler:
         emit(1, f"if {d} is None:")
         emit(2, f"out[{n!r}] = None")
         emit(1, "else:")
-        emit(2, "limit = img.future_limit_day")
         if rule.birth:
             emit(2, f"if {d}.year < {engine._OLDEST_BIRTH_YEAR}:")
             self.fail(3, "invalid_date", n, "birth year before 1900")
@@ -284,7 +311,7 @@ class _Compiler:
             emit(2, f"if {d} < img.earliest_day:")
             emit(3, f"raise _too_early({self.field(n)}, earliest)")
             if rule.future != "allow":
-                emit(2, f"if {d} > limit:")
+                emit(2, f"if {d} > img.future_limit_day:")
                 if rule.future == "reject":
                     emit(
                         3,

@@ -294,12 +294,19 @@ def _source(value: object) -> dict[str, Any]:
 
 @lru_cache(maxsize=64)
 def earliest_instant(earliest: date) -> datetime:
-    """The start (local midnight, Asia/Ho_Chi_Minh) of a dataset's earliest plausible day."""
-    return datetime.combine(earliest, time(), LOCAL_TZ)
+    """The start (local midnight, Asia/Ho_Chi_Minh) of a dataset's earliest plausible day,
+    expressed in UTC: the times it is compared with are UTC, and a comparison of two UTC
+    datetimes needs no time-zone lookup."""
+    return datetime.combine(earliest, time(), LOCAL_TZ).astimezone(UTC)
+
+
+@lru_cache(maxsize=64)
+def _local_date(moment: datetime) -> date:
+    return moment.astimezone(LOCAL_TZ).date()
 
 
 def _too_early(field: str, earliest: datetime) -> Invalid:
-    day = earliest.date().isoformat()
+    day = _local_date(earliest).isoformat()
     return Invalid("timestamp_before_earliest", field, f"before {day} (the dataset's earliest)")
 
 
@@ -424,7 +431,7 @@ class Image:
         self.event_time = event_time
         # The dataset's earliest plausible instant (local midnight of its first day).
         self.earliest = earliest if earliest is not None else earliest_instant(DEFAULT_EARLIEST)
-        self.earliest_day = self.earliest.date()
+        self.earliest_day = _local_date(self.earliest)
         # Keyed in the std record's order up front when the rules run in another one.
         self.out: dict[str, Any] = dict(blank) if blank else {}
         self.texts: dict[str, str] = {}  # text already read and checked (require_text)
@@ -792,7 +799,6 @@ class Date(Rule):
         if day is None:
             img.out[self.name] = None
             return
-        limit = img.future_limit_day
         if self.birth:
             if day.year < _OLDEST_BIRTH_YEAR:
                 raise img.fail("invalid_date", self.name, "birth year before 1900")
@@ -800,7 +806,7 @@ class Date(Rule):
                 raise img.fail("invalid_date", self.name, f"birth date after {self.event_name}")
         elif day < img.earliest_day:
             raise _too_early(img.name(self.name), img.earliest)
-        elif day > limit:
+        elif day > img.future_limit_day:
             if self.future == "reject":
                 raise img.fail(
                     "far_future_timestamp", self.name, f"more than 1 day after {img.now.date()}"
