@@ -283,11 +283,23 @@ def _source(value: object) -> dict[str, Any]:
     version = get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise Invalid("invalid_envelope", "source.version", "expected an integer")
+    # The checks of _envelope_str and _aware, for the exact types first: a call each only
+    # for another type (which they accept or reject).
+    system, unit, dataset = get("system"), get("unit"), get("dataset")
+    if type(system) is not str or not system:
+        system = _envelope_str(system, "source.system")
+    if type(unit) is not str or not unit:
+        unit = _envelope_str(unit, "source.unit")
+    if type(dataset) is not str or not dataset:
+        dataset = _envelope_str(dataset, "source.dataset")
+    changed_at = get("ts_ms")
+    if type(changed_at) is not datetime or changed_at.tzinfo is None:
+        changed_at = _aware(changed_at, "source.ts_ms")
     return {
-        "system": _envelope_str(get("system"), "source.system"),
-        "unit": _envelope_str(get("unit"), "source.unit"),
-        "dataset": _envelope_str(get("dataset"), "source.dataset"),
-        "ts_ms": _aware(get("ts_ms"), "source.ts_ms"),
+        "system": system,
+        "unit": unit,
+        "dataset": dataset,
+        "ts_ms": changed_at,
         "version": version,
     }
 
@@ -1205,11 +1217,16 @@ def _standardize(
     if not _is_mapping(raw):
         raise Invalid("invalid_envelope", "", "expected a record")
     get = raw.get
-    event_id = _event_id(get("event_id"))
+    event_id = get("event_id")
+    event_id = str(event_id) if type(event_id) is UUID else _event_id(event_id)
     op = get("op")
     if op not in rules.ops:
         raise Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
-    ts = _utc(_aware(get("ts_ms"), "ts_ms"))
+    ts = get("ts_ms")
+    if type(ts) is not datetime or ts.tzinfo is None:
+        ts = _aware(ts, "ts_ms")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
     source = _source(get("source"))
     changed_at = _utc(source["ts_ms"])
     check_envelope_times(ts, changed_at, now, earliest)
