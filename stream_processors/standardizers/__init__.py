@@ -29,6 +29,7 @@ from typing import Any
 
 from schemas.catalog import DATASETS, Dataset
 from schemas.domain.reference import ReferenceData
+from stream_processors.standardizers.compiled import compile_rules
 from stream_processors.standardizers.config import context_for
 from stream_processors.standardizers.documents import OFFICIAL_DOCUMENTS, TASKS
 from stream_processors.standardizers.education import (
@@ -37,7 +38,14 @@ from stream_processors.standardizers.education import (
     SCHOOLS,
     TEACHERS,
 )
-from stream_processors.standardizers.engine import QUALITY_FLAGS, REASONS, DatasetRules, run
+from stream_processors.standardizers.engine import (
+    QUALITY_FLAGS,
+    REASONS,
+    DatasetRules,
+    ImageFunction,
+    run,
+    run_with,
+)
 from stream_processors.standardizers.environment import STATION_READINGS
 from stream_processors.standardizers.feedback import REPORTS
 from stream_processors.standardizers.health import DISEASE_CASES, ENCOUNTERS, FACILITIES
@@ -90,6 +98,18 @@ RULES: Mapping[str, DatasetRules] = MappingProxyType(
 
 def _rules_standardizer(
     rules: DatasetRules,
+    image: ImageFunction,
+    earliest: date,
+    key_fields: tuple[str, ...],
+    raw: Mapping[str, Any],
+    ref: ReferenceData,
+    now: datetime | None,
+) -> Standardized | Rejected:
+    return run_with(rules, image, raw, context_for(ref), now, earliest, key_fields)
+
+
+def _interpreted_standardizer(
+    rules: DatasetRules,
     earliest: date,
     key_fields: tuple[str, ...],
     raw: Mapping[str, Any],
@@ -99,13 +119,23 @@ def _rules_standardizer(
     return run(rules, raw, context_for(ref), now, earliest=earliest, key_fields=key_fields)
 
 
-def build_standardizer(dataset: Dataset) -> Standardizer | None:
+def build_standardizer(dataset: Dataset, *, interpreted: bool = False) -> Standardizer | None:
     """The standardizer of ``dataset.id`` bound to this catalog entry's ``earliest``
-    and key; None for a dataset without one."""
+    and key; None for a dataset without one. Its declaration runs compiled
+    (``standardizers.compiled``); ``interpreted``: through the reference engine instead."""
     rules = RULES.get(dataset.id)
     if rules is None:
         return None
-    return partial(_rules_standardizer, rules, dataset.earliest, dataset.key_fields)
+    if interpreted:
+        return partial(_interpreted_standardizer, rules, dataset.earliest, dataset.key_fields)
+    image = _COMPILED.get(dataset.id) or compile_rules(rules).image
+    return partial(_rules_standardizer, rules, image, dataset.earliest, dataset.key_fields)
+
+
+# Each packaged declaration is compiled once per process.
+_COMPILED: Mapping[str, ImageFunction] = MappingProxyType(
+    {dataset_id: compile_rules(rules).image for dataset_id, rules in RULES.items()}
+)
 
 
 def _packaged() -> dict[str, Standardizer]:

@@ -63,6 +63,7 @@ __all__ = [
     "Enum",
     "Float",
     "Image",
+    "ImageFunction",
     "Insurance",
     "Int",
     "Phone",
@@ -76,6 +77,7 @@ __all__ = [
     "earliest_instant",
     "require_text",
     "run",
+    "run_with",
 ]
 
 # reason -> (English, Vietnamese) base message; a dataset may word one its own way
@@ -281,23 +283,42 @@ def _source(value: object) -> dict[str, Any]:
     version = get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise Invalid("invalid_envelope", "source.version", "expected an integer")
+    # The checks of _envelope_str and _aware, for the exact types first: a call each only
+    # for another type (which they accept or reject).
+    system, unit, dataset = get("system"), get("unit"), get("dataset")
+    if type(system) is not str or not system:
+        system = _envelope_str(system, "source.system")
+    if type(unit) is not str or not unit:
+        unit = _envelope_str(unit, "source.unit")
+    if type(dataset) is not str or not dataset:
+        dataset = _envelope_str(dataset, "source.dataset")
+    changed_at = get("ts_ms")
+    if type(changed_at) is not datetime or changed_at.tzinfo is None:
+        changed_at = _aware(changed_at, "source.ts_ms")
     return {
-        "system": _envelope_str(get("system"), "source.system"),
-        "unit": _envelope_str(get("unit"), "source.unit"),
-        "dataset": _envelope_str(get("dataset"), "source.dataset"),
-        "ts_ms": _aware(get("ts_ms"), "source.ts_ms"),
+        "system": system,
+        "unit": unit,
+        "dataset": dataset,
+        "ts_ms": changed_at,
         "version": version,
     }
 
 
 @lru_cache(maxsize=64)
 def earliest_instant(earliest: date) -> datetime:
-    """The start (local midnight, Asia/Ho_Chi_Minh) of a dataset's earliest plausible day."""
-    return datetime.combine(earliest, time(), LOCAL_TZ)
+    """The start (local midnight, Asia/Ho_Chi_Minh) of a dataset's earliest plausible day,
+    expressed in UTC: the times it is compared with are UTC, and a comparison of two UTC
+    datetimes needs no time-zone lookup."""
+    return datetime.combine(earliest, time(), LOCAL_TZ).astimezone(UTC)
+
+
+@lru_cache(maxsize=64)
+def _local_date(moment: datetime) -> date:
+    return moment.astimezone(LOCAL_TZ).date()
 
 
 def _too_early(field: str, earliest: datetime) -> Invalid:
-    day = earliest.date().isoformat()
+    day = _local_date(earliest).isoformat()
     return Invalid("timestamp_before_earliest", field, f"before {day} (the dataset's earliest)")
 
 
@@ -422,7 +443,7 @@ class Image:
         self.event_time = event_time
         # The dataset's earliest plausible instant (local midnight of its first day).
         self.earliest = earliest if earliest is not None else earliest_instant(DEFAULT_EARLIEST)
-        self.earliest_day = self.earliest.date()
+        self.earliest_day = _local_date(self.earliest)
         # Keyed in the std record's order up front when the rules run in another one.
         self.out: dict[str, Any] = dict(blank) if blank else {}
         self.texts: dict[str, str] = {}  # text already read and checked (require_text)
@@ -545,6 +566,7 @@ def require_text(*names: str) -> Callable[[Image], None]:
                 img.flags["text_normalized"] = None
             texts[name] = text
 
+    check.text_names = names  # type: ignore[attr-defined]  # read by the compiler
     return check
 
 
@@ -789,7 +811,6 @@ class Date(Rule):
         if day is None:
             img.out[self.name] = None
             return
-        limit = img.future_limit_day
         if self.birth:
             if day.year < _OLDEST_BIRTH_YEAR:
                 raise img.fail("invalid_date", self.name, "birth year before 1900")
@@ -797,7 +818,7 @@ class Date(Rule):
                 raise img.fail("invalid_date", self.name, f"birth date after {self.event_name}")
         elif day < img.earliest_day:
             raise _too_early(img.name(self.name), img.earliest)
-        elif day > limit:
+        elif day > img.future_limit_day:
             if self.future == "reject":
                 raise img.fail(
                     "far_future_timestamp", self.name, f"more than 1 day after {img.now.date()}"
@@ -1165,8 +1186,28 @@ def _image(
     return img.out
 
 
+ImageFunction = Callable[
+    [object, str, Context, datetime, datetime, datetime], dict[str, Any]
+]  # (raw image, prefix, ctx, now, changed_at, earliest) -> std image
+
+
+def _interpreted(rules: DatasetRules) -> ImageFunction:
+    def image(
+        raw_image: object,
+        prefix: str,
+        ctx: Context,
+        now: datetime,
+        changed_at: datetime,
+        earliest: datetime,
+    ) -> dict[str, Any]:
+        return _image(rules, raw_image, prefix, ctx, now, changed_at, earliest)
+
+    return image
+
+
 def _standardize(
     rules: DatasetRules,
+    image: ImageFunction,
     raw: Mapping[str, Any],
     ctx: Context,
     now: datetime | None,
@@ -1176,11 +1217,16 @@ def _standardize(
     if not _is_mapping(raw):
         raise Invalid("invalid_envelope", "", "expected a record")
     get = raw.get
-    event_id = _event_id(get("event_id"))
+    event_id = get("event_id")
+    event_id = str(event_id) if type(event_id) is UUID else _event_id(event_id)
     op = get("op")
     if op not in rules.ops:
         raise Invalid("invalid_envelope", "op", "expected one of c, u, d, r")
-    ts = _utc(_aware(get("ts_ms"), "ts_ms"))
+    ts = get("ts_ms")
+    if type(ts) is not datetime or ts.tzinfo is None:
+        ts = _aware(ts, "ts_ms")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
     source = _source(get("source"))
     changed_at = _utc(source["ts_ms"])
     check_envelope_times(ts, changed_at, now, earliest)
@@ -1194,12 +1240,12 @@ def _standardize(
     before = (
         None
         if raw_before is None
-        else _image(rules, raw_before, "before", ctx, reference_now, changed_at, earliest)
+        else image(raw_before, "before", ctx, reference_now, changed_at, earliest)
     )
     after = (
         None
         if raw_after is None
-        else _image(rules, raw_after, "after", ctx, reference_now, changed_at, earliest)
+        else image(raw_after, "after", ctx, reference_now, changed_at, earliest)
     )
     check_same_entity(before, after, key_fields)
     if before is None:
@@ -1235,9 +1281,25 @@ def run(
 
     ``earliest``: the dataset's earliest plausible day (the catalog's ``earliest``);
     ``key_fields``: its key (the catalog's ``key``), which ``before`` and ``after``
-    must share."""
+    must share. This is the interpreted engine, the reference: every rule object's
+    ``apply`` in turn. ``standardizers.compiled`` runs the same declaration as one
+    generated function per dataset, and must give the same results."""
+    return run_with(rules, _interpreted(rules), raw, ctx, now, earliest, key_fields)
+
+
+def run_with(
+    rules: DatasetRules,
+    image: ImageFunction,
+    raw: Mapping[str, Any],
+    ctx: Context,
+    now: datetime | None,
+    earliest: date,
+    key_fields: Sequence[str],
+) -> Standardized | Rejected:
+    """``run`` with ``image`` standardizing each image of the event (``_image`` of the
+    rules, or the compiled form of them)."""
     try:
-        return _standardize(rules, raw, ctx, now, earliest_instant(earliest), key_fields)
+        return _standardize(rules, image, raw, ctx, now, earliest_instant(earliest), key_fields)
     except Invalid as problem:
         return rejected(problem, rules.wording)
     except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
