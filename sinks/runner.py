@@ -49,6 +49,7 @@ from sinks.sink_dlq import SinkDeadLetters, SinkLetter, rejected_letter, undecod
 
 __all__ = ["SinkRunner"]
 
+_ID_HEADERS = frozenset({"ce_id", "ce_originid"})
 log = logging.getLogger(__name__)
 
 # A commit refused because the group is rebalancing: the records were written, and
@@ -101,7 +102,7 @@ def _trace_written(
         )
         if span is None or not span.is_recording():
             continue  # not sampled
-        event_id = next((v.decode("utf-8", "replace") for k, v in rec.headers if k == "ce_id"), "")
+        ids = {k: v.decode("utf-8", "replace") for k, v in rec.headers if k in _ID_HEADERS}
         span.set_attributes(
             {
                 "messaging.system": "kafka",
@@ -109,7 +110,9 @@ def _trace_written(
                 "messaging.destination.name": rec.topic,
                 "messaging.destination.partition.id": str(rec.partition),
                 "messaging.kafka.offset": rec.offset,
-                "messaging.message.id": event_id,
+                "messaging.message.id": ids.get("ce_id", ""),
+                # the source's event id (a derived record's origin): one id per hop
+                "databus.event_id": ids.get("ce_originid") or ids.get("ce_id", ""),
                 "databus.dataset": _dataset(rec.topic),
                 "databus.sink": sink,
             }

@@ -459,6 +459,7 @@ class BatchLoop:
                         "messaging.destination.partition.id": str(r.partition),
                         "messaging.kafka.offset": r.offset,
                         "messaging.message.id": _header(r.headers, "ce_id"),
+                        "databus.event_id": _header(r.headers, "ce_id"),
                         "databus.dataset": dataset.id if dataset is not None else "",
                         "databus.std_topic": topic,
                     }

@@ -339,6 +339,7 @@ class EventEncoder:
                     "messaging.operation.type": "create",
                     "messaging.destination.name": topic,
                     "messaging.message.id": event_id,
+                    "databus.event_id": event_id,
                     "databus.dataset": self.dataset.id,
                 }
             )

@@ -149,7 +149,7 @@ def test_one_event_is_one_trace_from_publish_to_every_sink(
             def by_name() -> dict[str, list[ReadableSpan]]:
                 out: dict[str, list[ReadableSpan]] = {}
                 for s in spans.get_finished_spans():
-                    if s.attributes and s.attributes.get("messaging.message.id") == event_id:
+                    if s.attributes and s.attributes.get("databus.event_id") == event_id:
                         out.setdefault(s.name.split(" ")[0], []).append(s)
                         if s.name.startswith("sink "):
                             out.setdefault(s.name.split(" ")[1], []).append(s)
@@ -184,6 +184,15 @@ def test_one_event_is_one_trace_from_publish_to_every_sink(
         assert span.context.trace_id == trace_id, name
         assert span.parent is not None and span.parent.span_id == process.context.span_id, name
         assert span.attributes is not None and span.attributes["databus.sink"] == name
+
+    # The trace as an operator's collector would show it (`pytest -s` prints it).
+    for span in [create, process, *sinks.values()]:
+        parent = f"{span.parent.span_id:016x}" if span.parent else "-"
+        ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+        print(
+            f"trace {span.context.trace_id:032x} span {span.context.span_id:016x} "
+            f"parent {parent} {ms:8.1f} ms  {span.name}"
+        )
 
     # where, never what: no value of the record in any span name or attribute
     values = {
