@@ -34,7 +34,13 @@ from schemas.dead_letters import DeadLetter
 from schemas.headers import BACKFILL_HEADER
 from stream_processors.alerts.facts import Contribution
 from stream_processors.batch_stats import UnitStats
-from stream_processors.entity_state import Entity, Verdict, classify, content_digest
+from stream_processors.entity_state import (
+    Entity,
+    EntityTable,
+    Verdict,
+    classify,
+    content_digest,
+)
 from stream_processors.event_ids import DEFAULT_WINDOW, RecentEventIds
 from stream_processors.pipeline import DatasetPipeline, Output
 
@@ -164,8 +170,8 @@ class BatchCore:
         self._units = units
         self._contributions = contributions
         self._presence = presence
-        self._entities: dict[TopicPartitionKey, dict[bytes, Entity]] = {}
-        self._undo: list[list[tuple[dict[bytes, Entity], bytes, Entity | None]]] = []
+        self._entities: dict[TopicPartitionKey, EntityTable] = {}
+        self._undo: list[list[tuple[EntityTable, bytes, Entity | None]]] = []
         # Records whose output the broker refused for good, by (topic, partition,
         # offset): the loop fills it, and they are dead-lettered when processed again.
         self.refused: dict[tuple[str, int, int], DeadLetter] = {}
@@ -173,14 +179,15 @@ class BatchCore:
         self._recent_ids = RecentEventIds(event_id_window)
 
     # ---- partition ownership
-    def load(self, topic: str, partition: int, entities: dict[bytes, Entity]) -> None:
+    def load(self, topic: str, partition: int, entities: EntityTable) -> None:
         self._entities[(topic, partition)] = entities
 
     def drop(self, topic: str, partition: int) -> None:
         self._entities.pop((topic, partition), None)
 
     def entity_count(self) -> int:
-        return sum(len(t) for t in self._entities.values())
+        """Entities held in memory (a disk-backed table counts its pending changes)."""
+        return sum(len(t) for t in self._entities.values() if isinstance(t, dict))
 
     # ---- batch bookkeeping: one undo segment per batch not yet fully written
     def rollback(self) -> None:
@@ -268,10 +275,10 @@ class BatchCore:
             r.key or _record_key(pipeline.dataset, raw),
         )
 
-    def _verdict(
-        self, r: RawRecord, t: Taken
-    ) -> tuple[dict[bytes, Entity], Entity | None, Verdict]:
-        table = self._entities.setdefault((r.topic, r.partition), {})
+    def _verdict(self, r: RawRecord, t: Taken) -> tuple[EntityTable, Entity | None, Verdict]:
+        table = self._entities.get((r.topic, r.partition))
+        if table is None:
+            table = self._entities[(r.topic, r.partition)] = {}
         previous = table.get(t.key) if t.key is not None else None
         verdict = classify(
             previous, event_id=t.event_id, version=t.version, digest=t.digest, offset=r.offset

@@ -28,12 +28,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import orjson
 
 from stream_processors.alerts.facts import Contribution
 
-__all__ = ["Entity", "Verdict", "classify", "content_digest"]
+__all__ = ["Entity", "EntityTable", "Verdict", "classify", "content_digest"]
 
 
 class Verdict(StrEnum):
@@ -83,6 +84,17 @@ class Entity:
             [(str(g), str(k), p) for g, k, p in contributions],
             [(str(g), str(k), p) for g, k, p in previous],
         )
+
+
+class EntityTable(Protocol):
+    """One partition's entities as the batch core reads and changes them: a plain dict,
+    or ``state_store.PartitionTable`` (changes in an overlay, the rest on disk)."""
+
+    def get(self, key: bytes, /) -> Entity | None: ...
+
+    def __setitem__(self, key: bytes, entity: Entity, /) -> None: ...
+
+    def pop(self, key: bytes, default: None, /) -> Entity | None: ...
 
 
 def _skip_varint(data: bytes, i: int) -> int:
