@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from bus_processes import read_topic
@@ -42,6 +43,9 @@ from stream_processors.batch_loop import BatchLoop
 from stream_processors.pipeline import DatasetPipeline
 from stream_processors.state_store import EntityStore
 
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
+
 pytestmark = pytest.mark.integration
 _ = settings  # the fixture, imported
 
@@ -49,7 +53,14 @@ _ = settings  # the fixture, imported
 class Worker:
     """One loop with a local store, in a thread."""
 
-    def __init__(self, settings: Settings, path: Path, *, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path,
+        *,
+        batch_size: int = 200,
+        loop_cls: type[BatchLoop] = BatchLoop,
+    ) -> None:
         registry = self.registry = SchemaRegistryClient(settings.schema_registry.client_config())
         ref = load_reference()
         pipeline = DatasetPipeline(DOSSIERS, registry, ref, standardizer=_dossier)
@@ -61,7 +72,7 @@ class Worker:
         )
         self.metrics = Metrics()
         self.store = EntityStore(path, cache_entries=50)  # smaller than the state
-        self.loop = BatchLoop(
+        self.loop = loop_cls(
             settings,
             self.metrics,
             self.core,
@@ -188,4 +199,72 @@ def test_a_restarted_worker_replays_the_tail_or_rebuilds(
     assert sorted(std_ids) == sorted(e.event_id for e in valid), "each valid event exactly once"
     assert second.dropped("duplicate") == len({e.dossier.dossier_id for e in valid})
     assert second.dropped("duplicate") + second.dropped("stale") == len(valid)
+    assert net_status_deltas(settings) == dossiers_per_unit(valid)
+
+
+class WatchedLoop(BatchLoop):
+    """A loop that notes which partitions it was given and had taken away."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.assigned: list[set[int]] = []
+        self.revoked: list[set[int]] = []
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.append({tp.partition for tp in partitions})
+        super()._on_assign(consumer, partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.revoked.append({tp.partition for tp in partitions})
+        super()._on_revoke(consumer, partitions)
+
+
+def test_cooperative_rebalance_moves_only_what_moves(settings: Settings, tmp_path: Path) -> None:
+    """A second worker joins while the first is busy: the first gives up only the
+    partitions that move, keeps the others' state (no restore) and processing; the
+    joined worker restores the moved ones. Nothing lost or counted twice."""
+    assert settings.processor.assignment == "cooperative-sticky"
+    std_start = ends(settings, DOSSIERS.std_topic)
+    start_group_at(settings, ends(settings, DOSSIERS.raw_topic))
+    events = generate_dossiers(
+        DossierSpec(days=6, units=4, dossiers_per_unit_per_day=3.0, seed=37, bad_share=0.0),
+        load_reference(),
+    )
+    valid = [e for e in events if e.expect_reason is None]
+    half = len(events) // 2
+    publish(settings, events[:half])
+    first = Worker(settings, tmp_path / "a", loop_cls=WatchedLoop, batch_size=20)
+    second: Worker | None = None
+    try:
+        first.wait(lambda: first.consumed() >= half)
+        one = cast(WatchedLoop, first.loop)
+        assert one.assigned == [{0, 1, 2, 3}]
+        second = Worker(settings, tmp_path / "b", loop_cls=WatchedLoop, batch_size=20)
+        two = cast(WatchedLoop, second.loop)
+        first.wait(lambda: bool(one.revoked) and bool(two.assigned))
+        publish(settings, events[half:])
+        publish(settings, events)
+        total = len(events) * 2  # every record once, by one worker or the other
+        first.wait(lambda: first.consumed() + second.consumed() >= total)  # type: ignore[union-attr]
+        kept = {0, 1, 2, 3} - set().union(*one.revoked)
+        moved = set().union(*two.assigned)
+        assert kept and moved, (one.assigned, one.revoked, two.assigned)
+        assert kept | moved == {0, 1, 2, 3} and not kept & moved
+        # Incremental rounds after the first hand it nothing (no drop, no re-restore).
+        assert one.assigned[0] == {0, 1, 2, 3}
+        assert not set().union(*one.assigned[1:]), one.assigned
+        assert len(set().union(*one.revoked)) < 4, "only the moving partitions were revoked"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert second is not None
+    std = read_topic(settings, DOSSIERS.std_topic, std_start)
+    std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
+    assert sorted(set(std_ids)) == sorted(e.event_id for e in valid)
+    dup = first.dropped("duplicate") + second.dropped("duplicate")
+    stale = first.dropped("stale") + second.dropped("stale")
+    assert dup == len({e.dossier.dossier_id for e in valid})
+    assert dup + stale == len(valid)
+    assert first.consumed() + second.consumed() == total
     assert net_status_deltas(settings) == dossiers_per_unit(valid)
