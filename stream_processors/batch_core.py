@@ -177,6 +177,7 @@ class BatchCore:
         self.refused: dict[tuple[str, int, int], DeadLetter] = {}
         # An event id another entity of the dataset used recently (event_ids.py).
         self._recent_ids = RecentEventIds(event_id_window)
+        self._now_ms = 0  # the batch's processing time: entity state retention
 
     # ---- partition ownership
     def load(self, topic: str, partition: int, entities: EntityTable) -> None:
@@ -233,6 +234,7 @@ class BatchCore:
         (``bench/processor.py``). The last pass standardizes what the second skipped
         if it turns out new after all."""
         self._undo.append([])
+        self._now_ms = now_ms
         try:
             taken = [self._take(r) for r in records]
             results = [self._standardize_if_new(r, t) for r, t in zip(records, taken, strict=True)]
@@ -280,6 +282,10 @@ class BatchCore:
         if table is None:
             table = self._entities[(r.topic, r.partition)] = {}
         previous = table.get(t.key) if t.key is not None else None
+        if previous is not None and previous.final_ms:
+            retention = self._pipelines[r.topic].dataset.state_retention
+            if retention is not None and previous.expired(self._now_ms, retention.ms):
+                previous = None  # past the dataset's state retention: forgotten
         verdict = classify(
             previous, event_id=t.event_id, version=t.version, digest=t.digest, offset=r.offset
         )
@@ -317,6 +323,16 @@ class BatchCore:
         event_id, version, digest, key = t.event_id, t.version, t.digest, t.key
         table, previous, verdict = self._verdict(r, t)
         backfill = is_backfill(r.headers)
+        retention = ds.state_retention
+        if (
+            retention is not None
+            and previous is None
+            and not backfill
+            and 0 < _ms(source.get("ts_ms")) < now_ms - retention.ms
+        ):
+            # An entity this worker does not know, changed longer ago than the state
+            # retention (e.g. a forgotten one re-sent): history, as if backfilled.
+            backfill = True
         if verdict is Verdict.REDELIVERY:
             assert previous is not None
             if backfill and previous.previous == previous.contributions:
@@ -389,6 +405,10 @@ class BatchCore:
         else:
             before_batch = previous.contributions if previous is not None else []
         entity = Entity(version, event_id, digest, r.offset, contributions, before_batch)
+        if retention is not None and retention.is_final(
+            t.raw.get("op"), t.raw.get("after") or t.raw.get("before")
+        ):
+            entity.final_ms = previous.final_ms if previous and previous.final_ms else now_ms
         entity.event_ms = event_ms
         self._undo[-1].append((table, key, previous))
         table[key] = entity

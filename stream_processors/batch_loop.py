@@ -209,6 +209,7 @@ class BatchLoop:
         self.assigned_monotonic = 0.0
         self.last_restore_s = 0.0  # the last assignment's restore, and what it replayed
         self.last_restore_records = 0
+        self._restore_read = 0
         self._lag_group = f"{self._group}-standardize"
         self.restore_log_every_s = _RESTORE_PROGRESS_EVERY_S
         self._lag_exported: set[tuple[str, int]] = set()
@@ -248,7 +249,7 @@ class BatchLoop:
             restored = self._restore(wanted)
             for (topic, partition), entities in restored.items():
                 self._core.load(topic, partition, entities)
-            replayed = sum(len(e) for e in restored.values())
+            replayed = self._restore_read
         if wanted:
             self._metrics.processor_assigned.set(time.time())
             self.assigned_monotonic = time.monotonic()
@@ -277,6 +278,7 @@ class BatchLoop:
     def _restore(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], dict[bytes, Entity]]:
         """Each partition's entities, replayed from its changelog up to a fresh marker."""
         out: dict[tuple[str, int], dict[bytes, Entity]] = {w: {} for w in wanted}
+        self._restore_read = 0
         if not wanted:
             return out
         marker = uuid.uuid4().hex.encode()
@@ -336,9 +338,14 @@ class BatchLoop:
                             pending.discard(where)
                         continue
                     if where in pending:
-                        out[by_changelog[where]][key] = Entity.from_json(msg.value() or b"")
+                        value = msg.value()
+                        if value is None:  # a tombstone: the entity was forgotten
+                            out[by_changelog[where]].pop(key, None)
+                        else:
+                            out[by_changelog[where]][key] = Entity.from_json(value)
         finally:
             reader.close()
+            self._restore_read = watch.read
         return out
 
     def _write_markers(self, changelogs: list[tuple[str, int]]) -> tuple[bytes, dict[Any, int]]:
