@@ -154,6 +154,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     rss_restored = _rss_mb()
     # processing, as the loop drives the core: batches of 500, groups of 20
     batches = [msgs[i : i + 500] for i in range(0, len(msgs), 500)]
+    # The store keeps what this pass commits: saved first and put back after, so that
+    # the next process finds the state the changelog made (the same work again).
+    saved: dict[tuple[int, bytes], Entity | None] = {}
+    if store is not None:
+        for m in msgs:
+            key = (m.partition(), m.key())
+            if key not in saved:
+                saved[key] = store.table(DOSSIERS.raw_topic, key[0]).get(key[1])
     started = time.perf_counter()
     out = BatchOutput()
     for i, batch in enumerate(batches, 1):
@@ -176,6 +184,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "events_per_s": round(len(msgs) / process_s),
     }
     if store is not None:
+        for (p, key), entity in saved.items():
+            applied = store.applied(DOSSIERS.raw_topic, p)
+            value = entity.to_json() if entity is not None else None
+            store.apply(DOSSIERS.raw_topic, p, [(key, value)], applied)
         store.close()
     registry.close()
     return result
@@ -196,11 +208,14 @@ def run_child(env: dict[str, str], group: str, mode: str, path: Path, a: argpars
         "--cache-entries",
         str(a.cache_entries),
     ]
-    done = subprocess.run(
-        cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False
-    )
+    log = path.with_name(f"{path.name}-{mode}.log")
+    with log.open("w") as err:
+        done = subprocess.run(
+            cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=err, text=True
+        )
     if done.returncode != 0:
-        raise SystemExit(f"{mode} child failed:\n{done.stderr[-3000:]}")
+        tail = [line for line in log.read_text().splitlines() if not line.startswith("%")]
+        raise SystemExit(f"{mode} child failed ({done.returncode}):\n" + "\n".join(tail[-40:]))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -242,15 +257,18 @@ def main() -> None:
                 started = time.perf_counter()
                 written = populate(s, group, n, real_keys)
                 populate_s = time.perf_counter() - started
-                print(f"{n:,} entities: {written:,} changelog records in {populate_s:.0f} s")
+                print(
+                    f"{n:,} entities: {written:,} changelog records in {populate_s:.0f} s",
+                    flush=True,
+                )
                 path = Path(tmp) / f"store-{n}"
                 memory = run_child(env, group, "memory", path, args)
-                print("  memory     ", memory)
+                print("  memory     ", memory, flush=True)
                 empty = run_child(env, group, "empty", path, args)
-                print("  empty disk ", empty)
+                print("  empty disk ", empty, flush=True)
                 append_tail(s, group, n, args.tail)
                 local = run_child(env, group, "local", path, args)
-                print("  local store", local)
+                print("  local store", local, flush=True)
                 disk_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
                 rows.append(
                     {

@@ -64,7 +64,7 @@ from stream_processors.quality import (
     quality_record,
     scores,
 )
-from stream_processors.state_store import EntityStore, claim_slot
+from stream_processors.state_store import EntityStore, Slot, claim_slot
 
 __all__ = ["create_app"]
 
@@ -78,6 +78,9 @@ _STEPWISE = frozenset({"aqi_station"})
 # shut down cleanly before the process exits at once.
 _EXIT_GRACE_S = 10.0
 _EXIT_CODE = 70  # EX_SOFTWARE
+# The state-dir slots this process holds: referenced so that their locks live as long
+# as the process (the kernel releases them when it ends).
+_HELD_SLOTS: list[Slot] = []
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -102,6 +105,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     # restarted worker takes its predecessor's files and replays only the changelog tail).
     local = settings.processor
     slot = claim_slot(local.resolved_state_dir(settings.data_dir) / settings.processor_group)
+    _HELD_SLOTS.append(slot)  # locked until the process ends (Faust's tables use it too)
     store = (
         EntityStore(
             slot.path / "entities",

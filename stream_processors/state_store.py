@@ -141,6 +141,12 @@ class EntityStore:
             if found is not None and found != FORMAT:
                 raise ValueError(f"format {found!r}, not {FORMAT!r}")
         except Exception as exc:  # corrupt, truncated, or not ours: rebuilt from Kafka
+            if "LOCK" in str(exc) or "lock" in str(exc).split(":")[0]:
+                # Another live process holds it: never touch its files.
+                raise ConfigError(
+                    f"the entity state store {self.path} is in use by another process; "
+                    "give each worker its own slot (DATABUS_PROCESSOR__STATE_DIR)"
+                ) from exc
             if db is not None:
                 with contextlib.suppress(Exception):
                     db.close()

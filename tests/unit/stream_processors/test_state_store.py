@@ -178,3 +178,12 @@ def test_an_unwritable_state_dir_names_the_setting(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="DATABUS_PROCESSOR__STATE_DIR"):
         claim_slot(blocker / "sub")
+
+
+def test_a_store_another_handle_holds_is_refused_not_wiped(tmp_path: Path) -> None:
+    path = tmp_path / "e"
+    with EntityStore(path) as store:
+        store.apply(T, 0, [(b"a", entity(1).to_json())], 3)
+        with pytest.raises(ConfigError, match="in use by another process"):
+            EntityStore(path)
+        assert store.table(T, 0).get(b"a") == entity(1)
