@@ -390,6 +390,8 @@ class BatchLoop:
         )
         starts: list[TopicPartition] = []
         pending: set[tuple[str, int]] = set()
+        for topic, p in wanted:
+            store.release(topic, p)  # nothing of it cached while it is replayed
         try:
             for (changelog, p), (topic, _p) in by_changelog.items():
                 applied = store.applied(topic, p)
@@ -457,20 +459,21 @@ class BatchLoop:
                         if msg.value() == marker or offset >= ends[where]:
                             pending.discard(where)
                             topic, p = by_changelog[where]
-                            store.apply(topic, p, chunks.pop(where, ()), ends[where])
+                            store.apply(topic, p, chunks.pop(where, ()), ends[where], bulk=True)
                         continue
                     chunk = chunks.setdefault(where, [])
                     chunk.append((key, msg.value()))
                     if len(chunk) >= _APPLY_CHUNK:
                         topic, p = by_changelog[where]
-                        store.apply(topic, p, chunks.pop(where), offset)
+                        store.apply(topic, p, chunks.pop(where), offset, bulk=True)
                 if msgs:
                     watch.progress(len(msgs))
             for (changelog, p), (topic, _p) in by_changelog.items():
                 if (changelog, p) not in last:  # nothing to replay: checkpoint the marker
-                    store.apply(topic, p, (), ends[(changelog, p)])
+                    store.apply(topic, p, (), ends[(changelog, p)], bulk=True)
         finally:
             reader.close()
+            store.flush()  # the bulk writes are on disk before any logged commit
         return watch.read
 
     # ---- producing

@@ -41,7 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
 
 from bus.errors import ConfigError
 from stream_processors.entity_state import Entity
@@ -128,6 +136,8 @@ class EntityStore:
         self._tables: dict[tuple[str, int], PartitionTable] = {}
         self.rebuilt = False  # the files could not be used and were set aside
         self._db = self._open(_options(block_cache_mb * 1024 * 1024))
+        self._no_wal = WriteOptions()
+        self._no_wal.disable_wal = True  # type: ignore[method-assign,assignment]  # a property at run time; the stub says method
 
     # ---- opening
     def _open(self, opts: Options) -> Rdict:
@@ -179,23 +189,46 @@ class EntityStore:
         partition: int,
         records: Iterable[tuple[bytes, bytes | None]],
         offset: int,
+        *,
+        bulk: bool = False,
     ) -> int:
         """Apply changelog records (key, ``Entity.to_json`` bytes; None deletes) and
-        checkpoint ``offset`` as applied, atomically. Returns how many."""
+        checkpoint ``offset`` as applied, atomically. Returns how many.
+
+        ``bulk`` (a restore, the partition released first): without the write-ahead
+        log and without touching the cache; ``flush`` must follow before any other
+        write. A kill -9 then loses only the bulk writes not yet flushed, a prefix of
+        them with their checkpoints: the next restore goes on from the last one kept."""
         prefix = _ENTITY + _prefix(topic, partition)
         batch = WriteBatch(raw_mode=True)
         n = 0
-        for key, value in records:
-            k = prefix + key
-            self._cache.pop(k, None)
-            if value is None:
-                batch.delete(k)
-            else:
-                batch.put(k, value)
-            n += 1
+        if bulk:
+            put, delete = batch.put, batch.delete
+            for key, value in records:
+                if value is None:
+                    delete(prefix + key)
+                else:
+                    put(prefix + key, value)
+                n += 1
+        else:
+            for key, value in records:
+                k = prefix + key
+                self._cache.pop(k, None)
+                if value is None:
+                    batch.delete(k)
+                else:
+                    batch.put(k, value)
+                n += 1
         batch.put(_OFFSET + _prefix(topic, partition), struct.pack(">q", offset))
-        self._db.write(batch)
+        if bulk:
+            self._db.write(batch, self._no_wal)
+        else:
+            self._db.write(batch)
         return n
+
+    def flush(self) -> None:
+        """Persist the bulk writes (memtables to files) before any logged write."""
+        self._db.flush(True)
 
     def forget(self, topic: str, partition: int) -> None:
         """Delete (topic, partition)'s entities and checkpoint: it is rebuilt from the

@@ -187,3 +187,35 @@ def test_a_store_another_handle_holds_is_refused_not_wiped(tmp_path: Path) -> No
         with pytest.raises(ConfigError, match="in use by another process"):
             EntityStore(path)
         assert store.table(T, 0).get(b"a") == entity(1)
+
+
+_KILLED_RESTORE = """
+import os, sys
+from pathlib import Path
+from stream_processors.entity_state import Entity
+from stream_processors.state_store import EntityStore
+store = EntityStore(Path(sys.argv[1]))
+store.commit({("t", 0, b"before"): Entity(1, "e", "d", 1)}, {("t", 0): 1})
+for chunk in range(2, 400):
+    e = Entity(chunk, "e", "d", chunk).to_json()
+    records = [(b"k%d" % i, e) for i in range(500)] + [(b"last", e)]
+    store.apply("t", 0, records, chunk, bulk=True)
+    if chunk == int(sys.argv[2]):
+        os.kill(os.getpid(), 9)
+"""
+
+
+def test_kill_9_during_a_bulk_restore_keeps_a_consistent_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "e"
+    done = subprocess.run([sys.executable, "-c", _KILLED_RESTORE, str(path), "321"], check=False)
+    assert done.returncode == -9
+    with EntityStore(path) as store:
+        applied = store.applied("t", 0)
+        table = store.table("t", 0)
+        assert table.get(b"before") == Entity(1, "e", "d", 1)  # logged: kept
+        last = table.get(b"last")
+        if applied == 1:
+            assert last is None  # nothing of the bulk writes kept: replayed again
+        else:
+            assert last is not None and last.version == applied
+            assert {table.get(b"k%d" % i).version for i in range(500)} == {applied}  # type: ignore[union-attr]
