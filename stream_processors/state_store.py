@@ -36,7 +36,7 @@ import os
 import shutil
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -188,7 +188,7 @@ class EntityStore:
         topic: str,
         partition: int,
         records: Iterable[tuple[bytes, bytes | None]],
-        offset: int,
+        offset: int | None,
         *,
         bulk: bool = False,
     ) -> int:
@@ -219,7 +219,8 @@ class EntityStore:
                 else:
                     batch.put(k, value)
                 n += 1
-        batch.put(_OFFSET + _prefix(topic, partition), struct.pack(">q", offset))
+        if offset is not None:  # None: part of a snapshot, checkpointed at its end
+            batch.put(_OFFSET + _prefix(topic, partition), struct.pack(">q", offset))
         if bulk:
             self._db.write(batch, self._no_wal)
         else:
@@ -245,6 +246,19 @@ class EntityStore:
         table = self._tables.get((topic, partition))
         if table is not None:
             table.discard_pending()
+
+    def items(self, topic: str, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every committed entity of (topic, partition): (key, changelog bytes)."""
+        start = _ENTITY + _prefix(topic, partition)
+        it = self._db.iter()
+        it.seek(start)
+        n = len(start)
+        while it.valid():
+            k = it.key()
+            if not k.startswith(start):
+                break
+            yield k[n:], it.value()
+            it.next()
 
     # ---- what the batch loop needs
     def table(self, topic: str, partition: int) -> PartitionTable:

@@ -126,7 +126,7 @@ def _corrupt(path: Path) -> None:
             f.write_bytes(b"\xffnot rocksdb" * 64)
 
 
-@pytest.mark.parametrize("disk", ["kept", "wiped", "corrupt", "restore_crashed"])
+@pytest.mark.parametrize("disk", ["kept", "wiped", "corrupt", "restore_crashed", "snapshot"])
 def test_a_restarted_worker_replays_the_tail_or_rebuilds(
     settings: Settings, tmp_path: Path, disk: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,16 +139,22 @@ def test_a_restarted_worker_replays_the_tail_or_rebuilds(
     valid = [e for e in events if e.expect_reason is None]
     half = len(events) // 2
     path = tmp_path / "entities"
+    if disk == "snapshot":  # snapshots every 2 changelog records per partition
+        settings = settings.model_copy(
+            update={"processor": settings.processor.model_copy(update={"snapshot_every": 2})}
+        )
 
     publish(settings, events[:half])
     first = Worker(settings, path)
     first.wait(lambda: first.consumed() >= half)
+    if disk == "snapshot":
+        first.wait(lambda: first.loop.snapshots >= 4)
     first.stop()
     with EntityStore(path) as store:
         applied = {p: store.applied(DOSSIERS.raw_topic, p) for p in range(4)}
     assert any(o >= 0 for o in applied.values()), "the first worker checkpointed"
 
-    if disk == "wiped":
+    if disk in ("wiped", "snapshot"):
         shutil.rmtree(path)
     elif disk == "corrupt":
         _corrupt(path)
@@ -192,6 +198,14 @@ def test_a_restarted_worker_replays_the_tail_or_rebuilds(
         assert replayed >= len({e.dossier.dossier_id for e in events[:half]})
     elif disk == "wiped":
         assert replayed >= len({e.dossier.dossier_id for e in events[:half]})
+        assert second.loop.last_snapshot_entities == 0
+    elif disk == "snapshot":
+        # the entities from the snapshots, only the changelog after them replayed
+        assert (
+            second.loop.last_snapshot_entities
+            >= len({e.dossier.dossier_id for e in events[:half]}) - 4 * 10
+        )
+        assert replayed < len({e.dossier.dossier_id for e in events[:half]})
     assert replayed < changelog_records * 4
 
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
