@@ -12,6 +12,9 @@ For each size N (entities), against the embedded broker:
      directory;
    - ``local store``: the store again, from the directory the previous process left,
      after ``--tail`` more changelog records were written: only the tail is replayed;
+   - ``snapshot``: the previous process then wrote a snapshot of every partition
+     (timed), ``--tail`` more records were written, and a process with an empty
+     directory restores from the snapshot and the changelog after it;
    each then processes the same raw dossier events through the processor's core
    (decode, dedup against the state, standardize, contributions, stats; state groups
    of 20 batches of 500, committed to the store as the loop does), CPU only, no writes;
@@ -188,6 +191,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             applied = store.applied(DOSSIERS.raw_topic, p)
             value = entity.to_json() if entity is not None else None
             store.apply(DOSSIERS.raw_topic, p, [(key, value)], applied)
+        if args.mode == "local":  # then a snapshot of every partition, timed
+            started = time.perf_counter()
+            for p in range(PARTITIONS):
+                loop._snapshot(store, DOSSIERS.raw_topic, p)
+            result["snapshot_write_s"] = round(time.perf_counter() - started, 2)
+        if args.mode == "snapshot":
+            result["entities_from_snapshot"] = loop.last_snapshot_entities
         store.close()
     registry.close()
     return result
@@ -225,7 +235,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--tail", type=int, default=10_000)
     ap.add_argument("--cache-entries", type=int, default=200_000)
-    ap.add_argument("--child", choices=["memory", "empty", "local"])
+    ap.add_argument("--child", choices=["memory", "empty", "local", "snapshot"])
     ap.add_argument("--group", default="")
     ap.add_argument("--dir", default="")
     args = ap.parse_args()
@@ -269,6 +279,9 @@ def main() -> None:
                 append_tail(s, group, n, args.tail)
                 local = run_child(env, group, "local", path, args)
                 print("  local store", local, flush=True)
+                append_tail(s, group, n, args.tail)
+                snap = run_child(env, group, "snapshot", Path(tmp) / f"empty-{n}", args)
+                print("  snapshot   ", snap, flush=True)
                 disk_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
                 rows.append(
                     {
@@ -279,6 +292,7 @@ def main() -> None:
                         "memory": memory,
                         "empty_disk": empty,
                         "local_store": local,
+                        "empty_disk_from_snapshot": snap,
                         "throughput_ratio_store_vs_memory": round(
                             empty["events_per_s"] / memory["events_per_s"], 3
                         ),
