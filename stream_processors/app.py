@@ -64,7 +64,7 @@ from stream_processors.quality import (
     quality_record,
     scores,
 )
-from stream_processors.state_store import EntityStore, Slot, claim_slot
+from stream_processors.state_store import EntityStore, Slot, claim_slot, topics_incarnation
 
 __all__ = ["create_app"]
 
@@ -106,6 +106,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     local = settings.processor
     slot = claim_slot(local.resolved_state_dir(settings.data_dir) / settings.processor_group)
     _HELD_SLOTS.append(slot)  # locked until the process ends (Faust's tables use it too)
+    if not slot.match(topics_incarnation(settings, settings.processor_group)):
+        log.info("local state in %s started afresh (a new slot, or new topics)", slot.path)
     store = (
         EntityStore(
             slot.path / "entities",

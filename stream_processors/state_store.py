@@ -36,11 +36,13 @@ import os
 import shutil
 import struct
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from rocksdict import (
     AccessType,
     BlockBasedOptions,
@@ -51,10 +53,13 @@ from rocksdict import (
     WriteOptions,
 )
 
-from bus.errors import ConfigError
+from bus.errors import ConfigError, DeliveryError
+from bus.kafka_client import producer_config
+from bus.settings import Settings
+from bus.topic_admin import TopicSpec, ensure_topics
 from stream_processors.entity_state import Entity
 
-__all__ = ["EntityStore", "PartitionTable", "Slot", "claim_slot"]
+__all__ = ["EntityStore", "PartitionTable", "Slot", "claim_slot", "topics_incarnation"]
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +370,56 @@ class Slot:
     def release(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
+
+    def match(self, incarnation: str) -> bool:
+        """Keep the slot's files only if they were made against this incarnation of
+        the topics (``topics_incarnation``); otherwise delete them (an embedded broker
+        restarted empty: the files describe topics that no longer exist). Returns
+        whether they were kept."""
+        mark = self.path / "incarnation"
+        kept = mark.exists() and mark.read_text(encoding="utf-8").strip() == incarnation
+        if not kept:
+            for child in self.path.iterdir():
+                if child.name not in ("lock", "incarnation"):
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            mark.write_text(incarnation + "\n", encoding="utf-8")
+        return kept
+
+
+def topics_incarnation(settings: Settings, group: str, timeout_s: float = 30.0) -> str:
+    """An id of this incarnation of the processor's topics: the first record of
+    ``<group>-state-incarnation`` (written by the first worker that finds none). A
+    broker that lost its topics (the embedded one restarted) gets a new one."""
+    topic = f"{group}-state-incarnation"
+    ensure_topics(settings, [TopicSpec(topic, 1, compact=False)])
+    reader = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"{group}-incarnation-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    producer: Producer | None = None
+    try:
+        reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout_s
+        wrote = False
+        while time.monotonic() < deadline:
+            for msg in reader.consume(10, 1.0):
+                if not msg.error() and msg.value():
+                    return bytes(msg.value() or b"").decode()
+            if not wrote:
+                producer = Producer(producer_config(settings))
+                producer.produce(topic, uuid.uuid4().hex.encode(), partition=0)
+                producer.flush(timeout_s)
+                wrote = True
+        raise DeliveryError(f"{topic}: no incarnation record within {timeout_s:g} s")
+    finally:
+        reader.close()
 
 
 def claim_slot(root: Path) -> Slot:

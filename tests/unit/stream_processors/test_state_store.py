@@ -219,3 +219,18 @@ def test_kill_9_during_a_bulk_restore_keeps_a_consistent_prefix(tmp_path: Path) 
         else:
             assert last is not None and last.version == applied
             assert {table.get(b"k%d" % i).version for i in range(500)} == {applied}  # type: ignore[union-attr]
+
+
+def test_a_slot_made_for_other_topics_is_emptied(tmp_path: Path) -> None:
+    slot = claim_slot(tmp_path)
+    try:
+        assert not slot.match("one")  # a new slot: nothing to keep
+        with EntityStore(slot.path / "entities") as store:
+            store.apply(T, 0, [(b"a", entity(1).to_json())], 3)
+        assert slot.match("one")
+        assert (slot.path / "entities").exists()
+        assert not slot.match("two")  # the broker lost its topics
+        assert not (slot.path / "entities").exists()
+        assert (slot.path / "lock").exists()
+    finally:
+        slot.release()
