@@ -6,7 +6,9 @@ regressed / unexpected / counter drift, plus the DLQ's misses), and writes
 ``bench/results/chaos-<UTC time>.json`` with every report. Exit status 1 when a
 scenario did not pass.
 
-    .venv/bin/python bench/chaos.py [scenario ...] [--keep DIR]
+    .venv/bin/python bench/chaos.py [scenario ...] [--keep DIR] [--quick]
+
+``--quick``: the ``short`` scenario only (about a minute).
     make chaos
 """
 
@@ -33,10 +35,13 @@ def main() -> int:
     parser.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--keep", type=Path, help="run directories (logs) here; default: temp")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--quick", action="store_true", help="the short scenario only")
     args = parser.parse_args()
+    if args.quick and args.scenarios:
+        parser.error("--quick runs the short scenario: name no scenario with it")
     # a plain `kill` stops the stacks cleanly too (their servers, PostgreSQL included)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    names = args.scenarios or list(SCENARIOS)
+    names = ["short"] if args.quick else args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; there are {list(SCENARIOS)}")

@@ -6,7 +6,9 @@ number of pre-encoded records and consumes them back (no validation, no
 standardization, no Redis). Machines here are shared and noisy: read the
 ratios, not the absolute figures.
 
-    .venv/bin/python bench/end_to_end.py [--days 40] [--per-day 3]
+    .venv/bin/python bench/end_to_end.py [--days 40] [--per-day 3] [--quick]
+
+``--quick``: 10 days (about 1,400 events).
 """
 
 from __future__ import annotations
@@ -18,17 +20,25 @@ import tempfile
 import time
 from pathlib import Path
 
+import runs
+from compat import (
+    CLI_MODULE,
+    DossierSpec,
+    LocalStack,
+    TopicSpec,
+    bus_topics,
+    ensure_topics,
+    free_port,
+    generate_dossiers,
+    load_reference,
+    producer_config,
+    publish_records,
+    scrape,
+)
 from confluent_kafka import Consumer, Producer
 
-from bus.kafka_client import producer_config
 from bus.settings import load_settings
-from bus.topic_admin import TopicSpec, ensure_topics
-from databus.dashboard import scrape
-from databus.local_stack import LocalStack, free_port
 from producers.publisher import Publisher
-from producers.simulators import DossierSpec, generate_dossiers, publish_records
-from schemas.domain.reference import load_reference
-from schemas.topics import bus_topics
 
 DS = "publicservice.dossiers"
 
@@ -36,7 +46,7 @@ DS = "publicservice.dossiers"
 def baseline(settings: object, n: int, value: bytes) -> tuple[float, float]:
     """Plain client loop: produce n records, then consume them back. Returns (prod/s, cons/s)."""
     topic = f"bench.baseline.raw.v1.{time.monotonic_ns()}"
-    ensure_topics(settings, [TopicSpec(topic, settings.kafka.partitions)])  # type: ignore[attr-defined]
+    ensure_topics(settings, [TopicSpec(topic, settings.kafka.partitions)])  # type: ignore[attr-defined, arg-type]
     producer = Producer(producer_config(settings))  # type: ignore[arg-type]
     t0 = time.perf_counter()
     for i in range(n):
@@ -74,7 +84,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=int, default=40)
     ap.add_argument("--per-day", type=float, default=3.0)
+    runs.add_arguments(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.days = 10
+    run = runs.Run.from_args("end_to_end", args)
     events = generate_dossiers(
         DossierSpec(days=args.days, dossiers_per_unit_per_day=args.per_day, seed=3),
         load_reference(),
@@ -100,7 +114,7 @@ def main() -> None:
                 log = (Path(tmp) / f"{name}.log").open("wb")
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "databus", *argv],
+                        [sys.executable, "-m", CLI_MODULE, *argv],
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -160,6 +174,13 @@ def main() -> None:
     ]
     for label, rate, base in rows:
         print(f"{label:<44}{rate:>12,.0f}{rate / base:>20.2f}")
+    produce, consume = "plain produce loop (baseline)", "plain consume loop (baseline)"
+    run.figure(produce, base_prod, "events/s")
+    run.figure(consume, base_cons, "events/s")
+    run.figure("Publisher", pub_rate, "events/s", baseline=produce)
+    run.figure("through the processor", proc_rate, "events/s", baseline=consume)
+    run.figure("end to end (in Redis)", e2e_rate, "events/s", baseline=consume)
+    run.write(args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,10 @@ first fetch (~0.1 s here). The in-process loops run on this process's one core, 
 after the other. Read the ratios; machines here are shared and noisy.
 
     .venv/bin/python bench/processor.py [--events 40000] [--rate 2000] [--seconds 15]
-        [--linger-ms MS] [--skip-latency] [--skip-throughput]
+        [--linger-ms MS] [--skip-latency] [--skip-throughput] [--quick]
+
+``--quick``: throughput only, over 5,000 events, 3 CPU passes (latency on its own:
+``--skip-throughput --seconds 4``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,24 @@ from typing import Any, cast
 
 import httpx
 import psutil
+import runs
+from compat import (
+    CLI_MODULE,
+    DeadLetter,
+    DossierEvent,
+    DossierSpec,
+    LocalStack,
+    TopicSpec,
+    bus_topics,
+    contributions,
+    dlq_headers,
+    ensure_topics,
+    free_port,
+    generate_dossiers,
+    load_reference,
+    producer_config,
+    publish_records,
+)
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry import avro as stock_avro
@@ -73,19 +94,11 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus.consumers import take
-from bus.kafka_client import producer_config
 from bus.metrics import Metrics
 from bus.settings import Settings, load_settings
-from bus.topic_admin import TopicSpec, ensure_topics
-from databus.local_stack import LocalStack, free_port
 from producers.publisher import Publisher
-from producers.simulators import DossierEvent, DossierSpec, generate_dossiers, publish_records
 from schemas.catalog import DOSSIERS, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
-from schemas.dead_letters import DeadLetter, dlq_headers
-from schemas.domain.reference import load_reference
-from schemas.topics import bus_topics
-from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore, BatchOutput
 from stream_processors.batch_loop import BatchLoop, raw_records, tune_gc_for_batches
 from stream_processors.pipeline import DatasetPipeline
@@ -94,7 +107,7 @@ from stream_processors.quality import field_presence
 # A latency sample: (send time, seconds from send until the reader had the record).
 Sample = tuple[float, float]
 # A plain loop's codec: decode a raw value, encode a record for the out topic.
-Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
+Codec = tuple[Callable[[bytes | None], Any], Callable[[Any], bytes]]
 
 
 def consumer(settings: Settings, group: str) -> Consumer:
@@ -135,11 +148,11 @@ def stock_codec(registry: SchemaRegistryClient, out_topic: str) -> Codec:
     raw_ctx = SerializationContext(DOSSIERS.raw_topic, MessageField.VALUE)
     out_ctx = SerializationContext(out_topic, MessageField.VALUE)
 
-    def decode(value: bytes) -> Any:
+    def decode(value: bytes | None) -> Any:
         return de(value, raw_ctx)
 
     def encode(record: Any) -> bytes:
-        out = ser(record, out_ctx)
+        out: bytes | None = ser(record, out_ctx)
         assert out is not None
         return out
 
@@ -182,11 +195,12 @@ def same_work(registry: SchemaRegistryClient) -> Work:
         raw = pipeline.decode(value)
         out = raw if isinstance(raw, DeadLetter) else pipeline.standardize(raw, headers)
         if isinstance(out, DeadLetter):
-            where = {"topic": m.topic() or "", "partition": m.partition() or 0}
+            where: dict[str, Any] = {"topic": m.topic() or "", "partition": m.partition() or 0}
             letter = dlq_headers(headers, **where, offset=m.offset() or 0, letter=out)
-            producer.produce(DOSSIERS.dlq_topic, key=m.key(), value=value, headers=letter)
+            # confluent-kafka stub: produce(headers=) is an invariant List of str|bytes|None
+            producer.produce(DOSSIERS.dlq_topic, key=m.key(), value=value, headers=letter)  # type: ignore[arg-type]
         else:
-            producer.produce(DOSSIERS.std_topic, key=m.key(), value=out.value, headers=out.headers)
+            producer.produce(DOSSIERS.std_topic, key=m.key(), value=out.value, headers=out.headers)  # type: ignore[arg-type]
 
     return work
 
@@ -265,7 +279,9 @@ def _commit_at_end(settings: Settings, group: str) -> None:
     while batch := scan.consume(1000, 0.5):
         for m in batch:
             if not m.error():
-                ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+                part, offset = m.partition(), m.offset()
+                assert part is not None and offset is not None  # a consumed record has both
+                ends[part] = max(ends.get(part, 0), offset + 1)
     scan.close()
     if not ends:
         return  # an empty topic: "earliest" is its end
@@ -289,11 +305,17 @@ class CpuOnly:
         return statistics.median(self.same_us) / statistics.median(self.core_us)
 
 
-_CPU_PASSES = 5
+_CPU_PASSES = 5  # --quick: 3
 _GROUP_BATCHES = 20  # batches per state group, as the loop under load (_GROUP_MAX_BATCHES)
 
 
-def cpu_only(settings: Settings, registry: SchemaRegistryClient, n: int, group: str) -> CpuOnly:
+def cpu_only(
+    settings: Settings,
+    registry: SchemaRegistryClient,
+    n: int,
+    group: str,
+    passes: int = _CPU_PASSES,
+) -> CpuOnly:
     """Read the run's ``n`` records once, then pass over them in alternation: the
     same-work loop's per-record work without its produce (decode, standardize,
     encode), and the processor's core as the loop drives it (records of a batch of
@@ -310,7 +332,7 @@ def cpu_only(settings: Settings, registry: SchemaRegistryClient, n: int, group: 
     pipeline = DatasetPipeline(DOSSIERS, registry, load_reference())
     same_us: list[float] = []
     core_us: list[float] = []
-    for _ in range(_CPU_PASSES + 1):  # the first pass warms caches up: not counted
+    for _ in range(passes + 1):  # the first pass warms caches up: not counted
         started = time.perf_counter()
         for m in msgs:
             raw = pipeline.decode(m.value())
@@ -389,7 +411,7 @@ def start_worker(
     port = free_port()
     with open(log or os.devnull, "wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "databus", "process"],
+            [sys.executable, "-m", CLI_MODULE, "process"],
             env={**env, "DATABUS_PROCESSOR_GROUP": group, "DATABUS_METRICS__PORT": str(port)},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -468,6 +490,7 @@ def throughput(
     registry: SchemaRegistryClient,
     events: list[DossierEvent],
     broker: psutil.Process,
+    cpu_passes: int = _CPU_PASSES,
 ) -> Throughput:
     """Every kind over the same ``events``, each run from a group of its own committed
     at their start before they are published, in ``ORDER``; with the CPU the broker
@@ -489,7 +512,7 @@ def throughput(
         "ours": small_transform(our_codec, _PLAIN_OUT["ours"]),
         "stock": small_transform(stock_codec, _PLAIN_OUT["stock"]),
     }
-    runs: dict[str, list[float]] = {kind: [] for kind in ORDER}
+    rates: dict[str, list[float]] = {kind: [] for kind in ORDER}
     workers: list[WorkerRun] = []
     for kind, group in zip(ORDER, groups, strict=True):
         cpu = cpu_seconds(broker)
@@ -500,14 +523,14 @@ def throughput(
             rate = workers[-1].rate
         else:
             rate = plain_loop(settings, registry, n, group, works[kind])
-        runs[kind].append(rate)
+        rates[kind].append(rate)
         spent = cpu_seconds(broker) - cpu
         print(
             f"  {kind:<6} {rate:>10,.0f} events/s   broker CPU {spent:5.1f} s",
             file=sys.stderr,
             flush=True,
         )
-    return Throughput(runs, workers, cpu_only(settings, registry, n, cpu_group))
+    return Throughput(rates, workers, cpu_only(settings, registry, n, cpu_group, cpu_passes))
 
 
 # ---- latency ------------------------------------------------------------------
@@ -563,7 +586,7 @@ def broker_latency(
             for m in batch:
                 if m.error():
                     continue
-                if m.key().startswith(b"w"):
+                if (m.key() or b"").startswith(b"w"):
                     seen["warmup"] += 1
                 else:
                     sent = m.timestamp()[1] / 1000
@@ -607,7 +630,8 @@ def latency(
 
     Two warm-ups before the clock starts: one for the worker (group join, restore), from
     its own Publisher; one for the measured Publisher (InitProducerId, metadata), whose
-    records are told apart from the timed ones by their ``ce_id`` (the event id)."""
+    records are told apart from the timed ones by the raw event's id (a std record's
+    ``ce_originid``)."""
     group = f"bench-lat-{time.monotonic_ns()}"
     _commit_at_end(settings, f"{group}-standardize")
     s = settings.model_copy(update={"processor_group": group})
@@ -626,6 +650,8 @@ def latency(
     worker_warmup, pub_warmup = valid[:200], valid[200 : 200 + warm]
     events = valid[200 + warm : 200 + warm + int(rate * seconds)]
     warm_ids = {e.event_id.encode() for e in pub_warmup}
+    worker_ids = {e.event_id.encode() for e in worker_warmup}
+    timed_ids = {e.event_id.encode() for e in events}
     lat: list[Sample] = []
     seen = {"worker": 0, "publisher": 0}
     stop = threading.Event()
@@ -637,13 +663,13 @@ def latency(
             for m in batch:
                 if m.error():
                     continue
-                headers = dict(m.headers() or [])
-                source = headers["ce_source"]
-                if source.startswith(b"/databus/bench-warmup/"):
+                headers = dict(cast(list[tuple[str, bytes]], m.headers() or []))
+                origin = headers["ce_originid"]  # the raw event's id; ce_time is the raw's
+                if origin in worker_ids:
                     seen["worker"] += 1
-                elif headers["ce_id"] in warm_ids:
+                elif origin in warm_ids:
                     seen["publisher"] += 1
-                elif source.startswith(b"/databus/bench-latency/"):
+                elif origin in timed_ids:
                     sent = datetime.fromisoformat(headers["ce_time"].decode()).timestamp()
                     lat.append((sent, now - sent))
 
@@ -836,8 +862,13 @@ def main() -> None:
         "default: the bus's, 5 ms)",
     )
     ap.add_argument("--skip-latency", action="store_true", help="throughput only")
+    ap.add_argument("--cpu-passes", type=int, default=_CPU_PASSES, help="CPU-only passes")
     ap.add_argument("--skip-throughput", action="store_true", help="latency only")
+    runs.add_arguments(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.events, args.skip_latency, args.cpu_passes = 5_000, True, 3
+    run = runs.Run.from_args("processor", args)
     if args.skip_latency and args.skip_throughput:
         ap.error("--skip-latency and --skip-throughput together leave nothing to run")
     events: list[DossierEvent] = []
@@ -877,12 +908,41 @@ def main() -> None:
                     ("publish → std through a processor worker", worker),
                 ]
             if not args.skip_throughput:
-                result = throughput(s, stack.env(), registry, events, broker_process)
+                result = throughput(
+                    s, stack.env(), registry, events, broker_process, args.cpu_passes
+                )
     if result is not None:
         print_throughput(events, result)
     if lat_rows:
         print_latency(args.rate, lat_rows, broker)
         print_inside(inside)
+    record(run, result, lat_rows)
+    run.write(args)
+
+
+def record(
+    run: runs.Run, result: Throughput | None, lat_rows: list[tuple[str, list[Sample]]]
+) -> None:
+    """The run's figures for its JSON: each kind's mean rate (÷ the same-work loop), the
+    CPU per record without the broker (÷ same work), latency quantiles (÷ the baseline)."""
+    if result is not None:
+        run.figure(LABELS[SAME], result.mean(SAME), "events/s")
+        for kind in ("ours", "stock", LOOP, WORKER):
+            run.figure(LABELS[kind], result.mean(kind), "events/s", baseline=LABELS[SAME])
+        same, core = (statistics.median(x) for x in (result.cpu.same_us, result.cpu.core_us))
+        base = "CPU per record, no broker: same work"
+        run.figure(base, same, "µs", better="lower")
+        run.figure(
+            "CPU per record, no broker: processor core", core, "µs", better="lower", baseline=base
+        )
+    summaries = [(label, summarize(sample)) for label, sample in lat_rows]
+    for q in ("p50", "p90", "p99"):
+        base = ""
+        for label, summary in summaries:
+            if summary is not None:
+                name = f"latency {q}: {label}"
+                run.figure(name, getattr(summary, q) * 1000, "ms", better="lower", baseline=base)
+                base = base or name
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ once event by event (``publish``) and once in batches (``publish_many``).
 Each side is warmed up first (registry registration, broker connections, the first
 batches; ``--warmup`` events, not timed): without it, whichever runs first pays it.
 
-    .venv/bin/python bench/publisher.py [--events 50000]
+    .venv/bin/python bench/publisher.py [--events 50000] [--quick]
+
+``--quick``: 5,000 events, 500 of warm-up.
 """
 
 from __future__ import annotations
@@ -17,20 +19,28 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
+import runs
+from compat import (
+    DossierSpec,
+    LocalStack,
+    TopicSpec,
+    ensure_topics,
+    generate_dossiers,
+    load_reference,
+    producer_config,
+)
 from confluent_kafka import Consumer, Producer
 
-from bus.kafka_client import producer_config
 from bus.settings import Settings, load_settings
-from bus.topic_admin import TopicSpec, ensure_topics
-from databus.local_stack import LocalStack
 from producers.publisher import Change, Publisher
-from producers.simulators import DossierSpec, generate_dossiers
 from schemas.catalog import DOSSIERS
-from schemas.domain.reference import load_reference
 
 
-def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def capture(
+    settings: Settings, n: int
+) -> list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]:
     """The exact records the Publisher wrote (key, value, headers), read back."""
     consumer = Consumer(
         {
@@ -42,11 +52,12 @@ def capture(settings: Settings, n: int) -> list[tuple[bytes, bytes, list[tuple[s
         }
     )
     consumer.subscribe([DOSSIERS.raw_topic])
-    out: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+    out: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]] = []
     while len(out) < n:
         for m in consumer.consume(1000, 1.0):
             if not m.error():
-                out.append((m.key() or b"", m.value() or b"", list(m.headers() or [])))
+                headers = cast(list[tuple[str, str | bytes | None]], m.headers() or [])
+                out.append((m.key() or b"", m.value() or b"", list(headers)))
     consumer.close()
     return out
 
@@ -56,7 +67,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=500, help="changes per publish_many call")
     ap.add_argument("--warmup", type=int, default=2_000, help="untimed events before each side")
+    runs.add_arguments(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.events, args.warmup = 5_000, 500
+    run = runs.Run.from_args("publisher", args)
     events = generate_dossiers(DossierSpec(days=365, dossiers_per_unit_per_day=3), load_reference())
     events = (events * (args.events // len(events) + 1))[: args.events]
     n = len(events)
@@ -121,6 +136,12 @@ def main() -> None:
     print(f"{label:<44}{pub_rate:>12,.0f}{pub_rate / raw_rate:>8.2f}")
     label = f"Publisher.publish_many (batches of {args.batch})"
     print(f"{label:<44}{many_rate:>12,.0f}{many_rate / raw_rate:>8.2f}")
+    base = "confluent-kafka pre-encoded (baseline)"
+    run.figure(base, raw_rate, "events/s")
+    run.figure("Publisher.publish", pub_rate, "events/s", baseline=base)
+    run.figure("Publisher.publish_many", many_rate, "events/s", baseline=base)
+    run.figure("mean Avro value", size, "bytes", better="lower")
+    run.write(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ HSET per record, ``--batch`` commands per pipeline: no guard, no KPIs, no geo.
 The std events are those of every simulated dataset (tests/std_samples.py),
 repeated under new versions until ``--records``.
 
-    .venv/bin/python bench/sink_redis.py [--records 100000] [--batch 500]
+    .venv/bin/python bench/sink_redis.py [--records 100000] [--batch 500] [--quick]
+
+``--quick``: 10,000 records.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import runs
+from compat import IocStoreSink, field_text, start_redis
 
-from databus.local_stack import start_redis
 from sinks.base import SinkRecord
-from sinks.ioc.codec import field_text
-from sinks.ioc.store import IocStoreSink
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+sys.path.insert(0, str(runs.product_root() / "tests"))  # the std samples of the code under test
 from std_samples import SIMULATED, sink_records, std_events
 
 
@@ -62,7 +63,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=500, help="records per write / pipeline")
+    runs.add_arguments(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.records = 10_000
+    run = runs.Run.from_args("sink_redis", args)
     recs = workload(args.records)
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_redis(Path(tmp))
@@ -96,6 +101,10 @@ def main() -> None:
     print(f"{'redis-py pipeline, HSET per entity (baseline)':<52}{plain_rate:>12,.0f}{1:>8.2f}")
     label = "IocStoreSink.write (guard + KPIs + geo in Lua)"
     print(f"{label:<52}{sink_rate:>12,.0f}{sink_rate / plain_rate:>8.2f}")
+    base = "redis-py pipeline, HSET per entity (baseline)"
+    run.figure(base, plain_rate, "rows/s")
+    run.figure("IocStoreSink.write", sink_rate, "rows/s", baseline=base)
+    run.write(args)
 
 
 if __name__ == "__main__":

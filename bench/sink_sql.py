@@ -13,7 +13,9 @@ On a SQLite file always; on PostgreSQL too where one answers (DATABUS_TEST_POSTG
 else the tests' fallback postgresql+psycopg://postgres@127.0.0.1:5432/test), in a schema
 made for the run and dropped afterwards.
 
-    .venv/bin/python bench/sink_sql.py [--events 20000] [--batch 500]
+    .venv/bin/python bench/sink_sql.py [--events 20000] [--batch 500] [--quick]
+
+``--quick``: 4,000 events.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import runs
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+sys.path.insert(0, str(runs.product_root() / "tests"))  # the std samples of the code under test
 from std_samples import sink_records, std_events
 
 from schemas.catalog import get_dataset
@@ -110,7 +113,12 @@ def fresh_schema(engine: sa.Engine, schema: str | None) -> None:
 
 
 def measure(
-    label: str, url: str, schema: str | None, evs: list[dict[str, Any]], batch: int
+    label: str,
+    url: str,
+    schema: str | None,
+    evs: list[dict[str, Any]],
+    batch: int,
+    run: runs.Run,
 ) -> None:
     engine = create_repo_engine(url)
     rows = plain_rows(evs)
@@ -138,6 +146,10 @@ def measure(
     print(f"{name:<52}{sink_rate:>12,.0f}{sink_rate / plain_rate:>8.2f}")
     name = "SharedRepoSink.write, one record per call"
     print(f"{name:<52}{single_rate:>12,.0f}{single_rate / plain_rate:>8.2f}")
+    base = f"{label}: Core executemany insert (baseline)"
+    run.figure(base, plain_rate, "rows/s")
+    run.figure(f"{label}: SharedRepoSink.write, batches", sink_rate, "rows/s", baseline=base)
+    run.figure(f"{label}: SharedRepoSink.write, one per call", single_rate, "rows/s", baseline=base)
 
 
 def postgres_url() -> str | None:
@@ -157,16 +169,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=500)
+    runs.add_arguments(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.events = 4_000
+    run = runs.Run.from_args("sink_sql", args)
     evs = events(args.events)
     with tempfile.TemporaryDirectory() as tmp:
-        measure("SQLite file", f"sqlite:///{Path(tmp) / 'bench.db'}", None, evs, args.batch)
+        sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        measure("SQLite file", sqlite_url, None, evs, args.batch, run)
     url = postgres_url()
     if url is None:
         print("\nPostgreSQL: none answers, skipped")
     else:
         schema = f"bench_sink_sql_{uuid.uuid4().hex[:8]}"
-        measure("PostgreSQL", url, schema, evs, args.batch)
+        measure("PostgreSQL", url, schema, evs, args.batch, run)
+    run.write(args)
 
 
 if __name__ == "__main__":

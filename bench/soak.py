@@ -8,6 +8,7 @@ process stays within 20 % of its post-warm-up size. Each run is written as JSON 
 ``bench/results/soak-<UTC time>.json`` with every sample.
 
     .venv/bin/python bench/soak.py --rate 300 --minutes 20 --warmup-minutes 5
+    .venv/bin/python bench/soak.py --quick    # 1 minute: does it run
 
 Not a test: a soak measures, it does not pass or fail the suite (exit 1 when a ratio
 is over the bar, so it can gate a nightly job).
@@ -149,7 +150,15 @@ def main() -> int:
         help="only `up`'s own feed (the live dossiers), no extra publisher at --rate",
     )
     ap.add_argument("--load-days", type=int, default=60, help="history per loader run")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a check that the soak runs: 1 minute, 15 s of warm-up, a sample every 5 s",
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS, help="directory of the run's JSON")
     args = ap.parse_args()
+    if args.quick:
+        args.minutes, args.warmup_minutes, args.every = 1.0, 0.25, 5.0
 
     work = Path(tempfile.mkdtemp(prefix="databus-soak-"))
     data_dir = work / "data"
@@ -203,9 +212,9 @@ def main() -> int:
                 proc.wait()
         log.close()
     figures = summarize(samples, args.warmup_minutes * 60) if samples else {}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"soak-{stamp}.json"
+    out = args.out / f"soak-{stamp}.json"
     out.write_text(
         json.dumps(
             {

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.errors import BrokerAuthError, BrokerError
 from bus.settings import KafkaSettings, Settings
@@ -29,6 +30,7 @@ __all__ = [
     "check_broker",
     "is_broker_failure",
     "producer_config",
+    "registry_client",
     "ssl_context",
 ]
 
@@ -172,3 +174,15 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     }
     conf.update(overrides)
     return conf
+
+
+def registry_client(
+    settings: Settings, given: SchemaRegistryClient | None = None
+) -> tuple[SchemaRegistryClient, SchemaRegistryClient | None]:
+    """The schema-registry client to use, and the one its user must close: ``given``
+    (the caller's, closed by the caller) or a new one from the settings (returned
+    twice: the user owns it and closes it with itself)."""
+    if given is not None:
+        return given, None
+    client = SchemaRegistryClient(settings.schema_registry.client_config())
+    return client, client

@@ -7,7 +7,7 @@ An address left empty means "start the embedded server" (see ``databus.local_sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +28,7 @@ __all__ = [
     "HealthAxisSettings",
     "HealthIdentifierSystems",
     "KafkaSettings",
+    "LogSettings",
     "MetricsSettings",
     "OpenDataSettings",
     "OutboxSettings",
@@ -116,12 +117,20 @@ class KafkaSettings(BaseModel):
             raise ValueError("\n  ".join(problems))
         return self
 
-    def client_config(self) -> dict[str, str | int | float | bool]:
+    def client_config(self) -> dict[str, Any]:
         """Settings every confluent-kafka client shares: the one source of the broker's
-        address and security (TLS, SASL) for every client the bus starts."""
+        address and security (TLS, SASL) for every client the bus starts, and of where
+        librdkafka's log lines and errors go (``bus.logs.kafka_client_logging``: the
+        first occurrence, then a count per interval)."""
+        from bus.logs import kafka_client_logging  # bus.logs reads LogSettings from here
+
         if self.bootstrap_servers is None:
             raise ConfigError("DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set and no stack started")
-        return {"bootstrap.servers": self.bootstrap_servers, **self.security_config()}
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            **self.security_config(),
+            **kafka_client_logging(),
+        }
 
     def security_config(self) -> dict[str, str | int | float | bool]:
         """The security part of :meth:`client_config`, for a client given its own address
@@ -236,6 +245,28 @@ class RedisSettings(BaseModel):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"expected a redis:// URL, got {value!r}")
         return value
+
+
+class LogSettings(BaseModel):
+    """How the bus's processes log (``bus.logs``): ``DATABUS_LOG__FORMAT``,
+    ``DATABUS_LOG__LEVEL``, ``DATABUS_LOG__REPEAT_EVERY_S``."""
+
+    model_config = _FROZEN
+
+    format: Literal["text", "json"] = Field(
+        default="text", description="text lines, or one JSON object per line"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # librdkafka's repeated errors (a broker down): the first line at once, then one
+    # line with their count per this many seconds.
+    repeat_every_s: float = Field(default=60.0, gt=0, le=86400)
+
+    @field_validator("format", "level", mode="before")
+    @classmethod
+    def _case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.lower() if value.lower() in ("text", "json") else value.upper()
 
 
 class MetricsSettings(BaseModel):
@@ -683,6 +714,7 @@ class Settings(BaseSettings):
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     redis: RedisSettings = RedisSettings()
     metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
     alerts: AlertSettings = AlertSettings()
     spool: SpoolSettings = SpoolSettings()
     outbox: OutboxSettings = OutboxSettings()

@@ -12,7 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from bus.errors import DatabusError
-from databus.cli_common import broker_or_exit, console, exit_code_for, fail, settings_or_exit
+from databus.cli_common import (
+    broker_or_exit,
+    console,
+    exit_code_for,
+    fail,
+    settings_or_exit,
+)
 
 __all__ = ["catalog_app"]
 
@@ -34,11 +40,10 @@ def catalog_validate(
     try:
         datasets = read_catalog(path)
     except DatabusError as exc:
-        console.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(1) from exc
+        fail(str(exc), exit_code_for(exc, 1))
     problems = validate_catalog(datasets)
     for problem in problems:
-        console.print(f"[red]✗[/] {escape(str(problem))}")
+        console.print(f"[red]✗[/] {escape(str(problem))}")  # the report: stdout
     if problems:
         console.print(f"{len(problems)} problem(s) in {path}; fix them and run this again.")
         raise typer.Exit(1)
@@ -52,7 +57,7 @@ def catalog_list() -> None:
 
     table = Table(title="Dataset catalog", title_justify="left")
     for col in ("dataset", "owner unit", "class", "update", "key", "personal fields"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for ds in sorted(DATASETS.values(), key=lambda d: d.id):
         table.add_row(
             ds.id,
@@ -94,8 +99,8 @@ def catalog_status(
     broker_or_exit(settings)
     now = datetime.now(UTC)
     try:
-        registry = SchemaRegistryClient(settings.schema_registry.client_config())
-        rows = read_quality_rows(settings, AvroDeserializer(registry))
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+            rows = read_quality_rows(settings, AvroDeserializer(registry))
         recon: list[ReconRow] = []
         if days:
             last: date = local_day(now)
@@ -110,7 +115,7 @@ def catalog_status(
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     table = Table(title=f"Delivery ledger at {now:%Y-%m-%d %H:%M} UTC", title_justify="left")
-    table.add_column("owner unit")
+    table.add_column("owner unit", overflow="fold")
     for col in (
         "assigned",
         "delivering",
@@ -121,7 +126,7 @@ def catalog_status(
         "received",
         "missing",
     ):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     for u in ledger:
         table.add_row(
             f"{escape(u.name)} ({u.unit})",
@@ -136,7 +141,7 @@ def catalog_status(
         )
         if datasets:
             for d in u.datasets:
-                state = "live" if d.live else "late" if d.late else "silent"
+                state = d.state
                 table.add_row(
                     f"  [dim]{d.dataset}[/] {state}", "", "", "", "", _pct(d.quality), "", "", ""
                 )

@@ -11,9 +11,10 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.live import Live
 from rich.markup import escape
 
@@ -22,6 +23,10 @@ from bus.private_files import owner_only_umask
 from databus.agency_cli import agency_app
 from databus.catalog_cli import catalog_app
 from databus.cli_common import (
+    CATCHING_UP_LAG,
+    EXIT_BAD_SETTING,
+    EXIT_BROKER,
+    NO_BUS_HINT,
     broker_or_exit,
     console,
     err_console,
@@ -39,7 +44,10 @@ from databus.sink_cli import sink_app
 from databus.status_cli import status_app
 
 if TYPE_CHECKING:
+    from databus.dashboard import Snapshot
     from databus.local_stack import LocalStack
+    from databus.stack_file import StackInfo
+    from databus.supervisor import Supervisor
 
 __all__ = ["app", "main"]
 
@@ -61,6 +69,29 @@ app.add_typer(topics_app, name="topics")
 log = logging.getLogger("databus")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"databus {version('databus')}")
+        except PackageNotFoundError:
+            typer.echo("databus (not installed: run `make install`)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """databus, the provincial data-sharing bus. `databus up` runs it all locally."""
+
+
 _settings = settings_or_exit
 _logging = setup_logging
 
@@ -70,6 +101,7 @@ def process() -> None:
     """Run the stream processor: standardize, dead-letter, alert."""
     import faust
 
+    from bus.logs import faust_worker_options
     from bus.metrics import Metrics, serve_metrics
     from stream_processors.app import create_app
 
@@ -80,9 +112,12 @@ def process() -> None:
     port = serve_metrics(metrics, settings.metrics.host, settings.metrics.port)
     log.info("processor metrics on http://%s:%d/metrics", settings.metrics.host, port)
     faust_app = create_app(settings, metrics)
-    # Faust configures logging again when the worker starts: keep the level asked for.
-    level = os.environ.get("DATABUS_FAUST_LOG_LEVEL", "WARNING")
-    worker = faust.Worker(faust_app, loglevel=level, redirect_stdouts=False)
+    # The logging set up above is kept (text or JSON, no colour codes); the spinner and
+    # the banner only on a terminal (bus.logs.faust_worker_options).
+    options = faust_worker_options()
+    worker = faust.Worker(faust_app, **options)
+    if options["quiet"]:
+        worker.spinner = None
     worker.execute_from_commandline()
 
 
@@ -155,17 +190,16 @@ def schemas_register() -> None:
 
     settings = _settings()
     if settings.schema_registry.url is None:
-        console.print("[red]DATABUS_SCHEMA_REGISTRY__URL is not set[/]: point it at the registry.")
-        raise typer.Exit(2)
-    client = SchemaRegistryClient(settings.schema_registry.client_config())
+        fail(f"DATABUS_SCHEMA_REGISTRY__URL is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
     try:
-        done = register_catalog(
-            client,
-            DATASETS,
-            on_progress=lambda subject, path, version, sid: console.print(
-                f"  {subject} ← {path}: version {version}, id {sid}"
-            ),
-        )
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as client:
+            done = register_catalog(
+                client,
+                DATASETS,
+                on_progress=lambda subject, path, version, sid: console.print(
+                    f"  {subject} ← {path}: version {version}, id {sid}"
+                ),
+            )
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 1))
     console.print(f"[green]✓[/] {len(done)} subjects registered or already current")
@@ -174,10 +208,14 @@ def schemas_register() -> None:
 @app.command()
 def template(
     dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id")],
-    out: Annotated[Path | None, typer.Option(help="Write here (default: <dataset>.csv)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write to this file (default: standard output)"),
+    ] = None,
 ) -> None:
-    """Write the CSV header a file drop expects, with one example row."""
+    """The CSV header a file drop expects, with one example row (to stdout, or -o FILE)."""
     import csv
+    import sys
 
     from producers.file_drop import template_rows
     from schemas.catalog import get_dataset
@@ -185,12 +223,17 @@ def template(
     try:
         ds = get_dataset(dataset)
     except DatabusError as exc:
-        fail(str(exc), exit_code_for(exc, 2))
+        fail(f"{exc}\nSee `databus catalog list`.", exit_code_for(exc, 2))
     header, example = template_rows(ds.model)
-    target = out or Path(f"{ds.id}.csv")
-    with target.open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([header, example])
-    console.print(f"wrote {target}: {len(header)} columns; replace the example row with your data")
+    if out is None:
+        csv.writer(sys.stdout, lineterminator="\n").writerows([header, example])
+        return
+    try:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([header, example])
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_BAD_SETTING)
+    err_console.print(f"wrote {out}: {len(header)} columns; replace the example row with your data")
 
 
 @app.command()
@@ -225,11 +268,11 @@ def publish(
         raise refuse(exc) from exc
     settings = _settings()
     if not settings.kafka.bootstrap_servers or not settings.schema_registry.url:
-        console.print(
-            "[red]DATABUS_KAFKA__BOOTSTRAP_SERVERS and DATABUS_SCHEMA_REGISTRY__URL must be set[/]"
-            " to publish a file (ask the data team for the bus addresses)."
+        fail(
+            "DATABUS_KAFKA__BOOTSTRAP_SERVERS and DATABUS_SCHEMA_REGISTRY__URL must be set "
+            f"to publish a file: {NO_BUS_HINT}.",
+            EXIT_BAD_SETTING,
         )
-        raise typer.Exit(2)
     broker_or_exit(settings)
     try:
         with (
@@ -294,8 +337,7 @@ def declare(
             settings, dataset, unit, date.fromisoformat(day), count, source_system=source_system
         )
     except ValueError as exc:
-        console.print(f"[red]--day: {escape(str(exc))}[/] (expected YYYY-MM-DD)")
-        raise typer.Exit(2) from exc
+        fail(f"--day: {exc} (expected YYYY-MM-DD)", EXIT_BAD_SETTING)
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 2))
     console.print(f"declared {count} events of {dataset} from {unit} on {day}")
@@ -303,28 +345,40 @@ def declare(
 
 @app.command()
 def reconcile(
-    day_from: Annotated[str, typer.Option("--from", help="First local day, YYYY-MM-DD")],
-    day_to: Annotated[str, typer.Option("--to", help="Last local day, YYYY-MM-DD")],
+    day_from: Annotated[
+        str | None, typer.Option("--from", help="First local day, YYYY-MM-DD (default: today)")
+    ] = None,
+    day_to: Annotated[
+        str | None, typer.Option("--to", help="Last local day, YYYY-MM-DD (default: --from)")
+    ] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Dataset id(s); default all")] = None,
     unit: Annotated[str | None, typer.Option(help="Only this sending unit")] = None,
 ) -> None:
-    """Declared vs received vs dead-lettered per dataset, unit and day. Exit 1 on a gap."""
-    from datetime import date
+    """Declared vs received vs dead-lettered per dataset, unit and day. Exit 1 on a gap.
+
+    Without --from/--to: today (Asia/Ho_Chi_Minh)."""
+    from datetime import UTC, date, datetime
 
     from rich.table import Table
 
     from databus.reconcile import count_topics
     from schemas.catalog import DATASETS
+    from schemas.domain.delivery import local_day
     from schemas.domain.delivery import reconcile as reconcile_rows
 
+    try:
+        first = date.fromisoformat(day_from) if day_from else local_day(datetime.now(UTC))
+        last = date.fromisoformat(day_to) if day_to else first
+    except ValueError as exc:
+        fail(f"{exc} (days are YYYY-MM-DD)", EXIT_BAD_SETTING)
+    if last < first:
+        fail(f"--to {last} is before --from {first}", EXIT_BAD_SETTING)
     settings = _settings()
+    if settings.kafka.bootstrap_servers is None:
+        fail(f"DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
     broker_or_exit(settings)  # exit 3 saying why the broker cannot be used
     try:
-        first, last = date.fromisoformat(day_from), date.fromisoformat(day_to)
         counts = count_topics(settings, dataset or sorted(DATASETS), first, last)
-    except ValueError as exc:
-        console.print(f"[red]{escape(str(exc))}[/] (days are YYYY-MM-DD)")
-        raise typer.Exit(2) from exc
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 2))
     rows = [
@@ -333,9 +387,22 @@ def reconcile(
         if unit is None or r.unit == unit
     ]
     table = Table(title=f"Reconciliation {first} … {last}", title_justify="left")
-    for col in ("dataset", "unit", "day", "declared", "received", "dead-lettered", "missing"):
-        table.add_column(col, justify="left" if col in ("dataset", "unit", "day") else "right")
-    table.add_column("status")
+    # dataset and unit are copied into other commands: wide enough for the longest
+    whole = {
+        "dataset": max((len(r.dataset) for r in rows), default=7),
+        "unit": max((len(r.unit) for r in rows), default=4),
+        "day": 10,
+    }
+    # short headers: the whole row fits 100 columns (declared, received, dead-lettered,
+    # missing = declared - received)
+    for col in ("dataset", "unit", "day", "decl", "recv", "DLQ", "miss"):
+        table.add_column(
+            col,
+            justify="left" if col in whole else "right",
+            no_wrap=True,
+            min_width=whole.get(col, 4),
+        )
+    table.add_column("status", no_wrap=True, min_width=10)
     for r in rows:
         colour = {"ok": "green", "undeclared": "yellow"}.get(r.status, "red")
         table.add_row(
@@ -379,10 +446,15 @@ def kpis() -> None:
 
     settings = _settings()
     if settings.redis.url is None:
-        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
-        raise typer.Exit(2)
+        fail(f"DATABUS_REDIS__URL is not set: {NO_BUS_HINT}.", EXIT_BAD_SETTING)
     client = redis.Redis.from_url(settings.redis.url)
-    console.print(kpi_table(read_unit_kpis(client, datetime.now(UTC))))
+    try:
+        kpis = read_unit_kpis(client, datetime.now(UTC))
+    except (redis.RedisError, DatabusError) as exc:
+        fail(f"the IOC store's Redis at {settings.redis.url} cannot be used: {exc}", EXIT_BROKER)
+    finally:
+        client.close()
+    console.print(kpi_table(kpis))
 
 
 def _check_broker_memory(stack: LocalStack) -> None:
@@ -399,6 +471,55 @@ def _check_broker_memory(stack: LocalStack) -> None:
         )
 
 
+def _lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """Hold ``<data_dir>/up.lock`` for as long as `up` runs; exit 2 naming the running
+    one when another `up` holds it (two stacks cannot share a data directory)."""
+    import fcntl
+
+    from bus.private_files import private_dir
+    from databus.stack_file import LOCK_FILE, read_stack
+
+    private_dir(data_dir, tighten=True)
+    lock = (data_dir / LOCK_FILE).open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        running = read_stack(data_dir)
+        who = f" (pid {running.pid})" if running is not None else ""
+        fail(
+            f"another `databus up`{who} already runs on the data directory {data_dir}.\n"
+            "Use it (`databus env` prints its addresses for another shell), stop it "
+            "(Ctrl-C in its terminal), or start this one with another DATABUS_DATA_DIR.",
+            EXIT_BAD_SETTING,
+        )
+    return lock
+
+
+def _stack_info(
+    stack: LocalStack, receiver_port: int, ports: dict[str, int], supervisor: Supervisor
+) -> StackInfo:
+    from datetime import UTC, datetime
+
+    from databus.stack_file import StackInfo, safe_sql_url
+
+    s = stack.settings
+    data_dir = s.data_dir.resolve()
+    sql_set = s.shared_repo.url.get_secret_value() if s.shared_repo.url is not None else None
+    return StackInfo(
+        pid=os.getpid(),
+        data_dir=str(data_dir),
+        kafka=s.kafka.bootstrap_servers,
+        schema_registry=s.schema_registry.url,
+        redis=s.redis.url,
+        sql=safe_sql_url(sql_set) if sql_set else s.shared_repo.resolved_url(data_dir),
+        health_receiver=f"http://127.0.0.1:{receiver_port}",
+        metrics_ports=dict(ports),
+        pids={name: c.pid for name, c in supervisor.children.items() if c.pid is not None},
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 @app.command()
 def up(
     for_seconds: Annotated[
@@ -406,32 +527,49 @@ def up(
     ] = None,
     rate: Annotated[float, typer.Option(help="Simulator events per second")] = 500,
     days: Annotated[int, typer.Option(help="Simulated history, in days")] = 30,
+    every: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between summary lines when stdout is not a terminal (piped, a log)"
+        ),
+    ] = 10.0,
+    catching_up_lag: Annotated[
+        int, typer.Option(help="Processor lag (records) above which figures are 'catching up'")
+    ] = CATCHING_UP_LAG,
 ) -> None:
-    """Start the embedded servers and the whole bus, fed by the dossier simulator."""
+    """Start the embedded servers and the whole bus, fed by the dossier simulator.
+
+    Its addresses go to <data_dir>/stack.json: other `databus` commands in this project
+    find the bus there; `databus env` prints them for other shells."""
     import redis
-    from rich.console import Group
 
     from bus.topic_admin import ensure_topics
-    from databus.dashboard import Figures, render, scrape
+    from databus.dashboard import Figures, render_compact, render_full, summary_line, take_snapshot
     from databus.local_stack import LocalStack, free_port
+    from databus.stack_file import remove_stack, write_stack
     from databus.supervisor import PROCESSES_FILE, Supervisor
     from schemas.topics import bus_topics
 
-    settings = _settings()
+    settings = settings_or_exit(use_stack=False)  # `up` starts its own servers
+    if every <= 0:
+        fail("--every must be more than 0 seconds", EXIT_BAD_SETTING)
     logging.basicConfig(level=logging.WARNING)
+    data_dir = settings.data_dir.resolve()
+    lock = _lock_data_dir(data_dir)
     # Ctrl-C and a plain `kill` both stop everything cleanly, even when started from a
     # shell that ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     console.print("[bold]databus[/]: starting the local stack …")
     supervisor: Supervisor | None = None
+    last_summary: list[RenderableType] = []  # printed once on the way out, piped or not
     try:
         with LocalStack(settings) as stack:
             for line in stack.started or ["nothing: every address comes from settings"]:
                 console.print(f"  started {line}")
             created = ensure_topics(stack.settings, bus_topics(stack.settings))
             console.print(f"  topics: {len(created)} created from the catalog")
-            log_dir = stack.settings.data_dir.resolve() / "logs"
+            log_dir = data_dir / "logs"
             ports: dict[str, int] = {}
             receiver_port = free_port()
             # Fresh secrets for this run only: nothing to configure, nothing committed.
@@ -446,7 +584,7 @@ def up(
                     "DATABUS_ALERTS__EVALUATE_EVERY_S", "5"
                 ),
             }
-            store = stack.settings.data_dir.resolve() / "health_axis_received.json"
+            store = data_dir / "health_axis_received.json"
             plan = {
                 "health-receiver": [
                     *("health-receiver", "--port", str(receiver_port), "--store", str(store))
@@ -463,7 +601,7 @@ def up(
             }
             supervisor = Supervisor(
                 log_dir=log_dir,
-                state_file=stack.settings.data_dir.resolve() / PROCESSES_FILE,
+                state_file=data_dir / PROCESSES_FILE,
                 settings=stack.settings.supervise,
                 addresses={
                     "kafka": stack.settings.kafka.bootstrap_servers or "",
@@ -477,54 +615,128 @@ def up(
                 env = {**bus_env, "DATABUS_METRICS__PORT": str(port)}
                 supervisor.add(name, args, env, ports.get(name))
             console.print(f"  processes: {', '.join(supervisor.children)} (logs in {log_dir})")
+            info = _stack_info(stack, receiver_port, ports, supervisor)
+            console.print(
+                f"  stack file: {write_stack(data_dir, info)} — other shells: "
+                '`databus status`, `databus tail …` find the bus; `eval "$(databus env)"` '
+                "exports its addresses"
+            )
             try:
                 client = redis.Redis.from_url(stack.settings.redis.url or "")
                 figures = Figures()
                 started = time.monotonic()
 
-                def frame() -> Group:
-                    totals = scrape(ports.values())
-                    figures.update(totals)
-                    elapsed = time.monotonic() - started
-                    return render(
-                        figures,
-                        totals,
+                def snapshot() -> Snapshot:
+                    snap = take_snapshot(
+                        ports.values(),
                         client,
-                        elapsed,
+                        time.monotonic() - started,
                         supervisor.rows(),
                         broker_mb=stack.broker_rss_mb(),
+                        catching_up_lag=catching_up_lag,
                     )
+                    figures.update(snap.totals)
+                    return snap
 
-                with Live(console=console, refresh_per_second=2) as live:
+                def supervise() -> None:
+                    nonlocal info
+                    # A process that exited or stayed not ready is restarted, with
+                    # backoff; why is logged and the summary counts the restarts.
+                    supervisor.check()
+                    healed = stack.heal_redis()
+                    if healed:
+                        console.print(f"[yellow]{escape(healed)}[/]")
+                    supervisor.bound_logs()
+                    _check_broker_memory(stack)
+                    now_info = _stack_info(stack, receiver_port, ports, supervisor)
+                    if now_info.pids != info.pids:  # a restart: new pids for the stack file
+                        info = now_info
+                        write_stack(data_dir, info)
+
+                def running() -> bool:
+                    return for_seconds is None or time.monotonic() - started < for_seconds
+
+                try:
+                    if console.is_terminal:
+                        with Live(console=console, refresh_per_second=2, transient=True) as live:
+                            while running():
+                                supervise()
+                                size = console.size
+                                live.update(
+                                    render_compact(figures, snapshot(), size.width, size.height)
+                                )
+                                time.sleep(1.0)  # the refresh period of the display
+                    else:
+                        # A log, a pipe (`make run | tee`): one plain line per interval.
+                        next_line = time.monotonic()
+                        while running():
+                            supervise()
+                            if time.monotonic() >= next_line:
+                                console.print(
+                                    summary_line(figures, snapshot()),
+                                    markup=False,
+                                    highlight=False,
+                                    soft_wrap=True,
+                                )
+                                next_line += every
+                            time.sleep(1.0)  # the supervision period
+                finally:
+                    # The summary left on screen (or in the log) shows the figures at
+                    # the stop, whole, even after Ctrl-C.
                     try:
-                        while for_seconds is None or time.monotonic() - started < for_seconds:
-                            # A process that exited or stayed not ready is restarted, with
-                            # backoff; why is logged and the summary counts the restarts.
-                            supervisor.check()
-                            healed = stack.heal_redis()
-                            if healed:
-                                console.print(f"[yellow]{escape(healed)}[/]")
-                            supervisor.bound_logs()
-                            _check_broker_memory(stack)
-                            live.update(frame())
-                            time.sleep(1.0)  # the refresh period of the display
-                    finally:
-                        # The summary left on screen shows the figures at the stop.
-                        live.update(frame())
+                        snap = snapshot()
+                        last_summary[:] = [render_full(figures, snap), summary_line(figures, snap)]
+                    except Exception as exc:  # the stop goes on whatever the figures do
+                        log.warning("no last summary: %s", exc)
+                    client.close()
             finally:
-                if not console.is_terminal:
-                    console.line()  # rich's Live ends its last frame without one when piped
+                _print_summary(last_summary)
                 console.print("[bold]databus[/]: stopping …")
                 # Children first: they need the broker to leave their groups cleanly.
                 supervisor.stop()
     except KeyboardInterrupt:
+        _print_summary(last_summary)
         console.print("\n[bold]databus[/]: Ctrl-C, stopping every process …")
     except DatabusError as exc:
         fail(str(exc), exit_code_for(exc, 1))
     finally:
         if supervisor is not None:
             supervisor.stop()  # no-op when already stopped; covers start-up failures
+        remove_stack(data_dir, os.getpid())
+        lock.close()
     console.print("[bold]databus[/]: stopped cleanly.")
+
+
+def _print_summary(parts: list[RenderableType]) -> None:
+    """Print the last summary once (the whole one, then its plain line)."""
+    if not parts:
+        return
+    full, line = parts
+    parts.clear()
+    console.print(full)
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("env")
+def env_cmd() -> None:
+    """Print `export DATABUS_...=...` lines for the bus `databus up` runs in this project.
+
+    `eval "$(databus env)"` in another shell points every command (and any tool reading
+    the variables) at it. Exit 3 when no `databus up` runs on this data directory."""
+    from databus.stack_file import export_lines, read_stack, stack_path
+
+    settings = settings_or_exit(use_stack=False)
+    info = read_stack(settings.data_dir)
+    if info is None:
+        fail(
+            f"no `databus up` runs on the data directory {settings.data_dir.resolve()} "
+            f"({stack_path(settings.data_dir)} is missing or its process is gone).\n"
+            "Start it with `databus up` (or `make run`) in this project, or set "
+            "DATABUS_DATA_DIR to the data directory of the one that runs.",
+            EXIT_BROKER,
+        )
+    for line in export_lines(info):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -16,9 +16,8 @@ Exit codes, the same from every command (docs/operations.md, "Exit codes"):
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,12 +28,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from bus.audit import AuditLog
-from bus.errors import BrokerError, ConfigError, DatabusError
+from bus.errors import BrokerError, ConfigError, DatabusError, DeliveryError, RegistryError
 from bus.settings import Settings, load_settings
 
 __all__ = [
+    "CATCHING_UP_LAG",
     "EXIT_BAD_SETTING",
     "EXIT_BROKER",
+    "NO_BUS_HINT",
     "audit_log",
     "broker_or_exit",
     "broker_settings_or_exit",
@@ -54,18 +55,24 @@ console = Console()
 err_console = Console(stderr=True)  # errors go to stderr, so piped output stays clean
 
 EXIT_BAD_SETTING = 2
+# Above this many records of processor lag, `up`'s summary marks figures "catching up".
+CATCHING_UP_LAG = 1_000
 EXIT_BROKER = 3
 BROKER_CHECK_TIMEOUT_S = 10.0
 
 
 def exit_code_for(exc: BaseException, default: int = 1) -> int:
     """The exit code of a command stopped by ``exc``: 2 for a bad setting, 3 for a
-    broker that cannot be used (unreachable, refused login, failed TLS), else ``default``."""
+    server that cannot be used now (the broker unreachable, a refused login, a failed
+    TLS handshake, a broker that does not acknowledge, an unreachable or failing schema
+    registry), else ``default``."""
     from bus.kafka_client import is_broker_failure
 
     if isinstance(exc, ConfigError):
         return EXIT_BAD_SETTING
-    if isinstance(exc, BrokerError) or is_broker_failure(exc):
+    if isinstance(exc, BrokerError | DeliveryError) or is_broker_failure(exc):
+        return EXIT_BROKER
+    if isinstance(exc, RegistryError) and exc.retriable:
         return EXIT_BROKER
     return default
 
@@ -93,9 +100,12 @@ def broker_or_exit(settings: Settings, timeout: float = BROKER_CHECK_TIMEOUT_S) 
         fail(str(exc), EXIT_BROKER)
 
 
-def settings_or_exit() -> Settings:
+def settings_or_exit(*, use_stack: bool = True) -> Settings:
+    """The settings, or exit 2 naming the bad variable. With ``use_stack`` (every command
+    but `up`), an address the settings leave empty comes from the stack `databus up`
+    runs on the same data directory (``databus.stack_file``); the environment wins."""
     try:
-        return load_settings()
+        settings = load_settings()
     except DatabusError as exc:
         # escape: the message quotes the bad value, which may look like rich markup
         err_console.print(
@@ -103,13 +113,27 @@ def settings_or_exit() -> Settings:
             "Fix the variable(s) above (see docs/operations.md, 'Settings')."
         )
         raise typer.Exit(EXIT_BAD_SETTING) from exc
+    if use_stack:
+        from databus.stack_file import apply_stack, read_stack
+
+        settings = apply_stack(settings, read_stack(settings.data_dir))
+    return settings
+
+
+NO_BUS_HINT = (
+    "start one with `databus up` (or `make run`) in this project, or point the variable "
+    "at the bus (ask the data team for the address)"
+)
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=os.environ.get("DATABUS_LOG_LEVEL", level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs as ``DATABUS_LOG__*`` asks (``bus.logs``), and traces exported when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``bus.tracing``), named after the command."""
+    from bus import logs, tracing
+
+    logs.configure(default_level=level)
+    words = [a for a in sys.argv[1:3] if not a.startswith("-")]
+    tracing.configure("-".join(["databus", *words]))
 
 
 def stop_on_signals() -> threading.Event:
@@ -130,15 +154,12 @@ def fail(message: str, code: int) -> NoReturn:
 def broker_settings_or_exit(check: bool = True) -> Settings:
     """Settings for a command that talks to the broker: exit 2 naming what is missing,
     exit 3 when the broker cannot be used (``check``)."""
-    try:
-        settings = load_settings()
-    except DatabusError as exc:
-        fail(f"{exc}\nFix the variable(s) above (see docs/operations.md, 'Settings').", 2)
+    settings = settings_or_exit()
     if settings.kafka.bootstrap_servers is None:
         fail(
-            "DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set: point it at the bus's Kafka "
-            "(ask the data team for the address).",
-            2,
+            "DATABUS_KAFKA__BOOTSTRAP_SERVERS is not set and no `databus up` runs on "
+            f"{settings.data_dir}: {NO_BUS_HINT}.",
+            EXIT_BAD_SETTING,
         )
     if check:
         broker_or_exit(settings)

@@ -170,9 +170,9 @@ def _decoded(settings: Settings, ds: Dataset, letter: Letter) -> None:
             f"({framing_hint(letter.value)})"
         )
         return
-    decode = AvroDeserializer(SchemaRegistryClient(settings.schema_registry.client_config()))
     try:
-        record = decode(letter.value)
+        with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+            record = AvroDeserializer(registry)(letter.value)
     except CodecError as exc:
         console.print(
             f"[red]cannot decode the value[/]: {exc.reason}: {escape(str(exc))}\n"
@@ -183,15 +183,61 @@ def _decoded(settings: Settings, ds: Dataset, letter: Letter) -> None:
     console.print_json(json.dumps(masked, ensure_ascii=False, default=str))
 
 
+def _newest(dataset: str | None, last: int) -> None:
+    """The ``last`` newest dead letters (of one dataset, or of all), newest first."""
+    settings = _settings()
+    datasets = [_dataset(dataset)] if dataset else sorted(DATASETS.values(), key=lambda d: d.id)
+    try:
+        newest = latest((lt.view for lt in read_letters(settings, datasets)), last)
+    except DatabusError as exc:
+        _fail(str(exc), _exit_code(exc))
+    where = datasets[0].dlq_topic if dataset else f"the {len(datasets)} DLQ topics"
+    if not newest:
+        console.print(f"[green]✓[/] no dead letters in {where}")
+        return
+    console.print(f"[bold]newest {len(newest)} dead letters in {where}[/]")
+    # one plain line per letter: what is copied into `dlq show` / `dlq replay` (dataset,
+    # partition, offset, reason) is never cut; the message is cut to the width
+    for v in newest:
+        console.print(
+            f"{v.dataset}  --partition {v.dlq_partition} --offset {v.dlq_offset}  "
+            f"{_when(v)}  [bold]{escape(v.reason)}[/]",
+            soft_wrap=True,
+            highlight=False,
+        )
+        console.print(
+            f"    {escape(' '.join(v.message.split()))}",
+            no_wrap=True,
+            overflow="ellipsis",
+            highlight=False,
+        )
+    console.print("One in full: databus dlq show --dataset <id> --partition <p> --offset <n>")
+
+
 @dlq_app.command("show")
 def show(
-    dataset: Annotated[str, typer.Option("--dataset", help="Catalog dataset id")],
-    offset: Annotated[int, typer.Option(min=0, help="Offset in the DLQ topic")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Catalog dataset id (default: all)")
+    ] = None,
+    offset: Annotated[
+        int | None,
+        typer.Option(min=0, help="Offset in the DLQ topic (default: list the newest letters)"),
+    ] = None,
     partition: Annotated[
         int | None, typer.Option(min=0, help="Partition of the DLQ topic (when ambiguous)")
     ] = None,
+    last: Annotated[
+        int, typer.Option(min=1, help="Without --offset: how many of the newest letters")
+    ] = 20,
 ) -> None:
-    """One dead letter in full: headers, the record (personal fields masked), next step."""
+    """One dead letter in full: headers, the record (personal fields masked), next step.
+
+    Without --offset: the newest dead letters (the last 20), to pick one from."""
+    if offset is None:
+        _newest(dataset, last)
+        return
+    if dataset is None:
+        _fail("--offset needs --dataset (offsets are per DLQ topic)", 2)
     settings = _settings()
     ds = _dataset(dataset)
     try:

@@ -2,7 +2,9 @@
 
 Pure functions over what a consumer returns for a DLQ record (coordinates, timestamp,
 headers); no broker here. ``schemas.dead_letters`` writes the headers this module
-reads. Personal data never leaves ``mask_personal`` unmasked: names become ``***``,
+reads (``error_context``: Kafka Connect's ``__connect.errors.*`` names and the bus's
+``databus.errors.*``, and the older letters' all-``databus.errors.*`` names alike).
+Personal data never leaves ``mask_personal`` unmasked: names become ``***``,
 identifiers keep their last two characters and their length (enough to see an
 11-digit citizen id), other personal fields keep only a length class.
 """
@@ -15,7 +17,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.dead_letters import HEADER_PREFIX, REPLAY_HEADER
+from schemas.dead_letters import REPLAY_HEADER, error_context, is_error_header
+from schemas.headers import ORIGINID_HEADER
 
 __all__ = [
     "CODEC_REASONS",
@@ -96,6 +99,7 @@ class DeadLetterView:
     message_vi: str
     event_id: str
     replay_of: str
+    origin_id: str = ""  # ce_originid: the source's event id a derived event came from
 
     @property
     def letter_id(self) -> str:
@@ -129,13 +133,11 @@ def parse_dead_letter(
     A record without error headers (written by something else) still parses: its
     stage and reason read ``unknown``.
     """
-    errors: dict[str, str] = {}
+    # The last one wins: dlq_headers strips stale ones, but a hand-made record may not.
+    errors = error_context(headers)
     first: dict[str, str] = {}
     for key, value in headers or ():
-        if key.startswith(HEADER_PREFIX):
-            # The last one wins: dlq_headers strips stale ones, but a hand-made record may not.
-            errors[key.removeprefix(HEADER_PREFIX)] = _text(value)
-        else:
+        if not is_error_header(key):
             first.setdefault(key, _text(value))
     when = None
     if timestamp_ms is not None and timestamp_ms > 0:
@@ -157,6 +159,7 @@ def parse_dead_letter(
         message_vi=errors.get("exception.message.vi", ""),
         event_id=first.get("ce_id", ""),
         replay_of=first.get(REPLAY_HEADER, ""),
+        origin_id=first.get(ORIGINID_HEADER, ""),
     )
 
 
@@ -164,9 +167,7 @@ def original_headers(headers: Headers | None) -> list[tuple[str, bytes]]:
     """The headers the source sent: error headers and any earlier replay mark removed,
     order and duplicates kept."""
     return [
-        (k, v or b"")
-        for k, v in headers or ()
-        if not k.startswith(HEADER_PREFIX) and k != REPLAY_HEADER
+        (k, v or b"") for k, v in headers or () if not is_error_header(k) and k != REPLAY_HEADER
     ]
 
 

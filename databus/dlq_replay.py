@@ -54,6 +54,7 @@ from databus.dlq_inspect import (
 )
 from schemas.catalog import Dataset
 from schemas.dead_letters import ORIGINAL_SHA256_HEADER, REPLAYS_TOPIC
+from schemas.headers import REPLAY_SOURCE, cloudevent, derived_id
 
 __all__ = [
     "Letter",
@@ -371,6 +372,14 @@ def send_letters(
             REPLAYS_TOPIC,
             key=lid.encode(),
             value=replay_marker(by_id[lid], ds, part, off),
+            headers=cloudevent(
+                id=derived_id(REPLAY_SOURCE, lid, f"{ds.raw_topic}:{part}:{off}"),
+                source=REPLAY_SOURCE,
+                type="vn.gov.databus.control.dlq_replay",
+                time_ms=time.time_ns() // 1_000_000,
+                content_type="application/json",
+                subject=lid,
+            ),
             on_delivery=on_marker,
         )
     producer.flush(_FLUSH_TIMEOUT_S)

@@ -12,7 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from bus.errors import DatabusError
-from databus.cli_common import audit_log, console, settings_or_exit, stop_on_signals
+from databus.cli_common import (
+    audit_log,
+    console,
+    err_console,
+    exit_code_for,
+    fail,
+    settings_or_exit,
+    stop_on_signals,
+)
 
 __all__ = ["opendata_app"]
 
@@ -29,7 +37,9 @@ def _report_table(report: object) -> Table:
         title_justify="left",
     )
     for col in ("dataset", "rows", "columns", "personal dropped", "cells suppressed", "files"):
-        table.add_column(col, justify="left" if col in ("dataset", "files") else "right")
+        table.add_column(
+            col, justify="left" if col in ("dataset", "files") else "right", overflow="fold"
+        )
     for d in report.datasets:
         table.add_row(
             d.dataset_id,
@@ -99,12 +109,13 @@ def export(
         try:
             show(job())
         except DatabusError as exc:
-            console.print(f"[red]{escape(str(exc))}[/]\nIs DATABUS_SHARED_REPO__URL right?")
-            raise typer.Exit(1) from exc
+            fail(f"{exc}\nIs DATABUS_SHARED_REPO__URL right?", exit_code_for(exc, 1))
         return
 
     def failed(exc: Exception) -> None:
-        console.print(f"[red]export failed: {escape(str(exc))}[/]; trying again in {every:.0f} s")
+        err_console.print(
+            f"[red]export failed: {escape(str(exc))}[/]; trying again in {every:.0f} s"
+        )
 
     # A scheduled export is a long-running process: /metrics, /livez and /readyz like
     # every other one, ready while its own destination's source (the repository) answers.

@@ -96,7 +96,7 @@ def topics_create(
     title = "topics" + (" (dry run)" if dry_run else "")
     table = Table(title=title, title_justify="left")
     for col in ("topic", "partitions", "retention", "cleanup", "status"):
-        table.add_column(col, justify="right" if col == "partitions" else "left")
+        table.add_column(col, justify="right" if col == "partitions" else "left", overflow="fold")
     for spec in specs:
         if spec.name in existing:
             status, parts = "[dim]existing[/]", existing[spec.name]
@@ -248,7 +248,9 @@ def _print_tail(batch: list[Any], as_table: bool) -> None:
         return
     table = Table(show_lines=False)
     for col in ("partition", "offset", "time (UTC)", "key", "value"):
-        table.add_column(col, justify="right" if col in ("partition", "offset") else "left")
+        table.add_column(
+            col, justify="right" if col in ("partition", "offset") else "left", overflow="fold"
+        )
     for rec in batch:
         value = rec.note or json.dumps(rec.value, ensure_ascii=False, default=str)
         table.add_row(

@@ -126,33 +126,35 @@ def count_topics(
     unknown = [d for d in ids if d not in DATASETS]
     if unknown:
         raise ConfigError(f"unknown datasets: {', '.join(unknown)}")
-    client = SchemaRegistryClient(settings.schema_registry.client_config())
     counts = TopicCounts()
 
     def in_range(key: Key) -> bool:
         return day_from <= key[2] <= day_to
 
-    decl_decode = AvroDeserializer(client, load_schema(DECLARATIONS_SCHEMA))
-    declarations = []
-    for msg in read_from_start(settings, DECLARATIONS_TOPIC, timeout):
-        try:
-            declarations.append(decl_decode(msg.value()))
-        except CodecError:
-            counts.undecodable[DECLARATIONS_TOPIC] += 1
-    counts.declared = {
-        k: n for k, n in latest_declarations(declarations).items() if k[0] in ids and in_range(k)
-    }
-    decode = AvroDeserializer(client)
-    for dataset_id in ids:
-        ds = DATASETS[dataset_id]
-        for target, topic in (
-            (counts.received, ds.raw_topic),
-            (counts.dead_lettered, ds.dlq_topic),
-        ):
-            events = _distinct_events(
-                settings, decode, dataset_id, topic, timeout, counts.undecodable
-            )
-            for key in events.values():
-                if in_range(key):
-                    target[key] = target.get(key, 0) + 1
+    with SchemaRegistryClient(settings.schema_registry.client_config()) as client:
+        decl_decode = AvroDeserializer(client, load_schema(DECLARATIONS_SCHEMA))
+        declarations = []
+        for msg in read_from_start(settings, DECLARATIONS_TOPIC, timeout):
+            try:
+                declarations.append(decl_decode(msg.value()))
+            except CodecError:
+                counts.undecodable[DECLARATIONS_TOPIC] += 1
+        counts.declared = {
+            k: n
+            for k, n in latest_declarations(declarations).items()
+            if k[0] in ids and in_range(k)
+        }
+        decode = AvroDeserializer(client)
+        for dataset_id in ids:
+            ds = DATASETS[dataset_id]
+            for target, topic in (
+                (counts.received, ds.raw_topic),
+                (counts.dead_lettered, ds.dlq_topic),
+            ):
+                events = _distinct_events(
+                    settings, decode, dataset_id, topic, timeout, counts.undecodable
+                )
+                for key in events.values():
+                    if in_range(key):
+                        target[key] = target.get(key, 0) + 1
     return counts

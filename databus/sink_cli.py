@@ -24,6 +24,7 @@ from bus.settings import Settings
 from databus.cli_common import (
     broker_or_exit,
     console,
+    fail,
     settings_or_exit,
     setup_logging,
     stop_on_signals,
@@ -112,8 +113,7 @@ def sink_ioc(
     setup_logging()
     settings = settings_or_exit()
     if settings.redis.url is None:
-        console.print("[red]DATABUS_REDIS__URL is not set[/]: point it at the IOC store's Redis.")
-        raise typer.Exit(2)
+        fail("DATABUS_REDIS__URL is not set: point it at the IOC store's Redis.", 2)
     client = redis.Redis.from_url(settings.redis.url)
     metrics = Metrics()
     topics = [*std_topics(), ALERTS_TOPIC, QUALITY_TOPIC]
@@ -134,8 +134,6 @@ def sink_ioc(
 def _watermarks(settings: Settings, topics: Sequence[str]) -> dict[TP, tuple[int, int]]:
     """(low, high) of every partition of the existing ``topics``."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    from databus.cli_common import fail
 
     probe = Consumer({**settings.kafka.client_config(), "group.id": "databus-rebuild-probe"})
     try:
@@ -267,11 +265,11 @@ def sink_health() -> None:
     setup_logging()
     settings = settings_or_exit()
     if settings.health_axis.url is None:
-        console.print(
-            "[red]DATABUS_HEALTH_AXIS__URL is not set[/]: point it at the ministry's FHIR "
-            "endpoint (or at `databus health-receiver` to try it locally)."
+        fail(
+            "DATABUS_HEALTH_AXIS__URL is not set: point it at the ministry's FHIR "
+            "endpoint (or at `databus health-receiver` to try it locally).",
+            2,
         )
-        raise typer.Exit(2)
     # The ministry's endpoint is not pinged (it would cost a token and a request per
     # probe): the circuit check says whether the last writes got through.
     _run(settings, HealthAxisSink(settings.health_axis), name="health_axis", topics=TOPICS)

@@ -318,7 +318,9 @@ def _render_status(
 ) -> None:
     table = Table(title="processes and lag (records not yet consumed)", title_justify="left")
     for col in ("group", "state", "processes", "topic", "lag"):
-        table.add_column(col, justify="right" if col in ("processes", "lag") else "left")
+        table.add_column(
+            col, justify="right" if col in ("processes", "lag") else "left", overflow="fold"
+        )
     for g in groups:
         first = True
         rows: list[TopicLag | None] = [*g.topics] or [None]
@@ -337,7 +339,7 @@ def _render_status(
         console.print("[dim]+ : counting did not finish in time; at least this many[/]")
     members = Table(title="processes", title_justify="left")
     for col in ("group", "member", "host", "partitions"):
-        members.add_column(col, justify="right" if col == "partitions" else "left")
+        members.add_column(col, justify="right" if col == "partitions" else "left", overflow="fold")
     for g in groups:
         for m in g.members:
             members.add_row(g.group, m.member_id, m.host or "—", str(m.partitions or "—"))
@@ -348,7 +350,7 @@ def _render_status(
     if letters:
         dl = Table(title=f"dead letters: {total}", title_justify="left")
         for col in ("from", "topic", "records"):
-            dl.add_column(col, justify="right" if col == "records" else "left")
+            dl.add_column(col, justify="right" if col == "records" else "left", overflow="fold")
         for d in letters:
             dl.add_row(d.source, d.topic, str(d.count))
         console.print(dl)
@@ -363,7 +365,7 @@ def _render_status(
     elif alerts:
         at = Table(title=f"open alerts: {len(alerts)} (from {source})", title_justify="left")
         for col in ("severity", "rule", "dataset", "subject", "value", "since (local)"):
-            at.add_column(col, justify="right" if col == "value" else "left")
+            at.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
         for a in alerts:
             colour = "red" if a.severity == "CRITICAL" else "yellow"
             since = a.since.astimezone(_LOCAL).strftime("%Y-%m-%d %H:%M") if a.since else "—"

@@ -3,11 +3,13 @@
 The bus later compares the declared figure with what arrived (``databus.reconcile``).
 Declarations go to ``control.declarations.v1``, keyed ``dataset|unit|day`` so every
 declaration for a key lands on one partition: the latest one wins, which is how a
-source corrects a figure.
+source corrects a figure. Each is a CloudEvent (``schemas.headers.cloudevent``): source
+``/databus/<system>/<unit>``, type ``vn.gov.databus.control.declaration``, subject the key.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -18,6 +20,7 @@ from bus.kafka_client import producer_config
 from bus.settings import Settings
 from schemas.catalog import DATASETS, KEY_SEPARATOR, load_schema, value_subject
 from schemas.codec import AvroSerializer
+from schemas.headers import DECLARATIONS_TYPE, cloudevent, dataschema, schema_version
 from schemas.topics import DECLARATIONS_SCHEMA, DECLARATIONS_TOPIC
 
 __all__ = ["declaration_key", "declare"]
@@ -74,23 +77,34 @@ def declare(
     or a negative count, and ``DeliveryError`` when the broker does not acknowledge.
     """
     _check(dataset_id, unit, day, count, source_system)
-    serializer = AvroSerializer(
-        SchemaRegistryClient(settings.schema_registry.client_config()),
-        value_subject(DECLARATIONS_TOPIC),
-        load_schema(DECLARATIONS_SCHEMA),
-    )
+    subject = value_subject(DECLARATIONS_TOPIC)
+    declared_at = datetime.now(UTC)
     record = {
         "dataset": dataset_id,
         "unit": unit,
         "day": day,
         "count": count,
-        "declared_at": datetime.now(UTC),
+        "declared_at": declared_at,
         "source_system": source_system,
     }
-    try:
-        value = serializer(record)
-    except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
-        raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
+    with SchemaRegistryClient(settings.schema_registry.client_config()) as registry:
+        serializer = AvroSerializer(registry, subject, load_schema(DECLARATIONS_SCHEMA))
+        try:
+            value = serializer(record)
+        except (ValueError, TypeError, OverflowError) as exc:  # does not fit the schema
+            raise ValidationError(f"declaration does not fit its schema: {exc}") from exc
+        version = schema_version(registry, subject, load_schema(DECLARATIONS_SCHEMA))
+    key = declaration_key(dataset_id, unit, day)
+    headers: list[tuple[str, str | bytes | None]] = [
+        *cloudevent(
+            id=str(uuid.uuid4()),
+            source=f"/databus/{source_system}/{unit}",
+            type=DECLARATIONS_TYPE,
+            time_ms=int(declared_at.timestamp() * 1000),
+            subject=key,
+            schema=dataschema(subject, version),
+        )
+    ]
     failures: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -100,8 +114,9 @@ def declare(
     producer = Producer(producer_config(settings))
     producer.produce(
         DECLARATIONS_TOPIC,
-        key=declaration_key(dataset_id, unit, day).encode(),
+        key=key.encode(),
         value=value,
+        headers=headers,
         on_delivery=on_delivery,
     )
     if producer.flush(timeout) > 0:

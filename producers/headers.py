@@ -13,6 +13,8 @@ import os
 import time as _time
 from datetime import datetime
 
+from schemas.headers import AVRO, CONTENT_TYPE_HEADER, SPECVERSION
+
 __all__ = [
     "HeaderTemplate",
     "ce_time",
@@ -22,8 +24,10 @@ __all__ = [
     "new_traceparent",
 ]
 
-_SPECVERSION = ("ce_specversion", b"1.0")
-_CONTENT_TYPE = ("content-type", b"application/avro")
+# The names and values are the contract's (schemas.headers, which builds the headers
+# of every event the bus itself derives); these are the sources' events, built hot.
+_SPECVERSION = ("ce_specversion", SPECVERSION.encode())
+_CONTENT_TYPE = (CONTENT_TYPE_HEADER, AVRO.encode())
 # uuid4: version nibble 4, variant bits 10 (RFC 4122), as uuid.UUID(version=4) sets them.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus.errors import ConfigError, SpoolFullError
+from bus.errors import ConfigError, DeliveryError, SpoolFullError
 from bus.private_files import private_sqlite
 
 __all__ = ["Spool", "SpoolRecord", "SpooledRecord"]
@@ -115,7 +115,8 @@ class Spool:
     def append(self, records: Sequence[SpoolRecord]) -> list[int]:
         """Keep all of ``records`` durably, or none of them; returns their sequence numbers.
 
-        Raises ``SpoolFullError`` (nothing kept) when they do not fit in ``max_bytes``.
+        Raises ``SpoolFullError`` (nothing kept) when they do not fit in ``max_bytes``,
+        ``DeliveryError`` (nothing kept) when the database refuses them.
         """
         rows = []
         added = 0
@@ -145,6 +146,14 @@ class Spool:
                 assert cur.lastrowid is not None
                 seqs.append(cur.lastrowid)
             self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            # a full or locked disk may heal; a row the database refuses will not
+            raise DeliveryError(
+                f"spool {self.path}: the database did not keep the records "
+                f"({type(exc).__name__}); nothing of this call was accepted",
+                retriable=isinstance(exc, sqlite3.OperationalError),
+            ) from exc
         except BaseException:
             self._db.execute("ROLLBACK")
             raise

@@ -84,6 +84,9 @@ __all__ = [
     "DatasetExport",
     "ExportReport",
     "ExportedFile",
+    "aggregate",
+    "csv_bytes",
+    "csv_text",
     "export_from_settings",
     "export_open_data",
     "load_province_area",
@@ -176,7 +179,8 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _csv_text(value: Any) -> str:
+def csv_text(value: Any) -> str:
+    """A value as the CSV files write it (times to the millisecond, UTC as ``Z``; ISO days)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -220,7 +224,7 @@ def _arrow_value(value: Any, kind: pa.DataType) -> Any:
     if value is None:
         return None
     if pa.types.is_string(kind) and not isinstance(value, str):
-        return _csv_text(value)
+        return csv_text(value)
     if pa.types.is_decimal(kind) and not isinstance(value, Decimal):
         return Decimal(str(value))
     return value
@@ -237,7 +241,7 @@ def _csv_cell(value: Any) -> str:
     """One CSV field: RFC 4180 quoting, and a text value a spreadsheet would take for a
     formula neutralised the OWASP way: prefixed with ``'`` and quoted. Only text is
     neutralised: a number (``-5``) or a timestamp comes from a typed column and stays."""
-    text = _csv_text(value)
+    text = csv_text(value)
     formula = isinstance(value, str) and text.startswith(FORMULA_PREFIXES)
     if formula:
         text = "'" + text
@@ -246,7 +250,8 @@ def _csv_cell(value: Any) -> str:
     return text
 
 
-def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = True) -> bytes:
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]], *, bom: bool = True) -> bytes:
+    """A CSV file (UTF-8, BOM for spreadsheets by default) with formula-like texts defused."""
     buffer = io.StringIO(newline="")
     buffer.write("\ufeff" if bom else "")
     for row in (header, *rows):
@@ -318,7 +323,7 @@ def _cells(
     )
 
 
-def _aggregate(
+def aggregate(
     kept: Sequence[str],
     rows: Sequence[Sequence[Any]],
     min_count: int,
@@ -402,7 +407,7 @@ def _export_dataset(
     types = [_arrow_type(c.type) for c in selected]
     stem = dataset.id
     files = [
-        _write_file(out_dir, f"{stem}.csv", _csv_bytes(kept, rows, bom=csv_bom)),
+        _write_file(out_dir, f"{stem}.csv", csv_bytes(kept, rows, bom=csv_bom)),
         _write_file(out_dir, f"{stem}.parquet", _parquet_bytes(kept, types, rows)),
     ]
     unit = load_reference().receiving_unit(dataset.owner_unit)
@@ -444,11 +449,11 @@ def _export_dataset(
     ]
     agg: Aggregate | None = None
     if AGGREGATE_COLUMN in kept:
-        agg = _aggregate(kept, rows, min_count, commune_names=_commune_names(), province=province)
+        agg = aggregate(kept, rows, min_count, commune_names=_commune_names(), province=province)
         agg_types = [pa.string(), pa.string(), pa.int64(), pa.bool_()]
         agg_stem = f"{stem}.by_{agg.level}"
         agg_files = [
-            _write_file(out_dir, f"{agg_stem}.csv", _csv_bytes(agg.header, agg.cells, bom=csv_bom)),
+            _write_file(out_dir, f"{agg_stem}.csv", csv_bytes(agg.header, agg.cells, bom=csv_bom)),
             _write_file(
                 out_dir, f"{agg_stem}.parquet", _parquet_bytes(agg.header, agg_types, agg.cells)
             ),

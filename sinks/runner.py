@@ -34,8 +34,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bus import tracing
 from bus.consumers import TP, consumer_config, next_offsets, partition_lag, take
 from bus.errors import CodecError, DatabusError, SinkError
+from bus.kafka_client import registry_client
+from bus.logs import record_fields
 from bus.metrics import Metrics
 from bus.settings import Settings
 from schemas.codec import AvroDeserializer
@@ -80,6 +83,41 @@ def _headers(msg: Message) -> tuple[tuple[str, bytes], ...]:
 
 def _dataset(topic: str) -> str:
     return topic.rsplit(".", 2)[0]
+
+
+def _trace_written(
+    sink: str, batch: list[SinkRecord], rejected: list[Rejected], started_ns: int
+) -> None:
+    """Tracing on: a ``sink`` span per record of a written batch (the child of the span
+    its ``traceparent`` names), from the write's start to its end; a rejected record's
+    span fails with the rejection's reason."""
+    reasons = {(r.record.topic, r.record.partition, r.record.offset): r.reason for r in rejected}
+    for rec in batch:
+        span = tracing.start_child(
+            f"sink {sink} {rec.topic}",
+            rec.headers,
+            kind=tracing.SpanKind.CONSUMER,
+            start_time=started_ns,
+        )
+        if span is None or not span.is_recording():
+            continue  # not sampled
+        event_id = next((v.decode("utf-8", "replace") for k, v in rec.headers if k == "ce_id"), "")
+        span.set_attributes(
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": rec.topic,
+                "messaging.destination.partition.id": str(rec.partition),
+                "messaging.kafka.offset": rec.offset,
+                "messaging.message.id": event_id,
+                "databus.dataset": _dataset(rec.topic),
+                "databus.sink": sink,
+            }
+        )
+        reason = reasons.get((rec.topic, rec.partition, rec.offset))
+        if reason is not None:
+            span.set_status(tracing.Status(tracing.StatusCode.ERROR, reason))
+        span.end()
 
 
 @dataclass
@@ -131,9 +169,9 @@ class SinkRunner:
         self._metrics = metrics or Metrics()
         self._batch_size = batch_size or conf.batch_size
         self._consumer = Consumer(consumer_config(settings, group))
-        self._decode = AvroDeserializer(
-            registry or SchemaRegistryClient(settings.schema_registry.client_config())
-        )
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self._owned_registry = registry_client(settings, registry)
+        self._decode = AvroDeserializer(registry)
         self._dlq = dead_letters or SinkDeadLetters(settings, name)
         self._backoff = backoff(conf.backoff_initial_s, conf.backoff_max_s)
         self._circuit = Circuit(
@@ -191,7 +229,11 @@ class SinkRunner:
             try:
                 self._dlq.close()
             finally:
-                self._sink.close()
+                try:
+                    self._sink.close()
+                finally:
+                    if self._owned_registry is not None:
+                        self._owned_registry.close()
 
     def check_circuit(self) -> None:
         """A readiness check: raises while the circuit in front of the destination is
@@ -325,6 +367,7 @@ class SinkRunner:
                     partition,
                     offset,
                     exc.reason,
+                    extra=record_fields(topic, headers),
                 )
                 bare = SinkRecord(topic, partition, offset, msg.key(), {}, raw, headers)
                 letter = undecodable_letter(self._name, exc)
@@ -335,6 +378,7 @@ class SinkRunner:
 
     def _write(self, batch: list[SinkRecord]) -> list[Rejected]:
         started = time.perf_counter()
+        started_ns = time.time_ns() if tracing.enabled() else 0
         try:
             rejected = self._write_isolating(batch)
         except SinkError as exc:
@@ -342,6 +386,8 @@ class SinkRunner:
                 self._metrics.sink_failures.labels(self._name, "retriable").inc()
             raise
         self._metrics.sink_batch_seconds.labels(self._name).observe(time.perf_counter() - started)
+        if started_ns:
+            _trace_written(self._name, batch, rejected, started_ns)
         return rejected
 
     def _write_once(self, batch: Sequence[SinkRecord]) -> list[Rejected]:
@@ -393,6 +439,7 @@ class SinkRunner:
                     record.partition,
                     record.offset,
                     type(exc).__name__,
+                    extra=record_fields(record.topic, record.headers),
                 )
                 # the class only: an exception's text may quote the record's values
                 return [

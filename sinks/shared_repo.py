@@ -69,15 +69,18 @@ from sinks.sql_tables import (
 )
 
 __all__ = [
+    "DbOutcome",
     "SharedRepoSink",
+    "classify_db_error",
     "create_repo_engine",
     "dataset_columns",
+    "describe_db_error",
     "repo_engine_from_settings",
 ]
 
 log = logging.getLogger(__name__)
 
-_Outcome = Literal["retry", "reject", "broken"]
+DbOutcome = Literal["retry", "reject", "broken"]
 
 # SQLite reports a missing table or column as OperationalError, like a locked database;
 # these will not heal by waiting.
@@ -425,7 +428,7 @@ class SharedRepoSink:
                 with self._engine.begin() as conn:
                     return self._write_batch(conn, events, now)
             except sa.exc.SQLAlchemyError as exc:
-                if _classify(exc) != "reject":
+                if classify_db_error(exc) != "reject":
                     raise
                 log.warning(
                     "shared repository: batch refused (%s), writing record by record",
@@ -514,13 +517,13 @@ class SharedRepoSink:
                 savepoint.commit()
             except sa.exc.SQLAlchemyError as exc:
                 savepoint.rollback()
-                if _classify(exc) != "reject":
+                if classify_db_error(exc) != "reject":
                     raise
                 rejected.append(
                     Rejected(
                         event.record,
                         "db_rejected",
-                        _describe(exc),
+                        describe_db_error(exc),
                         exception_class=_exception_class(exc),
                     )
                 )
@@ -567,7 +570,10 @@ def _reused(event: _Event) -> Rejected:
 # ---- errors ----------------------------------------------------------------------
 
 
-def _classify(exc: BaseException) -> _Outcome:
+def classify_db_error(exc: BaseException) -> DbOutcome:
+    """What a database error means for the sink: ``retry`` (the server is unavailable,
+    the batch is sent again), ``reject`` (the record is refused for good) or ``broken``
+    (the sink or its tables are wrong: the runner stops)."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return "retry"
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
@@ -594,7 +600,7 @@ def _exception_class(exc: BaseException) -> str:
     return type(orig if orig is not None else exc).__name__
 
 
-def _describe(exc: BaseException) -> str:
+def describe_db_error(exc: BaseException) -> str:
     """The database's reason without the values: error class, SQLSTATE, constraint,
     table and column names; for other messages only the part before the first colon
     (PostgreSQL and Python put the offending value after it)."""
@@ -618,8 +624,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _sink_error(exc: sa.exc.SQLAlchemyError, during: str) -> SinkError:
-    outcome = _classify(exc)
+    outcome = classify_db_error(exc)
     return SinkError(
-        f"shared repository {during} failed: {_exception_class(exc)} ({_describe(exc)})",
+        f"shared repository {during} failed: {_exception_class(exc)} ({describe_db_error(exc)})",
         retriable=outcome == "retry",
     )

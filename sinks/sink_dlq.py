@@ -5,8 +5,9 @@ the original key, bytes and headers plus the processor DLQ's error headers
 (stage ``sink:<name>``), so ``databus dlq`` and operators read both alike.
 
 A letter too large for the topic itself (the producer or the broker refuses it as
-``MSG_SIZE_TOO_LARGE``) is sent again without the bytes: no value, no original
-headers, the error headers plus ``databus.errors.original.size`` (bytes) and
+``MSG_SIZE_TOO_LARGE``) is sent again without the bytes: no value, of the original
+headers only its CloudEvents attributes, the error headers plus
+``databus.errors.original.size`` (bytes) and
 ``databus.errors.original.sha256`` (hex digest of the value), so the record can be
 found again at its coordinates (topic, partition, offset) and checked against it.
 """
@@ -25,7 +26,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from bus.errors import CodecError, DeliveryError
 from bus.settings import Settings
 from bus.topic_admin import ensure_topics
-from schemas.dead_letters import HEADER_PREFIX, DeadLetter, codec_letter, dlq_headers
+from schemas.dead_letters import (
+    ORIGINAL_SHA256_HEADER,
+    ORIGINAL_SIZE_HEADER,
+    DeadLetter,
+    codec_letter,
+    dlq_headers,
+)
 from schemas.topics import sink_dlq_spec, sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
 
@@ -42,6 +49,7 @@ log = logging.getLogger(__name__)
 # a digest letter's texts are cut to this, so it always fits
 _DIGEST_TEXT_MAX = 1000
 _DIGEST_KEY_MAX = 1024
+_DIGEST_HEADER_MAX = 256  # an original CloudEvents header kept on a digest letter
 
 _REJECTED_VI = {
     "http_4xx": "đích từ chối bản ghi (HTTP 4xx), gửi lại sẽ không khác",
@@ -83,7 +91,8 @@ def undecodable_letter(sink_name: str, exc: CodecError) -> DeadLetter:
 
 def digest_headers(item: SinkLetter) -> list[tuple[str, bytes]]:
     """The headers of a letter sent without its bytes: where the record is, why it
-    was refused, and its size and SHA-256 (the original headers are left out too)."""
+    was refused, and its size and SHA-256; of the original headers only the short
+    CloudEvents attributes (the letter is still the original event, without data)."""
     rec = item.record
     letter = dataclasses.replace(
         item.letter,
@@ -93,13 +102,18 @@ def digest_headers(item: SinkLetter) -> list[tuple[str, bytes]]:
         )[:_DIGEST_TEXT_MAX],
         field=item.letter.field[:_DIGEST_TEXT_MAX],
     )
+    event = [
+        (k, v)
+        for k, v in rec.headers
+        if (k.startswith("ce_") or k == "content-type") and len(v) <= _DIGEST_HEADER_MAX
+    ]
     headers = dlq_headers(
-        (), topic=rec.topic, partition=rec.partition, offset=rec.offset, letter=letter
+        event, topic=rec.topic, partition=rec.partition, offset=rec.offset, letter=letter
     )
     return [
         *headers,
-        (HEADER_PREFIX + "original.size", str(len(rec.raw)).encode()),
-        (HEADER_PREFIX + "original.sha256", hashlib.sha256(rec.raw).hexdigest().encode()),
+        (ORIGINAL_SIZE_HEADER, str(len(rec.raw)).encode()),
+        (ORIGINAL_SHA256_HEADER, hashlib.sha256(rec.raw).hexdigest().encode()),
     ]
 
 

@@ -35,6 +35,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ValidationError
+from bus.kafka_client import registry_client
 from bus.settings import Settings
 from schemas.access_policy import agency_group
 from schemas.catalog import get_dataset
@@ -103,8 +104,9 @@ class Subscriber(Generic[T]):
         inner: Any = model if model is not None else dict[str, Any]
         self._event_type: Any = SharedEvent[inner]
         self._consumer = Consumer(consumer_config(settings, self.group))
-        client = registry or SchemaRegistryClient(settings.schema_registry.client_config())
-        self._decode = AvroDeserializer(client)
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self._owned_registry = registry_client(settings, registry)
+        self._decode = AvroDeserializer(registry)
         self._batch_size = batch_size
         self._retry_s = retry_s
         self._subscribed = False
@@ -176,7 +178,11 @@ class Subscriber(Generic[T]):
             self.close()
 
     def close(self) -> None:
-        self._consumer.close()
+        try:
+            self._consumer.close()
+        finally:
+            if self._owned_registry is not None:
+                self._owned_registry.close()
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1

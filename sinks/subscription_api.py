@@ -60,6 +60,7 @@ from pyrate_limiter import InMemoryBucket, Rate, RateItem
 from bus.audit import AuditLog
 from bus.consumers import next_offsets
 from bus.errors import CodecError, DeliveryError
+from bus.kafka_client import registry_client
 from bus.settings import Settings
 from schemas.access_policy import AccessPolicy, Agency, PolicyFile, agency_group
 from schemas.catalog import DATASETS
@@ -327,8 +328,9 @@ class _State:
         self.tally = RefusalTally(access.api_refusal_audit_interval_s)
         self.topics = dict(topics or {})
         self.wait_s = wait_s
-        client = registry or SchemaRegistryClient(settings.schema_registry.client_config())
-        self.decode = AvroDeserializer(client)
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self.owned_registry = registry_client(settings, registry)
+        self.decode = AvroDeserializer(registry)
         self.readers: dict[tuple[str, str], _Reader] = {}
 
     def topic(self, dataset_id: str) -> str:
@@ -582,6 +584,8 @@ def create_app(
     async def close_readers(_app: web.Application) -> None:
         for reader in state.readers.values():
             await asyncio.to_thread(reader.close)
+        if state.owned_registry is not None:
+            state.owned_registry.close()
 
     app.cleanup_ctx.append(flush_refusals)
     app.on_cleanup.append(close_readers)

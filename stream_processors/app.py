@@ -46,10 +46,11 @@ from schemas.catalog import ALERTS_SCHEMA, ALERTS_TOPIC, DATASETS, load_schema, 
 from schemas.codec import AvroSerializer
 from schemas.domain.reference import load_reference
 from schemas.domain.working_days import warm_up
+from schemas.headers import dataschema, schema_version
 from schemas.topics import rule_deltas_topic, unit_stats_topic
 from stream_processors.alerts.engine import RULE_GROUPS, rules_from_settings
 from stream_processors.alerts.facts import contributions
-from stream_processors.alerts.lifecycle import decide, open_alert_key
+from stream_processors.alerts.lifecycle import alert_headers, decide, open_alert_key
 from stream_processors.batch_core import BatchCore
 from stream_processors.batch_loop import BatchLoop, tune_gc_for_batches
 from stream_processors.batch_stats import UnitStats
@@ -61,6 +62,7 @@ from stream_processors.quality import (
     apply_stats,
     field_presence,
     publish_quality_metrics,
+    quality_headers,
     quality_record,
     scores,
 )
@@ -159,6 +161,13 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     for pipeline in pipelines.values():
         pipeline.register()
     _ = alert_encoder.schema_id, quality_encoder.schema_id
+    alert_schema, quality_schema = (
+        dataschema(subject, schema_version(registry, subject, load_schema(schema)))
+        for subject, schema in (
+            (value_subject(ALERTS_TOPIC), ALERTS_SCHEMA),
+            (value_subject(QUALITY_TOPIC), QUALITY_SCHEMA),
+        )
+    )
 
     warm_up(datetime.now(UTC).date())  # before the loop runs, not at the first evaluation
     tune_gc_for_batches()
@@ -256,7 +265,11 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                 else:
                     open_alerts[alert_key] = new_open
             if record is not None:
-                await alerts_topic.send(key=name.encode(), value=alert_encoder(record))
+                await alerts_topic.send(
+                    key=name.encode(),
+                    value=alert_encoder(record),
+                    headers=alert_headers(record, now_ms, alert_schema),
+                )
                 metrics.alerts.labels(cond.rule, record["state"]).inc()
                 log.info("alert %s %s", record["state"], cond.rule)
 
@@ -342,6 +355,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             await quality_topic.send(
                 key=name.encode(),
                 value=quality_encoder(quality_record(dataset, unit, result, now_ms)),
+                headers=quality_headers(dataset_id, unit, now_ms, quality_schema),
             )
 
     _ = (start_loop, stop_loop, rules_agent, quality_agent, tick)

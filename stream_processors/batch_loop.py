@@ -72,9 +72,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from bus import tracing
 from bus.consumers import partition_lag, take
 from bus.errors import DatabusError, DeliveryError
 from bus.kafka_client import producer_config
+from bus.logs import record_fields
 from bus.metrics import Metrics
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
@@ -224,6 +226,7 @@ class BatchLoop:
         self.restore_log_every_s = _RESTORE_PROGRESS_EVERY_S
         self._lag_exported: set[tuple[str, int]] = set()
         self._lag_at = 0.0
+        self._batch_started_ns = 0
 
     # ---- consumer wiring
     def _consumer(self) -> Consumer:
@@ -750,6 +753,7 @@ class BatchLoop:
             "dead letter" if dead else "standardized record",
             err.name(),
             size,
+            extra=record_fields(r.topic, r.headers),
         )
 
     def _produce_outputs(self, group: Group, writes: Writes) -> None:
@@ -757,6 +761,8 @@ class BatchLoop:
         counted in ``writes`` (the batch's own, within the group's)."""
         out = group.out
         produce = self._produce
+        if tracing.enabled():
+            self._trace_std(out)
         for (topic, key, value, headers), source in zip(out.std, out.std_from, strict=True):
             produce(writes, topic, key, value, headers, _ANY_PARTITION, source)
         out.std.clear()  # handed over (the dead letters stay: they are counted later)
@@ -801,6 +807,41 @@ class BatchLoop:
                 True,
             )
         group.dead_sent = len(out.dead)
+
+    def _trace_std(self, out: BatchOutput) -> None:
+        """Tracing on: a ``process`` span per std record, the child of its raw record's
+        span (its ``traceparent``), from the batch's start to now; the std record's
+        ``traceparent`` names it, so the sinks continue the trace. A record whose trace
+        is not sampled costs no span."""
+        started = self._batch_started_ns
+        for (topic, _key, _value, headers), r in zip(out.std, out.std_from, strict=True):
+            span = tracing.start_child(
+                f"process {r.topic}", r.headers, kind=tracing.SpanKind.CONSUMER, start_time=started
+            )
+            if span is None:
+                continue  # not sampled: the std record keeps the raw record's traceparent
+            if span.is_recording():
+                dataset = self._datasets.get(r.topic)
+                span.set_attributes(
+                    {
+                        "messaging.system": "kafka",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": r.topic,
+                        "messaging.destination.partition.id": str(r.partition),
+                        "messaging.kafka.offset": r.offset,
+                        "messaging.message.id": _header(r.headers, "ce_id"),
+                        "databus.dataset": dataset.id if dataset is not None else "",
+                        "databus.std_topic": topic,
+                    }
+                )
+            traceparent = tracing.traceparent_of(span)
+            span.end()
+            for i, (name, _v) in enumerate(headers):
+                if name == tracing.TRACEPARENT:
+                    headers[i] = (name, traceparent)
+                    break
+            else:
+                headers.append((tracing.TRACEPARENT, traceparent))
 
     def _produce_state(self, group: Group) -> None:
         """Step 3, once the group is sealed and its outputs acknowledged: state and
@@ -938,6 +979,7 @@ class BatchLoop:
             try:
                 if records:
                     started = time.perf_counter()
+                    self._batch_started_ns = time.time_ns()  # the batch's process spans
                     group = self._groups.open_group(time.monotonic())
                     self._core.process_into(group.out, records, self._clock_ms())
                     group.records += records
@@ -1135,6 +1177,13 @@ def raw_records(msgs: list[Message]) -> tuple[list[RawRecord], list[tuple[str, i
         if kind != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0:
             stamps.append((topic, ts_ms))
     return records, stamps
+
+
+def _header(headers: list[tuple[str, bytes | None]], name: str) -> str:
+    for key, value in headers:
+        if key == name:
+            return (value or b"").decode("utf-8", "replace")
+    return ""
 
 
 def _refusal(err: KafkaError, size: int, limit: int) -> DeadLetter:

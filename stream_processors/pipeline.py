@@ -24,6 +24,7 @@ from schemas.catalog import Dataset, load_schema, value_subject
 from schemas.codec import AvroDeserializer, AvroSerializer
 from schemas.dead_letters import DeadLetter, codec_letter
 from schemas.domain.reference import ReferenceData
+from schemas.headers import dataschema, derive, schema_version
 from stream_processors.standardizers import (
     Rejected,
     Standardized,
@@ -38,6 +39,12 @@ def _passthrough(
     raw: Mapping[str, Any], _ref: ReferenceData, _now: datetime | None
 ) -> Standardized | Rejected:
     return Standardized(event=dict(raw), flags=())
+
+
+def _epoch_ms(value: object) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value if isinstance(value, int) else 0
 
 
 def standardizer_for(dataset: Dataset) -> Standardizer:
@@ -71,9 +78,11 @@ class DatasetPipeline:
     ) -> None:
         self.dataset = dataset
         self._decode = AvroDeserializer(registry, load_schema(dataset.raw_schema))
-        self._encode = AvroSerializer(
-            registry, value_subject(dataset.std_topic), load_schema(dataset.std_value_schema)
-        )
+        self._registry = registry
+        self._std_subject = value_subject(dataset.std_topic)
+        self._std_schema = load_schema(dataset.std_value_schema)
+        self._encode = AvroSerializer(registry, self._std_subject, self._std_schema)
+        self._dataschema: str | None = None
         self._standardize = standardizer or standardizer_for(dataset)
         self._reference = reference
         self._clock = clock
@@ -83,6 +92,16 @@ class DatasetPipeline:
     def register(self) -> None:
         """Register the output schema now, so start-up fails early if it cannot."""
         _ = self._encode.schema_id
+        _ = self.dataschema
+
+    @property
+    def dataschema(self) -> str:
+        """The std records' ``ce_dataschema`` (asks the registry once)."""
+        if self._dataschema is None:
+            _ = self._encode.schema_id  # registered first: the lookup then finds it
+            version = schema_version(self._registry, self._std_subject, self._std_schema)
+            self._dataschema = dataschema(self._std_subject, version)
+        return self._dataschema
 
     def decode(self, value: bytes | None) -> dict[str, Any] | DeadLetter:
         try:
@@ -114,6 +133,14 @@ class DatasetPipeline:
                 message=str(exc),
                 message_vi="kết quả chuẩn hóa không khớp lược đồ chuẩn",
             )
-        out_headers = [(k, v or b"") for k, v in headers if k != "ce_type"]
-        out_headers.append(("ce_type", (self._ce_type + str(event.get("op"))).encode()))
+        source = raw.get("source") or {}
+        out_headers = derive(
+            headers,
+            stage="std",
+            type=self._ce_type + str(event.get("op")),
+            fallback_id=str(raw.get("event_id") or ""),
+            fallback_source=f"/databus/{source.get('system')}/{source.get('unit')}",
+            time_ms=_epoch_ms(raw.get("ts_ms")),
+            schema=self.dataschema,
+        )
         return Output(event=event, value=body, headers=out_headers, flags=result.flags)

@@ -49,6 +49,7 @@ from schemas.catalog import (
     read_schema,
 )
 from schemas.domain.freshness import is_live
+from schemas.headers import QUALITY_SOURCE, cloudevent, derived_id
 from stream_processors.batch_stats import UnitStats
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "load_expectations",
     "new_state",
     "publish_quality_metrics",
+    "quality_headers",
     "quality_record",
     "scores",
 ]
@@ -479,6 +481,22 @@ def quality_record(
         **{name: getattr(scores, name) for name in _COUNTS},
         "ts_ms": _ts(now_ms),
     }
+
+
+def quality_headers(
+    dataset_id: str, unit: str, now_ms: int, schema: str
+) -> list[tuple[str, bytes]]:
+    """The CloudEvents headers of a ``quality.v1`` record: one id per dataset, unit and
+    scoring time; subject ``<dataset>|<unit>`` (the record's key)."""
+    subject = f"{dataset_id}|{unit}"
+    return cloudevent(
+        id=derived_id(QUALITY_SOURCE, subject, str(now_ms)),
+        source=QUALITY_SOURCE,
+        type="vn.gov.databus.quality.scores",
+        time_ms=now_ms,
+        subject=subject,
+        schema=schema,
+    )
 
 
 def publish_quality_metrics(

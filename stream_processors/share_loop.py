@@ -4,7 +4,9 @@ One batched confluent-kafka loop for every dataset the access policy shares (gro
 ``settings.access.share_group``). Per batch: decode each std event, build its shared
 event (``stream_processors.share``), produce it with the idempotent producer, wait
 until the broker acknowledged every record, then commit the std offsets, then append
-one ``share.publish`` entry per dataset to the audit log. At-least-once: a crash before
+one ``share.publish`` entry per dataset to the audit log. Each shared record is a
+CloudEvent of its own (``schemas.headers.derive``): source ``urn:databus:share``, an id
+derived from the std event's, ``ce_originid`` the std event's id. At-least-once: a crash before
 the commit publishes the batch again; agencies deduplicate on ``event_id``.
 
 A std record that does not decode (only our processor writes std topics, so a bug) is
@@ -25,10 +27,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bus.audit import AuditLog
 from bus.consumers import consumer_config, next_offsets, take
 from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
+from bus.kafka_client import registry_client
 from bus.settings import Settings
 from bus.topic_admin import TopicSpec, ensure_topics
 from schemas.access_policy import AccessPolicy
 from schemas.codec import AvroDeserializer, AvroSerializer
+from schemas.headers import SHARE_SOURCE, dataschema, derive, schema_version
 from stream_processors.share import SharePlan, mask_event, share_plan, shared_key
 
 __all__ = ["ShareLoop", "policy_plans"]
@@ -63,9 +67,13 @@ class ShareLoop:
         self._plans = {p.std_topic: p for p in plans}
         self._audit = audit
         self._batch_size = batch_size
-        client = registry or SchemaRegistryClient(settings.schema_registry.client_config())
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self._owned_registry = registry_client(settings, registry)
+        client = registry
         self._decode = AvroDeserializer(client)
         self._encode = {p.std_topic: AvroSerializer(client, p.subject, p.schema_str) for p in plans}
+        self._registry = client
+        self._dataschema: dict[str, str] = {}
         self._consumer = Consumer(consumer_config(settings, group or settings.access.share_group))
         self._producer = Producer(
             {
@@ -85,8 +93,11 @@ class ShareLoop:
             return
         n = self._settings.kafka.partitions
         ensure_topics(self._settings, [TopicSpec(p.shared_topic, n) for p in self._plans.values()])
-        for serializer in self._encode.values():
+        for topic, serializer in self._encode.items():
             _ = serializer.schema_id  # register the shared schemas before any record
+            plan = self._plans[topic]
+            version = schema_version(self._registry, plan.subject, plan.schema_str)
+            self._dataschema[topic] = dataschema(plan.subject, version)
         self._consumer.subscribe(list(self._plans))
         self._started = True
 
@@ -111,6 +122,8 @@ class ShareLoop:
             self._consumer.close()
         finally:
             self._producer.flush(_FLUSH_TIMEOUT_S)
+            if self._owned_registry is not None:
+                self._owned_registry.close()
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume, mask, publish and commit one batch; returns the records published."""
@@ -173,10 +186,24 @@ class ShareLoop:
                 )
                 continue
             value = self._encode[topic](mask_event(plan, event, self._key))
+            where = f"{topic}:{msg.partition()}:{msg.offset()}"
+            headers: list[tuple[str, str | bytes | None]] = [
+                *derive(
+                    msg.headers() or [],  # type: ignore[arg-type]
+                    stage="share",
+                    type=f"vn.gov.databus.{plan.dataset.id}.shared.{event.get('op')}",
+                    source=SHARE_SOURCE,
+                    fallback_id=str(event.get("event_id") or where),
+                    fallback_source=SHARE_SOURCE,
+                    time_ms=msg.timestamp()[1],
+                    schema=self._dataschema.get(topic),
+                )
+            ]
             self._producer.produce(
                 plan.shared_topic,
                 value=value,
                 key=shared_key(plan, msg.key(), self._key),
+                headers=headers,
                 on_delivery=delivered,
             )
             self._producer.poll(0)

@@ -9,16 +9,17 @@ testcontainers instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import pytest
 import redis
+from registry_clients import close_all
 
 from bus.settings import Settings, load_settings
 from databus.local_stack import LocalStack
 
 
-def _docker_kafka() -> Iterator[str | None]:
+def _docker_kafka() -> Generator[str | None]:
     """Kafka from testcontainers where a Docker engine exists and it is asked for."""
     if os.environ.get("DATABUS_TEST_DOCKER") != "1":
         yield None
@@ -27,6 +28,13 @@ def _docker_kafka() -> Iterator[str | None]:
 
     with KafkaContainer().with_kraft() as kafka:
         yield kafka.get_bootstrap_server()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _registry_clients_closed() -> Iterator[None]:
+    """The registry clients tests share (tests/registry_clients.py) close at the end."""
+    yield
+    close_all()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 
@@ -53,8 +53,9 @@ def avro_bytes(schema_path: str, value: dict[str, Any]) -> bytes:
 
 def _round_trip(schema_path: str, value: dict[str, Any]) -> dict[str, Any]:
     schema = _parsed(schema_path)
-    decoded: dict[str, Any] = fastavro.schemaless_reader(
-        io.BytesIO(avro_bytes(schema_path, value)), schema, schema
+    decoded = cast(
+        dict[str, Any],
+        fastavro.schemaless_reader(io.BytesIO(avro_bytes(schema_path, value)), schema, schema),
     )
     return decoded
 

@@ -95,6 +95,8 @@ class TlsProxy:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._thread = None
+        if not self._loop.is_running():
+            self._loop.close()
         self._sock.close()
 
     def __enter__(self) -> Self:

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from bus.errors import StackError
 from bus.private_files import open_private
 
 __all__ = ["HealthReceiver", "main"]
@@ -240,6 +241,12 @@ class HealthReceiver:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> HealthReceiver:
+        """Bind and serve. Started again after :meth:`stop`, it answers again (the stop
+        no longer drops requests) on the address it had, as a restarted server would;
+        its resources stay (and are reloaded from ``store_path`` when given)."""
+        if self._server is not None:
+            raise StackError("health receiver: already started")
+        self._stopping.clear()
         if self._store_path is not None and self._store_path.exists():
             self._store.load(json.loads(self._store_path.read_text(encoding="utf-8")))
         server = _Server((self._host, self._port), _Handler, self)
@@ -249,6 +256,8 @@ class HealthReceiver:
                 server.socket, server_side=True, do_handshake_on_connect=False
             )
         self._server = server
+        # a restart binds the same port, so clients find the receiver where it was
+        self._port = server.server_address[1]
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -277,7 +286,7 @@ class HealthReceiver:
     @property
     def url(self) -> str:
         if self._server is None:
-            raise RuntimeError("receiver not started")
+            raise StackError("health receiver: not started")
         host, port = self._server.server_address[:2]
         scheme = "https" if self._ssl is not None else "http"
         return f"{scheme}://{host if isinstance(host, str) else host.decode()}:{port}"

@@ -27,8 +27,9 @@ import pydantic
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from bus import tracing
 from bus.errors import PublishValidationError, RecordTooLargeError
-from producers.headers import HeaderTemplate, new_ids, new_traceparent
+from producers.headers import HeaderTemplate, new_event_id, new_ids, new_traceparent
 from schemas.catalog import Dataset
 from schemas.codec import AvroSerializer, frame, unframe
 from schemas.models.common import Op
@@ -241,13 +242,28 @@ class EventEncoder:
         changed_at: datetime | None = None,
         unit: str | None = None,
         event_id: str | None = None,
+        traceparent: bytes | None = None,
     ) -> EncodedEvent:
         """Validate and encode one change (``Publisher.publish``'s arguments).
 
         Raises ``PublishValidationError`` for an invalid change (the message names
         fields, never their values) and ``RecordTooLargeError`` for one over
         ``max_bytes``; nothing is sent either way.
+
+        With tracing on (``bus.tracing``) the event's trace starts here: a ``create``
+        span whose id is the event's ``traceparent``. ``traceparent``: given, it is
+        written as it is.
         """
+        if traceparent is None and tracing.enabled():
+            return self._encode_traced(
+                after,
+                version=version,
+                op=op,
+                before=before,
+                changed_at=changed_at,
+                unit=unit,
+                event_id=event_id or new_event_id(),
+            )
         after_dict = self._validated(after)
         before_dict = self._validated(before)
         state = after_dict if after_dict is not None else before_dict
@@ -257,7 +273,9 @@ class EventEncoder:
             raise PublishValidationError("op 'd' carries only `before`; other ops need `after`")
         dataset = self.dataset
         now_ms = time.time_ns() // 1_000_000
-        if event_id:
+        if traceparent is not None:
+            event_id = event_id or new_event_id()
+        elif event_id:
             traceparent = new_traceparent().encode()
         else:
             event_id, traceparent = new_ids()
@@ -308,6 +326,31 @@ class EventEncoder:
             prefix = self._prefix = frame(self.serializer.schema_id, b"")
         value = prefix + body
         return EncodedEvent(encoded_key, value, headers, event_id)
+
+    def _encode_traced(
+        self, after: BaseModel | None, *, event_id: str, **change: Any
+    ) -> EncodedEvent:
+        topic = self.dataset.raw_topic
+        span = tracing.start_span(f"create {topic}", kind=tracing.SpanKind.PRODUCER)
+        if span.is_recording():  # sampled (OTEL_TRACES_SAMPLER): the span is recorded
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "create",
+                    "messaging.destination.name": topic,
+                    "messaging.message.id": event_id,
+                    "databus.dataset": self.dataset.id,
+                }
+            )
+        try:
+            encoded = self.encode(
+                after, event_id=event_id, traceparent=tracing.traceparent_of(span), **change
+            )
+        except BaseException as exc:
+            tracing.end_error(span, exc)
+            raise
+        span.end()
+        return encoded
 
     def event_id_of(self, value: bytes | None) -> str | None:
         """The event id inside a value this encoder wrote (delivery reports carry no

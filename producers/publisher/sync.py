@@ -45,8 +45,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+from bus import tracing
 from bus.errors import DeliveryError, PublishValidationError
-from bus.kafka_client import producer_config
+from bus.kafka_client import producer_config, registry_client
 from bus.metrics import Metrics
 from bus.settings import Settings
 from producers.publisher.encoding import Change, EncodedEvent, EventEncoder, Headers
@@ -75,9 +76,14 @@ class Publisher:
         **producer_overrides: Any,
     ) -> None:
         self._source_system = source_system
+        # Each event's trace starts in encode: exported when OTEL_EXPORTER_OTLP_ENDPOINT is
+        # set (a process that configured tracing already keeps its own name).
+        tracing.configure("databus-publisher")
         # added to every event's headers (e.g. the backfill mark, producers/backfill.py)
         self._extra_headers = tuple(extra_headers)
-        self._registry = registry or SchemaRegistryClient(settings.schema_registry.client_config())
+        # A registry client made here is closed with this object; one passed in is the caller's.
+        registry, self._owned_registry = registry_client(settings, registry)
+        self._registry = registry
         # The spool first: a spool in use elsewhere stops us before any connection opens.
         spool_path = settings.spool.path
         spool = Spool(spool_path, settings.spool.max_bytes) if spool_path is not None else None
@@ -316,17 +322,21 @@ class Publisher:
         if self._closed:
             return
         self._closed = True
-        if self._pump is not None:
-            self._pump.close(timeout)
-            return
         try:
-            self.flush(timeout)
+            if self._pump is not None:
+                self._pump.close(timeout)
+                return
+            try:
+                self.flush(timeout)
+            finally:
+                # Release the broker connections now, not whenever the object is collected
+                # (Producer.close exists from confluent-kafka 2.12).
+                close = getattr(self._producer, "close", None)
+                if close is not None:
+                    close()
         finally:
-            # Release the broker connections now, not whenever the object is collected
-            # (Producer.close exists from confluent-kafka 2.12).
-            close = getattr(self._producer, "close", None)
-            if close is not None:
-                close()
+            if self._owned_registry is not None:
+                self._owned_registry.close()
 
     def __enter__(self) -> Self:
         return self

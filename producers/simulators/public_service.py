@@ -31,7 +31,7 @@ import dataclasses
 import random
 import unicodedata
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import cast
@@ -100,6 +100,7 @@ WEEKEND_SHARE = 0.25
 HOLIDAY_SHARE = 0.10
 LIVE_RATE = 0.3  # dossiers per unit and working day in the live feed
 LIVE_FALLBACK = 5  # events a live batch repeats on a working day when its window is empty
+LIVE_LOOKBACK_DAYS = 7  # how far back a live batch looks when today has no dossier yet
 
 
 @dataclass(frozen=True)
@@ -331,26 +332,37 @@ def latest_truth(events: Sequence[DossierEvent]) -> list[dict[str, object]]:
 
 
 def live_dossiers(
-    spec: DossierSpec, ref: ReferenceData, batch_seconds: float = 10.0
+    spec: DossierSpec,
+    ref: ReferenceData,
+    batch_seconds: float = 10.0,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Iterator[list[DossierEvent]]:
     """After the history: new dossiers keep arriving at wall-clock time, forever.
 
     Each batch is today's dossiers at ``LIVE_RATE`` (a new seed each time) received in
-    the last ``batch_seconds``."""
+    the last ``batch_seconds``. A window with none (night, a weekend, or no dossier just
+    now) sends the latest few dossier events of the last days instead, fewer on weekends
+    and holidays: the feed is never empty, whatever the hour or the day."""
     seed = spec.seed
     while True:
         seed += 1
-        end = datetime.now(UTC)
-        batch = generate_dossiers(
-            dataclasses.replace(
-                spec, days=0, dossiers_per_unit_per_day=LIVE_RATE, seed=seed, end=end
-            ),
-            ref,
-        )
-        # An empty window (night, or no dossier just now) repeats the day's last few
-        # events, fewer on weekends and holidays: the feed stays alive every day.
-        fallback = max(1, round(LIVE_FALLBACK * day_share(end.astimezone(LOCAL).date())))
+        end = now()
+        window: list[DossierEvent] = []
+        batch: list[DossierEvent] = []
+        # Today first; before today's first dossier (the small hours, a quiet Sunday)
+        # the days before it, up to a week back.
+        for days in range(LIVE_LOOKBACK_DAYS + 1):
+            batch = generate_dossiers(
+                dataclasses.replace(
+                    spec, days=days, dossiers_per_unit_per_day=LIVE_RATE, seed=seed, end=end
+                ),
+                ref,
+            )
+            if batch:
+                break
         window = [ev for ev in batch if ev.at > end - timedelta(seconds=batch_seconds)]
+        fallback = max(1, round(LIVE_FALLBACK * day_share(end.astimezone(LOCAL).date())))
         yield window or batch[-fallback:]
 
 

@@ -20,17 +20,20 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from schemas.catalog import Dataset
+from schemas.catalog import Dataset, UpdateObligation
 from schemas.domain.freshness import is_live
 
 __all__ = [
     "LOCAL",
     "DatasetDelivery",
+    "DeliveryState",
     "Key",
     "ReconRow",
     "Status",
     "UnitLedger",
     "build_ledger",
+    "dataset_live",
+    "delivery_state",
     "epoch_ms",
     "latest_declarations",
     "latest_quality_rows",
@@ -110,6 +113,26 @@ def latest_declarations(records: Iterable[Mapping[str, Any]]) -> dict[Key, int]:
     return latest
 
 
+DeliveryState = Literal["live", "late", "silent"]
+
+
+def dataset_live(update: UpdateObligation, last_event_ms: int, now_ms: int) -> bool:
+    """THE definition of "live", used by the ledger, ``databus catalog status`` and the
+    `databus up` summary alike: the newest *event time* a dataset's sources sent lies
+    within the catalog's update obligation at ``now_ms``. A source re-sending week-old
+    records (a backfill, the simulator's history) is delivering but late; when that
+    arrived is not the question. ``last_event_ms`` 0: nothing was sent, not live."""
+    return is_live(update, last_event_ms, now_ms)
+
+
+def delivery_state(delivering: bool, live: bool) -> DeliveryState:
+    """One word for a dataset: ``live`` (see ``dataset_live``), ``late`` (delivering,
+    but its newest event is older than the obligation allows) or ``silent``."""
+    if live:
+        return "live"
+    return "late" if delivering else "silent"
+
+
 @dataclass(frozen=True)
 class DatasetDelivery:
     dataset: str
@@ -124,6 +147,10 @@ class DatasetDelivery:
     declared: int | None
     received: int
     missing: int
+
+    @property
+    def state(self) -> DeliveryState:
+        return delivery_state(self.delivering, self.live)
 
 
 @dataclass(frozen=True)
@@ -191,7 +218,7 @@ def _delivery(
     ]
     last_event_ms = max((epoch_ms(r.get("last_event_ts")) for r in sending), default=0)
     delivering = bool(sending)
-    live = delivering and is_live(ds.update, last_event_ms, now_ms)
+    live = delivering and dataset_live(ds.update, last_event_ms, now_ms)
     # Weighted by what each source unit sent: a unit with one record does not weigh
     # as much as one with thousands.
     weighted = [

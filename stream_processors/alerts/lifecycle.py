@@ -26,12 +26,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from schemas.headers import ALERTS_SOURCE, cloudevent, derived_id
+
 __all__ = [
     "SEVERITY_RANK",
     "Condition",
     "Severity",
     "Status",
     "SubjectKind",
+    "alert_headers",
     "decide",
     "disabled",
     "open_alert_key",
@@ -135,6 +138,21 @@ def decide(
         state = {**open_alert, "severity": c.severity, "value": c.value, "updated_ms": now_ms}
         return state, _record(state, "UPDATED", c.severity, c, now_ms)
     return open_alert, None
+
+
+def alert_headers(record: Mapping[str, Any], now_ms: int, schema: str) -> list[tuple[str, bytes]]:
+    """The CloudEvents headers of an ``alerts.v1`` record: one id per alert, state and
+    decision time (deciding again after a crash gives the same id), subject the alert id."""
+    alert_id = str(record["alert_id"])
+    state = str(record["state"])
+    return cloudevent(
+        id=derived_id(ALERTS_SOURCE, alert_id, f"{state}:{now_ms}"),
+        source=ALERTS_SOURCE,
+        type=f"vn.gov.databus.alert.{state.lower()}",
+        time_ms=now_ms,
+        subject=alert_id,
+        schema=schema,
+    )
 
 
 def _record(

@@ -707,7 +707,8 @@ class ChaosBus:
                     out.append(
                         Letter(
                             msg.topic() or "",
-                            headers.get("ce_id", ""),
+                            # a std record's letter: the source event's id is its origin
+                            headers.get("ce_originid") or headers.get("ce_id", ""),
                             headers.get("databus.errors.reason", ""),
                         )
                     )

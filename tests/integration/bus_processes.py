@@ -41,10 +41,14 @@ class Bus:
     def start(self, name: str, *args: str) -> None:
         self.ports[name] = free_port()
         env = {**self.env, "DATABUS_METRICS__PORT": str(self.ports[name])}
-        log = (self.log_dir / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "databus", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        # The child keeps its own copy of the descriptor; ours is closed at once.
+        with (self.log_dir / f"{name}.log").open("wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "databus", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a `databus` command against this bus, as an operator would, and wait."""
@@ -88,7 +92,8 @@ def read_topic(settings: Settings, topic: str, since: dict[int, int] | None = No
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, (since or {}).get(p, 0)) for p in parts])
-    records, eof = [], set()
+    records: list[Any] = []
+    eof: set[int | None] = set()
     while len(eof) < len(parts):
         for msg in take(consumer, 500, 1.0):
             if msg.error():

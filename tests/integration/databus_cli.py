@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import overload
 
 __all__ = ["clean_env", "run_databus"]
 
@@ -19,11 +21,23 @@ def clean_env(cwd: Path | None = None, **extra: str) -> dict[str, str]:
     env["COLUMNS"] = "160"  # wide enough that rich does not truncate what tests look for
     if cwd is not None:
         env["DATABUS_DATA_DIR"] = str(cwd / "data")
+    else:
+        # not the checkout's .databus: a `make run` there would lend its addresses
+        # (databus/stack_file.py) to commands a test runs without any
+        env["DATABUS_DATA_DIR"] = str(Path(tempfile.gettempdir()) / "databus-tests-no-stack")
     env.update(extra)
     return env
 
 
+# For mypy only: callers pass `**env` (strings) whose keys are variable names, never
+# `timeout`; without these overloads mypy takes every such call for a str timeout.
+@overload
+def run_databus(cwd: Path | None, *args: str, **extra: str) -> subprocess.CompletedProcess[str]: ...
+@overload
 def run_databus(
+    cwd: Path | None, *args: str, timeout: float, **extra: str
+) -> subprocess.CompletedProcess[str]: ...
+def run_databus(  # type: ignore[misc]  # (an **env holding "timeout" is the case excluded)
     cwd: Path | None, *args: str, timeout: float = 120.0, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

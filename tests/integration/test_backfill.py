@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from producers.backfill import BACKFILL_HEADER
 from producers.file_drop import template_rows
@@ -76,7 +76,7 @@ def history(unit: str, now: datetime) -> list[dict[str, str]]:
 
 
 def alerts(bus: Bus) -> list[dict[str, Any]]:
-    client = SchemaRegistryClient(bus.settings.schema_registry.client_config())
+    client = registry_client(bus.settings.schema_registry.client_config())
     decode = AvroDeserializer(client)
     return [decode(m.value()) for m in read_topic(bus.settings, ALERTS_TOPIC)]
 

@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from bus_processes import read_topic
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import RegistryError
 from bus.kafka_client import producer_config
@@ -212,7 +213,7 @@ def publish(settings: Settings, events: list[DossierEvent], repeat_ids: bool = F
 
 
 def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> None:
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     std_start = ends(settings, DOSSIERS.std_topic)
     dlq_start = ends(settings, DOSSIERS.dlq_topic)
     raw_start = ends(settings, DOSSIERS.raw_topic)
@@ -247,7 +248,7 @@ def test_loop_standardizes_dedups_and_survives_a_restart(settings: Settings) -> 
 
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
     dlq = read_topic(settings, DOSSIERS.dlq_topic, dlq_start)
-    std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
+    std_ids = [dict(m.headers())["ce_originid"].decode() for m in std]
     assert sorted(std_ids) == sorted(e.event_id for e in valid), "each valid event exactly once"
     reasons = sorted(dict(m.headers())["databus.errors.reason"].decode() for m in dlq)
     # Invalid events are not remembered: the re-sent copies are dead-lettered again.
@@ -276,7 +277,7 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
     """Small batches (10 records) make several groups be in flight when the registry
     goes down for a second: all of them are recalled, rolled back and processed again.
     Std records may repeat (at least once); state, counts and rule deltas may not."""
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     std_start = ends(settings, DOSSIERS.std_topic)
     start_group_at(settings, ends(settings, DOSSIERS.raw_topic))
     events = generate_dossiers(
@@ -293,19 +294,19 @@ def test_a_registry_outage_with_work_in_flight_loses_and_double_counts_nothing(
         runner.stop()
     assert flaky.failures > 0, "the outage happened"
     retried = [
-        int(r.args[0])
+        int(cast(int, r.args[0]))
         for r in caplog.records
         if r.msg.startswith("batch of") and isinstance(r.args, tuple)
     ]
     assert max(retried) > 10, f"earlier batches in flight were recalled too: {retried}"
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
-    assert {dict(m.headers())["ce_id"].decode() for m in std} == {e.event_id for e in valid}
+    assert {dict(m.headers())["ce_originid"].decode() for m in std} == {e.event_id for e in valid}
     assert runner.consumed() == len(events), "each record counted once"
     assert net_status_deltas(settings) == dossiers_per_unit(valid)
 
 
 def test_a_broken_record_does_not_stop_the_loop(settings: Settings) -> None:
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     dlq_start = ends(settings, DOSSIERS.dlq_topic)
     runner = Runner(settings, registry)
     try:

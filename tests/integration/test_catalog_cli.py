@@ -57,4 +57,5 @@ def test_register_is_idempotent(registry_url: str) -> None:
 def test_register_without_a_registry_says_what_to_set() -> None:
     result = databus("schemas", "register")
     assert result.returncode == 2
-    assert "DATABUS_SCHEMA_REGISTRY__URL" in result.stdout
+    assert "DATABUS_SCHEMA_REGISTRY__URL" in result.stderr  # errors go to stderr
+    assert result.stdout == ""

@@ -89,7 +89,8 @@ def test_round_trip_of_a_dossier_raw_event(
     value = serializer(event, None)
     schema_id, _ = unframe(value)
     assert schema_id == serializer.schema_id
-    assert json.loads(client.get_schema(schema_id).schema_str)["name"] == "DossierRawEvent"
+    schema_str = client.get_schema(schema_id).schema_str
+    assert schema_str is not None and json.loads(schema_str)["name"] == "DossierRawEvent"
     assert as_sent(event, deserializer(value, None)) == event
 
 

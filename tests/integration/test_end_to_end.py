@@ -19,7 +19,7 @@ import pytest
 import redis
 from bus_processes import Bus, own_bus, read_topic, wait_for
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.kafka_client import producer_config
 from producers.publisher import Publisher
@@ -94,7 +94,7 @@ def wait_until_processed(bus: Bus, published: int) -> None:
 
 
 def overdue_alerts(bus: Bus) -> list[dict[str, Any]]:
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
     alerts = [decode(m.value()) for m in read_topic(bus.settings, ALERTS_TOPIC)]
     return [a for a in alerts if a["rule"] == OVERDUE_RULE]
 
@@ -140,7 +140,7 @@ def test_dossiers_end_to_end_and_replay(
     for ev in invalid:
         headers = got[ev.event_id]
         assert headers["databus.errors.reason"].decode() == ev.expect_reason
-        assert headers["databus.errors.topic"].decode() == DOSSIERS.raw_topic
+        assert headers["__connect.errors.topic"].decode() == DOSSIERS.raw_topic
         assert headers["databus.errors.exception.message.vi"]
     by_id = {e.event_id: e for e in invalid}
     raw_bytes = {m.value() for m in dlq}
@@ -176,7 +176,7 @@ def test_dossiers_end_to_end_and_replay(
 def test_framing_errors_are_dead_lettered_with_original_bytes(
     bus: Bus, history: list[DossierEvent]
 ) -> None:
-    registry = SchemaRegistryClient(bus.settings.schema_registry.client_config())
+    registry = registry_client(bus.settings.schema_registry.client_config())
     ev = history[0]
     envelope = {
         "event_id": ev.event_id,

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
 from openpyxl import Workbook
+from registry_clients import registry_client
 
 from schemas.catalog import DOSSIERS
 from schemas.codec import AvroDeserializer
@@ -69,7 +69,7 @@ def _consume_all(bootstrap: str, registry_url: str, prefix: str) -> list[dict[st
     """Every record of the raw topic from the beginning, decoded, whose dossier id
     carries ``prefix``: read until each partition reports its end (counted, not
     inferred from watermarks, which the embedded broker reports wrong)."""
-    decode = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    decode = AvroDeserializer(registry_client({"url": registry_url}))
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -91,8 +91,8 @@ def _consume_all(bootstrap: str, registry_url: str, prefix: str) -> list[dict[st
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+            if (err := msg.error()) is not None:
+                assert err.code() == KafkaError._PARTITION_EOF, err
                 pending.discard(msg.partition())
                 continue
             event = decode(msg.value(), None)
@@ -172,7 +172,8 @@ def test_publish_without_settings_names_the_variables(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [_row("FD-nosettings", 1)])
     done = run_databus(tmp_path, "publish", "--dataset", DOSSIERS.id, str(path))
     assert done.returncode == 2, done.stdout + done.stderr
-    out = " ".join(done.stdout.split())
+    assert done.stdout == ""  # errors go to stderr
+    out = " ".join(done.stderr.split())
     assert "DATABUS_KAFKA__BOOTSTRAP_SERVERS" in out
     assert "DATABUS_SCHEMA_REGISTRY__URL" in out
     assert not list(tmp_path.glob("*.rejects.csv"))

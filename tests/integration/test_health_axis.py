@@ -8,7 +8,7 @@ import ssl
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ def assert_each_once(
     axis: HealthReceiver,
     batch: Sequence[SinkRecord],
     *,
-    missing: set[tuple[str, str]] = frozenset(),
+    missing: Collection[tuple[str, str]] = frozenset(),
 ) -> None:
     """Every entity of ``batch`` is stored exactly once, at its newest version; so is
     every patient and facility they reference; nothing else was created."""
@@ -354,18 +354,6 @@ def test_429_is_retriable_and_retry_after_is_honoured(
     assert_each_once(receiver, records[:10])
 
 
-def test_connection_refused_is_retriable(records: list[SinkRecord]) -> None:
-    axis = HealthReceiver(client_secret=SECRET).start()
-    sink = make_sink(axis)
-    axis.stop()
-    try:
-        with pytest.raises(SinkError, match="unreachable") as raised:
-            sink.write(records[:5])
-        assert raised.value.retriable
-    finally:
-        sink.close()
-
-
 def test_request_rate_is_limited(receiver: HealthReceiver, records: list[SinkRecord]) -> None:
     sink = make_sink(receiver, rate_per_s=20, bundle_max_entries=3)
     try:
@@ -423,28 +411,6 @@ def test_untrusted_certificate_fails_clearly(
         finally:
             sink.close()
         assert axis.stats().get("requests", 0) == 0
-
-
-def test_malformed_event_is_rejected_alone(
-    receiver: HealthReceiver, sink: HealthAxisSink, records: list[SinkRecord]
-) -> None:
-    bad = SinkRecord(
-        topic="health.encounters.std.v1",
-        partition=0,
-        offset=10_000,
-        key=None,
-        value={**records[0].value, "after": None, "op": "u"},
-    )
-    rejected = sink.write([*records[:5], bad])
-    assert [(r.record.offset, r.reason) for r in rejected] == [(10_000, "malformed")]
-    assert_each_once(receiver, records[:5])
-
-
-def test_closed_sink_takes_no_batches(sink: HealthAxisSink, records: list[SinkRecord]) -> None:
-    sink.close()
-    with pytest.raises(SinkError, match="closed") as raised:
-        sink.write(records[:1])
-    assert not raised.value.retriable
 
 
 def test_an_entry_the_axis_finds_too_large_is_rejected_alone(

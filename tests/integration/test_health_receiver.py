@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.organization import Organization
 
+from bus.errors import StackError
 from databus.standins.health_receiver import HealthReceiver
 
 pytestmark = pytest.mark.integration
@@ -53,6 +54,8 @@ def receiver_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _token(client: httpx.Client, url: str, secret: str) -> httpx.Response:
@@ -124,7 +127,7 @@ def _org(code: str, name: str, **extra: object) -> dict[str, object]:
 
 
 def _transaction(resource: dict[str, object], request: dict[str, str]) -> dict[str, object]:
-    doc = {
+    doc: dict[str, object] = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
@@ -162,7 +165,8 @@ def test_versions_etags_and_if_match(fhir_client: tuple[HealthReceiver, httpx.Cl
 
     read = client.get(f"{axis.url}/Organization/{org_id}")
     assert read.status_code == 200 and read.headers["ETag"] == 'W/"1"'
-    assert Organization.model_validate(read.json()).meta.versionId == "1"
+    meta = Organization.model_validate(read.json()).meta
+    assert meta is not None and meta.versionId == "1"
 
     def put(name: str, if_match: str | None) -> httpx.Response:
         request = {"method": "PUT", "url": f"Organization/{org_id}"}
@@ -218,3 +222,20 @@ def test_batch_reads(fhir_client: tuple[HealthReceiver, httpx.Client]) -> None:
         client.get(f"{axis.url}/Organization/{org_id}", headers={"Authorization": ""}).status_code
         == 401
     )
+
+
+def test_started_again_after_a_stop_it_answers_on_the_same_address() -> None:
+    receiver = HealthReceiver(client_secret=SECRET).start()
+    try:
+        url = receiver.url
+        receiver.stop()
+        with pytest.raises(StackError):
+            _ = receiver.url
+        receiver.start()
+        assert receiver.url == url
+        with pytest.raises(StackError):
+            receiver.start()
+        with httpx.Client() as client:
+            assert _token(client, url, SECRET).status_code == 200
+    finally:
+        receiver.stop()

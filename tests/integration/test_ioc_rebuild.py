@@ -24,6 +24,7 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
+from registry_clients import registry_client
 from std_samples import SIMULATED, std_events
 from test_ioc_store import NOW, UNITS, generated_events, make_alert
 
@@ -116,7 +117,7 @@ class Feed:
 
 @pytest.fixture
 def feed(stack_settings: Settings, registry_url: str) -> Feed:
-    return Feed(stack_settings, SchemaRegistryClient({"url": registry_url}), uuid.uuid4().hex[:8])
+    return Feed(stack_settings, registry_client({"url": registry_url}), uuid.uuid4().hex[:8])
 
 
 class Store:
@@ -174,7 +175,7 @@ def make_runner(feed: Feed, registry_url: str) -> Iterator[MakeRunner]:
             topics=sorted(feed.topics.values()),
             group=f"test-iocrb-{feed.tag}-{group}",
             metrics=metrics,
-            registry=SchemaRegistryClient({"url": registry_url}),
+            registry=registry_client({"url": registry_url}),
             store_check_s=store_check_s,
         )
         made.append(runner)
@@ -316,7 +317,7 @@ def test_databus_sink_ioc_rebuild_replays_everything_and_exits_when_caught_up(
     with LocalStack(load_settings(data_dir=tmp_path / "stack")) as stack:
         settings = stack.settings
         assert settings.schema_registry.url is not None and settings.redis.url is not None
-        feed = Feed(settings, SchemaRegistryClient({"url": settings.schema_registry.url}), "")
+        feed = Feed(settings, registry_client({"url": settings.schema_registry.url}), "")
         feed.real_topics = True
         feed.wave(seed=4)
         env = {k: v for k, v in stack.env().items() if k.startswith("DATABUS_")}
@@ -401,7 +402,7 @@ def test_a_record_that_makes_the_ioc_sink_raise_counts_as_applied(
         topics=sorted(feed.topics.values()),
         group=f"test-iocrb-{feed.tag}-fussy",
         metrics=metrics,
-        registry=SchemaRegistryClient({"url": registry_url}),
+        registry=registry_client({"url": registry_url}),
         store_check_s=0.2,
     )
     try:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -17,7 +17,7 @@ from redis.retry import Retry
 from redis_db import flushed_redis
 
 from bus.errors import SinkError
-from sinks.base import Sink, SinkRecord
+from sinks.base import SinkRecord
 from sinks.ioc.dossier_kpis import compute_unit_kpis
 from sinks.ioc.dossiers import upgrade_legacy_dossiers
 from sinks.ioc.offsets import APPLIED_KEY, STORE_KEY
@@ -189,7 +189,7 @@ def logical_state(r: redis.Redis) -> dict[bytes, Any]:
         elif kind == b"set":
             out[key] = r.smembers(key)
         elif kind == b"stream":
-            out[key] = [fields for _id, fields in r.xrange(key)]
+            out[key] = [fields for _id, fields in cast(list[Any], r.xrange(key))]
         elif key == STORE_KEY.encode():
             out[key] = b"present"  # the store's identity is random per store
         else:
@@ -221,10 +221,6 @@ NOW = T0 + timedelta(days=14)
 
 
 # -- dossiers -----------------------------------------------------------------------
-
-
-def test_sink_satisfies_the_protocol(sink: IocStoreSink) -> None:
-    assert isinstance(sink, Sink)
 
 
 def test_generated_lifecycles_match_the_reference_kpis(r: redis.Redis, sink: IocStoreSink) -> None:
@@ -268,7 +264,7 @@ def _to_legacy_layout(r: redis.Redis) -> int:
     wrote it: the contribution in _c_received.._c_completed_late, _c_due, _c_days."""
     n = 0
     for key in r.scan_iter(match="ioc:{unit:*}:dossier:*"):
-        c = (r.hget(key, "_c") or b"").decode()
+        c = cast(bytes, r.hget(key, "_c") or b"").decode()
         fields = dict.fromkeys(
             ("_c_received", "_c_completed", "_c_completed_on_time", "_c_completed_late"), "0"
         )
@@ -282,7 +278,8 @@ def _to_legacy_layout(r: redis.Redis) -> int:
             else:
                 days.append(p[2])
         r.hdel(key, "_c")
-        r.hset(key, mapping={**fields, "_c_due": due, "_c_days": "\t".join(days)})
+        # redis-py: hset(mapping=) is a Mapping over a union key type, which dict[str, str] is not
+        r.hset(key, mapping={**fields, "_c_due": due, "_c_days": "\t".join(days)})  # type: ignore[dict-item]
         n += 1
     return n
 
@@ -452,8 +449,6 @@ def test_routes_by_shape_on_other_topics(r: redis.Redis, sink: IocStoreSink) -> 
     d = make_dossier(1, random.Random(8), "U1")
     assert sink.write(records([event("c", 1, None, d)], topic="replay.dossiers")) == []
     assert r.sismember(UNITS_KEY, "U1")
-    [rejected] = sink.write(records([{"something": "else"}], topic="other.v1"))
-    assert rejected.reason == "malformed"
 
 
 def test_a_malformed_record_is_rejected_and_the_rest_written(
@@ -462,17 +457,16 @@ def test_a_malformed_record_is_rejected_and_the_rest_written(
     d = make_dossier(1, random.Random(8), "U1")
     naive = event("c", 1, None, {**d, "due_at": d["due_at"].replace(tzinfo=None)})
     naive["after"]["dossier_id"] = "D2"
-    no_version = event("c", 1, None, {**d, "dossier_id": "D3"})
-    del no_version["source"]["version"]
-    batch = records([event("c", 1, None, d), naive, no_version])
+    batch = records([event("c", 1, None, d), naive])
     rejected = sink.write(batch)
-    assert [(x.record.offset, x.reason) for x in rejected] == [(1, "malformed"), (2, "malformed")]
+    assert [(x.record.offset, x.reason) for x in rejected] == [(1, "malformed")]
     assert all("Nguyễn" not in x.message for x in rejected)
     assert r.exists(dossier_key("U1", "D00001")) == 1
-    assert r.exists(dossier_key("U1", "D2"), dossier_key("U1", "D3")) == 0
+    assert r.exists(dossier_key("U1", "D2")) == 0
 
 
-def test_connection_errors_are_retriable(tmp_path: Path) -> None:
+def test_setup_and_readers_fail_retriably_without_redis(tmp_path: Path) -> None:
+    # (``write`` without Redis: tests/integration/test_sink_contract.py)
     # no client-side retries: the runner decides on retrying from ``retriable``
     client = redis.Redis(
         unix_socket_path=str(tmp_path / "absent.sock"), retry=Retry(NoBackoff(), 0)
@@ -482,19 +476,9 @@ def test_connection_errors_are_retriable(tmp_path: Path) -> None:
         s.setup()
     assert info.value.retriable is True
     assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
-    d = make_dossier(1, random.Random(8), "U1")
     with pytest.raises(SinkError) as info:
-        s.write(records([event("c", 1, None, d)]))
-    assert info.value.retriable is True
-    with pytest.raises(SinkError):
         read_unit_kpis(client, NOW)
-
-
-def test_write_after_close_is_refused(sink: IocStoreSink) -> None:
-    sink.flush()
-    sink.close()
-    with pytest.raises(SinkError):
-        sink.write([])
+    assert info.value.retriable is True
 
 
 # -- alerts --------------------------------------------------------------------------
@@ -523,7 +507,7 @@ def make_alert(
 
 
 def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink, redis_snapshot: Snapshot) -> None:
-    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub = r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py
     pubsub.subscribe(ALERT_CHANNEL)
     pubsub.get_message(timeout=2.0)  # reads (and drops) the subscribe confirmation
     try:
@@ -556,7 +540,7 @@ def test_alert_lifecycle(r: redis.Redis, sink: IocStoreSink, redis_snapshot: Sna
         sink.write(records([make_alert("UPDATED", 7)], topic=ALERT_TOPIC))
         assert r.hlen(OPEN_ALERTS_KEY) == 0
         assert r.xlen(ALERT_STREAM_KEY) == 4
-        states = [f[b"state"] for _id, f in r.xrange(ALERT_STREAM_KEY)]
+        states = [f[b"state"] for _id, f in cast(list[Any], r.xrange(ALERT_STREAM_KEY))]
         assert states == [b"RAISED", b"UPDATED", b"RESOLVED", b"UPDATED"]
 
         published = [pubsub.get_message(timeout=2.0) for _ in range(3)]

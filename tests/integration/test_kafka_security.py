@@ -21,8 +21,9 @@ import pytest
 import trustme
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema
 from databus_cli import run_databus
+from registry_clients import registry_client
 from tls_proxy import TlsProxy
 
 from bus.errors import BrokerAuthError
@@ -144,15 +145,15 @@ def test_the_registry_keeps_its_schemas_in_kafka_over_tls(tls_broker: TlsBroker)
     # `databus up` against a TLS broker: the stack's registry uses the TLS settings
     with LocalStack(settings) as stack:
         assert stack.settings.schema_registry.url is not None
-        client = SchemaRegistryClient(stack.settings.schema_registry.client_config())
+        client = registry_client(stack.settings.schema_registry.client_config())
         schema_id = client.register_schema("tls-value", schema)
     # a second registry on another topic, then one replaying the first's topic over TLS
     security = settings.kafka.security_config()
     with RegistryServer(tls_broker.proxy.bootstrap, topic=topic, security=security) as server:
-        other = SchemaRegistryClient({"url": server.url}).register_schema("tls-value", schema)
+        other = registry_client({"url": server.url}).register_schema("tls-value", schema)
         assert other >= 1
     with RegistryServer(tls_broker.proxy.bootstrap, security=security) as replayed:
-        found = SchemaRegistryClient({"url": replayed.url}).get_latest_version("tls-value")
+        found = registry_client({"url": replayed.url}).get_latest_version("tls-value")
     assert found.schema_id == schema_id
 
 
@@ -216,7 +217,14 @@ def test_every_command_exits_3_on_a_refused_login(
     tls_broker: TlsBroker, command: tuple[str, ...]
 ) -> None:
     if command[0] == "publish":
-        made = run_databus(tls_broker.data_dir, "template", "--dataset", "health.facilities")
+        made = run_databus(
+            tls_broker.data_dir,
+            "template",
+            "--dataset",
+            "health.facilities",
+            "-o",
+            "health.facilities.csv",
+        )
         assert made.returncode == 0, made.stdout + made.stderr
     done = run_databus(tls_broker.data_dir, *command, timeout=60, **_sasl_env(tls_broker))
     assert done.returncode == 3, done.stdout + done.stderr
@@ -246,6 +254,9 @@ def test_every_command_exits_3_when_the_broker_is_unreachable(
         "DATABUS_SCHEMA_REGISTRY__URL": "http://127.0.0.1:1",
         "DATABUS_REDIS__URL": "redis://127.0.0.1:1/0",
     }
+    if command[0] == "publish":
+        made = run_databus(tmp_path, "template", "--dataset", "health.facilities")
+        assert made.returncode == 0, made.stderr
     done = run_databus(tmp_path, *command, timeout=60, **env)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "cannot reach the broker at 127.0.0.1:1" in _err(done)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bus_processes import read_topic
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.metrics import Metrics
 from bus.settings import Settings
@@ -31,6 +31,7 @@ from schemas.catalog import DOSSIERS as CATALOG_DOSSIERS
 from schemas.codec import AvroDeserializer
 from schemas.domain.reference import load_reference
 from schemas.models.common import Op
+from schemas.models.public_service import Dossier
 from schemas.topics import changelog_topic, processor_topics
 from stream_processors.alerts.facts import contributions
 from stream_processors.batch_core import BatchCore
@@ -92,7 +93,7 @@ def _wait(check: Callable[[], bool], thread: threading.Thread, timeout: float = 
 
 
 def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
-    registry = SchemaRegistryClient(settings.schema_registry.client_config())
+    registry = registry_client(settings.schema_registry.client_config())
     std_start = _ends(settings, DOSSIERS.std_topic)
     dlq_start = _ends(settings, DOSSIERS.dlq_topic)
     _start_group_at(settings, _ends(settings, DOSSIERS.raw_topic))
@@ -106,7 +107,7 @@ def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
     now = datetime.now(UTC)
     tag = uuid.uuid4().hex[:8]
 
-    def dossier(n: int, **changes: object) -> object:
+    def dossier(n: int, **changes: object) -> Dossier:
         return template.model_copy(update={"dossier_id": f"HS-H4-{tag}-{n}", **changes})
 
     pipeline = DatasetPipeline(
@@ -189,7 +190,7 @@ def test_each_hostile_change_lands_where_it_should(settings: Settings) -> None:
     assert letters[mismatch]["databus.errors.field"] == b"after.dossier_id"
 
     decode = AvroDeserializer(registry)
-    by_id = {dict(m.headers())["ce_id"].decode(): decode(m.value()) for m in std}
+    by_id = {dict(m.headers())["ce_originid"].decode(): decode(m.value()) for m in std}
     assert set(by_id) == {e.event_id for e in normal} | {reused_id, flagged_id}
     assert by_id[reused_id]["after"]["dossier_id"] == f"HS-H4-{tag}-1"
     assert by_id[flagged_id]["after"]["procedure_code"] == "9.999999"

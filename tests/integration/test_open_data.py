@@ -51,7 +51,7 @@ CATALOG: dict[str, Dataset] = {
 
 def _deleted_schools() -> list[dict[str, Any]]:
     events = std_events(SCHOOLS.id)
-    out = []
+    out: list[dict[str, Any]] = []
     for ev in events[:3]:
         d = copy.deepcopy(ev)
         d.update(op="d", before=ev["after"], after=None, event_id=uuid.UUID(int=7 + len(out)))
@@ -72,7 +72,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def _hostile_schools() -> list[dict[str, Any]]:
     """Updates of three live schools whose text fields hold formulas."""
     events = std_events(SCHOOLS.id)
-    out = []
+    out: list[dict[str, Any]] = []
     for ev in events[10:13]:
         d = copy.deepcopy(ev)
         d.update(op="u", before=ev["after"], event_id=uuid.UUID(int=100 + len(out)))

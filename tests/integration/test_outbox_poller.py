@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import SecretStr
+from registry_clients import registry_client
 
 from bus.settings import OutboxSettings, Settings
 from bus.topic_admin import ensure_topics
@@ -125,7 +125,7 @@ def consume(settings: Settings, wanted: set[str], expected: int) -> list[dict[st
             "fetch.wait.max.ms": 10,
         }
     )
-    decode = AvroDeserializer(SchemaRegistryClient(settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(settings.schema_registry.client_config()))
     partitions = consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
     consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in sorted(partitions)])
     found: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from producers.publisher import Publisher
 from producers.simulators import SIMULATORS, SimRecord, SimSpec, generate_dataset, publish_records
@@ -50,6 +50,11 @@ def ce_ids(bus: Bus, topic: str) -> list[str]:
     return [dict(m.headers())["ce_id"].decode() for m in read_topic(bus.settings, topic)]
 
 
+def origin_ids(bus: Bus, topic: str) -> list[str]:
+    """The source events' ids of a topic of derived events (std): ``ce_originid``."""
+    return [dict(m.headers())["ce_originid"].decode() for m in read_topic(bus.settings, topic)]
+
+
 def test_every_dataset_standardized_or_dead_lettered_exactly(
     bus: Bus, records: list[SimRecord]
 ) -> None:
@@ -71,7 +76,7 @@ def test_every_dataset_standardized_or_dead_lettered_exactly(
         mine = [r for r in records if r.dataset_id == dataset_id]
         valid = sorted(r.event_id for r in mine if r.expect_reason is None)
         invalid = {r.event_id: r.expect_reason for r in mine if r.expect_reason is not None}
-        assert sorted(ce_ids(bus, ds.std_topic)) == valid, dataset_id
+        assert sorted(origin_ids(bus, ds.std_topic)) == valid, dataset_id
         dlq = read_topic(bus.settings, ds.dlq_topic)
         letters = {
             dict(m.headers())["ce_id"].decode(): dict(m.headers())["databus.errors.reason"].decode()
@@ -81,7 +86,7 @@ def test_every_dataset_standardized_or_dead_lettered_exactly(
         assert len(dlq) == len(invalid), f"{dataset_id}: each letter once"
 
     # Quality reports for the datasets, with validity below 1 where there were defects.
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
 
     def reports() -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
@@ -123,7 +128,7 @@ def test_air_quality_alert_raised_then_resolved(bus: Bus, records: list[SimRecor
         for i, aqi in enumerate(levels):
             at = start + timedelta(hours=i)
             pub.publish(ds, reading(template, at, aqi), version=1, changed_at=at)  # type: ignore[arg-type]
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
 
     def states() -> list[str]:
         return [

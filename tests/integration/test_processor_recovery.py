@@ -48,7 +48,7 @@ def ready(port: int) -> bool:
 
 def std_ids(bus: Bus) -> set[str]:
     records = read_topic(bus.settings, DOSSIERS.std_topic)
-    return {dict(m.headers())["ce_id"].decode() for m in records}
+    return {dict(m.headers())["ce_originid"].decode() for m in records}
 
 
 def test_kills_and_rebalances_never_stop_a_worker_in_table_recovery(bus: Bus) -> None:

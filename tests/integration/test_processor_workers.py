@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from bus_processes import Bus, own_bus, read_topic, wait_for
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from producers.publisher import Publisher
 from producers.simulators import DossierSpec, generate_dossiers, publish_records
@@ -37,7 +37,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
 
 
 def ids_on(bus: Bus, topic: str) -> list[str]:
-    return [dict(m.headers())["ce_id"].decode() for m in read_topic(bus.settings, topic)]
+    """The source events' ids: a std event's origin (``ce_originid``), a letter's ``ce_id``."""
+    found = [dict(m.headers()) for m in read_topic(bus.settings, topic)]
+    return [(h.get("ce_originid") or h["ce_id"]).decode() for h in found]
 
 
 def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:
@@ -81,7 +83,7 @@ def test_a_killed_worker_is_replaced_without_loss(bus: Bus) -> None:
     )
     assert set(ids_on(bus, DOSSIERS.std_topic)) == valid, "nothing else on the std topic"
 
-    decode = AvroDeserializer(SchemaRegistryClient(bus.settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(bus.settings.schema_registry.client_config()))
 
     def overdue() -> list[dict[str, object]]:
         alerts = [decode(m.value()) for m in read_topic(bus.settings, ALERTS_TOPIC)]

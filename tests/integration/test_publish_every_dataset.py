@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.consumers import take
 from bus.settings import Settings
@@ -31,7 +31,7 @@ def test_every_dataset_publishes_and_decodes(stack_settings: Settings) -> None:
             assert records, dataset_id
             publish_records(publisher, records)
             sent[dataset_id] = {r.event_id for r in records}
-    decode = AvroDeserializer(SchemaRegistryClient(stack_settings.schema_registry.client_config()))
+    decode = AvroDeserializer(registry_client(stack_settings.schema_registry.client_config()))
     for dataset_id, ids in sent.items():
         topic = DATASETS[dataset_id].raw_topic
         consumer = Consumer(
@@ -49,7 +49,7 @@ def test_every_dataset_publishes_and_decodes(stack_settings: Settings) -> None:
         while len(eof) < len(parts):
             for msg in take(consumer, 500, 1.0):
                 if msg.error():
-                    eof.add(msg.partition())
+                    eof.add(msg.partition() or 0)
                 else:
                     seen.add(str(decode(msg.value())["event_id"]))
         consumer.close()

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -201,7 +201,7 @@ def test_publish_one_valid_dossier(
     value = msg.value()
     assert value is not None and value[0] == 0
     schema_id, _body = unframe(value)
-    assert '"DossierRawEvent"' in registry.get_schema(schema_id).schema_str
+    assert '"DossierRawEvent"' in (registry.get_schema(schema_id).schema_str or "")
     envelope = AvroDeserializer(registry, RAW_AVSC)(value, None)
     assert str(envelope["event_id"]) == event_id
     assert uuid.UUID(event_id).version == 4
@@ -218,7 +218,7 @@ def test_publish_one_valid_dossier(
     assert before - timedelta(milliseconds=1) <= envelope["ts_ms"] <= after
 
     # CloudEvents binary mode
-    headers = {k: v for k, v in msg.headers() or []}
+    headers = {k: v for k, v in cast(list[tuple[str, bytes]], msg.headers() or [])}
     assert headers["ce_specversion"] == b"1.0"
     assert headers["ce_id"] == event_id.encode()
     assert headers["ce_source"] == f"/databus/{SOURCE}/{DOSSIERS.owner_unit}".encode()
@@ -350,7 +350,8 @@ def test_delivery_failure_surfaces_on_flush(registry_url: str) -> None:
         schema_registry={"url": registry_url},
     )
     metrics = Metrics()
-    pub = Publisher(settings, source_system=SOURCE, metrics=metrics, **{"message.timeout.ms": 1000})
+    # mypy matches a **dict against every keyword parameter, not only the client overrides
+    pub = Publisher(settings, source_system=SOURCE, metrics=metrics, **{"message.timeout.ms": 1000})  # type: ignore[arg-type]
     event_id = pub.publish(DOSSIERS, dossier(), version=1)  # enqueued: delivery is async
     started = time.monotonic()
     with pytest.raises(DeliveryError) as info:
@@ -375,6 +376,7 @@ def test_close_releases_the_producer(settings: Settings, kafka_bootstrap: str) -
     pub = Publisher(settings, source_system=SOURCE)
     pub.publish(DOSSIERS, model, version=1)
     pub.close(timeout=15)  # flushes first: the event is delivered
+    assert pub._producer is not None
     with pytest.raises(RuntimeError, match="closed"):
         pub._producer.flush(0)
     key = model.dossier_id.encode()

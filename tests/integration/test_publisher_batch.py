@@ -6,10 +6,12 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from typing import cast
 
 import pytest
 from confluent_kafka import Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from test_publisher import consume_until, dossier
 
 from bus.errors import PublishValidationError, RecordTooLargeError
 from bus.settings import Settings, load_settings
@@ -21,7 +23,6 @@ from schemas.models.common import Op
 from schemas.models.education import ClassStat
 from schemas.models.environment import StationReading, StationType
 from schemas.topics import bus_topics
-from tests.integration.test_publisher import consume_until, dossier
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,9 @@ def positions(bootstrap: str, topic: str) -> list[TopicPartition]:
 
 
 def headers(msg: Message) -> dict[str, bytes]:
-    return {k: v for k, v in msg.headers() or [] if v is not None}
+    return {
+        k: v for k, v in cast(list[tuple[str, bytes | None]], msg.headers() or []) if v is not None
+    }
 
 
 def test_batch_arrives_complete_in_order_with_headers(
@@ -206,7 +209,7 @@ def test_composite_key_dataset(
     ids = publisher.publish_many(CLASS_STATS, [Change(s, 1) for s in stats])
     publisher.flush(timeout=15)
     got = [m for m in consume_until(kafka_bootstrap, start, keys[-1]) if m.key() in keys]
-    assert sorted(m.key() for m in got) == sorted(keys)
+    assert sorted(m.key() or b"" for m in got) == sorted(keys)
     for m in got:
         assert m.topic() == CLASS_STATS.raw_topic
         env = _decode(registry, CLASS_STATS, m)

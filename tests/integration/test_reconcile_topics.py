@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import cast
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -48,7 +49,7 @@ def raw_values(settings: Settings, topic: str, event_ids: set[str]) -> dict[str,
             if msg.error():
                 eof.add(msg.partition() or 0)
                 continue
-            ce_id = dict(msg.headers() or []).get("ce_id")
+            ce_id = dict(cast(list[tuple[str, bytes]], msg.headers() or [])).get("ce_id")
             if ce_id is not None and ce_id.decode() in event_ids:
                 found[ce_id.decode()] = msg.value() or b""
     consumer.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import IncompatibleSchemaError
 from schemas.catalog import ALERTS_TOPIC, DATASETS, DOSSIERS, Dataset, get_dataset
@@ -29,7 +30,7 @@ def fresh(dataset: Dataset, tag: str) -> Dataset:
 
 @pytest.fixture
 def client(registry_url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry_url})
+    return registry_client({"url": registry_url})
 
 
 def test_registers_history_then_current_and_is_idempotent(client: SchemaRegistryClient) -> None:

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import SecretStr
+from registry_clients import registry_client
 from std_samples import std_events
 
 from bus.audit import AuditLog, verify
@@ -65,7 +66,7 @@ def test_a_shared_topic_never_carries_a_personal_value(
     settings = stack_settings.model_copy(
         update={"access": AccessSettings(pseudonym_key=SecretStr(KEY))}
     )
-    registry = SchemaRegistryClient({"url": registry_url})
+    registry = registry_client({"url": registry_url})
     plans = _plans(tag)
     ensure_topics(settings, [TopicSpec(p.std_topic, 2) for p in plans])
     sent = {p.dataset.id: _produce_std(settings, registry, p) for p in plans}

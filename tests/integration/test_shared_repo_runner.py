@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from bus_processes import read_topic
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 from std_samples import std_events
 
 from bus.settings import Settings, SinkSettings
@@ -35,7 +35,7 @@ def test_refused_rows_land_in_the_sink_dlq_and_the_rest_is_stored_once(
     assert SCHOOLS.std_schema is not None
     topic = f"test.sql{uuid.uuid4().hex[:10]}.std.v1"
     assert ensure_topics(stack_settings, [TopicSpec(topic, 2)]) == [topic]
-    registry = SchemaRegistryClient({"url": registry_url})
+    registry = registry_client({"url": registry_url})
     serialize = AvroSerializer(registry, value_subject(topic), load_schema(SCHOOLS.std_schema))
     events = std_events(SCHOOLS.id)
     ids = sorted({e["after"]["school_id"] for e in events})
@@ -92,5 +92,5 @@ def test_refused_rows_land_in_the_sink_dlq_and_the_rest_is_stored_once(
         headers = dict(m.headers() or [])
         assert headers["databus.errors.reason"] == b"db_rejected"
         assert headers["databus.errors.stage"] == f"sink:{name}".encode()
-        assert headers["databus.errors.topic"] == topic.encode()
+        assert headers["__connect.errors.topic"] == topic.encode()
     engine.dispose()

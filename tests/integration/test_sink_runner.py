@@ -11,8 +11,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 
 from bus.errors import DeliveryError, SinkError
 from bus.metrics import Metrics
@@ -104,7 +107,7 @@ class RecordingSink:
 
 @pytest.fixture
 def registry(registry_url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry_url})
+    return registry_client({"url": registry_url})
 
 
 @pytest.fixture
@@ -133,7 +136,7 @@ def produce(
     settings: Settings,
     topic: str,
     values: Sequence[tuple[int, bytes]],
-    headers: Callable[[int], list[tuple[str, bytes]]] | None = None,
+    headers: Callable[[int], list[tuple[str, str | bytes | None]]] | None = None,
 ) -> dict[Where, bytes]:
     """Write (partition, value) pairs; returns each record's acknowledged position."""
     producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True})
@@ -362,13 +365,14 @@ def test_undecodable_record_goes_to_the_sink_dlq_and_does_not_block_the_partitio
     assert offsets[(topic, 0)] == ends(acked)[(topic, 0)] == 3
     [letter] = read_topic(stack_settings, sink_dlq_topic(name), 1)
     assert letter.value == bad
-    assert letter.headers[f"{ERR}offset"] == str(bad_at[2]).encode()
+    assert letter.headers[f"{CONNECT}offset"] == str(bad_at[2]).encode()
     assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
     assert letter.headers[f"{ERR}reason"] == b"bad_magic_byte"
-    assert letter.headers[f"{ERR}exception.class.name"] == b"CodecError"
+    assert letter.headers[f"{CONNECT}exception.class.name"] == b"CodecError"
 
 
 ERR = "databus.errors."
+CONNECT = "__connect.errors."
 
 
 class Letter:
@@ -455,9 +459,9 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
     letters = read_topic(stack_settings, sink_dlq_topic(name), 3)
     by_offset = {
         (
-            letter.headers[f"{ERR}topic"].decode(),
-            int(letter.headers[f"{ERR}partition"]),
-            int(letter.headers[f"{ERR}offset"]),
+            letter.headers[f"{CONNECT}topic"].decode(),
+            int(letter.headers[f"{CONNECT}partition"]),
+            int(letter.headers[f"{CONNECT}offset"]),
         ): letter
         for letter in letters
     }
@@ -467,10 +471,14 @@ def test_rejected_records_go_to_the_sink_dlq_before_the_commit(
         i = int(letter.key.decode()[1:]) if letter.key else -1
         assert i % 3 == 0
         assert letter.headers["ce_id"] == f"event-{i}".encode()
+        # a CloudEvent for the SDK: the original's id kept, the missing attributes added
+        event = from_binary(KafkaMessage(letter.headers, letter.key, letter.value), JSONFormat())
+        assert (event.get_id(), event.get_source()) == (f"event-{i}", f"urn:databus:sink:{name}")
+        assert event.get_type() == "vn.gov.databus.deadletter"
         assert letter.headers[f"{ERR}stage"] == f"sink:{name}".encode()
         assert letter.headers[f"{ERR}reason"] == b"http_4xx"
-        assert letter.headers[f"{ERR}exception.class.name"] == b"HTTPStatusError"
-        assert letter.headers[f"{ERR}exception.message"] == b"HTTP 422: value out of range"
+        assert letter.headers[f"{CONNECT}exception.class.name"] == b"HTTPStatusError"
+        assert letter.headers[f"{CONNECT}exception.message"] == b"HTTP 422: value out of range"
         assert letter.headers[f"{ERR}exception.message.vi"]
     dataset = topic.rsplit(".", 2)[0]
     labels = {"sink": name, "dataset": dataset, "reason": "http_4xx"}
@@ -504,7 +512,7 @@ def test_an_outage_holds_one_sink_without_slowing_another_and_loses_nothing(
     down.set()
     retried = threading.Event()
     failing = RecordingSink(
-        down=down, expect=12, on_fail=lambda: failing.failures >= 4 and retried.set()
+        down=down, expect=12, on_fail=lambda: retried.set() if failing.failures >= 4 else None
     )
     healthy = RecordingSink(expect=12)
     metrics = Metrics()
@@ -658,11 +666,13 @@ def test_a_registry_outage_holds_the_batch_until_it_decodes(
     topic: str,
     group: str,
     runners: list[SinkRunner],
+    request: pytest.FixtureRequest,
 ) -> None:
     acked = produce(stack_settings, topic, readings(registry, topic, 4))
     metrics = Metrics()
     sink = RecordingSink()
     restarting = RestartingRegistry(registry_url, down_for=3)
+    request.addfinalizer(restarting.close)
     runner = make_runner(stack_settings, sink, topic, group, restarting, runners, metrics)
     held: list[bool] = []
 
@@ -709,7 +719,7 @@ def test_a_refused_record_too_large_for_the_dlq_goes_as_its_digest_and_the_sink_
     assert letter.value == b""  # no bytes: their size and digest instead
     assert letter.headers[f"{ERR}original.size"] == str(len(big)).encode()
     assert letter.headers[f"{ERR}original.sha256"] == hashlib.sha256(big).hexdigest().encode()
-    coordinates = (f"{ERR}topic", f"{ERR}partition", f"{ERR}offset")
+    coordinates = (f"{CONNECT}topic", f"{CONNECT}partition", f"{CONNECT}offset")
     assert tuple(letter.headers[h].decode() for h in coordinates) == tuple(map(str, at))
     assert letter.headers[f"{ERR}reason"] == b"http_4xx"
     assert runner.records_written == 5
@@ -750,8 +760,8 @@ def test_a_record_that_makes_the_sink_raise_is_isolated_and_the_sink_goes_on(
     assert {letter.key for letter in letters} == {b"k3", b"k8"}
     for letter in letters:
         assert letter.headers[f"{ERR}reason"] == b"sink_crashed"
-        assert letter.headers[f"{ERR}exception.class.name"] == b"ValueError"
-        assert b"cannot handle" not in letter.headers[f"{ERR}exception.message"]
+        assert letter.headers[f"{CONNECT}exception.class.name"] == b"ValueError"
+        assert b"cannot handle" not in letter.headers[f"{CONNECT}exception.message"]
     assert sorted(rec.value["value"] for rec in sink.records) == [
         i for i in range(12) if i not in (3, 8)
     ]

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from pydantic import BaseModel
+from registry_clients import registry_client
 from std_samples import std_events
 
 from bus.settings import Settings
@@ -60,7 +61,7 @@ def _committed(settings: Settings, group: str, topic: str) -> int:
 def test_records_are_typed_and_committed_after_the_handler(
     stack_settings: Settings, registry_url: str
 ) -> None:
-    registry = SchemaRegistryClient({"url": registry_url})
+    registry = registry_client({"url": registry_url})
     tag = uuid.uuid4().hex[:8]
     topic = f"test.sub{tag}.feedback_reports.shared.v1"
     ids = _publish_shared(stack_settings, registry, topic)
@@ -112,7 +113,7 @@ def test_records_are_typed_and_committed_after_the_handler(
 
 
 def test_without_a_model_records_are_dicts(stack_settings: Settings, registry_url: str) -> None:
-    registry = SchemaRegistryClient({"url": registry_url})
+    registry = registry_client({"url": registry_url})
     tag = uuid.uuid4().hex[:8]
     topic = f"test.sub{tag}.feedback_reports.shared.v1"
     ids = _publish_shared(stack_settings, registry, topic)

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from registry_clients import registry_client
 from std_samples import std_events
 
 from bus.audit import AuditLog, verify
@@ -77,7 +78,7 @@ def _entries(path: Path) -> list[dict[str, Any]]:
 def test_agencies_read_their_datasets_and_are_refused_the_rest(
     stack_settings: Settings, registry_url: str, tmp_path: Path
 ) -> None:
-    registry = SchemaRegistryClient({"url": registry_url})
+    registry = registry_client({"url": registry_url})
     tag = uuid.uuid4().hex[:8]
     topic = f"test.api{tag}.feedback_reports.shared.v1"
     ids = _publish_shared(stack_settings, registry, topic)

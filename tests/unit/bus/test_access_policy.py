@@ -45,8 +45,8 @@ def test_the_packaged_policy_loads_and_never_shares_restricted_data() -> None:
     for ds in policy.shared_datasets():
         assert ds.classification in ("public", "internal")
     for agency in policy.agencies.values():
-        for ds in agency.datasets:
-            assert ds in policy.shared
+        for ds_id in agency.datasets:
+            assert ds_id in policy.shared
 
 
 def test_may_read_only_what_is_granted() -> None:

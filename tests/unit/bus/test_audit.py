@@ -64,7 +64,7 @@ def test_changing_one_character_of_any_line_is_found_at_that_line(
     line = lines[number]
     position = data.draw(st.integers(0, len(line) - 2), label="position")  # not the newline
     replacement = data.draw(
-        st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(
+        st.characters(codec="utf-8", exclude_categories=["Cs"]).filter(
             lambda c: c != line[position]
         ),
         label="replacement",

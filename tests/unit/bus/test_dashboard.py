@@ -104,7 +104,7 @@ def test_scrape_keeps_what_answers_when_one_port_is_closed() -> None:
 
 
 def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
-    totals = {
+    totals: dict[str, float] = {
         "databus_events_produced_total{dataset=a.x,stage=raw}": 10,
         "databus_events_produced_total{dataset=a.x,stage=std}": 7,
         "databus_events_produced_total{dataset=b.y,stage=std}": 4,
@@ -118,10 +118,11 @@ def test_dataset_table_and_reasons_sum_the_scrape_per_dataset() -> None:
     }
     rows = {
         line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
-        for line in _text(dataset_table(totals)).splitlines()
+        for line in _text(dataset_table(totals, {"a.x": "late"})).splitlines()
         if line.startswith("│")
     }
-    assert rows["a.x"] == ["10", "7", "3", "3", "1/2"]
+    # The state is the delivery ledger's (one definition of "live"), not a gauge's.
+    assert rows["a.x"] == ["10", "7", "3", "3", "late"]
     assert rows["b.y"] == ["0", "4", "1", "0", "–"]
     # Reasons summed over datasets, the commonest first.
     assert _reasons(totals) == "bad_date: 3, empty_value: 1"

@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from bus.errors import BrokerAuthError, BrokerError, ConfigError, SinkError
 from bus.kafka_client import aiokafka_options, broker_error, is_broker_failure, ssl_context
+from bus.logs import kafka_client_logging
 from bus.settings import KafkaSettings, load_settings
 from databus.cli_common import EXIT_BAD_SETTING, EXIT_BROKER, exit_code_for
 
@@ -126,7 +127,11 @@ def test_coherent_mtls_and_scram_reach_every_client(pems: dict[str, Path]) -> No
         }
     ).kafka
     conf = kafka.client_config()
-    assert conf == {"bootstrap.servers": "k:9093", **kafka.security_config()}
+    assert conf == {
+        "bootstrap.servers": "k:9093",
+        **kafka.security_config(),
+        **kafka_client_logging(),
+    }
     assert conf["ssl.certificate.location"] == str(pems["cert"])
     assert conf["ssl.key.location"] == str(pems["key"])
     assert (conf["sasl.mechanism"], conf["sasl.username"]) == ("SCRAM-SHA-512", "bus")

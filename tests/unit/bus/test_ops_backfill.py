@@ -49,7 +49,7 @@ def publisher() -> Iterator[BackfillPublisher]:
     pub = BackfillPublisher(settings, source_system="backfill", registry=registry)
     yield pub
     pub.close(timeout=1)
-    registry.__exit__()
+    registry.close()
 
 
 def dossier(**changes: Any) -> Dossier:
@@ -74,7 +74,7 @@ def test_every_event_carries_the_header_and_its_own_time(publisher: BackfillPubl
     assert ("ce_id", event_id.encode()) in headers  # the CloudEvents headers stay
     schema = fastavro.parse_schema(json.loads(load_schema(DOSSIERS.raw_schema)))
     _, body = unframe(value)
-    envelope = fastavro.schemaless_reader(io.BytesIO(body), schema, schema)
+    envelope = cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(body), schema, schema))
     assert envelope["source"]["ts_ms"] == at
     assert envelope["source"]["version"] == 7
     assert key == b"HS-STP-000001"

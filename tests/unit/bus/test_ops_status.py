@@ -86,7 +86,9 @@ def test_dlq_rows_cover_every_dataset_and_the_sinks_present() -> None:
     assert sum(r.count for r in rows) == 5
 
 
-def alert(alert_id: str, state: str, ts: int, severity: str = "WARNING", **more: object) -> dict:
+def alert(
+    alert_id: str, state: str, ts: int, severity: str = "WARNING", **more: object
+) -> dict[str, object]:
     return {
         "alert_id": alert_id,
         "rule": "dossier_overdue_rate",
@@ -125,7 +127,7 @@ def test_open_alerts_are_the_newest_transition_unless_resolved() -> None:
 
 
 def test_open_alerts_from_the_ioc_store_hash() -> None:
-    stored = {
+    stored: dict[bytes | str, bytes | str] = {
         b"x": json.dumps({**alert("x", "RAISED", 0), "ts_ms": T0_MS}).encode(),
         b"y": json.dumps({**alert("y", "UPDATED", 0, severity="CRITICAL"), "ts_ms": T0_MS}),
         b"broken": b"not json",

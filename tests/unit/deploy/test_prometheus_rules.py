@@ -60,7 +60,8 @@ def expressions(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def rules() -> dict[str, Any]:
     assert yaml is not None
-    return yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    rules: dict[str, Any] = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return rules
 
 
 def all_rules(rules: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from openpyxl import Workbook
@@ -92,7 +92,7 @@ def run(path: Path) -> tuple[list[Dossier], list[RejectedRow]]:
     results = list(validate_rows(read_rows(path, Dossier), Dossier, row_check_for(DOSSIERS)))
     accepted = [r for r in results if not isinstance(r, RejectedRow)]
     assert all(isinstance(r, Dossier) for r in accepted)
-    return accepted, [r for r in results if isinstance(r, RejectedRow)]
+    return cast(list[Dossier], accepted), [r for r in results if isinstance(r, RejectedRow)]
 
 
 def assert_rejections(rejects: list[RejectedRow], first_line: int) -> None:

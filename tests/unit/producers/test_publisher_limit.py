@@ -39,7 +39,7 @@ def registry() -> Iterator[SchemaRegistryClient]:
     url = f"http://127.0.0.1:{_closed_port()}"
     client = SchemaRegistryClient({"url": url, "max.retries": 0, "retries.wait.ms": 1})
     yield client
-    client.__exit__()
+    client.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -132,9 +133,11 @@ def test_append_is_atomic(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     spool = Spool(path, 1 << 20)
     spool.append([rec(0)])
-    bad = SpoolRecord("t", b"k", None, [], "e")  # type: ignore[arg-type]  # NOT NULL value
-    with pytest.raises(Exception):  # noqa: B017  # sqlite's IntegrityError or a TypeError
+    bad = SpoolRecord("t", b"k", b"v", [], None)  # type: ignore[arg-type]  # NOT NULL event_id
+    with pytest.raises(DeliveryError) as raised:  # the third row fails, after two inserts
         spool.append([rec(1), rec(2), bad])
+    assert raised.value.retriable is False
+    assert isinstance(raised.value.__cause__, sqlite3.IntegrityError)
     assert [r.event_id for r in spool.peek(10)] == ["ev-0"]
     assert len(spool) == 1
     spool.append([rec(3)])

@@ -144,7 +144,7 @@ class Strategies:
         if isinstance(schema, list):
             return self.union(schema, depth)
         kind = schema if isinstance(schema, str) else schema["type"]
-        logical = schema.get("logicalType") if isinstance(schema, dict) else None
+        logical: Any = schema.get("logicalType") if isinstance(schema, dict) else None
         if (kind, logical) == ("long", "timestamp-millis") or (
             kind,
             logical,
@@ -227,7 +227,8 @@ class Strategies:
                 label = branch["name"]
             else:
                 label = branch if isinstance(branch, str) else branch["type"]
-            options.append(plain.map(lambda v, label=label: (label, v)))
+            # mypy cannot type a lambda with a default argument
+            options.append(plain.map(lambda v, label=label: (label, v)))  # type: ignore[misc]
         return st.one_of(options)
 
 
@@ -318,6 +319,7 @@ def test_long_boundaries(bits: int) -> None:
 
 
 def test_top_level_non_record_schemas() -> None:
+    schema: Any
     for schema, datum in [
         ("string", "héllo"),
         (["null", "long"], 5),
@@ -625,7 +627,7 @@ def dead_registry() -> Iterator[SchemaRegistryClient]:
         {"url": f"http://127.0.0.1:{_closed_port()}", "max.retries": 0, "retries.wait.ms": 1}
     )
     yield client
-    client.__exit__()
+    client.close()
 
 
 def test_serializer_falls_back_to_fastavro_for_an_unsupported_schema(

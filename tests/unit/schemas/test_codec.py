@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import pytest
@@ -43,7 +43,7 @@ def dead_registry() -> Iterator[SchemaRegistryClient]:
         {"url": f"http://127.0.0.1:{_closed_port()}", "max.retries": 0, "retries.wait.ms": 1}
     )
     yield client
-    client.__exit__()
+    client.close()
 
 
 def raw_event() -> dict[str, Any]:
@@ -177,7 +177,7 @@ def test_encode_body_is_plain_avro_of_the_schema(dead_registry: SchemaRegistryCl
     body = serializer.encode_body(event)
     parsed = fastavro.parse_schema(json.loads(schema_str))
     buf = io.BytesIO(body)
-    decoded = fastavro.schemaless_reader(buf, parsed, None)
+    decoded = cast(dict[str, Any], fastavro.schemaless_reader(buf, parsed, None))
     assert buf.tell() == len(body)
     # fastavro gives the uuid logical type back as a UUID object.
     assert decoded["event_id"] == uuid.UUID(event["event_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from sinks.health_axis import HealthAxisSink
 
 KINDS = sorted(HealthIdentifierSystems.model_fields)
 MINISTRY = {kind: f"https://ministry.example.org/sid/{kind}" for kind in KINDS}
-COMPLETE = {
+COMPLETE: dict[str, Any] = {
     "url": "https://axis.example.org/fhir/",
     "client_secret": "s3cret",
     "pseudonym_key": "k" * 32,

@@ -16,9 +16,9 @@ from schemas.catalog import get_dataset
 from sinks.dcat import DcatArea
 from sinks.open_data import (
     FORMULA_PREFIXES,
-    _aggregate,
-    _csv_bytes,
-    _csv_text,
+    aggregate,
+    csv_bytes,
+    csv_text,
     load_province_area,
     public_columns,
     run_schedule,
@@ -57,23 +57,23 @@ def test_personal_and_bookkeeping_columns_are_left_out() -> None:
 
 
 def test_values_have_one_text_form() -> None:
-    assert _csv_text(None) == ""
-    assert _csv_text(True) == "true"
-    assert _csv_text(0.1) == "0.1"
-    assert _csv_text(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2025-01-02T03:04:05.000Z"
-    assert _csv_text(date(2025, 1, 2)) == "2025-01-02"
-    assert _csv_bytes(["a", "b"], [("x,y", None)], bom=False) == b'a,b\r\n"x,y",\r\n'
+    assert csv_text(None) == ""
+    assert csv_text(True) == "true"
+    assert csv_text(0.1) == "0.1"
+    assert csv_text(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2025-01-02T03:04:05.000Z"
+    assert csv_text(date(2025, 1, 2)) == "2025-01-02"
+    assert csv_bytes(["a", "b"], [("x,y", None)], bom=False) == b'a,b\r\n"x,y",\r\n'
 
 
 def test_csv_is_utf8_with_a_bom_by_default() -> None:
-    data = _csv_bytes(["tên"], [("Trường THPT Lê Quý Đôn",)])
+    data = csv_bytes(["tên"], [("Trường THPT Lê Quý Đôn",)])
     assert data.startswith(b"\xef\xbb\xbf")
     assert spreadsheet_rows(data) == [["tên"], ["Trường THPT Lê Quý Đôn"]]
-    assert not _csv_bytes(["a"], [], bom=False).startswith(b"\xef\xbb\xbf")
+    assert not csv_bytes(["a"], [], bom=False).startswith(b"\xef\xbb\xbf")
 
 
 def test_formula_cells_are_neutralised_the_owasp_way() -> None:
-    data = _csv_bytes(["text", "n"], [(h, -5) for h in HOSTILE] + [("Bình thường", 1.5)])
+    data = csv_bytes(["text", "n"], [(h, -5) for h in HOSTILE] + [("Bình thường", 1.5)])
     rows = spreadsheet_rows(data)
     assert rows[0] == ["text", "n"]
     for (text, n), hostile in zip(rows[1:], HOSTILE, strict=False):
@@ -90,9 +90,9 @@ def test_formula_cells_are_neutralised_the_owasp_way() -> None:
     assert lines[2] == "\"'+cmd|' /C calc'!A0\",-5"
 
 
-@given(st.lists(st.text(alphabet=st.characters(exclude_categories=("Cs",))), max_size=4))
+@given(st.lists(st.text(alphabet=st.characters(exclude_categories=["Cs"])), max_size=4))
 def test_any_text_reads_back_as_itself_or_neutralised(texts: list[str]) -> None:
-    rows = spreadsheet_rows(_csv_bytes(["x"] * len(texts), [texts]))
+    rows = spreadsheet_rows(csv_bytes(["x"] * len(texts), [texts]))
     cells = rows[1] if texts else []
     assert len(cells) == len(texts)
     for cell, text in zip(cells, texts, strict=True):
@@ -105,7 +105,7 @@ def test_any_text_reads_back_as_itself_or_neutralised(texts: list[str]) -> None:
 
 def test_counts_below_the_minimum_are_blank_and_flagged() -> None:
     rows = [("75001",)] * 5 + [("75002",)] * 4 + [(None,)]
-    agg = _aggregate(["commune_code"], rows, 5, commune_names=NAMES, province=PROVINCE)
+    agg = aggregate(["commune_code"], rows, 5, commune_names=NAMES, province=PROVINCE)
     assert (agg.level, agg.coarsened) == ("commune", False)
     assert agg.header == ["commune_code", "commune_name", "count", "suppressed"]
     assert agg.cells == (
@@ -118,12 +118,12 @@ def test_counts_below_the_minimum_are_blank_and_flagged() -> None:
 
 def test_the_province_is_published_when_every_commune_count_is_suppressed() -> None:
     rows = [("75001",)] * 4 + [("75002",)] * 3
-    agg = _aggregate(["commune_code"], rows, 5, commune_names=NAMES, province=PROVINCE)
+    agg = aggregate(["commune_code"], rows, 5, commune_names=NAMES, province=PROVINCE)
     assert (agg.level, agg.coarsened) == ("province", True)
     assert agg.header == ["province_code", "province_name", "count", "suppressed"]
     assert agg.cells == (("75", "Đồng Nai", 7, False),)
     # fewer than the minimum in the whole province: suppressed there too, said so
-    few = _aggregate(["commune_code"], rows[:3], 5, commune_names=NAMES, province=PROVINCE)
+    few = aggregate(["commune_code"], rows[:3], 5, commune_names=NAMES, province=PROVINCE)
     assert few.cells == (("75", "Đồng Nai", None, True),)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError as SettingsInvalid
 
 from bus.errors import CodecError
 from bus.settings import Settings, SinkSettings
-from schemas.dead_letters import HEADER_PREFIX, dlq_headers
+from schemas.dead_letters import CONNECT_PREFIX, HEADER_PREFIX, dlq_headers
 from schemas.topics import sink_dlq_spec, sink_dlq_topic
 from sinks.base import Rejected, SinkRecord
 from sinks.sink_dlq import rejected_letter, undecodable_letter
@@ -58,17 +59,19 @@ def test_headers_carry_the_origin_and_keep_the_originals() -> None:
         )
     )
     assert headers["ce_id"] == b"e1"
-    assert headers[HEADER_PREFIX + "offset"] == b"41"
+    assert headers[CONNECT_PREFIX + "offset"] == b"41"
+    assert headers[CONNECT_PREFIX + "connector.name"] == b"sink.s"
+    assert headers[CONNECT_PREFIX + "stage"] == b"TASK_PUT"
     assert headers[HEADER_PREFIX + "stage"] == b"sink:s"
 
 
 def test_sink_settings_are_validated() -> None:
     assert Settings().sink == SinkSettings()
-    with pytest.raises(ValueError, match="BACKOFF_MAX_S"):
+    with pytest.raises(SettingsInvalid, match="BACKOFF_MAX_S"):
         SinkSettings(backoff_initial_s=5, backoff_max_s=1)
     for bad in ({"backoff_initial_s": 0}, {"breaker_fail_max": 0}, {"batch_size": -1}):
-        with pytest.raises(ValueError):
-            SinkSettings(**bad)  # type: ignore[arg-type]
+        with pytest.raises(SettingsInvalid):
+            SinkSettings(**bad)
 
 
 def test_sink_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,13 +87,18 @@ def test_a_digest_letter_carries_coordinates_size_and_sha256_but_no_bytes() -> N
     from sinks.sink_dlq import SinkLetter, digest_headers
 
     raw = b"x" * 2_000_000
-    big = SinkRecord("land.parcels.std.v1", 1, 7, b"k", {}, raw, (("h", b"y" * 500_000),))
+    original = (("h", b"y" * 500_000), ("ce_id", b"std-1"), ("ce_source", b"urn:databus:processor"))
+    big = SinkRecord("land.parcels.std.v1", 1, 7, b"k", {}, raw, original)
     letter = rejected_letter("shared_repo", Rejected(big, "db_rejected", "m" * 5000))
     headers = dict(digest_headers(SinkLetter(big, letter)))
-    assert headers[HEADER_PREFIX + "topic"] == b"land.parcels.std.v1"
-    assert (headers[HEADER_PREFIX + "partition"], headers[HEADER_PREFIX + "offset"]) == (b"1", b"7")
+    assert headers[CONNECT_PREFIX + "topic"] == b"land.parcels.std.v1"
+    assert (headers[CONNECT_PREFIX + "partition"], headers[CONNECT_PREFIX + "offset"]) == (
+        b"1",
+        b"7",
+    )
     assert headers[HEADER_PREFIX + "reason"] == b"db_rejected"
     assert headers[HEADER_PREFIX + "original.size"] == b"2000000"
     assert headers[HEADER_PREFIX + "original.sha256"] == hashlib.sha256(raw).hexdigest().encode()
-    assert "h" not in headers  # the original headers are left out too
+    assert "h" not in headers  # the original headers are left out, but its event's
+    assert (headers["ce_id"], headers["ce_source"]) == (b"std-1", b"urn:databus:processor")
     assert sum(len(k) + len(v) for k, v in headers.items()) < 5000

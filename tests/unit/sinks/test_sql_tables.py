@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from bus.errors import ConfigError
 from schemas.catalog import DATASETS, get_dataset, load_schema
-from sinks.shared_repo import _classify, _describe, dataset_columns
+from sinks.shared_repo import classify_db_error as classify
+from sinks.shared_repo import dataset_columns, describe_db_error
 from sinks.sql_tables import current_table, field_columns, history_table, infer_column, sql_value
 
 
@@ -149,24 +150,24 @@ def _dbapi(cls: type[sa.exc.DBAPIError], orig: Exception, invalidated: bool = Fa
 
 
 def test_errors_are_sorted_into_retry_reject_broken() -> None:
-    assert _classify(_dbapi(sa.exc.OperationalError, sqlite3.OperationalError("locked"))) == "retry"
+    assert classify(_dbapi(sa.exc.OperationalError, sqlite3.OperationalError("locked"))) == "retry"
     assert (
-        _classify(_dbapi(sa.exc.OperationalError, sqlite3.OperationalError("no such table: t")))
+        classify(_dbapi(sa.exc.OperationalError, sqlite3.OperationalError("no such table: t")))
         == "broken"
     )
-    assert _classify(_dbapi(sa.exc.InterfaceError, Exception("closed"))) == "retry"
-    assert _classify(_dbapi(sa.exc.ProgrammingError, Exception("x"), invalidated=True)) == "retry"
-    assert _classify(_dbapi(sa.exc.IntegrityError, Exception("CHECK"))) == "reject"
-    assert _classify(_dbapi(sa.exc.DataError, Exception("too long"))) == "reject"
-    assert _classify(_dbapi(sa.exc.ProgrammingError, Exception("syntax"))) == "broken"
+    assert classify(_dbapi(sa.exc.InterfaceError, Exception("closed"))) == "retry"
+    assert classify(_dbapi(sa.exc.ProgrammingError, Exception("x"), invalidated=True)) == "retry"
+    assert classify(_dbapi(sa.exc.IntegrityError, Exception("CHECK"))) == "reject"
+    assert classify(_dbapi(sa.exc.DataError, Exception("too long"))) == "reject"
+    assert classify(_dbapi(sa.exc.ProgrammingError, Exception("syntax"))) == "broken"
     bind = sa.exc.StatementError("bad value", "INSERT ...", {}, TypeError("not a date"))
-    assert _classify(bind) == "reject"
+    assert classify(bind) == "reject"
 
 
 def test_error_descriptions_leave_values_out() -> None:
     pg_like = ValueError('invalid input syntax for type integer: "079123456789"')
-    assert "079123456789" not in _describe(_dbapi(sa.exc.DataError, pg_like))
+    assert "079123456789" not in describe_db_error(_dbapi(sa.exc.DataError, pg_like))
     check = sqlite3.IntegrityError("CHECK constraint failed: ck_year")
-    assert _describe(_dbapi(sa.exc.IntegrityError, check)) == (
+    assert describe_db_error(_dbapi(sa.exc.IntegrityError, check)) == (
         "IntegrityError CHECK constraint failed: ck_year"
     )

@@ -26,11 +26,15 @@ def test_a_key_is_admitted_again_once_the_window_moved_on() -> None:
 
 
 def test_keys_are_bounded_least_recently_seen_dropped() -> None:
+    def address(i: int) -> str:
+        return f"10.0.{i // 256}.{i % 256}"
+
     limits = RateLimits(1, window_s=60, max_keys=100)
     for i in range(1000):
-        assert limits.retry_after(f"10.0.{i // 256}.{i % 256}") is None
-    assert len(limits._buckets) == 100
-    assert limits.retry_after("10.0.3.231") is not None  # among the last 100: still limited
+        assert limits.retry_after(address(i)) is None
+    assert limits.retry_after(address(999)) is not None  # among the last 100: still limited
+    assert limits.retry_after(address(900)) is not None  # the 100th most recent: kept
+    assert limits.retry_after(address(899)) is None  # the 101st: dropped, admitted afresh
 
 
 def _refusal(address: str, reason: str = "no token") -> Refusal:

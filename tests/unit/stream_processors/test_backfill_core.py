@@ -61,8 +61,8 @@ class StubPipeline:
 
     def decode(self, value: bytes | None) -> dict[str, Any] | DeadLetter:
         assert value is not None
-        decoded: dict[str, Any] = fastavro.schemaless_reader(
-            io.BytesIO(value[5:]), _schema(), _schema()
+        decoded = cast(
+            dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value[5:]), _schema(), _schema())
         )
         return decoded
 
@@ -116,7 +116,7 @@ def record(
         "due_at": _local(due),
         "completed_at": _local(completed) if completed else None,
     }
-    envelope = {
+    envelope: dict[str, Any] = {
         "event_id": event_id or str(uuid.uuid4()),
         "op": "r",
         "ts_ms": NOW,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from test_backfill_core import DONE_LATE, DUE, NOW_MS, OPEN, TOPIC, core, deltas, record, state
+from test_backfill_core import DONE_LATE, DUE, NOW_MS, OPEN, core, deltas, record, state
 
 from stream_processors.batch_core import BatchOutput
 
@@ -72,7 +72,7 @@ def test_rollback_undoes_every_batch_of_the_group() -> None:
         group, [record(2, version=2, status="COMPLETED", completed=DUE + timedelta(2))], NOW_MS
     )
     c.rollback()
-    assert c._entities[(TOPIC, 0)] == {}
+    assert c.entity_count() == 0
     assert c.unsettled == 0
     # processed again from scratch, they are new
     out = c.process([record(1, version=1, status="IN_PROGRESS")], NOW_MS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from databus.dlq_inspect import (
     MASK,
@@ -28,6 +29,10 @@ DLQ = "publicservice.dossiers.dlq.v1"
 ORIGINAL: list[tuple[str, bytes | None]] = [
     ("ce_specversion", b"1.0"),
     ("ce_id", b"7f1c3a52-0b1e-4d0e-9a43-3d4a1f2c9e11"),
+    ("ce_source", b"/databus/portal/DNA.STP"),
+    ("ce_type", b"vn.gov.databus.publicservice.dossiers.c"),
+    ("ce_time", b"2026-03-01T08:00:00.000+00:00"),
+    ("content-type", b"application/avro"),
     ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
     ("x-dup", b"one"),
     ("x-dup", b"two"),
@@ -85,6 +90,45 @@ def test_a_dead_letter_reads_back_everything_dlq_headers_wrote() -> None:
     assert v.event_id == "7f1c3a52-0b1e-4d0e-9a43-3d4a1f2c9e11"
     assert v.timestamp == datetime.fromtimestamp(1_760_000_000, tz=UTC)
     assert v.replay_of == ""
+
+
+def old_style_headers(letter: DeadLetter = LETTER) -> list[tuple[str, bytes | None]]:
+    """What dlq_headers wrote before the Kafka Connect names: all under databus.errors."""
+    context = {
+        "topic": "publicservice.dossiers.raw.v1",
+        "partition": "3",
+        "offset": "12345",
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "field": letter.field,
+        "exception.class.name": letter.exception_class,
+        "exception.message": letter.message,
+        "exception.message.vi": letter.message_vi,
+    }
+    return [*ORIGINAL, *((HEADER_PREFIX + k, v.encode()) for k, v in context.items())]
+
+
+def test_an_old_style_letter_reads_the_same_as_a_new_one() -> None:
+    def parse(h: list[tuple[str, bytes | None]]) -> DeadLetterView:
+        return parse_dead_letter(DS, topic=DLQ, partition=1, offset=42, headers=h)
+
+    old, new = parse(old_style_headers()), parse(list(headers()))
+    assert old == new
+    assert old.original == "publicservice.dossiers.raw.v1[3]@12345"
+    assert (old.stage, old.reason, old.field) == ("standardize", "invalid_citizen_id", LETTER.field)
+    assert (old.exception_class, old.message) == (LETTER.exception_class, LETTER.message)
+    # a replay of either sends the same original headers
+    assert original_headers(old_style_headers()) == original_headers(headers()) == ORIGINAL
+
+
+def test_a_derived_events_letter_names_its_origin() -> None:
+    std: list[tuple[str, bytes | None]] = [
+        ("ce_id", b"derived"),
+        ("ce_originid", b"raw-id"),
+        ("ce_source", b"urn:databus:processor"),
+    ]
+    v = parse_dead_letter(DS, topic=DLQ, partition=0, offset=0, headers=headers(original=std))
+    assert (v.event_id, v.origin_id) == ("derived", "raw-id")
 
 
 def test_a_record_without_error_headers_still_parses() -> None:
@@ -150,7 +194,12 @@ def test_mask_personal_masks_inside_the_envelope_and_leaves_the_rest() -> None:
         "applicant_sex": "FEMALE",
         "status": "COMPLETED",
     }
-    envelope = {"event_id": "e1", "op": "u", "before": dict(dossier), "after": dossier}
+    envelope: dict[str, Any] = {
+        "event_id": "e1",
+        "op": "u",
+        "before": dict(dossier),
+        "after": dossier,
+    }
     masked = mask_personal(envelope, DATASETS[DS].personal_fields)
     text = json.dumps(masked, ensure_ascii=False)
     assert CITIZEN_ID not in text and NAME not in text and "15/03/1990" not in text

@@ -76,7 +76,7 @@ def _framed(raw: dict[str, Any]) -> bytes:
 
 def test_digest_ignores_transport_fields_but_not_content() -> None:
     event = generate_dossiers(DossierSpec(days=3, units=1, seed=2), load_reference())[0]
-    raw = {
+    raw: dict[str, Any] = {
         "event_id": "0b0e0a1c-2d3e-4f50-8a6b-7c8d9e0f1a2b",
         "op": "c",
         "ts_ms": datetime(2026, 1, 5, 1, 0, tzinfo=UTC),

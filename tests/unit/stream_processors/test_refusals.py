@@ -40,9 +40,9 @@ def test_a_digest_only_letter_keeps_coordinates_size_digest_and_short_headers() 
     got = dict(headers)
     assert got["ce_id"] == b"e-1" and got["ce_source"] == b"/databus/portal/DNA.STP"
     assert "huge" not in got
-    assert got["databus.errors.topic"] == b"t.raw.v1"
-    assert got["databus.errors.partition"] == b"3"
-    assert got["databus.errors.offset"] == b"41"
+    assert got["__connect.errors.topic"] == b"t.raw.v1"
+    assert got["__connect.errors.partition"] == b"3"
+    assert got["__connect.errors.offset"] == b"41"
     assert got["databus.errors.reason"] == b"record_too_large"
     assert [v for k, v in headers if k == "databus.errors.reason"] == [b"record_too_large"]
     assert got[ORIGINAL_SIZE_HEADER] == b"2000000"

@@ -105,7 +105,7 @@ def test_every_simulated_std_event_masks_and_encodes(dataset_id: str) -> None:
 
 
 personal_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=6, max_size=40
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=6, max_size=40
 )
 
 

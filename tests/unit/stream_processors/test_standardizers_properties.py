@@ -18,8 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.simulators import DossierSpec, SimSpec, generate_dataset, generate_dossiers
-from producers.simulators._common import SimRecord
+from producers.simulators import (
+    DossierSpec,
+    SimRecord,
+    SimSpec,
+    generate_dataset,
+    generate_dossiers,
+)
 from schemas.catalog import DOSSIERS, get_dataset, load_schema
 from schemas.domain.reference import load_reference
 from stream_processors.standardizers import RULES, STANDARDIZERS, Rejected, Standardized
