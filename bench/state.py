@@ -67,7 +67,7 @@ _GROUP_BATCHES = 20
 
 
 def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 1e6
+    return float(psutil.Process().memory_info().rss) / 1e6
 
 
 def _entity(i: int, version: int) -> bytes:
@@ -162,9 +162,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     saved: dict[tuple[int, bytes], Entity | None] = {}
     if store is not None:
         for m in msgs:
-            key = (m.partition(), m.key())
-            if key not in saved:
-                saved[key] = store.table(DOSSIERS.raw_topic, key[0]).get(key[1])
+            where = (m.partition(), m.key())
+            if where not in saved:
+                saved[where] = store.table(DOSSIERS.raw_topic, where[0]).get(where[1])
     started = time.perf_counter()
     cpu_started = time.process_time()  # every thread of the process: RocksDB's too
     out = BatchOutput()

@@ -259,7 +259,7 @@ def test_cooperative_rebalance_moves_only_what_moves(settings: Settings, tmp_pat
         publish(settings, events[half:])
         publish(settings, events)
         total = len(events) * 2  # every record once, by one worker or the other
-        first.wait(lambda: first.consumed() + second.consumed() >= total)  # type: ignore[union-attr]
+        first.wait(lambda: first.consumed() + second.consumed() >= total)
         kept = {0, 1, 2, 3} - set().union(*one.revoked)
         moved = set().union(*two.assigned)
         assert kept and moved, (one.assigned, one.revoked, two.assigned)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_backfill_core import DUE, NOW, NOW_MS, TOPIC, core, record
 
 from schemas.catalog import DATASETS, DOSSIERS, StateRetention, read_catalog
+from stream_processors.batch_core import RawRecord
 from stream_processors.entity_state import Entity
 from stream_processors.state_store import EntityStore
 
@@ -59,14 +61,14 @@ def test_a_bad_retention_names_the_dataset_and_field(
     assert "publicservice.dossiers" in str(err.value)
 
 
-def completed(offset: int, **kw: object) -> object:
+def completed(offset: int, **kw: Any) -> RawRecord:
     return record(
         offset,
         version=2,
         status="COMPLETED",
         completed=DUE + timedelta(days=1),
         event_id=DONE_ID,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

@@ -18,7 +18,7 @@ T = "dossiers.raw.v1"
 
 
 def entity(version: int, offset: int = 0) -> Entity:
-    return Entity(version, f"e{version}", f"d{version}", offset, [("g", "k", 1)], [])
+    return Entity(version, f"e{version}", f"d{version}", offset, [("g", "k", {"n": 1})], [])
 
 
 def test_overlay_then_commit_then_reopen(tmp_path: Path) -> None:
