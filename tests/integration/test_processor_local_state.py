@@ -209,7 +209,7 @@ def test_a_restarted_worker_replays_the_tail_or_rebuilds(
     assert replayed < changelog_records * 4
 
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
-    std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
+    std_ids = [dict(m.headers())["ce_originid"].decode() for m in std]
     assert sorted(std_ids) == sorted(e.event_id for e in valid), "each valid event exactly once"
     assert second.dropped("duplicate") == len({e.dossier.dossier_id for e in valid})
     assert second.dropped("duplicate") + second.dropped("stale") == len(valid)
@@ -274,7 +274,7 @@ def test_cooperative_rebalance_moves_only_what_moves(settings: Settings, tmp_pat
             second.stop()
     assert second is not None
     std = read_topic(settings, DOSSIERS.std_topic, std_start)
-    std_ids = [dict(m.headers())["ce_id"].decode() for m in std]
+    std_ids = [dict(m.headers())["ce_originid"].decode() for m in std]
     assert sorted(set(std_ids)) == sorted(e.event_id for e in valid)
     dup = first.dropped("duplicate") + second.dropped("duplicate")
     stale = first.dropped("stale") + second.dropped("stale")
