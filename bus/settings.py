@@ -32,6 +32,7 @@ __all__ = [
     "MetricsSettings",
     "OpenDataSettings",
     "OutboxSettings",
+    "ProcessorStateSettings",
     "RedisSettings",
     "SchemaRegistrySettings",
     "Settings",
@@ -363,6 +364,36 @@ class OutboxSettings(BaseModel):
     batch_size: Annotated[int, Field(gt=0, le=10_000)] = 500
     interval_s: float = Field(default=1.0, gt=0, description="wait when the outbox is drained")
     flush_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class ProcessorStateSettings(BaseModel):
+    """Where and how the processor keeps its state locally (``stream_processors.state_store``).
+    The changelog topics are the source of truth: this is a cache on disk, nothing to back up."""
+
+    model_config = _FROZEN
+
+    state_dir: Path | None = Field(
+        default=None, description="empty: <data_dir>/processor-state; one slot-N per worker"
+    )
+    # "rocksdb": entity state on local disk, a restart replays only the changelog tail;
+    # "memory": every entity in RAM, rebuilt from the whole changelog at each assignment.
+    entity_store: Literal["rocksdb", "memory"] = "rocksdb"
+    # Decoded entities kept in memory (~1 KB each); the rest is read from disk.
+    cache_entries: Annotated[int, Field(ge=1, le=50_000_000)] = 200_000
+    # RocksDB's block cache (compressed pages of the entity files).
+    block_cache_mb: Annotated[int, Field(ge=1, le=65_536)] = 64
+    # Changelog records per partition after which the owner writes a snapshot of the
+    # partition's entities (a worker with an empty disk restores from the latest one and
+    # the changelog after it: bounded by entities, not history). 0: never.
+    snapshot_every: Annotated[int, Field(ge=0)] = 1_000_000
+    # Faust's tables (alert rules, open alerts, quality): "rocksdb" keeps them on disk.
+    table_store: Literal["rocksdb", "memory"] = "rocksdb"
+    # How the batch loop's consumers share partitions: "cooperative-sticky" moves only
+    # the partitions that change owner; "range" is eager (every member drops all).
+    assignment: Literal["cooperative-sticky", "range", "roundrobin"] = "cooperative-sticky"
+
+    def resolved_state_dir(self, data_dir: Path) -> Path:
+        return self.state_dir if self.state_dir is not None else data_dir / "processor-state"
 
 
 class SharedRepoSettings(BaseModel):
@@ -713,6 +744,8 @@ class Settings(BaseSettings):
     # How many recently accepted event ids the processor remembers (per worker) to
     # dead-letter an id reused by another entity (event_id_reused); ~0.3 KB each.
     processor_event_id_window: Annotated[int, Field(ge=1, le=10_000_000)] = 50_000
+    # DATABUS_PROCESSOR__STATE_DIR, __ENTITY_STORE, __CACHE_ENTRIES, __TABLE_STORE, ...
+    processor: ProcessorStateSettings = ProcessorStateSettings()
     sink_group: str = "databus-sink-ioc"
     sink: SinkSettings = SinkSettings()
     access: AccessSettings = AccessSettings()

@@ -51,6 +51,7 @@ __all__ = [
     "QUALITY_TOPIC",
     "STAGES",
     "Dataset",
+    "StateRetention",
     "UpdateObligation",
     "avro_root",
     "get_dataset",
@@ -165,6 +166,28 @@ class UpdateObligation:
 
 
 @dataclass(frozen=True)
+class StateRetention:
+    """How long the processor keeps the state of an entity that reached a final state
+    (``field`` of the record image in ``final``, or deleted), for dedup and ordering.
+    After that the entity is forgotten: a change of it arriving later is processed as
+    a new entity, and — its source time being older than the retention — as history
+    that moves no alert rule (docs/operations.md, "Entity state retention")."""
+
+    field: str
+    final: frozenset[str]
+    days: int
+
+    @property
+    def ms(self) -> int:
+        return self.days * 86_400_000
+
+    def is_final(self, op: object, image: Mapping[str, Any] | None) -> bool:
+        if op == "d":
+            return True
+        return image is not None and str(image.get(self.field)) in self.final
+
+
+@dataclass(frozen=True)
 class Dataset:
     id: str
     sector: str
@@ -183,6 +206,9 @@ class Dataset:
     # Times of a record (and of its change event) before this local date
     # (Asia/Ho_Chi_Minh) are implausible: dead-lettered as timestamp_before_earliest.
     earliest: date = DEFAULT_EARLIEST
+    # Entities in a final state are forgotten by the processor this long after; None:
+    # kept for as long as the dataset exists.
+    state_retention: StateRetention | None = None
 
     @property
     def model(self) -> type[BaseModel]:
@@ -244,6 +270,7 @@ _KNOWN = {
     "major",
     "update",
     "earliest",
+    "state_retention",
 }
 
 
@@ -292,6 +319,24 @@ class _Entry:
         # The value of kind is checked by catalog_check, which reports every problem at once.
         return UpdateObligation(cast(Any, kind), minutes, by)
 
+    def state_retention(self) -> StateRetention | None:
+        value = self.table.get("state_retention")
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail("state_retention", "must be { field = ..., final = [...], days = N }")
+        unknown = set(value) - {"field", "final", "days"}
+        if unknown:
+            raise self.fail("state_retention", f"unknown keys {sorted(unknown)}")
+        field, final, days = value.get("field"), value.get("final"), value.get("days")
+        if not isinstance(field, str) or not field:
+            raise self.fail("state_retention.field", "is required, a field name")
+        if not isinstance(final, list) or not final or not all(isinstance(v, str) for v in final):
+            raise self.fail("state_retention.final", "is required, a non-empty list of values")
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise self.fail("state_retention.days", "must be a whole number of days, at least 1")
+        return StateRetention(field, frozenset(final), days)
+
     def dataset(self) -> Dataset:
         unknown = set(self.table) - _KNOWN
         if unknown:
@@ -322,6 +367,7 @@ class _Entry:
             update=self.update(),
             major=major,
             earliest=earliest,
+            state_retention=self.state_retention(),
         )
 
 

@@ -66,6 +66,7 @@ from stream_processors.quality import (
     quality_record,
     scores,
 )
+from stream_processors.state_store import EntityStore, Slot, claim_slot, topics_incarnation
 
 __all__ = ["create_app"]
 
@@ -79,6 +80,9 @@ _STEPWISE = frozenset({"aqi_station"})
 # shut down cleanly before the process exits at once.
 _EXIT_GRACE_S = 10.0
 _EXIT_CODE = 70  # EX_SOFTWARE
+# The state-dir slots this process holds: referenced so that their locks live as long
+# as the process (the kernel releases them when it ends).
+_HELD_SLOTS: list[Slot] = []
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -100,10 +104,28 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     metrics.liveness.add("batch_loop", loop_alive)
     metrics.init_processor(sorted(DATASETS))  # the alert rules' series at 0 from start-up
     session_s = kafka.session_timeout_ms / 1000
+    # This worker's local state: a slot of the state dir it holds while it lives (a
+    # restarted worker takes its predecessor's files and replays only the changelog tail).
+    local = settings.processor
+    slot = claim_slot(local.resolved_state_dir(settings.data_dir) / settings.processor_group)
+    _HELD_SLOTS.append(slot)  # locked until the process ends (Faust's tables use it too)
+    if not slot.match(topics_incarnation(settings, settings.processor_group)):
+        log.info("local state in %s started afresh (a new slot, or new topics)", slot.path)
+    store = (
+        EntityStore(
+            slot.path / "entities",
+            cache_entries=local.cache_entries,
+            block_cache_mb=local.block_cache_mb,
+        )
+        if local.entity_store == "rocksdb"
+        else None
+    )
     app = faust.App(
         settings.processor_group,
         broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap_servers.split(",")],
-        store="memory://",
+        # Tables on local disk (RocksDB through rocksdict): a restarted worker recovers
+        # them from the changelog offset it had persisted, not from the beginning.
+        store="rocksdb://" if local.table_store == "rocksdb" else "memory://",
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=kafka.partitions,
@@ -116,8 +138,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         producer_acks=-1,
         producer_linger=0.005,
         web_enabled=False,
-        # Faust's own files under the bus's data dir, not "<app id>-data" in the cwd
-        datadir=str(settings.data_dir / "faust"),
+        # Faust's own files (its tables' RocksDB) in this worker's slot
+        datadir=str(slot.path / "faust"),
         broker_credentials=faust_credentials(kafka),
         # Tansu keeps no state between runs: the processor re-derives tables from
         # changelogs; standbys double the changelog traffic for one worker.
@@ -164,6 +186,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         {t: p.dataset for t, p in pipelines.items()},
         batch_size=settings.processor_batch_size,
         state_every_s=settings.processor_state_every_ms / 1000,
+        store=store,
     )
 
     def topic(name: str, **kw: Any) -> faust.TopicT:
@@ -188,7 +211,11 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     def _run_loop() -> None:
         returned = False
         try:
-            loop.run()
+            try:
+                loop.run()
+            finally:
+                if store is not None:
+                    store.close()
             returned = True
         finally:
             # Not ``except``: an error a librdkafka callback raised comes out of

@@ -34,7 +34,13 @@ from schemas.dead_letters import DeadLetter
 from schemas.headers import BACKFILL_HEADER
 from stream_processors.alerts.facts import Contribution
 from stream_processors.batch_stats import UnitStats
-from stream_processors.entity_state import Entity, Verdict, classify, content_digest
+from stream_processors.entity_state import (
+    Entity,
+    EntityTable,
+    Verdict,
+    classify,
+    content_digest,
+)
 from stream_processors.event_ids import DEFAULT_WINDOW, RecentEventIds
 from stream_processors.pipeline import DatasetPipeline, Output
 
@@ -164,23 +170,25 @@ class BatchCore:
         self._units = units
         self._contributions = contributions
         self._presence = presence
-        self._entities: dict[TopicPartitionKey, dict[bytes, Entity]] = {}
-        self._undo: list[list[tuple[dict[bytes, Entity], bytes, Entity | None]]] = []
+        self._entities: dict[TopicPartitionKey, EntityTable] = {}
+        self._undo: list[list[tuple[EntityTable, bytes, Entity | None]]] = []
         # Records whose output the broker refused for good, by (topic, partition,
         # offset): the loop fills it, and they are dead-lettered when processed again.
         self.refused: dict[tuple[str, int, int], DeadLetter] = {}
         # An event id another entity of the dataset used recently (event_ids.py).
         self._recent_ids = RecentEventIds(event_id_window)
+        self._now_ms = 0  # the batch's processing time: entity state retention
 
     # ---- partition ownership
-    def load(self, topic: str, partition: int, entities: dict[bytes, Entity]) -> None:
+    def load(self, topic: str, partition: int, entities: EntityTable) -> None:
         self._entities[(topic, partition)] = entities
 
     def drop(self, topic: str, partition: int) -> None:
         self._entities.pop((topic, partition), None)
 
     def entity_count(self) -> int:
-        return sum(len(t) for t in self._entities.values())
+        """Entities held in memory (a disk-backed table counts its pending changes)."""
+        return sum(len(t) for t in self._entities.values() if isinstance(t, dict))
 
     # ---- batch bookkeeping: one undo segment per batch not yet fully written
     def rollback(self) -> None:
@@ -226,6 +234,7 @@ class BatchCore:
         (``bench/processor.py``). The last pass standardizes what the second skipped
         if it turns out new after all."""
         self._undo.append([])
+        self._now_ms = now_ms
         try:
             taken = [self._take(r) for r in records]
             results = [self._standardize_if_new(r, t) for r, t in zip(records, taken, strict=True)]
@@ -268,11 +277,15 @@ class BatchCore:
             r.key or _record_key(pipeline.dataset, raw),
         )
 
-    def _verdict(
-        self, r: RawRecord, t: Taken
-    ) -> tuple[dict[bytes, Entity], Entity | None, Verdict]:
-        table = self._entities.setdefault((r.topic, r.partition), {})
+    def _verdict(self, r: RawRecord, t: Taken) -> tuple[EntityTable, Entity | None, Verdict]:
+        table = self._entities.get((r.topic, r.partition))
+        if table is None:
+            table = self._entities[(r.topic, r.partition)] = {}
         previous = table.get(t.key) if t.key is not None else None
+        if previous is not None and previous.final_ms:
+            retention = self._pipelines[r.topic].dataset.state_retention
+            if retention is not None and previous.expired(self._now_ms, retention.ms):
+                previous = None  # past the dataset's state retention: forgotten
         verdict = classify(
             previous, event_id=t.event_id, version=t.version, digest=t.digest, offset=r.offset
         )
@@ -310,6 +323,16 @@ class BatchCore:
         event_id, version, digest, key = t.event_id, t.version, t.digest, t.key
         table, previous, verdict = self._verdict(r, t)
         backfill = is_backfill(r.headers)
+        retention = ds.state_retention
+        if (
+            retention is not None
+            and previous is None
+            and not backfill
+            and 0 < _ms(source.get("ts_ms")) < now_ms - retention.ms
+        ):
+            # An entity this worker does not know, changed longer ago than the state
+            # retention (e.g. a forgotten one re-sent): history, as if backfilled.
+            backfill = True
         if verdict is Verdict.REDELIVERY:
             assert previous is not None
             if backfill and previous.previous == previous.contributions:
@@ -382,6 +405,10 @@ class BatchCore:
         else:
             before_batch = previous.contributions if previous is not None else []
         entity = Entity(version, event_id, digest, r.offset, contributions, before_batch)
+        if retention is not None and retention.is_final(
+            t.raw.get("op"), t.raw.get("after") or t.raw.get("before")
+        ):
+            entity.final_ms = previous.final_ms if previous and previous.final_ms else now_ms
         entity.event_ms = event_ms
         self._undo[-1].append((table, key, previous))
         table[key] = entity

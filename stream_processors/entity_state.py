@@ -28,12 +28,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import orjson
 
 from stream_processors.alerts.facts import Contribution
 
-__all__ = ["Entity", "Verdict", "classify", "content_digest"]
+__all__ = ["Entity", "EntityTable", "Verdict", "classify", "content_digest"]
 
 
 class Verdict(StrEnum):
@@ -57,24 +58,27 @@ class Entity:
     # entity per batch (previous → contributions) is what a redelivery re-sends.
     previous: list[Contribution] = field(default_factory=list)
     event_ms: int = field(default=0, compare=False)  # source time; not persisted
+    # When the entity reached a final state (catalog ``state_retention``), processing
+    # time in ms; 0: not final. The entity is forgotten ``state_retention.days`` after.
+    final_ms: int = 0
 
     def to_json(self) -> bytes:
         """One changelog record (orjson: written for every changed entity)."""
-        return orjson.dumps(
-            [
-                self.version,
-                self.event_id,
-                self.digest,
-                self.offset,
-                self.contributions,
-                self.previous,
-            ],
-            option=orjson.OPT_NON_STR_KEYS,
-        )
+        fields: list[object] = [
+            self.version,
+            self.event_id,
+            self.digest,
+            self.offset,
+            self.contributions,
+            self.previous,
+        ]
+        if self.final_ms:
+            fields.append(self.final_ms)
+        return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)
 
     @classmethod
     def from_json(cls, data: bytes) -> Entity:
-        version, event_id, digest, offset, contributions, previous = orjson.loads(data)
+        version, event_id, digest, offset, contributions, previous, *rest = orjson.loads(data)
         return cls(
             int(version),
             str(event_id),
@@ -82,7 +86,23 @@ class Entity:
             int(offset),
             [(str(g), str(k), p) for g, k, p in contributions],
             [(str(g), str(k), p) for g, k, p in previous],
+            final_ms=int(rest[0]) if rest else 0,
         )
+
+    def expired(self, now_ms: int, retention_ms: int) -> bool:
+        """Final for longer than the retention: forgotten (treated as never seen)."""
+        return bool(self.final_ms) and now_ms - self.final_ms > retention_ms
+
+
+class EntityTable(Protocol):
+    """One partition's entities as the batch core reads and changes them: a plain dict,
+    or ``state_store.PartitionTable`` (changes in an overlay, the rest on disk)."""
+
+    def get(self, key: bytes, /) -> Entity | None: ...
+
+    def __setitem__(self, key: bytes, entity: Entity, /) -> None: ...
+
+    def pop(self, key: bytes, default: None, /) -> Entity | None: ...
 
 
 def _skip_varint(data: bytes, i: int) -> int:

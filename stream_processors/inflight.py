@@ -85,6 +85,10 @@ class Group:
     dead_sent: int = 0
     sealed: bool = False
     state_sent: bool = False
+    # The entity changelog's acknowledged offsets (newest per raw topic, partition) and
+    # the changelog values written: what the local state store commits at retirement.
+    changelog_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    changelog_values: dict[tuple[str, int, bytes], bytes] = field(default_factory=dict)
 
 
 class Groups:

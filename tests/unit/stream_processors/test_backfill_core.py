@@ -143,7 +143,7 @@ def deltas(out: BatchOutput) -> list[tuple[int, dict[str, Any]]]:
 
 
 def state(c: BatchCore, key: bytes = b"HS-BF-1") -> Any:
-    return c._entities[(TOPIC, 0)][key]
+    return c._entities[(TOPIC, 0)].get(key)
 
 
 def run(c: BatchCore, *records: RawRecord) -> BatchOutput:
