@@ -119,6 +119,9 @@ class DossierSpec:
     messy_share: float = 0.15
     seed: int = 7
     end: datetime | None = None  # None: now
+    # The serial of the first dossier (its id is HS-<unit>-<serial>): a live batch
+    # starts past every serial used before it, so its dossiers are new, not updates.
+    first_serial: int = 1
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,7 @@ def generate_dossiers(spec: DossierSpec, ref: ReferenceData) -> list[DossierEven
     communes = sorted({e.new_code for e in ref.crosswalk.values()})
     old_communes = sorted(code for code, e in ref.crosswalk.items() if e.new_code != code)
     out: list[DossierEvent] = []
-    n = 0
+    n = spec.first_serial - 1
     start_day = end.astimezone(LOCAL).date() - timedelta(days=spec.days)
     for offset in range(spec.days + 1):
         day = start_day + timedelta(days=offset)
@@ -355,7 +358,12 @@ def live_dossiers(
         for days in range(LIVE_LOOKBACK_DAYS + 1):
             batch = generate_dossiers(
                 dataclasses.replace(
-                    spec, days=days, dossiers_per_unit_per_day=LIVE_RATE, seed=seed, end=end
+                    spec,
+                    days=days,
+                    dossiers_per_unit_per_day=LIVE_RATE,
+                    seed=seed,
+                    end=end,
+                    first_serial=_live_serial(end),
                 ),
                 ref,
             )
@@ -364,6 +372,14 @@ def live_dossiers(
         window = [ev for ev in batch if ev.at > end - timedelta(seconds=batch_seconds)]
         fallback = max(1, round(LIVE_FALLBACK * day_share(end.astimezone(LOCAL).date())))
         yield window or batch[-fallback:]
+
+
+def _live_serial(end: datetime) -> int:
+    """The first serial of a live batch made at ``end``: from the clock, so batches (and
+    a restarted simulator) never reuse the history's serials or each other's — the
+    history counts from 1, a live batch from the epoch second × 1,000 (a batch holds far
+    fewer than 1,000 dossiers per second between batches)."""
+    return int(end.timestamp()) * 1000
 
 
 def simulate_dossiers(spec: SimSpec, ref: ReferenceData) -> list[SimRecord]:

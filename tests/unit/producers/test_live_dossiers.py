@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from producers.simulators import DossierSpec, live_dossiers
+from producers.simulators import DossierSpec, generate_dossiers, live_dossiers
 from schemas.domain.reference import load_reference
 
 SPEC = DossierSpec(days=30, dossiers_per_unit_per_day=3.0, seed=7)
@@ -33,8 +33,17 @@ def test_every_batch_has_dossier_events_whatever_the_hour(at: str) -> None:
         assert all(ev.at <= now for ev in batch)
 
 
-def test_successive_batches_are_new_events() -> None:
-    now = datetime(2026, 12, 6, 19, 20, tzinfo=UTC)
-    feed = live_dossiers(SPEC, load_reference(), now=lambda: now)
-    first, second = next(feed), next(feed)
-    assert not {ev.event_id for ev in first} & {ev.event_id for ev in second}
+def test_live_dossiers_are_new_dossiers_not_updates_of_the_history() -> None:
+    """Each batch's dossiers are new entities (version 1 of an id nobody used), never
+    a second "version 1" of a history dossier or of an earlier batch's: those would be
+    dead-lettered as version conflicts."""
+    ref = load_reference()
+    history = generate_dossiers(SPEC, ref)
+    times = iter(datetime(2026, 12, 7, 3, 0, s, tzinfo=UTC) for s in (0, 10, 20))
+    feed = live_dossiers(SPEC, ref, now=lambda: next(times))
+    seen = {ev.dossier.dossier_id for ev in history}
+    for _ in range(3):
+        batch = next(feed)
+        ids = {ev.dossier.dossier_id for ev in batch}
+        assert ids and not ids & seen
+        seen |= ids
