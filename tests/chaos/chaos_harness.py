@@ -241,6 +241,8 @@ class _Source:
 
     def start(self) -> None:
         self.runs += 1
+        if self._log is not None:  # the killed run's log (the child had its own copy)
+            self._log.close()
         self._log = (self.log_dir / f"publisher-{self.runs}.log").open("wb")
         self.popen = subprocess.Popen(
             [
@@ -259,7 +261,11 @@ class _Source:
 
     def _read(self, popen: subprocess.Popen[str]) -> None:
         assert popen.stdout is not None
-        for line in popen.stdout:
+        with popen.stdout:  # closed at the end of the output (the publisher exited)
+            self._follow(popen, popen.stdout)
+
+    def _follow(self, popen: subprocess.Popen[str], lines: IO[str]) -> None:
+        for line in lines:
             words = line.split()
             if words and words[0] == "ready" and popen is self.popen:
                 self.spooled_at_start.append(int(words[1]))
