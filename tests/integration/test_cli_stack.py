@@ -227,9 +227,10 @@ def test_a_stale_stack_file_is_ignored(tmp_path: Path) -> None:
     "args",
     [
         ("status", "--json"),
-        ("dlq", "list", "--json"),
-        ("dlq", "show"),
-        ("reconcile",),
+        # each waits out the broker's connect timeout (~10 s): the rest in `make test-slow`
+        pytest.param(("dlq", "list", "--json"), marks=pytest.mark.slow),
+        pytest.param(("dlq", "show"), marks=pytest.mark.slow),
+        pytest.param(("reconcile",), marks=pytest.mark.slow),
         ("tail", "publicservice.dossiers.std.v1", "--limit", "1"),
     ],
 )

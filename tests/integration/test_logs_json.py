@@ -18,7 +18,10 @@ from schemas.domain.reference import load_reference
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("fmt", ["json", "text"])
+@pytest.mark.parametrize(
+    "fmt",
+    ["json", pytest.param("text", marks=pytest.mark.slow)],  # text: `make test-slow`
+)
 def test_processor_logs_are_lines_without_escape_codes(tmp_path: Path, fmt: str) -> None:
     events = generate_dossiers(
         DossierSpec(days=1, units=2, dossiers_per_unit_per_day=3.0, seed=3), load_reference()
