@@ -57,7 +57,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, cast
 
 import orjson
@@ -163,6 +163,25 @@ class RestoreWatch:
 
     def elapsed(self) -> float:
         return self._clock() - self.started
+
+    def check(self, pending: Collection[tuple[str, int]], partitions: int) -> None:
+        """Raise when stalled (naming the changelog partitions still pending); log a
+        progress line when one is due."""
+        if self.stalled():
+            raise DeliveryError(
+                f"restoring entity state made no progress for {self.stall_s:g} s "
+                f"(DATABUS_PROCESSOR_RESTORE_STALL_S) after {self.read:,} records; "
+                f"waiting for {sorted(pending)}"
+            )
+        if self.log_due():
+            log.info(
+                "restoring entity state: %d records read in %.0f s, "
+                "%d of %d changelog partitions done",
+                self.read,
+                self.elapsed(),
+                partitions - len(pending),
+                partitions,
+            )
 
 
 class BatchLoop:
@@ -326,21 +345,7 @@ class BatchLoop:
         )
         try:
             while pending:
-                if watch.stalled():
-                    raise DeliveryError(
-                        f"restoring entity state made no progress for {watch.stall_s:g} s "
-                        f"(DATABUS_PROCESSOR_RESTORE_STALL_S) after {watch.read:,} records; "
-                        f"waiting for {sorted(pending)}"
-                    )
-                if watch.log_due():
-                    log.info(
-                        "restoring entity state: %d records read in %.0f s, "
-                        "%d of %d changelog partitions done",
-                        watch.read,
-                        watch.elapsed(),
-                        len(by_changelog) - len(pending),
-                        len(by_changelog),
-                    )
+                watch.check(pending, len(by_changelog))
                 for msg in take(reader, 1000, 0.5):
                     if msg.error():
                         continue
@@ -448,21 +453,7 @@ class BatchLoop:
             chunks: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
             last: dict[tuple[str, int], int] = {}
             while pending:
-                if watch.stalled():
-                    raise DeliveryError(
-                        f"restoring entity state made no progress for {watch.stall_s:g} s "
-                        f"(DATABUS_PROCESSOR_RESTORE_STALL_S) after {watch.read:,} records; "
-                        f"waiting for {sorted(pending)}"
-                    )
-                if watch.log_due():
-                    log.info(
-                        "restoring entity state: %d records read in %.0f s, "
-                        "%d of %d changelog partitions done",
-                        watch.read,
-                        watch.elapsed(),
-                        len(by_changelog) - len(pending),
-                        len(by_changelog),
-                    )
+                watch.check(pending, len(by_changelog))
                 msgs = take(reader, 5000, 0.5)
                 for msg in msgs:
                     if msg.error():
