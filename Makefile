@@ -36,7 +36,8 @@ test: $(STAMP)
 	@# where PYTHONDONTWRITEBYTECODE is set each would compile every module again.
 	$(BIN)/python -m compileall -q $(PACKAGES) > /dev/null
 	@$(MAKE) --no-print-directory test-rules
-	$(BIN)/python -m pytest -m "not slow" tests
+	@# --durations: the slowest tests in every run's log, to keep the suite under budget
+	$(BIN)/python -m pytest -m "not slow" --durations=20 tests
 
 ## promtool check + unit tests of the alert rules (deploy/prometheus/tests); skipped,
 ## saying so, where promtool is not installed (Debian: apt-get install prometheus)
