@@ -231,7 +231,9 @@ def test_a_stale_stack_file_is_ignored(tmp_path: Path) -> None:
         pytest.param(("dlq", "list", "--json"), marks=pytest.mark.slow),
         pytest.param(("dlq", "show"), marks=pytest.mark.slow),
         pytest.param(("reconcile",), marks=pytest.mark.slow),
-        ("tail", "publicservice.dossiers.std.v1", "--limit", "1"),
+        pytest.param(
+            ("tail", "publicservice.dossiers.std.v1", "--limit", "1"), marks=pytest.mark.slow
+        ),
     ],
 )
 def test_an_unreachable_broker_exits_3_with_stdout_clean(

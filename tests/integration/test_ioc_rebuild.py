@@ -346,6 +346,7 @@ def test_databus_sink_ioc_rebuild_replays_everything_and_exits_when_caught_up(
             client.close()
 
 
+@pytest.mark.slow  # ~20 s; the store wiped while the sink runs is in `make test`
 def test_a_store_wiped_between_batches_is_noticed_by_the_next_write(
     feed: Feed, store: Store, make_runner: MakeRunner, redis_snapshot: Snapshot
 ) -> None:

@@ -126,7 +126,18 @@ def _corrupt(path: Path) -> None:
             f.write_bytes(b"\xffnot rocksdb" * 64)
 
 
-@pytest.mark.parametrize("disk", ["kept", "wiped", "corrupt", "restore_crashed", "snapshot"])
+# kept and wiped in `make test`; the other disks (each a full worker restart) in
+# `make test-slow`, to keep the suite in its time budget
+@pytest.mark.parametrize(
+    "disk",
+    [
+        "kept",
+        "wiped",
+        pytest.param("corrupt", marks=pytest.mark.slow),
+        pytest.param("restore_crashed", marks=pytest.mark.slow),
+        pytest.param("snapshot", marks=pytest.mark.slow),
+    ],
+)
 def test_a_restarted_worker_replays_the_tail_or_rebuilds(
     settings: Settings, tmp_path: Path, disk: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
