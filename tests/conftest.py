@@ -13,8 +13,12 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 import redis
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from registry_clients import close_all
 
+from bus import tracing
 from bus.settings import Settings, load_settings
 from databus.local_stack import LocalStack
 
@@ -154,3 +158,17 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span the bus records during the test, in memory (bus.tracing's provider)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.use(None)
+        provider.shutdown()

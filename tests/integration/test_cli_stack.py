@@ -136,6 +136,7 @@ def test_env_prints_exports_for_another_shell(piped_up: PipedUp) -> None:
 
 
 def test_a_second_up_on_the_same_data_directory_is_refused(piped_up: PipedUp) -> None:
+    # refused at once; --for only bounds a wrongly started second bus
     result = piped_up.databus("up", "--for", "5")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "another `databus up`" in result.stderr

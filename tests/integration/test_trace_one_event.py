@@ -10,19 +10,16 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
-from bus import tracing
 from bus.metrics import Metrics
 from bus.settings import HealthAxisSettings, Settings, SinkSettings
 from bus.topic_admin import ensure_topics
@@ -48,19 +45,6 @@ ENCOUNTERS = get_dataset("health.encounters")
 SECRET = "tracing-test-secret"
 DEADLINE_S = 90.0
 FAST = SinkSettings(backoff_initial_s=0.02, backoff_max_s=0.2)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.use(None)
-        provider.shutdown()
 
 
 def start_at_end(settings: Settings, group: str, topic: str) -> None:
