@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,3 +127,24 @@ def own_bus(
             yield bus
         finally:
             bus.stop()
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """The status and body a process's health or metrics endpoint answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """``check()``'s first truthy value, polled until the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)  # polling a condition with a deadline, not a fixed wait
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

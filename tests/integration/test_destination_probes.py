@@ -10,15 +10,14 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bus_processes import get, poll
 from confluent_kafka import Producer
 from registry_clients import registry_client
 from std_samples import std_events
@@ -31,26 +30,6 @@ from schemas.catalog import get_dataset, load_schema, value_subject
 from schemas.codec import AvroSerializer
 
 pytestmark = pytest.mark.integration
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """``check()``'s first truthy value, polled until the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)  # polling a condition with a deadline, not a fixed wait
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @contextmanager

@@ -8,16 +8,13 @@ import json
 import re
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bus_processes import own_bus
+from bus_processes import get, own_bus, poll
 
 from databus.dashboard import scrape
 from databus.local_stack import LocalStack, ManagedProcess, start_redis
@@ -25,25 +22,6 @@ from databus.local_stack import LocalStack, ManagedProcess, start_redis
 pytestmark = pytest.mark.integration
 
 _PORT = re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """``check()``'s first truthy value, polled until the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)  # polling a condition with a deadline, not a fixed wait
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture
