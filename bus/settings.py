@@ -511,9 +511,18 @@ class SuperviseSettings(BaseModel):
     stable_after_s: float = Field(default=120.0, gt=0)
     # A process's log past this size is moved to <name>.log.1 (replacing the older one).
     max_log_mb: float = Field(default=50.0, gt=0)
-    # The embedded broker (Tansu, memory storage) keeps every record: it cannot trim by
-    # retention. Past this resident size `up` stops cleanly, naming the cause, instead of
-    # exhausting the machine. 0: no limit.
+    # Where the embedded broker keeps its records: "disk" (the data directory, through
+    # the object-store stand-in, with retention enforced and kept across restarts) or
+    # "memory" (Tansu's own memory: fast to start, lost when it stops, never trimmed).
+    embedded_broker_storage: Literal["disk", "memory"] = "disk"
+    # disk: the topics kept without a time limit (raw, std, alerts) share this budget;
+    # past it their oldest batches that every reading group has committed past go.
+    embedded_broker_budget_mb: float = Field(default=2048.0, gt=0)
+    # disk: how often retention and the budget are enforced.
+    embedded_broker_sweep_s: float = Field(default=30.0, gt=0)
+    # The broker's resident memory past which `up` stops cleanly, naming the cause,
+    # instead of exhausting the machine (memory storage grows with every record).
+    # 0: no limit.
     embedded_broker_max_mb: float = Field(default=3072.0, ge=0)
 
 

