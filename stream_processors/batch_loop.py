@@ -89,7 +89,15 @@ from stream_processors.entity_state import Entity
 from stream_processors.inflight import Group, Groups, Writes
 from stream_processors.state_store import EntityStore
 
-__all__ = ["BatchLoop", "RestoreWatch", "raw_records", "tune_gc_for_batches"]
+__all__ = [
+    "BatchLoop",
+    "RestoreWatch",
+    "raw_records",
+    "snapshot_covered_group",
+    "snapshot_index_topic",
+    "snapshot_topic",
+    "tune_gc_for_batches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -574,6 +582,12 @@ class BatchLoop:
         if self._producer.flush(_FLUSH_TIMEOUT_S) or writes.errors:
             raise DeliveryError("snapshot index not written")
         self.snapshots += 1
+        self._mark_covered(
+            [
+                TopicPartition(changelog, partition, applied + 1),
+                TopicPartition(snap, partition, end - count - 1),
+            ]
+        )
         log.info(
             "snapshot of %s[%d]: %d entities at changelog offset %d in %.1f s",
             topic,
@@ -582,6 +596,27 @@ class BatchLoop:
             applied,
             time.monotonic() - started,
         )
+
+    def _mark_covered(self, positions: list[TopicPartition]) -> None:
+        """Commit, in ``<group>-snapshot-covered``, what the latest snapshot makes
+        redundant: the changelog before the offset it stands for, and the older
+        snapshots before it. Nothing reads this group; a broker storage that trims by
+        committed offsets (the embedded one's, ``databus.standins.object_store``)
+        uses it to keep the compacted changelog bounded. Best effort: a commit that
+        fails only leaves more on disk."""
+        committer = Consumer(
+            {
+                **self._settings.kafka.client_config(),
+                "group.id": snapshot_covered_group(self._group),
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            committer.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("snapshot coverage not committed (%s): the changelog is not trimmed", exc)
+        finally:
+            committer.close()
 
     def _latest_snapshots(self) -> dict[str, dict[str, Any]]:
         """The snapshot index, latest per changelog partition (read to a marker)."""
@@ -1130,6 +1165,11 @@ class BatchLoop:
 def snapshot_topic(changelog: str) -> str:
     """Where the entity snapshots of a changelog go (not compacted: each is a range)."""
     return changelog.removesuffix("-changelog") + "-snapshot"
+
+
+def snapshot_covered_group(group: str) -> str:
+    """The consumer group whose committed offsets say what the latest snapshots cover."""
+    return f"{group}-snapshot-covered"
 
 
 def snapshot_index_topic(group: str) -> str:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bus_processes import wait_for
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from databus.local_stack import ManagedProcess, start_broker, start_object_store
 from databus.standins.object_store import ObjectFiles, sweep
-from tests.integration.bus_processes import wait_for
 
 S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
