@@ -45,6 +45,8 @@ def _name(proc: psutil.Process, up_pid: int) -> str:
     joined = " ".join(cmd)
     if "tansu" in joined:
         return "broker"
+    if "databus.standins.object_store" in joined:
+        return "broker-storage"
     if "redis-server" in joined:
         return "redis"
     if "-m" in cmd and "databus" in cmd:
