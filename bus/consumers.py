@@ -5,15 +5,51 @@ without waiting for a batch to fill."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bus.settings import Settings
 
-__all__ = ["TP", "consumer_config", "next_offsets", "partition_lag", "take"]
+__all__ = [
+    "REBALANCING",
+    "TP",
+    "commit_unless_rebalancing",
+    "consumer_config",
+    "next_offsets",
+    "partition_lag",
+    "take",
+]
 
 TP = tuple[str, int]
+
+log = logging.getLogger(__name__)
+
+# A commit refused because the group is rebalancing (or the member is no longer known,
+# e.g. to a broker that restarted): the records were handled, and whoever owns the
+# partitions next is given them again (at least once).
+REBALANCING = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+    }
+)
+
+
+def commit_unless_rebalancing(consumer: Consumer, offsets: list[TopicPartition], who: str) -> bool:
+    """Commit synchronously; False (logged) when the group refused it in a rebalance.
+    Any other commit error is raised."""
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        err = exc.args[0]
+        if not (isinstance(err, KafkaError) and err.code() in REBALANCING):
+            raise
+        log.warning("%s: commit refused in a rebalance (%s), replay expected", who, err)
+        return False
+    return True
 
 
 def consumer_config(settings: Settings, group: str) -> dict[str, object]:

@@ -465,9 +465,10 @@ def _check_broker_memory(stack: LocalStack) -> None:
     if cap and rss is not None and rss > cap:
         raise DatabusError(
             f"the embedded broker holds {rss:,.0f} MB, over "
-            f"DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB ({cap:,.0f}): its memory storage keeps "
-            "every record (no retention), so `up` stops here. For longer runs raise the "
-            "limit or point DATABUS_KAFKA__BOOTSTRAP_SERVERS at a Kafka with retention."
+            f"DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB ({cap:,.0f}), so `up` stops here "
+            "(memory storage keeps every record). For longer runs use "
+            "DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE=disk (the default: retention "
+            "enforced) or point DATABUS_KAFKA__BOOTSTRAP_SERVERS at a Kafka."
         )
 
 
@@ -643,9 +644,9 @@ def up(
                     # A process that exited or stayed not ready is restarted, with
                     # backoff; why is logged and the summary counts the restarts.
                     supervisor.check()
-                    healed = stack.heal_redis()
-                    if healed:
-                        console.print(f"[yellow]{escape(healed)}[/]")
+                    for healed in (stack.heal_redis(), stack.heal_broker()):
+                        if healed:
+                            console.print(f"[yellow]{escape(healed)}[/]")
                     supervisor.bound_logs()
                     _check_broker_memory(stack)
                     now_info = _stack_info(stack, receiver_port, ports, supervisor)

@@ -403,8 +403,8 @@ def pipeline_table(figures: Figures, snap: Snapshot) -> Table:
     pipeline.add_row("alerts raised", f"{int(alerts.get('RAISED', 0)):,}")
     pipeline.add_row("alerts resolved", f"{int(alerts.get('RESOLVED', 0)):,}")
     if snap.broker_mb is not None:
-        # Tansu's memory storage keeps every record: this only grows
-        # (docs/architecture.md, "The embedded broker").
+        # flat with disk storage (records are files, trimmed by retention); with
+        # memory storage it only grows (docs/architecture.md, "The embedded broker")
         pipeline.add_row("embedded broker memory (MB)", f"{snap.broker_mb:,.0f}")
     return pipeline
 

@@ -311,6 +311,7 @@ class LocalStack:
         self.broker: ManagedProcess | None = None  # the embedded broker, when started
         self.redis: ManagedProcess | None = None  # the embedded Redis, when started
         self.redis_restarts = 0
+        self.broker_restarts = 0
         self._data_dir: Path | None = None
 
     def __enter__(self) -> Self:
@@ -341,8 +342,9 @@ class LocalStack:
                 budget_mb=sup.embedded_broker_budget_mb,
                 sweep_s=sup.embedded_broker_sweep_s,
             )
-            self._exit.callback(proc.stop)
             self.broker = proc
+            # the broker now, not the one started here: heal_broker may replace it
+            self._exit.callback(lambda: self.broker.stop() if self.broker else None)
             self.started.append(f"kafka broker at {bootstrap}")
             kafka = kafka.model_copy(update={"bootstrap_servers": bootstrap})
         self._data_dir = data_dir
@@ -378,8 +380,7 @@ class LocalStack:
 
         It keeps its data in the data directory (``start_redis``), so it comes back
         with what it had; whatever it lost, the IOC sink replays from Kafka. Returns
-        why it was restarted, or None when it is alive (or not ours). The broker is
-        not restarted: its memory storage would come back empty."""
+        why it was restarted, or None when it is alive (or not ours)."""
         if self.redis is None or self.redis.alive() or self._data_dir is None:
             return None
         code = self.redis.popen.returncode
@@ -392,12 +393,41 @@ class LocalStack:
         log.warning("%s; its log ended with:\n%s", why, tail)
         return why
 
+    def heal_broker(self) -> str | None:
+        """Start the embedded broker again where its clients expect it, when it or its
+        storage died — only with disk storage, which brings back every record, group
+        offset and topic it had (memory storage would come back empty: then `up`'s
+        processes fail and say so instead). Returns why, or None."""
+        broker, sup = self.broker, self.settings.supervise
+        if broker is None or self._data_dir is None or sup.embedded_broker_storage != "disk":
+            return None
+        storage = broker.companion
+        if broker.alive() and (storage is None or storage.alive()):
+            return None
+        dead = broker if not broker.alive() else storage
+        assert dead is not None
+        code, tail = dead.popen.returncode, dead.tail(5)
+        broker.stop()
+        port = int((self.settings.kafka.bootstrap_servers or "").rsplit(":", 1)[1])
+        self.broker, _ = start_broker(
+            self._data_dir,
+            port,
+            storage="disk",
+            budget_mb=sup.embedded_broker_budget_mb,
+            sweep_s=sup.embedded_broker_sweep_s,
+        )
+        self.broker_restarts += 1
+        why = f"{dead.name} exited with status {code}; the broker started again on port {port}"
+        log.warning("%s; its log ended with:\n%s", why, tail)
+        return why
+
     def broker_rss_mb(self) -> float | None:
         """Resident memory of the embedded broker in MB (None: none started, or gone).
 
-        Tansu's memory storage keeps every record and this build neither enforces
-        ``retention.ms`` nor implements DeleteRecords, so this only grows: `databus up`
-        shows it and stops before it exhausts the machine."""
+        With memory storage Tansu keeps every record (this build neither enforces
+        ``retention.ms`` nor implements DeleteRecords), so this only grows: `databus up`
+        shows it and stops before it exhausts the machine. With disk storage (the
+        default) the records are files the storage trims, and this stays flat."""
         if self.broker is None or not self.broker.alive():
             return None
         try:

@@ -35,7 +35,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus import tracing
-from bus.consumers import TP, consumer_config, next_offsets, partition_lag, take
+from bus.consumers import (
+    TP,
+    commit_unless_rebalancing,
+    consumer_config,
+    next_offsets,
+    partition_lag,
+    take,
+)
 from bus.errors import CodecError, DatabusError, SinkError
 from bus.kafka_client import registry_client
 from bus.logs import record_fields
@@ -51,16 +58,6 @@ __all__ = ["SinkRunner"]
 
 _ID_HEADERS = frozenset({"ce_id", "ce_originid"})
 log = logging.getLogger(__name__)
-
-# A commit refused because the group is rebalancing: the records were written, and
-# whoever owns the partitions next replays them into an idempotent sink.
-_REBALANCING = frozenset(
-    {
-        KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.UNKNOWN_MEMBER_ID,
-    }
-)
 
 
 def _where(msg: Message) -> tuple[str, int, int]:
@@ -462,13 +459,7 @@ class SinkRunner:
     def _commit(self, messages: list[Message]) -> None:
         ends = next_offsets(_where(m) for m in messages)
         offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if not (isinstance(err, KafkaError) and err.code() in _REBALANCING):
-                raise
-            log.warning("%s: commit refused in a rebalance (%s), replay expected", self._name, err)
+        if not commit_unless_rebalancing(self._consumer, offsets, self._name):
             return
         self._next.update(ends)
         self._from.update(ends)

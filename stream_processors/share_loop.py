@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bus.audit import AuditLog
-from bus.consumers import consumer_config, next_offsets, take
+from bus.consumers import commit_unless_rebalancing, consumer_config, next_offsets, take
 from bus.errors import CodecError, ConfigError, DatabusError, DeliveryError
 from bus.kafka_client import registry_client
 from bus.settings import Settings
@@ -145,9 +145,10 @@ class ShareLoop:
         ends = next_offsets(
             (m.topic() or "", m.partition() or 0, m.offset() or 0) for m in messages
         )
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False
-        )
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+        # refused in a rebalance: published all the same; the next owner publishes
+        # them again (at least once; subscribers dedupe on the CloudEvents id)
+        commit_unless_rebalancing(self._consumer, offsets, "share")
         if self._audit is not None:
             for dataset, count in sorted(counts.items()):
                 plan = next(p for p in self._plans.values() if p.dataset.id == dataset)

@@ -194,6 +194,31 @@ def up_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpRun]:
             deadline,
         )
         _wait_for("the ledger after redis", lambda: _ledger_ready(redis_url.group(1)), deadline)
+        # The embedded broker dies: `up` starts it again on its port, on its data (disk
+        # storage), and every process is ready again without a restart of its own.
+        broker_port = re.search(r"started kafka broker at 127\.0\.0\.1:(\d+)", "".join(chunks))
+        assert broker_port, "".join(chunks)
+        (broker,) = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "tansu" in " ".join(p.info["cmdline"] or [])
+            and f"tcp://127.0.0.1:{broker_port.group(1)}" in p.info["cmdline"]
+        ]
+        broker.kill()
+        _wait_for(
+            "the embedded broker to be started again",
+            lambda: "the broker started again" in "".join(chunks),
+            deadline,
+        )
+        _wait_for(
+            "every process ready after the broker",
+            lambda: all(
+                _ready(int(p["metrics_port"]))
+                for p in _processes(cwd).values()
+                if p.get("metrics_port")
+            ),
+            deadline,
+        )
         # `up` renders a last frame from fresh figures when it is told to stop.
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=STOP_TIMEOUT_S)
@@ -284,6 +309,16 @@ def test_up_starts_its_embedded_redis_again(up_run: UpRun) -> None:
     )
 
 
+def test_up_starts_its_embedded_broker_again(up_run: UpRun) -> None:
+    out = " ".join(up_run.out.split())  # rich may wrap the line
+    assert re.search(
+        r"kafka broker \(tansu\) exited with status -?\d+; the broker started again on port \d+",
+        out,
+    ), up_run.out
+    # and no bus process had to be restarted for it: test_up_restarts_a_killed_process
+    # reads 0 restarts for every process but the one killed, in the final summary
+
+
 def test_up_leaves_nothing_running(up_run: UpRun) -> None:
     out = up_run.out
     assert up_run.returncode == 0, out
@@ -335,7 +370,8 @@ def test_up_stops_cleanly_when_the_embedded_broker_outgrows_its_limit(tmp_path: 
     out = " ".join((result.stdout + result.stderr).split())  # rich wraps long lines
     assert result.returncode == 1, out
     assert "DATABUS_SUPERVISE__EMBEDDED_BROKER_MAX_MB" in out, out
-    assert "keeps every record (no retention)" in out, out
+    assert "memory storage keeps every record" in out, out
+    assert "DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE=disk" in out, out
     assert "stopped cleanly" not in out, out
     assert "Traceback" not in out, out
     if psutil is not None:
