@@ -158,6 +158,13 @@ def main() -> int:
         help="a check that the soak runs: 1 minute, 15 s of warm-up, a sample every 5 s",
     )
     ap.add_argument("--out", type=Path, default=RESULTS, help="directory of the run's JSON")
+    ap.add_argument(
+        "--budget-mb",
+        type=float,
+        default=None,
+        help="the embedded broker's disk budget for topics kept without a time limit "
+        "(DATABUS_SUPERVISE__EMBEDDED_BROKER_BUDGET_MB; default: up's own)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.minutes, args.warmup_minutes, args.every = 1.0, 0.25, 5.0
@@ -166,6 +173,8 @@ def main() -> int:
     data_dir = work / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABUS_")}
     env["DATABUS_DATA_DIR"] = str(data_dir)
+    if args.budget_mb is not None:
+        env["DATABUS_SUPERVISE__EMBEDDED_BROKER_BUDGET_MB"] = str(args.budget_mb)
     log = (work / "up.out").open("wb")
     cmd = [
         sys.executable,
@@ -224,6 +233,7 @@ def main() -> int:
                 "rate": args.rate,
                 "minutes": args.minutes,
                 "warmup_minutes": args.warmup_minutes,
+                "budget_mb": args.budget_mb,
                 "exit_code": proc.returncode,
                 "figures": figures,
                 "samples": samples,
