@@ -58,10 +58,13 @@ __all__ = [
     "BatchFile",
     "ObjectFiles",
     "PreconditionFailed",
+    "SweepPlan",
     "SweepResult",
     "TopicPolicy",
+    "apply_sweep",
     "build_app",
     "main",
+    "plan_sweep",
     "plan_trim",
     "sweep",
 ]
@@ -358,30 +361,52 @@ def _scan(
     return policies, batches, committed
 
 
-def sweep(files: ObjectFiles, budget_bytes: int, now_ms: int | None = None) -> SweepResult:
-    """Trim by retention and budget (``plan_trim``), then move each trimmed partition's
-    low watermark to its first remaining offset."""
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep found and decided (read-only: made off the event loop)."""
+
+    batches: dict[tuple[str, int], list[BatchFile]]
+    policies: dict[str, TopicPolicy]
+    doomed: list[BatchFile]
+    over_budget: bool
+
+
+def plan_sweep(files: ObjectFiles, budget_bytes: int, now_ms: int | None = None) -> SweepPlan:
+    """Read the broker's files and decide what goes (``plan_trim``); deletes nothing."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     policies, batches, committed = _scan(files)
     doomed, over = plan_trim(batches, policies, committed, now_ms, budget_bytes)
+    return SweepPlan(batches, policies, doomed, over)
+
+
+def apply_sweep(files: ObjectFiles, plan: SweepPlan) -> SweepResult:
+    """Delete the planned batches and move each trimmed partition's low watermark to
+    its first remaining offset. Runs on the event loop, between requests, so the
+    watermark rewrite cannot interleave with the broker's conditional writes."""
     touched: set[tuple[str, int]] = set()
-    for batch in doomed:
+    for batch in plan.doomed:
         files.delete(BUCKET, batch.key)
         touched.add((batch.topic, batch.partition))
-    gone = {b.key for b in doomed}
+    gone = {b.key for b in plan.doomed}
     for tp in touched:
-        remaining = [b for b in batches[tp] if b.key not in gone]
+        remaining = [b for b in plan.batches[tp] if b.key not in gone]
         _move_low_watermark(files, remaining[0])
-    held = sum(b.size for files_ in batches.values() for b in files_) - sum(b.size for b in doomed)
-    budget_held = sum(
-        b.size
-        for (topic, _p), files_ in batches.items()
-        for b in files_
-        if b.key not in gone
-        and not policies.get(topic, TopicPolicy()).compact
-        and policies.get(topic, TopicPolicy()).retention_ms < 0
+    kept = [b for batches in plan.batches.values() for b in batches if b.key not in gone]
+    unlimited = {t for t, p in plan.policies.items() if not p.compact and p.retention_ms < 0} | {
+        t for t, _ in plan.batches if t not in plan.policies
+    }
+    return SweepResult(
+        deleted=len(plan.doomed),
+        freed_bytes=sum(b.size for b in plan.doomed),
+        held_bytes=sum(b.size for b in kept),
+        budget_held_bytes=sum(b.size for b in kept if b.topic in unlimited),
+        over_budget=plan.over_budget,
     )
-    return SweepResult(len(doomed), sum(b.size for b in doomed), held, budget_held, over)
+
+
+def sweep(files: ObjectFiles, budget_bytes: int, now_ms: int | None = None) -> SweepResult:
+    """Trim by retention and budget: ``plan_sweep`` then ``apply_sweep``."""
+    return apply_sweep(files, plan_sweep(files, budget_bytes, now_ms))
 
 
 def _move_low_watermark(files: ObjectFiles, first: BatchFile) -> None:
@@ -492,7 +517,9 @@ async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) 
     while True:
         await asyncio.sleep(every_s)
         try:
-            result = sweep(files, budget_bytes)
+            # reading every batch header takes a while: off the loop, so requests go on
+            plan = await asyncio.to_thread(plan_sweep, files, budget_bytes)
+            result = apply_sweep(files, plan)
         except OSError as exc:  # a file vanished mid-scan, a full disk: next time
             log.warning("retention sweep failed: %s", exc)
             continue
