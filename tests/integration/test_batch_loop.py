@@ -147,6 +147,11 @@ class Runner:
 
 @pytest.fixture
 def settings(stack_settings: Settings) -> Iterator[Settings]:
+    yield loop_settings(stack_settings)
+
+
+def loop_settings(stack_settings: Settings) -> Settings:
+    """A processor group of its own, with the dossier topics and the processor's."""
     s = stack_settings.model_copy(update={"processor_group": f"t-loop-{uuid.uuid4().hex[:8]}"})
     n = s.kafka.partitions
     ensure_topics(
@@ -160,7 +165,7 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
             ),
         ],
     )
-    yield s
+    return s
 
 
 def start_group_at(settings: Settings, raw_start: dict[int, int]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +27,7 @@ from test_batch_loop import (
     _presence,
     dossiers_per_unit,
     ends,
+    loop_settings,
     net_status_deltas,
     publish,
     settings,
@@ -34,7 +35,8 @@ from test_batch_loop import (
 )
 
 from bus.metrics import Metrics
-from bus.settings import Settings
+from bus.settings import Settings, load_settings
+from databus.local_stack import LocalStack
 from databus.standins.object_store import ObjectFiles, sweep
 from producers.simulators import DossierSpec, generate_dossiers
 from schemas.domain.reference import load_reference
@@ -141,8 +143,14 @@ def _corrupt(path: Path) -> None:
     ],
 )
 def test_a_restarted_worker_replays_the_tail_or_rebuilds(
-    settings: Settings, tmp_path: Path, disk: str, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    tmp_path: Path,
+    disk: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if disk == "snapshot":  # on a broker with disk storage, which trims what snapshots cover
+        settings = loop_settings(request.getfixturevalue("disk_stack_settings"))
     std_start = ends(settings, DOSSIERS.std_topic)
     start_group_at(settings, ends(settings, DOSSIERS.raw_topic))
     events = generate_dossiers(
@@ -231,12 +239,22 @@ def test_a_restarted_worker_replays_the_tail_or_rebuilds(
     assert net_status_deltas(settings) == dossiers_per_unit(valid)
 
 
+@pytest.fixture(scope="module")
+def disk_stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A stack of its own whose embedded broker keeps its records on disk."""
+    requested = load_settings(
+        data_dir=tmp_path_factory.mktemp("disk-stack"),
+        supervise={"embedded_broker_storage": "disk"},
+    )
+    with LocalStack(requested) as stack:
+        yield stack.settings
+
+
 def _trim_what_snapshots_cover(settings: Settings) -> None:
     """On the embedded broker's disk storage, trim what the snapshots cover (the
     changelog before them), so the restore below has only snapshots and the tail."""
     storage = settings.data_dir.resolve() / "broker"
-    if not storage.is_dir():
-        return  # another broker (a Kafka in a container, or memory storage)
+    assert storage.is_dir(), "the disk stack's broker storage"
     changelog = changelog_topic(settings.processor_group, DOSSIERS.id)
     records = storage / "tansu" / "clusters"
     before = len(list(records.glob(f"*/topics/{changelog}/partitions/*/records/*.batch")))
