@@ -101,7 +101,7 @@ def _read(
         while len(got) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None:
-                got.append((msg.offset(), msg.value() or b""))
+                got.append((msg.offset() or 0, msg.value() or b""))
     finally:
         consumer.close()
     return got
