@@ -65,7 +65,7 @@ lint: $(STAMP)
 
 ## every throughput benchmark with its same-run baseline, JSON in bench/results/
 ## (figures in docs/benchmarks.md); `make bench BENCH_ARGS=--quick` for small sizes
-BENCHES ?= codec standardize sink_redis sink_sql publisher end_to_end processor
+BENCHES ?= codec standardize sink_redis sink_sql publisher end_to_end processor broker_storage
 bench: $(STAMP)
 	for b in $(BENCHES); do $(BIN)/python bench/$$b.py $(BENCH_ARGS) || exit 1; done
 

@@ -25,7 +25,16 @@ import runs
 
 DOC = runs.RESULTS.parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- report.py: begin -->", "<!-- report.py: end -->"
-BENCHES = ["codec", "standardize", "sink_redis", "sink_sql", "publisher", "end_to_end", "processor"]
+BENCHES = [
+    "codec",
+    "standardize",
+    "sink_redis",
+    "sink_sql",
+    "publisher",
+    "end_to_end",
+    "processor",
+    "broker_storage",
+]
 # A change within this band of 1 is not told apart from the noise of a shared machine.
 NOISE = 0.10
 
