@@ -44,7 +44,7 @@ import signal
 import struct
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -94,7 +94,7 @@ def _http_date(ts: float) -> str:
 
 
 def _iso_date(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
 
 
 @dataclass(frozen=True)
@@ -102,14 +102,30 @@ class Listed:
     key: str
     size: int
     mtime: float
-    path: Path
+
+
+@dataclass
+class _Folder:
+    """What a directory holds: files (name → size, mtime) and subdirectories."""
+
+    files: dict[str, tuple[int, float]] = field(default_factory=dict)
+    dirs: set[str] = field(default_factory=set)
 
 
 class ObjectFiles:
-    """Objects as files under ``root``: ``<root>/<bucket>/<key>``."""
+    """Objects as files under ``root``: ``<root>/<bucket>/<key>``.
+
+    Listings come from an in-memory index of the directories (read from disk once,
+    then kept up to date by ``put`` and ``delete``): the broker lists a partition's
+    batches on every fetch that has records to return, and a walk of the disk each
+    time cost most of the store's CPU under load. The sweep's thread reads the disk,
+    not the index; everything else runs on the event loop."""
 
     def __init__(self, root: Path) -> None:
         self.root = private_dir(root, tighten=True)
+        self._folders: dict[str, _Folder] = {}  # "bucket/dir/…" → what it holds
+        # stored batches' (lastOffsetDelta, maxTimestamp): batches are written once
+        self.batch_headers: dict[str, tuple[int, int]] = {}
 
     def path(self, bucket: str, key: str) -> Path:
         if not bucket or "/" in bucket or bucket.startswith("."):
@@ -156,20 +172,54 @@ class ObjectFiles:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+        self._indexed(bucket, key, (len(data), path.stat().st_mtime))
         return _etag(data)
 
     def delete(self, bucket: str, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(bucket, key).unlink()
+        self._indexed(bucket, key, None)
+        self.batch_headers.pop(key, None)
+
+    def _indexed(self, bucket: str, key: str, stat: tuple[int, float] | None) -> None:
+        """Keep the index of the folders already read in step with a write or delete."""
+        parts = [bucket, *key.split("/")]
+        for depth in range(1, len(parts) - 1):  # each folder now holds the next one
+            folder = self._folders.get("/".join(parts[:depth]))
+            if folder is not None and stat is not None:
+                folder.dirs.add(parts[depth])
+        folder = self._folders.get("/".join(parts[:-1]))
+        if folder is not None:
+            if stat is None:
+                folder.files.pop(parts[-1], None)
+            else:
+                folder.files[parts[-1]] = stat
+
+    def _folder(self, rel: str) -> _Folder:
+        """What ``root/rel`` holds, from the index (read from disk the first time)."""
+        folder = self._folders.get(rel)
+        if folder is None:
+            folder = _Folder()
+            with (
+                contextlib.suppress(FileNotFoundError, NotADirectoryError),
+                os.scandir(self.root / rel) as it,
+            ):
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        folder.dirs.add(entry.name)
+                    elif not entry.name.endswith(_TMP_SUFFIX):
+                        st = entry.stat(follow_symlinks=False)
+                        folder.files[entry.name] = (st.st_size, st.st_mtime)
+            self._folders[rel] = folder
+        return folder
 
     def list(
         self, bucket: str, prefix: str, delimiter: str | None, after: str, max_keys: int
     ) -> tuple[list[Listed], list[str], bool]:
         """Keys under ``prefix`` after ``after`` in key order (S3's ListObjectsV2):
         the objects, the common prefixes (with ``delimiter="/"``) and whether more follow."""
-        base = self.root / bucket
         entries: list[tuple[str, Listed | None]] = []
-        for key, listed in self._walk(base, prefix, delimiter == "/"):
+        for key, listed in self._walk(bucket, prefix, delimiter == "/"):
             if key > after:
                 entries.append((key, listed))
         entries.sort(key=lambda e: e[0])
@@ -179,30 +229,27 @@ class ObjectFiles:
         return objects, prefixes, len(entries) > max_keys
 
     def _walk(
-        self, base: Path, prefix: str, by_folder: bool
+        self, bucket: str, prefix: str, by_folder: bool
     ) -> Iterator[tuple[str, Listed | None]]:
-        folder = prefix.rpartition("/")[0]
-        start = base / folder if folder else base
-        if not start.is_dir():
-            return
+        start = prefix.rpartition("/")[0]  # the deepest folder the prefix names
         stack = [start]
         while stack:
             here = stack.pop()
-            with os.scandir(here) as it:
-                for entry in it:
-                    key = Path(entry.path).relative_to(base).as_posix()
-                    if entry.is_dir(follow_symlinks=False):
-                        sub = key + "/"
-                        if sub.startswith(prefix):
-                            if by_folder:
-                                yield sub, None
-                            else:
-                                stack.append(Path(entry.path))
-                        elif prefix.startswith(sub):
-                            stack.append(Path(entry.path))
-                    elif key.startswith(prefix) and not key.endswith(_TMP_SUFFIX):
-                        st = entry.stat(follow_symlinks=False)
-                        yield key, Listed(key, st.st_size, st.st_mtime, Path(entry.path))
+            folder = self._folder(f"{bucket}/{here}" if here else bucket)
+            lead = f"{here}/" if here else ""
+            for name in folder.dirs:
+                sub = f"{lead}{name}/"
+                if sub.startswith(prefix):
+                    if by_folder:
+                        yield sub, None
+                    else:
+                        stack.append(sub[:-1])
+                elif prefix.startswith(sub):
+                    stack.append(sub[:-1])
+            for name, (size, mtime) in folder.files.items():
+                key = lead + name
+                if key.startswith(prefix):
+                    yield key, Listed(key, size, mtime)
 
 
 # --- retention -------------------------------------------------------------------
@@ -340,12 +387,13 @@ def _scan(
             for entry in os.scandir(records):
                 if not entry.name.endswith(".batch"):
                     continue
-                header = _read_batch(Path(entry.path))
+                key = Path(entry.path).relative_to(bucket).as_posix()
+                header = files.batch_headers.get(key) or _read_batch(Path(entry.path))
                 if header is None:
                     continue
+                files.batch_headers[key] = header
                 offset = int(entry.name.removesuffix(".batch"))
                 size = entry.stat().st_size
-                key = Path(entry.path).relative_to(bucket).as_posix()
                 found.append(
                     BatchFile(topic, partition, offset, offset + header[0], header[1], size, key)
                 )
@@ -448,6 +496,8 @@ def build_app(files: ObjectFiles) -> web.Application:
             if request.method in ("GET", "HEAD"):
                 data, mtime = files.get(bucket, key)
                 headers = {"ETag": _etag(data), "Last-Modified": _http_date(mtime)}
+                if request.headers.get("If-None-Match") == headers["ETag"]:
+                    return web.Response(status=304, headers=headers)  # the caller's copy holds
                 if request.method == "HEAD":
                     headers["Content-Length"] = str(len(data))
                     return web.Response(headers=headers)

@@ -73,6 +73,11 @@ def test_object_store_speaks_the_s3_calls_the_broker_makes(store: str, tmp_path:
         assert keys == ["a/watermark.json"] and prefixes == ["a/records/"]
 
         assert http.delete("/tansu/a/records/00000000000000000000.batch").status_code == 204
+        listed = http.get("/tansu", params={"list-type": "2", "prefix": "a/records/"})
+        assert _keys(listed.text)[0] == [f"a/records/{i:020}.batch" for i in (1, 2, 3, 4)]
+        # a GET with the ETag the caller holds: not modified
+        held = http.get("/tansu/a/watermark.json", headers={"If-None-Match": ok.headers["ETag"]})
+        assert held.status_code == 304
         missing = http.get("/tansu/a/records/00000000000000000000.batch")
         assert missing.status_code == 404 and b"NoSuchKey" in missing.content
         # no way out of the store's directory
