@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "chaos")]
+sys.path[:0] = [str(ROOT / "tests" / "chaos"), str(ROOT / "tests")]
 
 from chaos_harness import format_table, run_scenario  # noqa: E402
 from chaos_scenarios import SCENARIOS  # noqa: E402

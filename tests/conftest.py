@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 import redis
+from broker_storage import supervise_for_tests
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -52,11 +53,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     bootstrap = next(docker)
     overrides: dict[str, object] = {
         "data_dir": tmp_path_factory.mktemp("stack"),
-        # The suite's shared broker keeps its records in memory: an acknowledged write
-        # one at a time takes ~1-3 ms there against ~7 ms on disk storage, and the suite
-        # has a time budget. Disk storage (the default of `databus up`) is what the
-        # `databus up` tests, the chaos suite and test_broker_on_disk.py run on.
-        "supervise": {"embedded_broker_storage": "memory"},
+        "supervise": supervise_for_tests(),  # memory storage: tests/broker_storage.py
     }
     if bootstrap is not None:
         overrides["kafka"] = {"bootstrap_servers": bootstrap}

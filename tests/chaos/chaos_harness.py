@@ -40,6 +40,7 @@ from typing import IO, Any
 import httpx
 import redis
 import sqlalchemy as sa
+from broker_storage import supervise_for_tests
 from chaos_check import (
     DlqCheck,
     Letter,
@@ -351,6 +352,7 @@ class ChaosBus:
             redis={"url": self.redis.url},
             schema_registry={"url": None},
             shared_repo={"url": repo_url, "db_schema": "chaos" if repo_url else None},
+            supervise=supervise_for_tests(),
         )
         self._stack = LocalStack(requested).__enter__()
         self.settings = self._stack.settings

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from broker_storage import supervise_for_tests
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.consumers import take
@@ -117,6 +118,7 @@ def own_bus(
         kafka={"bootstrap_servers": None},
         redis={"url": None if with_redis else "redis://unused:1/0"},
         schema_registry={"url": None},
+        supervise=supervise_for_tests(),
     )
     with LocalStack(requested) as stack:
         ensure_topics(stack.settings, bus_topics(stack.settings))

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 import redis
+from broker_storage import supervise_for_tests
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
@@ -314,7 +315,9 @@ def test_databus_sink_ioc_rebuild_replays_everything_and_exits_when_caught_up(
 ) -> None:
     # a stack of its own, as `databus up` starts it: the catalog's topics hold only
     # what this test produced
-    with LocalStack(load_settings(data_dir=tmp_path / "stack")) as stack:
+    with LocalStack(
+        load_settings(data_dir=tmp_path / "stack", supervise=supervise_for_tests())
+    ) as stack:
         settings = stack.settings
         assert settings.schema_registry.url is not None and settings.redis.url is not None
         feed = Feed(settings, registry_client({"url": settings.schema_registry.url}), "")
