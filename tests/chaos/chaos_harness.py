@@ -40,7 +40,6 @@ from typing import IO, Any
 import httpx
 import redis
 import sqlalchemy as sa
-from broker_storage import supervise_for_tests
 from chaos_check import (
     DlqCheck,
     Letter,
@@ -55,6 +54,7 @@ from chaos_check import (
 )
 from chaos_publisher import Plan, plan_records
 from confluent_kafka import Consumer, TopicPartition
+from stack_storage import supervise_for_tests
 
 from bus.consumers import take
 from bus.settings import Settings, load_settings

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from broker_storage import supervise_for_tests
 from confluent_kafka import Consumer, TopicPartition
+from stack_storage import supervise_for_tests
 
 from bus.consumers import take
 from bus.settings import Settings, load_settings

@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 import pytest
 import redis
-from broker_storage import supervise_for_tests
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from databus_cli import run_databus
 from registry_clients import registry_client
+from stack_storage import supervise_for_tests
 from std_samples import SIMULATED, std_events
 from test_ioc_store import NOW, UNITS, generated_events, make_alert
 
