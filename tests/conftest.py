@@ -17,7 +17,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from registry_clients import close_all
-from stack_storage import supervise_for_tests
 
 from bus import tracing
 from bus.settings import Settings, load_settings
@@ -53,7 +52,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     bootstrap = next(docker)
     overrides: dict[str, object] = {
         "data_dir": tmp_path_factory.mktemp("stack"),
-        "supervise": supervise_for_tests(),  # memory storage: tests/stack_storage.py
+        # memory storage: faster one-at-a-time writes (tests/stack_storage.py)
+        "supervise": {"embedded_broker_storage": "memory"},
     }
     if bootstrap is not None:
         overrides["kafka"] = {"bootstrap_servers": bootstrap}

@@ -1,11 +1,8 @@
-"""Which storage the tests' own embedded brokers use.
-
-Memory, unless ``DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE`` says otherwise: an
-acknowledged write one at a time takes ~1-3 ms there against ~7 ms on disk storage
-(``bench/broker_storage.py``), and the suite has a time budget. Disk storage, the
-default of `databus up`, is what the `databus up` tests, ``test_broker_on_disk.py``
-and the snapshot restore run on; ``DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE=disk
-make test-slow`` runs the chaos scenarios on it too.
+"""Which storage the tests' own embedded brokers use (the bus-process, chaos and IOC
+rebuild stacks): disk, as `databus up`, unless ``DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE``
+says otherwise. The suite's shared stack (``tests/conftest.py``) keeps memory storage:
+an acknowledged write one at a time is several times faster there
+(``bench/broker_storage.py``), and most tests write that way.
 """
 
 from __future__ import annotations
@@ -17,5 +14,5 @@ __all__ = ["supervise_for_tests"]
 
 def supervise_for_tests() -> dict[str, str]:
     """The ``supervise`` settings override for a test's ``LocalStack``."""
-    storage = os.environ.get("DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE", "memory")
+    storage = os.environ.get("DATABUS_SUPERVISE__EMBEDDED_BROKER_STORAGE", "disk")
     return {"embedded_broker_storage": storage}
