@@ -8,6 +8,11 @@ PACKAGES := bus databus producers schemas sinks stream_processors
 # functions and fixtures need not annotate every argument. The product packages they import
 # are read, not reported (the first mypy run reports them); a cache of its own stops the two
 # runs' different flags from invalidating each other's cache.
+# The suite's tests mostly wait on the servers and processes they start (pytest uses
+# about a third of two cores in one process), so two pytest-xdist workers halve its time.
+# --dist loadfile: a test file's tests share its module fixtures (a bus of its own),
+# so a file runs on one worker. `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
 MYPY_TESTS := --allow-untyped-defs --allow-incomplete-defs --follow-imports=silent \
 	--cache-dir=.mypy_cache/tests tests bench
 
@@ -37,7 +42,7 @@ test: $(STAMP)
 	$(BIN)/python -m compileall -q $(PACKAGES) > /dev/null
 	@$(MAKE) --no-print-directory test-rules
 	@# --durations: the slowest tests in every run's log, to keep the suite under budget
-	$(BIN)/python -m pytest -m "not slow" --durations=20 tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=20 tests
 
 ## promtool check + unit tests of the alert rules (deploy/prometheus/tests); skipped,
 ## saying so, where promtool is not installed (Debian: apt-get install prometheus)

@@ -24,6 +24,12 @@ from databus.local_stack import LocalStack
 
 # A process that fails exits at once in the tests: no Prometheus will scrape it.
 os.environ.setdefault("DATABUS_METRICS__FINAL_SCRAPE_S", "0")
+# A pytest-xdist worker (make test) starts with COLUMNS=80 and LINES=24 in its
+# environment. The CLI's consoles, created when a test module imports them, would fix
+# that width for good, and a test that sets COLUMNS for a wide table would not get it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
 
 
 def _docker_kafka() -> Generator[str | None]:
