@@ -43,7 +43,8 @@ import os
 import signal
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from bisect import bisect_right, insort
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,12 +105,44 @@ class Listed:
     mtime: float
 
 
+def _contents(key: str, size: int, mtime: float) -> str:
+    """One object's ``<Contents>`` element in a listing."""
+    etag = f'"{size:x}-{int(mtime * 1e6):x}"'  # listings: no content read (not compared)
+    return (
+        f"<Contents><Key>{escape(key)}</Key><LastModified>{_iso_date(mtime)}</LastModified>"
+        f"<ETag>{escape(etag)}</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+    )
+
+
 @dataclass
 class _Folder:
-    """What a directory holds: files (name → size, mtime) and subdirectories."""
+    """What a directory holds: files (name → size, mtime) and subdirectories.
+
+    ``order`` (the files' names sorted, built on the first listing) and ``xml`` (each
+    file's listing element) make listing a folder of files a slice and a join: the
+    broker lists a partition's whole folder of batches on every fetch, so the cost
+    of a listing element is paid once per file, not once per fetch."""
 
     files: dict[str, tuple[int, float]] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=set)
+    order: list[str] | None = None
+    xml: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        if self.order is None:
+            self.order = sorted(self.files)
+        return self.order
+
+    def set_file(self, name: str, stat: tuple[int, float]) -> None:
+        if name not in self.files and self.order is not None:
+            insort(self.order, name)  # batches come in key order: an append
+        self.files[name] = stat
+        self.xml.pop(name, None)
+
+    def drop_file(self, name: str) -> None:
+        if self.files.pop(name, None) is not None:
+            self.order = None  # sorted again at the next listing
+            self.xml.pop(name, None)
 
 
 class ObjectFiles:
@@ -191,9 +224,9 @@ class ObjectFiles:
         folder = self._folders.get("/".join(parts[:-1]))
         if folder is not None:
             if stat is None:
-                folder.files.pop(parts[-1], None)
+                folder.drop_file(parts[-1])
             else:
-                folder.files[parts[-1]] = stat
+                folder.set_file(parts[-1], stat)
 
     def _folder(self, rel: str) -> _Folder:
         """What ``root/rel`` holds, from the index (read from disk the first time)."""
@@ -227,6 +260,37 @@ class ObjectFiles:
         objects = [e[1] for e in page if e[1] is not None]
         prefixes = [e[0] for e in page if e[1] is None]
         return objects, prefixes, len(entries) > max_keys
+
+    def listing(
+        self, bucket: str, prefix: str, delimiter: str | None, after: str, max_keys: int
+    ) -> tuple[Sequence[str], Sequence[str], str | None]:
+        """``list`` as a listing's parts: the objects' ``<Contents>`` elements, the
+        common prefixes, and the last key when more follow (None: the last page).
+
+        A prefix that names a folder of files only (a partition's batches) is served
+        from the folder's sorted names and cached elements; anything else walks."""
+        if prefix == "" or prefix.endswith("/"):
+            folder = self._folder(f"{bucket}/{prefix[:-1]}" if prefix else bucket)
+            if not folder.dirs:
+                names = folder.names()
+                if after.startswith(prefix):
+                    start = bisect_right(names, after[len(prefix) :])
+                else:
+                    start = 0 if after < prefix else len(names)
+                page = names[start : start + max_keys]
+                xml = folder.xml
+                elements = []
+                for name in page:
+                    element = xml.get(name)
+                    if element is None:
+                        size, mtime = folder.files[name]
+                        element = xml[name] = _contents(prefix + name, size, mtime)
+                    elements.append(element)
+                more = start + max_keys < len(names)
+                return elements, [], prefix + page[-1] if more and page else None
+        objects, prefixes, truncated = self.list(bucket, prefix, delimiter, after, max_keys)
+        last = max([o.key for o in objects] + prefixes) if truncated else None
+        return [_contents(o.key, o.size, o.mtime) for o in objects], prefixes, last
 
     def _walk(
         self, bucket: str, prefix: str, by_folder: bool
@@ -538,25 +602,19 @@ def _list(files: ObjectFiles, bucket: str, query: Mapping[str, str]) -> web.Resp
         max_keys = max(1, min(_MAX_KEYS, int(query.get("max-keys", _MAX_KEYS))))
     except ValueError:
         return _error(400, "InvalidArgument", "max-keys")
-    objects, prefixes, truncated = files.list(
+    elements, prefixes, last = files.listing(
         bucket, prefix, query.get("delimiter"), after, max_keys
     )
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
         f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix>",
-        f"<KeyCount>{len(objects) + len(prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
-        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+        f"<KeyCount>{len(elements) + len(prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
+        f"<IsTruncated>{'false' if last is None else 'true'}</IsTruncated>",
     ]
-    if truncated:
-        last = max([o.key for o in objects] + prefixes)
+    if last is not None:
         parts.append(f"<NextContinuationToken>{escape(last)}</NextContinuationToken>")
-    for o in objects:
-        etag = f'"{o.size:x}-{int(o.mtime * 1e6):x}"'  # listings: no content read (not compared)
-        parts.append(
-            f"<Contents><Key>{escape(o.key)}</Key><LastModified>{_iso_date(o.mtime)}</LastModified>"
-            f"<ETag>{escape(etag)}</ETag><Size>{o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
-        )
+    parts.extend(elements)
     for p in prefixes:
         parts.append(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>")
     parts.append("</ListBucketResult>")
