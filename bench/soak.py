@@ -25,10 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 RESULTS = Path(__file__).parent / "results"
 BAR = 1.20
@@ -64,8 +66,40 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+_LAG = ("databus_consumer_lag", "databus_sink_consumer_lag")
+
+
+def lag(data_dir: Path) -> dict[str, int]:
+    """Each bus process's consumer lag (its metric summed over partitions), scraped
+    from the metrics ports `up` lists in ``processes.json``: a bus that keeps up has a
+    lag that stays small; one that falls behind, a lag that grows."""
+    try:
+        processes = json.loads((data_dir / "processes.json").read_text())["processes"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    out: dict[str, int] = {}
+    for p in processes:
+        port = p.get("metrics_port")
+        if not port:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            continue  # restarting, or no metrics yet
+        total = sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name in _LAG
+            for sample in family.samples
+        )
+        out[str(p["name"])] = int(total)
+    return out
+
+
 def sample(up: psutil.Process, data_dir: Path) -> dict[str, object]:
-    """RSS in MB per named process (summed when a role has several), and the data dir."""
+    """RSS in MB per named process (summed when a role has several), the data dir,
+    and each bus process's consumer lag."""
     rss: dict[str, float] = {}
     try:
         procs = [up, *up.children(recursive=True)]
@@ -82,6 +116,7 @@ def sample(up: psutil.Process, data_dir: Path) -> dict[str, object]:
         "t": round(time.monotonic(), 1),
         "rss_mb": rss,
         "data_dir_mb": round(_dir_size(data_dir) / 1e6, 1),
+        "lag": lag(data_dir),
     }
 
 
@@ -105,6 +140,19 @@ def summarize(samples: list[dict[str, object]], warmup_s: float) -> dict[str, di
         out[f"rss {name}"] = {"warm": w, "end": e, "ratio": round(e / w, 3) if w else 0.0}
     w, e = float(warm["data_dir_mb"]), float(end["data_dir_mb"])  # type: ignore[arg-type]
     out["data dir"] = {"warm": w, "end": e, "ratio": round(e / w, 3) if w else 0.0}
+    return out
+
+
+def lag_figures(samples: list[dict[str, object]], warmup_s: float) -> dict[str, dict[str, int]]:
+    """Per bus process after warm-up: its largest consumer lag and its last."""
+    t0 = float(samples[0]["t"])  # type: ignore[arg-type]
+    out: dict[str, dict[str, int]] = {}
+    for s in samples:
+        if float(s["t"]) - t0 < warmup_s:  # type: ignore[arg-type]
+            continue
+        for name, value in dict(s.get("lag") or {}).items():  # type: ignore[call-overload]
+            f = out.setdefault(name, {"max": 0, "end": 0})
+            f["max"], f["end"] = max(f["max"], int(value)), int(value)
     return out
 
 
@@ -204,7 +252,7 @@ def main() -> int:
             samples.append(s)
             print(
                 f"{time.monotonic() - started:7.0f} s  {json.dumps(s['rss_mb'])}  "
-                f"data {s['data_dir_mb']} MB",
+                f"data {s['data_dir_mb']} MB  lag {sum(dict(s['lag']).values())}",  # type: ignore[call-overload]
                 flush=True,
             )
             time.sleep(args.every)  # the sampling period, not synchronisation
@@ -223,6 +271,7 @@ def main() -> int:
                 proc.wait()
         log.close()
     figures = summarize(samples, args.warmup_minutes * 60) if samples else {}
+    lags = lag_figures(samples, args.warmup_minutes * 60) if samples else {}
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out / f"soak-{stamp}.json"
@@ -236,6 +285,7 @@ def main() -> int:
                 "budget_mb": args.budget_mb,
                 "exit_code": proc.returncode,
                 "figures": figures,
+                "lag_after_warmup": lags,
                 "samples": samples,
             },
             indent=1,
@@ -248,6 +298,10 @@ def main() -> int:
         if flag:
             over.append(name)
         print(f"{name:<24}{f['warm']:>10.1f}{f['end']:>10.1f}{f['ratio']:>8.2f}{flag}")
+    if lags:
+        print(f"\n{'consumer lag after warm-up':<28}{'max':>10}{'end':>10}")
+        for name, g in sorted(lags.items()):
+            print(f"{name:<28}{g['max']:>10,}{g['end']:>10,}")
     print(f"raw run: {out}; `up` output and logs: {work}")
     return 1 if over else 0
 

@@ -48,9 +48,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 from aiohttp import web
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from bus.private_files import OWNER_ONLY_UMASK, private_dir
 
@@ -65,6 +67,8 @@ __all__ = [
     "apply_sweep",
     "build_app",
     "main",
+    "merge_batches",
+    "plan_merges",
     "plan_sweep",
     "plan_trim",
     "sweep",
@@ -76,6 +80,15 @@ BUCKET = "tansu"
 """The bucket the embedded broker writes to (``--storage-engine s3://tansu/``)."""
 _CLUSTER_PREFIX = "clusters/"
 _MAX_KEYS = 1000
+# merging small batch files (plan_merges): batches up to _MERGE_SMALL bytes, merged
+# up to _MERGE_TARGET; a partition's newest _MERGE_KEEP_NEWEST are left alone; at
+# most _MERGE_MAX_PER_SWEEP bytes of merged batches held by one sweep
+_MERGE_SMALL = 512 * 1024
+_MERGE_TARGET = 1024 * 1024
+_MERGE_KEEP_NEWEST = 8
+_MERGE_MAX_PER_SWEEP = 64 * 1024 * 1024
+# batch attributes that forbid a merge: compression, log-append time, transactional, control
+_UNMERGEABLE = 0x07 | 0x08 | 0x10 | 0x20
 _TMP_SUFFIX = ".tmp"
 # A Kafka record batch (v2) starts: baseOffset i64, batchLength i32, leaderEpoch i32,
 # magic i8, crc u32, attributes i16, lastOffsetDelta i32, baseTimestamp i64, maxTimestamp i64
@@ -184,11 +197,13 @@ class ObjectFiles:
         *,
         if_match: str | None = None,
         if_none_match: str | None = None,
+        mtime: float | None = None,
     ) -> str:
         """Write the object (replacing it) and return its ETag.
 
         ``if_none_match="*"``: only when there is none; ``if_match``: only when the
-        current one has that ETag. Otherwise ``PreconditionFailed``."""
+        current one has that ETag. Otherwise ``PreconditionFailed``. ``mtime``: the
+        modification time to keep (a merged batch keeps its first batch's)."""
         path = self.path(bucket, key)
         if if_none_match is not None or if_match is not None:
             try:
@@ -204,8 +219,11 @@ class ObjectFiles:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
         os.replace(tmp, path)
         self._indexed(bucket, key, (len(data), path.stat().st_mtime))
+        self.batch_headers.pop(key, None)  # a batch rewritten by a merge
         return _etag(data)
 
     def delete(self, bucket: str, key: str) -> None:
@@ -355,6 +373,7 @@ class SweepResult:
     held_bytes: int  # every batch still stored
     budget_held_bytes: int  # the batches the budget covers
     over_budget: bool  # the budget could not be met without taking undelivered records
+    merged: int = 0  # small batch files folded into larger ones
 
     def line(self) -> str:
         mb = 1e6
@@ -365,6 +384,8 @@ class SweepResult:
         )
         if self.over_budget:
             text += " — over the budget, but the rest is not yet delivered to every group"
+        if self.merged:
+            text += f"; {self.merged} small record batches merged into larger ones"
         return text
 
 
@@ -409,6 +430,92 @@ def plan_trim(
             budget_held -= batch.size
         over = budget_held > budget_bytes
     return doomed, over
+
+
+def plan_merges(
+    batches: Mapping[tuple[str, int], list[BatchFile]], doomed: set[str]
+) -> list[list[BatchFile]]:
+    """Runs of a partition's small, consecutive, older batches, each to be rewritten as
+    one batch (pure).
+
+    The broker lists a partition's whole folder of batch files on every fetch, so a
+    partition written in many small batches (a live feed, a flushing publisher) gets
+    slower to read with every batch it keeps; past a couple of thousand files, fetches
+    stall. Merged, the same records take a file per ~1 MB. The newest batches are left
+    alone (the broker's active end), and so are the ones this sweep deletes."""
+    runs: list[list[BatchFile]] = []
+    for files in batches.values():
+        run: list[BatchFile] = []
+        size = 0
+        for batch in files[: max(0, len(files) - _MERGE_KEEP_NEWEST)]:
+            small = batch.key not in doomed and batch.size <= _MERGE_SMALL
+            follows = bool(run) and batch.offset == run[-1].last_offset + 1
+            if small and follows and size + batch.size <= _MERGE_TARGET:
+                run.append(batch)
+                size += batch.size
+                continue
+            if len(run) > 1:
+                runs.append(run)
+            run, size = ([batch], batch.size) if small else ([], 0)
+        if len(run) > 1:
+            runs.append(run)
+    return runs
+
+
+def merge_batches(blobs: Sequence[tuple[int, bytes]]) -> bytes | None:
+    """One record batch (Kafka format v2) holding every record of ``blobs``, stored
+    batches of consecutive offsets (each with the offset its key names), with their
+    offsets, timestamps, keys, values and headers; None when one of them cannot be
+    merged safely (compressed, transactional, a control batch, log-append time, not
+    exactly one batch).
+
+    The broker keeps a batch's offset in its key and writes its header's base offset
+    as it came (0 from a producer): the merged batch keeps the first one's header
+    base offset, and the records' deltas count from the first key's offset."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=2**31 - 1,
+    )
+    try:
+        return _merged(builder, blobs)
+    except Exception:  # anything unreadable is left as it is: a merge only saves listings
+        return None
+
+
+def _merged(builder: Any, blobs: Sequence[tuple[int, bytes]]) -> bytes | None:
+    first: int | None = None
+    count = 0
+    header_base = b""
+    for offset, blob in blobs:
+        if len(blob) < _BATCH_HEADER.size:
+            return None
+        _b, length, _e, magic, _c, attrs, _d, _f, _m = _BATCH_HEADER.unpack_from(blob)
+        if magic != 2 or attrs & _UNMERGEABLE or length + 12 != len(blob):
+            return None
+        batch = DefaultRecordBatch(blob)
+        if not batch.validate_crc():
+            return None
+        if first is None:
+            first, header_base = offset, blob[:8]
+        elif offset != first + count:
+            return None  # a gap: merged offsets would not be the stored ones
+        for i, record in enumerate(batch):
+            if record.offset - batch.base_offset != i:
+                return None  # a batch with holes in its offsets
+            headers = list(record.headers)
+            if builder.append(count, record.timestamp, record.key, record.value, headers) is None:
+                return None
+            count += 1
+    if first is None or count == 0:
+        return None
+    out = builder.build()
+    out[0:8] = header_base  # outside the CRC
+    return bytes(out)
 
 
 def _read_batch(path: Path) -> tuple[int, int] | None:
@@ -481,6 +588,8 @@ class SweepPlan:
     policies: dict[str, TopicPolicy]
     doomed: list[BatchFile]
     over_budget: bool
+    # (the first batch's key, the merged batch, the keys it replaces, the first's mtime)
+    merges: list[tuple[str, bytes, list[str], float]] = field(default_factory=list)
 
 
 def plan_sweep(files: ObjectFiles, budget_bytes: int, now_ms: int | None = None) -> SweepPlan:
@@ -488,13 +597,36 @@ def plan_sweep(files: ObjectFiles, budget_bytes: int, now_ms: int | None = None)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     policies, batches, committed = _scan(files)
     doomed, over = plan_trim(batches, policies, committed, now_ms, budget_bytes)
-    return SweepPlan(batches, policies, doomed, over)
+    merges: list[tuple[str, bytes, list[str], float]] = []
+    held = 0
+    for run in plan_merges(batches, {b.key for b in doomed}):
+        if held > _MERGE_MAX_PER_SWEEP:
+            break  # the rest at the next sweep
+        try:
+            mtime = (files.root / BUCKET / run[0].key).stat().st_mtime
+            merged = merge_batches(
+                [(b.offset, (files.root / BUCKET / b.key).read_bytes()) for b in run]
+            )
+        except OSError:
+            continue  # trimmed meanwhile
+        if merged is not None:
+            merges.append((run[0].key, merged, [b.key for b in run[1:]], mtime))
+            held += len(merged)
+    return SweepPlan(batches, policies, doomed, over, merges)
 
 
 def apply_sweep(files: ObjectFiles, plan: SweepPlan) -> SweepResult:
     """Delete the planned batches and move each trimmed partition's low watermark to
     its first remaining offset. Runs on the event loop, between requests, so the
     watermark rewrite cannot interleave with the broker's conditional writes."""
+    for key, merged, replaced, mtime in plan.merges:
+        # The merged batch first, at its first key: a reader between the two steps
+        # finds the same records either way. It keeps the first batch's modification
+        # time: the broker takes a partition's earliest offset from its oldest object,
+        # and a merged batch dated now would hide every record before the newest ones.
+        files.put(BUCKET, key, merged, mtime=mtime)
+        for old in replaced:
+            files.delete(BUCKET, old)
     touched: set[tuple[str, int]] = set()
     for batch in plan.doomed:
         files.delete(BUCKET, batch.key)
@@ -513,6 +645,7 @@ def apply_sweep(files: ObjectFiles, plan: SweepPlan) -> SweepResult:
         held_bytes=sum(b.size for b in kept),
         budget_held_bytes=sum(b.size for b in kept if b.topic in unlimited),
         over_budget=plan.over_budget,
+        merged=sum(len(replaced) for _k, _m, replaced, _t in plan.merges),
     )
 
 
@@ -631,7 +764,10 @@ async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) 
         except OSError as exc:  # a file vanished mid-scan, a full disk: next time
             log.warning("retention sweep failed: %s", exc)
             continue
-        if result.deleted or result.over_budget:
+        except Exception:  # a defect: said, and the next sweep tries again
+            log.exception("retention sweep failed")
+            continue
+        if result.deleted or result.over_budget or result.merged:
             log.info("retention: %s", result.line())
 
 

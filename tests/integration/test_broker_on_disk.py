@@ -200,6 +200,31 @@ def test_the_sweep_runs_by_itself_and_the_broker_log_stays_clean(tmp_path: Path)
     assert "panicked" not in broker.log_path.read_text()
 
 
+def test_small_batches_are_merged_and_every_record_stays_readable(tmp_path: Path) -> None:
+    """A partition written one record per produce request gets a file per record; the
+    broker lists the folder on every fetch, and past a couple of thousand files reads
+    stall. The sweep merges the older small batches: the same records at the same
+    offsets, read from the beginning (the earliest offset stays 0) and from the middle."""
+    broker, bootstrap = start_broker(tmp_path, storage="disk", sweep_s=0.5)
+    folder = tmp_path / "broker" / "tansu" / "clusters"
+    files = lambda: list(folder.glob("*/topics/feed/partitions/*/records/*.batch"))  # noqa: E731
+    try:
+        _create(bootstrap, NewTopic("feed", 1, 1))
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        for i in range(300):
+            producer.produce("feed", value=b"r%d" % i, key=b"k%d" % (i % 7), partition=0)
+            producer.flush(30)  # a batch each
+        wait_for("the small batches to be merged", lambda: len(files()) <= 10, timeout=60)
+        assert _read(bootstrap, "feed", 300) == [(i, b"r%d" % i) for i in range(300)]
+        assert _read(bootstrap, "feed", 50, start=250) == [(i, b"r%d" % i) for i in range(250, 300)]
+        _produce(bootstrap, "feed", [b"after"])  # the broker goes on writing after them
+        assert _read(bootstrap, "feed", 301)[-1] == (300, b"after")
+    finally:
+        broker.stop()
+    assert "small record batches merged" in _storage_log(broker)
+    assert "panicked" not in broker.log_path.read_text()
+
+
 def _storage_log(broker: ManagedProcess) -> str:
     assert broker.companion is not None
     return broker.companion.log_path.read_text()
