@@ -207,7 +207,10 @@ def test_small_batches_are_merged_and_every_record_stays_readable(tmp_path: Path
     offsets, read from the beginning (the earliest offset stays 0) and from the middle."""
     broker, bootstrap = start_broker(tmp_path, storage="disk", sweep_s=0.5)
     folder = tmp_path / "broker" / "tansu" / "clusters"
-    files = lambda: list(folder.glob("*/topics/feed/partitions/*/records/*.batch"))  # noqa: E731
+
+    def files() -> list[Path]:
+        return list(folder.glob("*/topics/feed/partitions/*/records/*.batch"))
+
     try:
         _create(bootstrap, NewTopic("feed", 1, 1))
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
