@@ -38,13 +38,17 @@ class TopicSpec:
 def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec], timeout: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names it created."""
+    """Create the topics that do not exist yet; returns the names it created. A topic
+    named twice is created once, as first given (a request naming a topic twice gets
+    the embedded broker's reply to it refused by the client as malformed)."""
     admin = AdminClient(settings.kafka.client_config())
-    wanted = list(specs)
+    wanted: dict[str, TopicSpec] = {}
+    for spec in specs:
+        wanted.setdefault(spec.name, spec)
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [
         NewTopic(s.name, s.partitions, settings.kafka.replication_factor, config=s.config())
-        for s in wanted
+        for s in wanted.values()
         if s.name not in existing
     ]
     if not new:

@@ -82,3 +82,10 @@ def test_ensure_topics_uses_each_specs_partitions_and_retention(
     configs = admin.describe_configs([resource])[resource].result(timeout=10)
     assert configs["retention.ms"].value == "3600000"
     assert configs["cleanup.policy"].value == "delete"
+
+
+def test_a_topic_named_twice_is_created_once_as_first_given(stack_settings: Settings) -> None:
+    name = f"test.twice_{uuid.uuid4().hex[:8]}.raw.v1"
+    created = ensure_topics(stack_settings, [TopicSpec(name, 2), TopicSpec(name, 5)])
+    assert created == [name]
+    assert partition_counts(stack_settings)[name] == 2
