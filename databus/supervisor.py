@@ -87,6 +87,10 @@ class Child:
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_at: float | None = None  # last time /readyz answered ready (or the start)
+    # when /readyz first failed since it last answered ready; None while it answers
+    # ready. The state shown follows the probes, not the time since the last one: a
+    # summary drawn a few seconds after a good probe (a busy machine) says "running".
+    unready_since: float | None = None
     restarts: int = 0
     in_a_row: int = 0
     restart_at: float | None = None  # when a pending restart is due
@@ -101,7 +105,7 @@ class Child:
             return f"restarting in {max(0.0, self.restart_at - now):.0f} s"
         if self.popen is None or self.popen.poll() is not None:
             return "stopped"
-        unready = now - self.ready_at if self.ready_at is not None else 0.0
+        unready = now - self.unready_since if self.unready_since is not None else 0.0
         if self.metrics_port is not None and unready > 2.0:
             return f"not ready for {unready:.0f} s"
         return "running"
@@ -143,6 +147,7 @@ class Supervisor:
         now = self.clock()
         child.started_at = now
         child.ready_at = now
+        child.unready_since = now  # not ready until a probe says so
         child.restart_at = None
         self.write_state()
 
@@ -184,7 +189,11 @@ class Supervisor:
                 continue
             if self.ready(child.metrics_port):
                 child.ready_at = now
-            elif child.ready_at is not None and (
+                child.unready_since = None
+                continue
+            if child.unready_since is None:
+                child.unready_since = now
+            if child.ready_at is not None and (
                 now - child.ready_at >= self.settings.not_ready_restart_s
             ):
                 _terminate(child.popen)

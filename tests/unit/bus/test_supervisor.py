@@ -97,3 +97,39 @@ def test_a_process_not_ready_too_long_is_stopped_and_restarted_with_backoff(
     finally:
         sup.stop(timeout=10)
     assert all(c.popen is None or c.popen.poll() is not None for c in sup.children.values())
+
+
+def test_the_state_shown_follows_the_probes_not_the_time_since_the_last_one(
+    tmp_path: Path,
+) -> None:
+    """A summary drawn a few seconds after a good probe (a busy machine, a slow scrape)
+    says "running"; "not ready" is shown only once a probe failed, for how long since."""
+    from databus.local_stack import free_port
+
+    now, answer = [0.0], [True]
+    sup = Supervisor(
+        tmp_path / "logs",
+        tmp_path / "processes.json",
+        load_settings().supervise,
+        clock=lambda: now[0],
+        ready=lambda port: answer[0],
+    )
+    sup.add("receiver", ["health-receiver", "--port", str(free_port())], dict(os.environ), port=1)
+    try:
+        now[0] = 5.0
+        assert sup.rows()[0][2] == "not ready for 5 s"  # started, never probed ready yet
+        sup.check()
+        now[0] = 9.0  # four seconds after the good probe, no probe since
+        assert sup.rows()[0][2] == "running"
+        answer[0] = False
+        sup.check()  # the first failed probe
+        now[0] = 10.0
+        assert sup.rows()[0][2] == "running"  # a blip under 2 s is not shown
+        sup.check()
+        now[0] = 12.5
+        assert sup.rows()[0][2] == "not ready for 4 s"
+        answer[0] = True
+        sup.check()
+        assert sup.rows()[0][2] == "running"
+    finally:
+        sup.stop(timeout=10)
