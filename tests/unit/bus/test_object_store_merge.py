@@ -66,7 +66,8 @@ def _files(sizes: list[int], start: int = 0, per: int = 10, name: str = "k") -> 
 def test_runs_are_small_consecutive_older_batches_up_to_the_target() -> None:
     small, big = 100_000, 900_000
     files = _files([small] * 12 + [big] + [small] * 3 + [small] * 8)  # 8 newest kept
-    runs = plan_merges({("t", 0): files}, doomed=set())
+    limits = {"small": 512 * 1024, "target": 1024 * 1024}
+    runs = plan_merges({("t", 0): files}, doomed=set(), **limits)
     assert [[b.key for b in run] for run in runs] == [
         [f"k{i}" for i in range(0, 10)],  # ~1 MB
         ["k10", "k11"],
@@ -74,5 +75,5 @@ def test_runs_are_small_consecutive_older_batches_up_to_the_target() -> None:
     ]
     # a doomed batch, a gap, and a partition with only its newest batches
     gap = _files([small] * 4) + _files([small] * 12, start=1000, name="g")
-    runs = plan_merges({("t", 0): gap, ("t", 1): _files([small] * 8)}, doomed={"k1"})
+    runs = plan_merges({("t", 0): gap, ("t", 1): _files([small] * 8)}, doomed={"k1"}, **limits)
     assert [[b.key for b in run] for run in runs] == [["k2", "k3"], ["g0", "g1", "g2", "g3"]]
