@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 RESULTS = Path(__file__).parent / "results"
@@ -97,6 +98,32 @@ def lag(data_dir: Path) -> dict[str, int]:
     return out
 
 
+def ioc_store(data_dir: Path) -> dict[str, float]:
+    """The IOC store's keys and Redis's own count of the bytes it holds (``INFO
+    memory``): Redis's RSS follows the data it is given (each new entity is a key);
+    bytes per key that stay flat say the growth is content, not a leak."""
+    try:
+        url = json.loads((data_dir / "stack.json").read_text()).get("redis")
+    except (OSError, ValueError):
+        return {}
+    if not url:
+        return {}
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            keys = int(client.dbsize())
+            used = float(client.info("memory")["used_memory"])
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return {}  # restarting
+    return {
+        "keys": keys,
+        "used_mb": round(used / 1e6, 1),
+        "bytes_per_key": round(used / keys) if keys else 0.0,
+    }
+
+
 def sample(up: psutil.Process, data_dir: Path) -> dict[str, object]:
     """RSS in MB per named process (summed when a role has several), the data dir,
     and each bus process's consumer lag."""
@@ -117,6 +144,7 @@ def sample(up: psutil.Process, data_dir: Path) -> dict[str, object]:
         "rss_mb": rss,
         "data_dir_mb": round(_dir_size(data_dir) / 1e6, 1),
         "lag": lag(data_dir),
+        "ioc_store": ioc_store(data_dir),
     }
 
 
@@ -141,6 +169,28 @@ def summarize(samples: list[dict[str, object]], warmup_s: float) -> dict[str, di
     w, e = float(warm["data_dir_mb"]), float(end["data_dir_mb"])  # type: ignore[arg-type]
     out["data dir"] = {"warm": w, "end": e, "ratio": round(e / w, 3) if w else 0.0}
     return out
+
+
+def ioc_figures(samples: list[dict[str, object]], warmup_s: float) -> dict[str, dict[str, float]]:
+    """The IOC store's keys, used MB and bytes per key: right after warm-up and at the
+    end (not held to the bar: the store holds what the bus is given)."""
+    t0 = float(samples[0]["t"])  # type: ignore[arg-type]
+    seen = [
+        dict(s["ioc_store"])  # type: ignore[call-overload]
+        for s in samples
+        if float(s["t"]) - t0 >= warmup_s and s.get("ioc_store")  # type: ignore[arg-type]
+    ]
+    if not seen:
+        return {}
+    warm, end = seen[0], seen[-1]
+    return {
+        name: {
+            "warm": float(warm[name]),
+            "end": float(end[name]),
+            "ratio": round(float(end[name]) / float(warm[name]), 3) if warm[name] else 0.0,
+        }
+        for name in ("keys", "used_mb", "bytes_per_key")
+    }
 
 
 def lag_figures(samples: list[dict[str, object]], warmup_s: float) -> dict[str, dict[str, int]]:
@@ -272,6 +322,7 @@ def main() -> int:
         log.close()
     figures = summarize(samples, args.warmup_minutes * 60) if samples else {}
     lags = lag_figures(samples, args.warmup_minutes * 60) if samples else {}
+    ioc = ioc_figures(samples, args.warmup_minutes * 60) if samples else {}
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out / f"soak-{stamp}.json"
@@ -286,6 +337,7 @@ def main() -> int:
                 "exit_code": proc.returncode,
                 "figures": figures,
                 "lag_after_warmup": lags,
+                "ioc_store": ioc,
                 "samples": samples,
             },
             indent=1,
@@ -302,6 +354,10 @@ def main() -> int:
         print(f"\n{'consumer lag after warm-up':<28}{'max':>10}{'end':>10}")
         for name, g in sorted(lags.items()):
             print(f"{name:<28}{g['max']:>10,}{g['end']:>10,}")
+    if ioc:
+        print(f"\n{'IOC store (redis)':<24}{'warm-up':>10}{'end':>10}{'ratio':>8}")
+        for name, f in ioc.items():
+            print(f"{name:<24}{f['warm']:>10,.1f}{f['end']:>10,.1f}{f['ratio']:>8.2f}")
     print(f"raw run: {out}; `up` output and logs: {work}")
     return 1 if over else 0
 
