@@ -385,7 +385,7 @@ class ProcessorStateSettings(BaseModel):
     # Changelog records per partition after which the owner writes a snapshot of the
     # partition's entities (a worker with an empty disk restores from the latest one and
     # the changelog after it: bounded by entities, not history). 0: never.
-    snapshot_every: Annotated[int, Field(ge=0)] = 1_000_000
+    snapshot_every: Annotated[int, Field(ge=0)] = 500_000
     # Faust's tables (alert rules, open alerts, quality): "rocksdb" keeps them on disk.
     table_store: Literal["rocksdb", "memory"] = "rocksdb"
     # How the batch loop's consumers share partitions: "cooperative-sticky" moves only

@@ -82,8 +82,9 @@ _CLUSTER_PREFIX = "clusters/"
 _MAX_KEYS = 1000
 # merging small batch files (plan_merges): batches up to _MERGE_SMALL bytes, merged
 # up to _MERGE_TARGET; a partition's newest _MERGE_KEEP_NEWEST are left alone; at
-# most _MERGE_MAX_PER_SWEEP bytes of merged batches held by one sweep round (rounds
-# follow each other _MERGE_PAUSE_S apart while merges remain).
+# most _MERGE_MAX_PER_SWEEP bytes of merged batches held by one sweep round (while
+# merges remain, the next round follows after _MERGE_PAUSE_S or the time the round
+# took, whichever is longer).
 # The broker answers a fetch with one batch file, whatever the fetch's byte limit, and
 # pays for every file of the partition on each fetch: a file of 8 MB rather than 1 MB
 # reads a replay of 9 M changelog records (2 GB, 4 partitions) in 27 s instead of
@@ -776,6 +777,7 @@ async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) 
     while True:
         await asyncio.sleep(pause)
         pause = every_s
+        began = time.monotonic()
         try:
             # reading every batch header takes a while: off the loop, so requests go on
             plan = await asyncio.to_thread(plan_sweep, files, budget_bytes)
@@ -790,8 +792,9 @@ async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) 
             log.info("retention: %s", result.line())
         if result.more_merges:
             # a backlog of small batches (a bulk load): merged round after round, each
-            # holding at most _MERGE_MAX_PER_SWEEP, requests served in between
-            pause = min(every_s, _MERGE_PAUSE_S)
+            # holding at most _MERGE_MAX_PER_SWEEP, with a pause at least as long as
+            # the round took, so the broker's requests keep at least half the time
+            pause = min(every_s, max(_MERGE_PAUSE_S, time.monotonic() - began))
 
 
 def main(argv: list[str] | None = None) -> None:
