@@ -68,7 +68,9 @@ def log_tail(path: Path, lines: int = 10, max_bytes: int = 16_384) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _ready(port: int, timeout: float = 0.5) -> bool:
+def _ready(port: int, timeout: float = 1.0) -> bool:
+    # 1 s, Kubernetes' default probe timeout: a process busy catching up answers its
+    # probe late on a loaded machine, and a late answer is not a "not ready"
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as resp:
             return int(resp.status) == 200
