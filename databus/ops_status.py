@@ -36,6 +36,7 @@ __all__ = [
     "TopicLag",
     "dlq_counts",
     "is_reader_group",
+    "lag_rows",
     "open_alerts_from_records",
     "open_alerts_from_store",
     "partition_lag",
@@ -284,3 +285,34 @@ def status_document(
         "alerts_from": alerts_from,
         "open_alerts": alert_docs,
     }
+
+
+LagRow = tuple[str, str, str, str, str]  # group, state, processes, topic, lag
+
+
+def lag_rows(groups: list[GroupStatus], every_topic: bool = False) -> list[LagRow]:
+    """The rows of `databus status`'s lag table: per group, each topic it still has to
+    read (lag above 0), then one row for the others ("17 more topics" at 0; "0+" when
+    a count among them did not finish) unless ``every_topic``. A group reads up to
+    ~20 topics: listed whole, most rows say 0 and the table is two screens on 80
+    columns."""
+    rows: list[LagRow] = []
+    for g in groups:
+        shown = [t for t in g.topics if every_topic or t.lag]
+        done = [t for t in g.topics if t not in shown]
+        cells = [(t.topic, f"{t.lag}{'' if t.exact else '+'}") for t in shown]
+        if done:
+            more = "more " if shown else ""
+            exact = all(t.exact for t in done)
+            cells.append(
+                (
+                    f"{len(done)} {more}topic{'s' if len(done) > 1 else ''}",
+                    f"0{'' if exact else '+'}",
+                )
+            )
+        for i, (topic, lag) in enumerate(cells or [("—", "—")]):
+            if i == 0:
+                rows.append((g.group, g.state, str(len(g.members)), topic, lag))
+            else:
+                rows.append(("", "", "", topic, lag))
+    return rows

@@ -44,9 +44,9 @@ from databus.ops_status import (
     GroupStatus,
     Member,
     OpenAlert,
-    TopicLag,
     dlq_counts,
     is_reader_group,
+    lag_rows,
     open_alerts_from_records,
     open_alerts_from_store,
     partition_lag,
@@ -314,26 +314,19 @@ def _alerts(settings: Settings, timeout: float) -> tuple[str, list[OpenAlert]]:
 
 
 def _render_status(
-    groups: list[GroupStatus], dlq: list[DlqCount], source: str, alerts: list[OpenAlert]
+    groups: list[GroupStatus],
+    dlq: list[DlqCount],
+    source: str,
+    alerts: list[OpenAlert],
+    every_topic: bool = False,
 ) -> None:
     table = Table(title="processes and lag (records not yet consumed)", title_justify="left")
     for col in ("group", "state", "processes", "topic", "lag"):
         table.add_column(
             col, justify="right" if col in ("processes", "lag") else "left", overflow="fold"
         )
-    for g in groups:
-        first = True
-        rows: list[TopicLag | None] = [*g.topics] or [None]
-        for t in rows:
-            lag = "—" if t is None else f"{t.lag}{'' if t.exact else '+'}"
-            table.add_row(
-                g.group if first else "",
-                g.state if first else "",
-                str(len(g.members)) if first else "",
-                "—" if t is None else t.topic,
-                lag,
-            )
-            first = False
+    for row in lag_rows(groups, every_topic):
+        table.add_row(*row)
     console.print(table if groups else "[yellow]no consumer group of the bus is running[/]")
     if any(not t.exact for g in groups for t in g.topics):
         console.print("[dim]+ : counting did not finish in time; at least this many[/]")
@@ -385,6 +378,10 @@ def _render_status(
 @status_app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts")] = False,
+    every_topic: Annotated[
+        bool,
+        typer.Option("--all-topics", help="List every topic a group reads, those at lag 0 too"),
+    ] = False,
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds each part may take (counting, reading)")
     ] = 30,
@@ -406,7 +403,7 @@ def status(
         doc = status_document(groups, dlq, alerts, alerts_from=source, at=datetime.now(UTC))
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return
-    _render_status(groups, dlq, source, alerts)
+    _render_status(groups, dlq, source, alerts, every_topic)
 
 
 # ---- tail -------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from databus.ops_status import (
     DlqCount,
     GroupStatus,
     Member,
+    TopicLag,
     dlq_counts,
     is_reader_group,
+    lag_rows,
     open_alerts_from_records,
     open_alerts_from_store,
     partition_lag,
@@ -160,3 +162,24 @@ def test_the_status_document_is_plain_json() -> None:
     assert again["dlq_total"] == 2
     assert again["open_alerts"][0]["since"] == T0.isoformat()
     assert again["alerts_from"] == "alerts.v1"
+
+
+def test_the_lag_table_lists_what_is_left_and_folds_the_topics_at_zero() -> None:
+    topics = [TopicLag("a.raw", 4, 0, True), TopicLag("b.raw", 4, 12, True)]
+    topics += [TopicLag("c.raw", 4, 3, False), TopicLag("d.raw", 4, 0, True)]
+    busy = GroupStatus("loop", "stable", [], topics)
+    idle = GroupStatus("sink", "stable", [], [TopicLag("a.std", 4, 0, True)] * 3)
+    unsure = GroupStatus(
+        "other", "stable", [], [TopicLag("x", 1, 0, True), TopicLag("y", 1, 0, False)]
+    )
+    empty = GroupStatus("new", "empty", [], [])
+    assert lag_rows([busy, idle, unsure, empty]) == [
+        ("loop", "stable", "0", "b.raw", "12"),
+        ("", "", "", "c.raw", "3+"),  # a count that did not finish: at least 3
+        ("", "", "", "2 more topics", "0"),
+        ("sink", "stable", "0", "3 topics", "0"),
+        ("other", "stable", "0", "2 topics", "0+"),  # one of them not counted to the end
+        ("new", "empty", "0", "—", "—"),
+    ]
+    every = lag_rows([busy], every_topic=True)
+    assert [r[3] for r in every] == ["a.raw", "b.raw", "c.raw", "d.raw"]
