@@ -36,6 +36,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import logging
@@ -45,6 +47,7 @@ import struct
 import time
 from bisect import bisect_right, insort
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +74,7 @@ __all__ = [
     "plan_merges",
     "plan_sweep",
     "plan_trim",
+    "release_freed_memory",
     "sweep",
 ]
 
@@ -772,15 +776,42 @@ def _list(files: ObjectFiles, bucket: str, query: Mapping[str, str]) -> web.Resp
     return web.Response(text="".join(parts), content_type="application/xml")
 
 
+_LIBC: Any = None  # the C library, once looked up (False: none to be had)
+
+
+def release_freed_memory() -> None:
+    """Hand the pages the sweep freed back to the system (glibc's ``malloc_trim``).
+
+    A merge round reads and writes up to ~64 MB of batches in large blocks; glibc keeps
+    freed blocks in the allocating thread's arena, so without this the storage's
+    resident memory climbed by a round's worth every few rounds (43 → 197 MB in 8
+    minutes at 300 events/s, two 64 MB arenas fully resident). A no-op where the C
+    library has no ``malloc_trim`` (musl, macOS)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _LIBC = False
+    trim = getattr(_LIBC, "malloc_trim", None) if _LIBC else None
+    if trim is not None:
+        trim(0)
+
+
 async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) -> None:
     pause = every_s
+    # One thread for every sweep: its allocations stay in one arena of the C library
+    # (the default executor's changing threads spread them over several).
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep")
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(pause)
         pause = every_s
         began = time.monotonic()
+        plan: SweepPlan | None = None
         try:
             # reading every batch header takes a while: off the loop, so requests go on
-            plan = await asyncio.to_thread(plan_sweep, files, budget_bytes)
+            plan = await loop.run_in_executor(worker, plan_sweep, files, budget_bytes)
             result = apply_sweep(files, plan)
         except OSError as exc:  # a file vanished mid-scan, a full disk: next time
             log.warning("retention sweep failed: %s", exc)
@@ -788,6 +819,9 @@ async def _sweep_forever(files: ObjectFiles, budget_bytes: int, every_s: float) 
         except Exception:  # a defect: said, and the next sweep tries again
             log.exception("retention sweep failed")
             continue
+        finally:
+            plan = None  # the merged batches are on disk: not held through the pause
+            release_freed_memory()  # every arena: the sweep thread's and the loop's
         if result.deleted or result.over_budget or result.merged:
             log.info("retention: %s", result.line())
         if result.more_merges:
