@@ -27,13 +27,20 @@ TP = tuple[str, int]
 log = logging.getLogger(__name__)
 
 # A commit refused because the group is rebalancing (or the member is no longer known,
-# e.g. to a broker that restarted): the records were handled, and whoever owns the
-# partitions next is given them again (at least once).
+# e.g. to a broker that restarted), or because there is no coordinator to take it
+# right now (the broker is down or restarting): the records were handled, and whoever
+# owns the partitions next is given them again (at least once); a later commit covers
+# them. A sink killed by such a refusal (exit 1) was seen when the embedded broker
+# restarted.
 REBALANCING = frozenset(
     {
         KafkaError.REBALANCE_IN_PROGRESS,
         KafkaError.ILLEGAL_GENERATION,
         KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError._WAIT_COORD,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     }
 )
 
@@ -47,7 +54,7 @@ def commit_unless_rebalancing(consumer: Consumer, offsets: list[TopicPartition],
         err = exc.args[0]
         if not (isinstance(err, KafkaError) and err.code() in REBALANCING):
             raise
-        log.warning("%s: commit refused in a rebalance (%s), replay expected", who, err)
+        log.warning("%s: commit refused (%s), replay expected", who, err)
         return False
     return True
 
